@@ -1,0 +1,7 @@
+/* Command-line subcommands: each takes argv with argv[0] = its own name. */
+#ifndef LINA_CLI_H
+#define LINA_CLI_H
+
+int cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,10 @@
+/* liblina: linear transformers in C. One public header; see docs/ and README.md. */
+#ifndef LINA_H
+#define LINA_H
+
+#include "lina/core.h"
+#include "lina/ops.h"
+#include "lina/fmap.h"
+#include "lina/softmax.h"
+
+#endif

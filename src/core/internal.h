@@ -1,0 +1,31 @@
+/* Internal helpers shared by all of liblina (not installed). */
+#ifndef LINA_INTERNAL_H
+#define LINA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lina/core.h"
+
+/* Record a formatted error message for lina_last_error() and return code. */
+lina_status lina_fail(lina_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The default per-thread context used when an op receives ctx == NULL. */
+lina_ctx *lina_ctx_default(void);
+int lina_ctx_check_finite(const lina_ctx *ctx);
+
+/* Per-thread scratch: reserve n_threads arenas of `floats` floats each before a
+ * parallel region (grows, never shrinks; 64-byte aligned), then each thread
+ * takes lina_ctx_thread_ws(ctx, tid). Shared scratch: lina_ctx_shared_ws. */
+lina_status lina_ctx_reserve(lina_ctx *ctx, int n_threads, size_t floats);
+float *lina_ctx_thread_ws(lina_ctx *ctx, int tid);
+/* A second, independent shared buffer (slot 0..3), e.g. for an augmented copy of v. */
+float *lina_ctx_shared_ws(lina_ctx *ctx, int slot, size_t floats);
+
+/* Overflow-checked size products; return 0 on overflow. */
+int lina_mul_size(size_t a, size_t b, size_t *out);
+
+/* 1 if all n values are finite. */
+int lina_all_finite(const float *x, size_t n);
+
+#endif
