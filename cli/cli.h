@@ -3,5 +3,7 @@
 #define LINA_CLI_H
 
 int cmd_version(int argc, char **argv);
+/* generate for Hugging Face / fla checkpoint directories (cli/cmd_score.c) */
+int cmd_generate_hf(int argc, char **argv);
 
 #endif

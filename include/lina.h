@@ -6,5 +6,6 @@
 #include "lina/ops.h"
 #include "lina/fmap.h"
 #include "lina/softmax.h"
+#include "lina/io.h"
 
 #endif
