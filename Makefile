@@ -71,7 +71,7 @@ else
   CUDA_NAME := no
 endif
 
-.PHONY: all lib cli tests test install uninstall clean features bench-deps
+.PHONY: all lib cli tests test test-sanitize demo install uninstall clean features
 all: features lib cli tests
 
 features:
@@ -108,6 +108,17 @@ test:
 	@bash scripts/ensure_deps.sh test
 	@$(MAKE) --no-print-directory all
 	@bash tests/run.sh $(BUILD)
+
+# The suite once more under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only).
+test-sanitize:
+	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 CUDA=0 lib tests
+	@ASAN_OPTIONS=detect_leaks=1 LINA_SANITIZE=1 bash tests/run.sh build-asan
+
+# The main job on a built-in default: train a small model, then generate from it.
+demo:
+	@bash scripts/ensure_deps.sh build
+	@$(MAKE) --no-print-directory all
+	@bash scripts/demo.sh $(BUILD)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/lina $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
