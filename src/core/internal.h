@@ -28,4 +28,16 @@ int lina_mul_size(size_t a, size_t b, size_t *out);
 /* 1 if all n values are finite. */
 int lina_all_finite(const float *x, size_t n);
 
+/* Deterministic RNG (xoshiro256**): same seed, same stream on every machine. */
+typedef struct {
+    uint64_t s[4];
+    double spare;
+    int has_spare;
+} lina_rng;
+void lina_rng_seed(lina_rng *r, uint64_t seed);
+uint64_t lina_rng_u64(lina_rng *r);
+double lina_rng_uniform(lina_rng *r);        /* [0, 1) */
+double lina_rng_normal(lina_rng *r);         /* N(0, 1) */
+uint64_t lina_rng_below(lina_rng *r, uint64_t n); /* uniform in [0, n), n >= 1 */
+
 #endif
