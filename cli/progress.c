@@ -34,7 +34,7 @@ static void draw(cli_progress *p, long done, const char *info, int final) {
     int fill = (int)(frac * 30 + 0.5);
     for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
     bar[30] = 0;
-    fprintf(stderr, "%s%s [%s] %3.0f%% %ld/%ld | %.2f it/s | %s %s%s%s%s", p->tty ? "\r" : "",
+    fprintf(stderr, "%s%s [%s] %3.0f%% %ld/%ld | %.2f it/s | %s %s%s%s%s%s", p->tty ? "\r" : "",
             p->label, bar, 100 * frac, done, p->total, el > 0 ? done / el : 0.0,
             final ? "elapsed" : "ETA", final ? elapsed : eta, info ? " | " : "", info ? info : "",
             p->tty ? "\033[K" : "", (final || !p->tty) ? "\n" : "");
