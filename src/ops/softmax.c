@@ -1,0 +1,513 @@
+/* Softmax attention, FlashAttention-style, in the [B, T, H, D] layout.
+ *
+ * Forward, per (sequence, query head, block of BQ queries), streaming over
+ * blocks of BK keys with an online softmax (row max m, row sum l, output
+ * accumulator acc):
+ *   S   = scale * Q_i K_j^T                      (BQ, BK), masked -> -inf
+ *   m'  = max(m, rowmax S);  P = exp(S - m')
+ *   l   = l e^(m - m') + rowsum P;   acc = acc e^(m - m') + P V_j
+ *   o   = acc / l;  lse = m + log l
+ * Memory is O(T D): the T x T score matrix never exists.
+ *
+ * Backward (FlashAttention-2), per (sequence, key/value head): for each key
+ * block j, for each query head of the group and each query block i that sees j:
+ *   P  = exp(scale Q_i K_j^T - lse_i)    (recomputed, masked -> 0)
+ *   dV_j += P^T dO_i;   dP = dO_i V_j^T;   dS = P * (dP - D_i),  D_i = rowsum(dO_i * O_i)
+ *   dK_j += scale dS^T Q_i;   dQ_i += scale dS K_j
+ * A job owns the dk/dv rows of its kv head and the dq rows of its query heads,
+ * so no two threads write the same value and the sums never depend on the
+ * thread count.
+ *
+ * Masks (positions local to a sequence, query t, key s, window w):
+ *   causal:      s <= t, and s > t - w when w > 0
+ *   bidirectional: all s, or |t - s| < w when w > 0
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "../core/internal.h"
+#include "lina/softmax.h"
+
+#define BQ 64 /* queries per block */
+#define BK 64 /* keys per block */
+#define LINA_SOFTMAX_MAX_DIM 65536
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        lina_status st_ = (x);                                                                     \
+        if (st_ != LINA_OK) return st_;                                                            \
+    } while (0)
+
+lina_softmax_desc lina_softmax_desc_default(void) {
+    lina_softmax_desc d;
+    memset(&d, 0, sizeof d);
+    d.B = 1;
+    d.causal = 1;
+    return d;
+}
+
+/* ---- shape helpers ---- */
+
+typedef struct {
+    const lina_softmax_desc *d;
+    int HKV, group; /* kv heads; query heads per kv head */
+    float scale;
+    int n_seqs;
+} plan_t;
+
+static void seq_range(const lina_softmax_desc *d, int n, int64_t *bos, int *len) {
+    if (d->cu_seqlens) {
+        *bos = d->cu_seqlens[n];
+        *len = (int)(d->cu_seqlens[n + 1] - d->cu_seqlens[n]);
+    } else {
+        *bos = (int64_t)n * d->T;
+        *len = d->T;
+    }
+}
+
+static int min_i(int a, int b) { return a < b ? a : b; }
+static int max_i(int a, int b) { return a > b ? a : b; }
+
+/* Keys [*lo, *hi) that some query in [t0, t1) may attend to (sequence of len L). */
+static void key_range(const lina_softmax_desc *d, int L, int t0, int t1, int *lo, int *hi) {
+    int w = d->window;
+    *lo = w > 0 ? max_i(0, t0 - w + 1) : 0;
+    *hi = d->causal ? t1 : (w > 0 ? min_i(L, t1 - 1 + w) : L);
+}
+
+/* Queries [*lo, *hi) that may attend to some key in [s0, s1). */
+static void query_range(const lina_softmax_desc *d, int L, int s0, int s1, int *lo, int *hi) {
+    int w = d->window;
+    *lo = d->causal ? s0 : (w > 0 ? max_i(0, s0 - w + 1) : 0);
+    *hi = w > 0 ? min_i(L, s1 - 1 + w) : L;
+}
+
+static int allowed(const lina_softmax_desc *d, int t, int s) {
+    int w = d->window;
+    if (d->causal) return s <= t && (w <= 0 || s > t - w);
+    return w <= 0 || abs(t - s) < w;
+}
+
+/* 1 if every (t, s) in [t0,t1) x [s0,s1) is allowed. */
+static int block_full(const lina_softmax_desc *d, int t0, int t1, int s0, int s1) {
+    int w = d->window;
+    if (d->causal) return s1 - 1 <= t0 && (w <= 0 || s0 > t1 - 1 - w);
+    return w <= 0 || max_i(t1 - 1 - s0, s1 - 1 - t0) < w;
+}
+
+/* S (nq, nk) with leading dimension BK: entries outside the mask -> -inf. */
+static void apply_mask(const lina_softmax_desc *d, int t0, int nq, int s0, int nk, float *S) {
+    if (block_full(d, t0, t0 + nq, s0, s0 + nk)) return;
+    for (int i = 0; i < nq; i++)
+        for (int j = 0; j < nk; j++)
+            if (!allowed(d, t0 + i, s0 + j)) S[i * BK + j] = -INFINITY;
+}
+
+/* ---- exp over a row ---- */
+
+/* x[j] = exp(x[j] - m) for j < n (0 for x[j] = -inf); returns the sum.
+ * exp(y) = 2^k e^r, k = round(y / ln 2), |r| <= ln2 / 2, e^r by its degree-7
+ * Taylor polynomial (relative error < 1e-8 before rounding). */
+#ifdef __AVX512F__
+static inline __m512 exp512(__m512 y) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2hi = _mm512_set1_ps(0.693145751953125f),
+                 ln2lo = _mm512_set1_ps(1.428606765330187e-06f);
+    __m512 too_small = _mm512_set1_ps(-87.0f);
+    __mmask16 zero = _mm512_cmp_ps_mask(y, too_small, _CMP_LT_OQ);
+    y = _mm512_max_ps(y, too_small);
+    __m512 kf = _mm512_roundscale_ps(_mm512_mul_ps(y, log2e), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(kf, ln2hi, y);
+    r = _mm512_fnmadd_ps(kf, ln2lo, r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(kf), _mm512_set1_epi32(127)), 23);
+    __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps((__mmask16)~zero, res);
+}
+#endif
+
+static float exp_row(float *x, int n, float m) {
+    int j = 0;
+    float sum = 0.0f;
+#ifdef __AVX512F__
+    __m512 acc = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);
+    for (; j + 16 <= n; j += 16) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+        _mm512_storeu_ps(x + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) {
+        __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_mask_loadu_ps(mv, k, x + j), mv));
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(x + j, k, e);
+        acc = _mm512_add_ps(acc, e);
+        j = n;
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; j < n; j++) {
+        x[j] = expf(x[j] - m);
+        sum += x[j];
+    }
+    return sum;
+}
+
+static float max_row(const float *x, int n) {
+    float m = -INFINITY;
+    int j = 0;
+#ifdef __AVX512F__
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (; j + 16 <= n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + j));
+    m = _mm512_reduce_max_ps(mv);
+#endif
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* ---- OpenMP + OpenBLAS ---- */
+
+static int n_threads(lina_ctx *ctx, int n_jobs) {
+    int t = lina_ctx_threads(ctx);
+    if (t < 1) t = 1;
+    return n_jobs < t ? (n_jobs < 1 ? 1 : n_jobs) : t;
+}
+
+/* The OpenMP build of OpenBLAS is single-threaded inside an active parallel
+ * region; a one-thread region is inactive, so limit it explicitly there (this
+ * only changes the ICV of the region's own implicit task). */
+static void blas_single_thread(void) {
+#ifdef _OPENMP
+    if (!omp_in_parallel()) omp_set_num_threads(1);
+#endif
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* ---- validation ---- */
+
+static lina_status check_desc(const char *fn, const lina_softmax_desc *d) {
+    if (!d) return lina_fail(LINA_ERR_INVALID_ARG, "%s: descriptor is NULL", fn);
+#define DIM_CHECK(name, val, lo)                                                                   \
+    if ((val) < (lo) || (val) > LINA_SOFTMAX_MAX_DIM)                                              \
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: " name " = %d out of range [%d, %d]", fn,      \
+                         (int)(val), (int)(lo), LINA_SOFTMAX_MAX_DIM);
+    DIM_CHECK("H", d->H, 1);
+    DIM_CHECK("K", d->K, 1);
+    DIM_CHECK("V", d->V, 1);
+#undef DIM_CHECK
+    if (d->B < 1 || d->B > (1 << 24))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d out of range [1, %d]", fn, d->B, 1 << 24);
+    if (d->T < (d->cu_seqlens ? 0 : 1) || d->T > (1 << 30))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: T = %d out of range [%d, %d]", fn, d->T,
+                         d->cu_seqlens ? 0 : 1, 1 << 30);
+    if (d->HKV < 0 || d->HKV > d->H || (d->HKV && d->H % d->HKV != 0))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: HKV = %d must divide H = %d", fn, d->HKV, d->H);
+    if (!isfinite(d->scale))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: scale = %g must be finite", fn, d->scale);
+    if (d->causal != 0 && d->causal != 1)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: causal = %d must be 0 or 1", fn, d->causal);
+    if (d->window < 0)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: window = %d must be >= 0", fn, d->window);
+    double biggest = (double)d->B * d->T * d->H * (d->K > d->V ? d->K : d->V);
+    if (biggest > 1e15)
+        return lina_fail(LINA_ERR_OOM, "%s: B*T*H*max(K,V) = %.3g elements is too large", fn,
+                         biggest);
+    if (d->cu_seqlens) {
+        if (d->B != 1)
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn, d->B);
+        if (d->n_seqs < 1 || d->n_seqs > (1 << 24))
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: n_seqs = %d out of range [1, %d]", fn,
+                             d->n_seqs, 1 << 24);
+        if (d->cu_seqlens[0] != 0)
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[0] = %lld must be 0", fn,
+                             (long long)d->cu_seqlens[0]);
+        for (int n = 0; n < d->n_seqs; n++)
+            if (d->cu_seqlens[n + 1] < d->cu_seqlens[n])
+                return lina_fail(LINA_ERR_INVALID_ARG,
+                                 "%s: cu_seqlens not monotonic: cu_seqlens[%d] = %lld < "
+                                 "cu_seqlens[%d] = %lld",
+                                 fn, n + 1, (long long)d->cu_seqlens[n + 1], n,
+                                 (long long)d->cu_seqlens[n]);
+        if (d->cu_seqlens[d->n_seqs] != d->T)
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[%d] = %lld must equal T = %d",
+                             fn, d->n_seqs, (long long)d->cu_seqlens[d->n_seqs], d->T);
+    }
+    return LINA_OK;
+}
+
+static lina_status check_input(const char *fn, lina_ctx *ctx, const char *name, const float *x,
+                               size_t n) {
+    if (!x) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name);
+    if (lina_ctx_check_finite(ctx) && !lina_all_finite(x, n)) {
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(x[i]))
+                return lina_fail(LINA_ERR_NONFINITE, "%s: %s[%zu] = %g is not finite", fn, name, i,
+                                 x[i]);
+    }
+    return LINA_OK;
+}
+
+static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_softmax_desc *d,
+                                const float *q, const float *k, const float *v, plan_t *p) {
+    TRY(check_desc(fn, d));
+    p->d = d;
+    p->HKV = d->HKV ? d->HKV : d->H;
+    p->group = d->H / p->HKV;
+    p->scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    p->n_seqs = d->cu_seqlens ? d->n_seqs : d->B;
+    size_t tokens = (size_t)d->B * d->T;
+    TRY(check_input(fn, ctx, "q", q, tokens * d->H * d->K));
+    TRY(check_input(fn, ctx, "k", k, tokens * p->HKV * d->K));
+    TRY(check_input(fn, ctx, "v", v, tokens * p->HKV * d->V));
+    return LINA_OK;
+}
+
+/* ---- forward ---- */
+
+typedef struct {
+    int n, t0; /* sequence, first query of the block (local) */
+} qblock_t;
+
+/* The query blocks of every sequence, longest-running (last) blocks first so
+ * that dynamic scheduling balances the causal triangle. Caller frees. */
+static qblock_t *list_query_blocks(const plan_t *p, int *count) {
+    const lina_softmax_desc *d = p->d;
+    size_t total = 0;
+    for (int n = 0; n < p->n_seqs; n++) {
+        int64_t bos;
+        int len;
+        seq_range(d, n, &bos, &len);
+        total += (size_t)(len + BQ - 1) / BQ;
+    }
+    qblock_t *list = malloc(sizeof *list * (total ? total : 1));
+    if (!list) return NULL;
+    size_t i = 0;
+    for (int n = 0; n < p->n_seqs; n++) {
+        int64_t bos;
+        int len;
+        seq_range(d, n, &bos, &len);
+        for (int t0 = ((len - 1) / BQ) * BQ; len > 0 && t0 >= 0; t0 -= BQ) {
+            list[i].n = n;
+            list[i].t0 = t0;
+            i++;
+        }
+    }
+    *count = (int)total;
+    return list;
+}
+
+/* Scratch per thread: S (BQ, BK), acc (BQ, V), m and l (BQ). */
+static size_t fwd_ws_floats(const lina_softmax_desc *d) {
+    return (size_t)BQ * BK + (size_t)BQ * d->V + 2 * BQ;
+}
+
+static void forward_block(const plan_t *p, int n, int h, int t0, const float *q, const float *k,
+                          const float *v, float *o, float *lse, float *ws) {
+    const lina_softmax_desc *d = p->d;
+    int H = d->H, HKV = p->HKV, K = d->K, V = d->V, hk = h / p->group;
+    int64_t bos;
+    int L;
+    seq_range(d, n, &bos, &L);
+    int nq = min_i(BQ, L - t0);
+    float *S = ws;                 // (BQ, BK) scores, then probabilities
+    float *acc = S + BQ * BK;      // (BQ, V) unnormalized output
+    float *m = acc + (size_t)BQ * V; // (BQ) running row max
+    float *l = m + BQ;             // (BQ) running row sum
+    const float *Qi = q + ((bos + t0) * H + h) * K; // rows at stride H*K
+    for (int i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    memset(acc, 0, sizeof(float) * nq * V);
+
+    int lo, hi;
+    key_range(d, L, t0, t0 + nq, &lo, &hi);
+    for (int s0 = (lo / BK) * BK; s0 < hi; s0 += BK) {
+        int nk = min_i(BK, L - s0);
+        const float *Kj = k + ((bos + s0) * HKV + hk) * K;
+        const float *Vj = v + ((bos + s0) * HKV + hk) * V;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, K, p->scale, Qi, H * K, Kj,
+                    HKV * K, 0.0f, S, BK);
+        apply_mask(d, t0, nq, s0, nk, S);
+        int any = 0;
+        for (int i = 0; i < nq; i++) {
+            float *Si = S + i * BK;
+            float bm = max_row(Si, nk), mn = bm > m[i] ? bm : m[i];
+            if (mn == -INFINITY) { /* nothing visible yet in this row */
+                memset(Si, 0, sizeof(float) * nk);
+                continue;
+            }
+            float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - mn);
+            l[i] = l[i] * alpha + exp_row(Si, nk, mn);
+            m[i] = mn;
+            if (alpha != 1.0f)
+                for (int c = 0; c < V; c++) acc[(size_t)i * V + c] *= alpha;
+            any = 1;
+        }
+        if (any)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, V, nk, 1.0f, S, BK, Vj,
+                        HKV * V, 1.0f, acc, V);
+    }
+    for (int i = 0; i < nq; i++) {
+        float *oi = o + ((bos + t0 + i) * H + h) * V;
+        float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        for (int c = 0; c < V; c++) oi[c] = acc[(size_t)i * V + c] * inv;
+        if (lse) lse[(bos + t0 + i) * H + h] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+    }
+}
+
+lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, const float *q,
+                                 const float *k, const float *v, float *o, float *lse) {
+    static const char fn[] = "lina_softmax_forward";
+    if (!ctx) ctx = lina_ctx_default();
+    if (!ctx) return lina_fail(LINA_ERR_OOM, "%s: no context", fn);
+    plan_t p;
+    TRY(check_common(fn, ctx, d, q, k, v, &p));
+    if (!o) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer o is NULL", fn);
+    int n_blocks = 0;
+    qblock_t *blocks = list_query_blocks(&p, &n_blocks);
+    if (!blocks) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
+    int n_jobs = n_blocks * d->H, nt = n_threads(ctx, n_jobs);
+    lina_status st = lina_ctx_reserve(ctx, nt, fwd_ws_floats(d));
+    if (st == LINA_OK) {
+#pragma omp parallel num_threads(nt)
+        {
+            blas_single_thread();
+            float *ws = lina_ctx_thread_ws(ctx, thread_id());
+#pragma omp for schedule(dynamic, 1)
+            for (int job = 0; job < n_jobs; job++) {
+                const qblock_t *b = &blocks[job / d->H];
+                forward_block(&p, b->n, job % d->H, b->t0, q, k, v, o, lse, ws);
+            }
+        }
+    }
+    free(blocks);
+    return st;
+}
+
+/* ---- backward ---- */
+
+/* Scratch per thread: P (BQ, BK), dP (BQ, BK). */
+static size_t bwd_ws_floats(void) { return (size_t)2 * BQ * BK; }
+
+typedef struct {
+    const float *q, *k, *v, *lse, *dout, *delta; /* delta (tokens, H) = rowsum(dO * O) */
+    float *dq, *dk, *dv;
+} bwd_args_t;
+
+/* One (sequence n, kv head hk): all of its key blocks, in order. */
+static void backward_kv_head(const plan_t *p, int n, int hk, const bwd_args_t *a, float *ws) {
+    const lina_softmax_desc *d = p->d;
+    int H = d->H, HKV = p->HKV, K = d->K, V = d->V;
+    int64_t bos;
+    int L;
+    seq_range(d, n, &bos, &L);
+    float *P = ws;         // (BQ, BK) probabilities, then dS
+    float *dP = P + BQ * BK; // (BQ, BK) dO V^T
+    for (int s0 = 0; s0 < L; s0 += BK) {
+        int nk = min_i(BK, L - s0);
+        const float *Kj = a->k + ((bos + s0) * HKV + hk) * K;
+        const float *Vj = a->v + ((bos + s0) * HKV + hk) * V;
+        float *dKj = a->dk + ((bos + s0) * HKV + hk) * K; // rows at stride HKV*K, zeroed
+        float *dVj = a->dv + ((bos + s0) * HKV + hk) * V;
+        int lo, hi;
+        query_range(d, L, s0, s0 + nk, &lo, &hi);
+        for (int h = hk * p->group; h < (hk + 1) * p->group; h++) {
+            for (int t0 = (lo / BQ) * BQ; t0 < hi; t0 += BQ) {
+                int nq = min_i(BQ, L - t0);
+                const float *Qi = a->q + ((bos + t0) * H + h) * K;
+                const float *dOi = a->dout + ((bos + t0) * H + h) * V;
+                float *dQi = a->dq + ((bos + t0) * H + h) * K;
+                const float *lse = a->lse + (bos + t0) * H + h;     // stride H
+                const float *delta = a->delta + (bos + t0) * H + h; // stride H
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, K, p->scale, Qi, H * K,
+                            Kj, HKV * K, 0.0f, P, BK);
+                apply_mask(d, t0, nq, s0, nk, P);
+                for (int i = 0; i < nq; i++) exp_row(P + i * BK, nk, lse[(size_t)i * H]);
+                // dV_j += P^T dO_i
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, V, nq, 1.0f, P, BK, dOi,
+                            H * V, 1.0f, dVj, HKV * V);
+                // dP = dO_i V_j^T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, V, 1.0f, dOi, H * V, Vj,
+                            HKV * V, 0.0f, dP, BK);
+                // dS = P * (dP - D_i), in place of P
+                for (int i = 0; i < nq; i++) {
+                    float Di = delta[(size_t)i * H];
+                    float *Pi = P + i * BK;
+                    const float *dPi = dP + i * BK;
+                    for (int j = 0; j < nk; j++) Pi[j] *= dPi[j] - Di;
+                }
+                // dK_j += scale dS^T Q_i;  dQ_i += scale dS K_j
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, K, nq, p->scale, P, BK, Qi,
+                            H * K, 1.0f, dKj, HKV * K);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, K, nk, p->scale, P, BK,
+                            Kj, HKV * K, 1.0f, dQi, H * K);
+            }
+        }
+    }
+}
+
+lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, const float *q,
+                                  const float *k, const float *v, const float *o, const float *lse,
+                                  const float *dout, float *dq, float *dk, float *dv) {
+    static const char fn[] = "lina_softmax_backward";
+    if (!ctx) ctx = lina_ctx_default();
+    if (!ctx) return lina_fail(LINA_ERR_OOM, "%s: no context", fn);
+    plan_t p;
+    TRY(check_common(fn, ctx, d, q, k, v, &p));
+    size_t tokens = (size_t)d->B * d->T, rows = tokens * d->H;
+    TRY(check_input(fn, ctx, "o", o, rows * d->V));
+    TRY(check_input(fn, ctx, "dout", dout, rows * d->V));
+    if (!lse) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer lse is NULL", fn);
+    if (lina_ctx_check_finite(ctx))
+        for (size_t r = 0; r < rows; r++)
+            if (isnan(lse[r]) || lse[r] == INFINITY)
+                return lina_fail(LINA_ERR_NONFINITE, "%s: lse[%zu] = %g is not finite", fn, r,
+                                 lse[r]);
+    if (!dq || !dk || !dv) return lina_fail(LINA_ERR_INVALID_ARG, "%s: dq, dk and dv are required", fn);
+
+    float *delta = lina_ctx_shared_ws(ctx, 0, rows); // (tokens, H) rowsum(dO * O)
+    if (!delta) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
+    int n_jobs = p.n_seqs * p.HKV, nt = n_threads(ctx, n_jobs);
+    TRY(lina_ctx_reserve(ctx, nt, bwd_ws_floats()));
+    bwd_args_t a = {q, k, v, lse, dout, delta, dq, dk, dv};
+    int V = d->V;
+#pragma omp parallel num_threads(nt)
+    {
+        blas_single_thread();
+        float *ws = lina_ctx_thread_ws(ctx, thread_id());
+#pragma omp for schedule(static)
+        for (size_t r = 0; r < rows; r++) {
+            double acc = 0;
+            for (int c = 0; c < V; c++) acc += (double)dout[r * V + c] * o[r * V + c];
+            delta[r] = (float)acc;
+        }
+#pragma omp for schedule(static)
+        for (size_t t = 0; t < tokens; t++) {
+            memset(dq + t * d->H * d->K, 0, sizeof(float) * d->H * d->K);
+            memset(dk + t * p.HKV * d->K, 0, sizeof(float) * p.HKV * d->K);
+            memset(dv + t * p.HKV * d->V, 0, sizeof(float) * p.HKV * d->V);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int job = 0; job < n_jobs; job++) backward_kv_head(&p, job / p.HKV, job % p.HKV, &a, ws);
+    }
+    return LINA_OK;
+}
