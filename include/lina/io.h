@@ -30,7 +30,7 @@ typedef struct {
     int ndim;
     int64_t shape[LINA_MAX_NDIM];
     int64_t numel;
-    const void *data; /* points into the mapped file; valid until lina_st_close */
+    const void *data; /* points into the mapped file; valid until lina_st_close; may be unaligned */
     size_t nbytes;
 } lina_tensor_view;
 
@@ -49,6 +49,13 @@ const lina_tensor_view *lina_st_tensor(const lina_st_file *f, int i);
 const lina_tensor_view *lina_st_find(const lina_st_file *f, const char *name); /* NULL if absent */
 /* The "__metadata__" string value for key, or NULL. */
 const char *lina_st_metadata(const lina_st_file *f, const char *key);
+
+/* Scalar conversions: IEEE half and bfloat16 <-> f32 (f32 -> 16 bit rounds to
+ * nearest even; overflow gives inf; NaN stays NaN). */
+float lina_f16_to_f32(uint16_t h);
+uint16_t lina_f32_to_f16(float f);
+float lina_bf16_to_f32(uint16_t b);
+uint16_t lina_f32_to_bf16(float f);
 
 /* Convert a floating tensor (F32, F16, BF16, F64) to f32. n must equal numel. */
 lina_status lina_tensor_to_f32(const lina_tensor_view *t, float *dst, int64_t n);
