@@ -3,6 +3,7 @@
 #define LINA_CLI_H
 
 int cmd_version(int argc, char **argv);
+int cmd_bench(int argc, char **argv); /* lina bench ops (cli/cmd_bench.c) */
 /* generate for Hugging Face / fla checkpoint directories (cli/cmd_score.c) */
 int cmd_generate_hf(int argc, char **argv);
 

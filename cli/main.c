@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int argc, char **argv);
 } commands[] = {
     {"version", "print the version and build features", cmd_version},
+    {"bench", "time attention ops against the sgemm ceiling (lina bench ops --help)", cmd_bench},
 };
 
 static void usage(FILE *f) {
