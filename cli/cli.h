@@ -4,6 +4,7 @@
 
 int cmd_version(int argc, char **argv);
 int cmd_bench(int argc, char **argv); /* lina bench ops (cli/cmd_bench.c) */
+int cmd_icl(int argc, char **argv);
 /* generate for Hugging Face / fla checkpoint directories (cli/cmd_score.c) */
 int cmd_generate_hf(int argc, char **argv);
 

@@ -11,6 +11,7 @@ static const struct {
 } commands[] = {
     {"version", "print the version and build features", cmd_version},
     {"bench", "time attention ops against the sgemm ceiling (lina bench ops --help)", cmd_bench},
+    {"icl", "in-context linear regression with linear self-attention (Vladymyrov et al. 2024)", cmd_icl},
 };
 
 static void usage(FILE *f) {

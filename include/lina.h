@@ -7,5 +7,6 @@
 #include "lina/fmap.h"
 #include "lina/softmax.h"
 #include "lina/io.h"
+#include "lina/icl.h"
 
 #endif
