@@ -1,5 +1,592 @@
-/* TEMPORARY STUB: being written (falls back to the recurrent reference). */
+/* Chunkwise form of the additive update (DESIGN.md §2), forward and backward:
+ *   S_t = G_t S_{t-1} + k_t v_t^T,   o_t = scale S_t^T q_t,
+ * gate NONE, SCALAR (a CONST gate arrives as SCALAR with sg == 0) or VECTOR
+ * (diagonal over K).
+ *
+ * Per chunk of L <= C tokens with chunk-local cumulative log-gates
+ * b_i = g_0 + ... + g_i (per channel k for VECTOR) and S the state before it:
+ *   O      = scale (Q * e^b) S + A V,   A_ij = scale sum_k q_ik k_jk e^{b_ik - b_jk}  (j <= i)
+ *   S_next = e^{b_last} S + (K * e^{b_last - b})^T V
+ * Cumulative sums are kept in double and only differences are exponentiated:
+ * every exponent is <= 0, except in the VECTOR score factorization, whose
+ * factors are bounded by e^SPAN_MAX (see vector_factors).
+ *
+ * Threads: with inner_threads > 1 a job runs in phases: per-chunk state
+ * contributions in parallel, a sequential scan over chunk states, then
+ * per-chunk outputs (or gradients) in parallel. With one thread the same
+ * per-chunk functions run fused in one sequential loop; the arithmetic is the
+ * same, so results are bitwise independent of the thread count.
+ */
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "attn_internal.h"
-size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) { return lina_recurrent_ws_floats(j, backward); }
-void lina_chunk_add_forward(const lina_attn_job *j) { lina_recurrent_forward(j); }
-void lina_chunk_add_backward(const lina_attn_job *j) { lina_recurrent_backward(j); }
+#include "gemm_tiles.h"
+
+#define SUB_CHUNK 16  /* VECTOR scores: sub-chunk length when a chunk decays too much */
+#define SPAN_MAX 60.0 /* largest log-gate drop a factorized VECTOR score may span */
+
+typedef struct {
+    const float *p;
+    ptrdiff_t ld;
+} cmat; /* a read-only row-major matrix view */
+
+/* Per-thread scratch for one chunk. Kg = K (VECTOR) or 1 (SCALAR). */
+typedef struct {
+    double *b;        /* (C, Kg) chunk-local cumulative log-gates */
+    double *db;       /* (C, Kg) gradient w.r.t. b */
+    double *dlast;    /* (Kg) state terms of the gradient w.r.t. b_last */
+    float *eb;        /* (C, Kg) e^{b} */
+    float *ed;        /* (C, Kg) e^{b_last - b} */
+    float *el;        /* (Kg) e^{b_last}: the chunk's decay of the state */
+    float *Qg;        /* (C, K) q * e^{b} */
+    float *Kd;        /* (C, K) k * e^{b_last - b} */
+    float *Qr, *Fr;   /* (C, K) VECTOR scores: q * e^{b - b_r} and the factors e^{b - b_r} */
+    float *Kr, *Er;   /* (C, K) VECTOR scores: k * e^{b_r - b} and the factors e^{b_r - b} */
+    float *A;         /* (C, C) scores: scaled, decayed, causal-masked */
+    float *dA;        /* (C, C) gradient of the scores, scaled, decayed, masked */
+    float *dS;        /* (K, V) a chunk's contribution to a state or state gradient */
+    float *dQc, *dKc; /* (C, K) this chunk's contributions to dq, dk */
+    float *tmp;       /* (C, max(K, V)) */
+    float *ddiag;     /* (C) diagonal of dA */
+} chunk_ws;
+
+/* Workspace layout of one job, shared by ws_floats and the carving below. */
+typedef struct {
+    int C, nC, Kg, threads;
+    size_t states, dstates, decays, chunk; /* floats of each part (chunk: per thread) */
+} layout;
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECTOR ? j->K : 1; }
+
+static size_t chunk_ws_floats(int C, int K, int V, int Kg) {
+    size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
+    return 2 * 2 * CKg + 2 * round16(Kg) + 2 * CKg + round16(Kg) + 6 * CK + 2 * round16((size_t)C * C) +
+           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + round16(C);
+}
+
+static layout layout_of(const lina_attn_job *j, int backward) {
+    layout l;
+    l.C = j->chunk > 0 ? j->chunk : 64;
+    l.nC = (j->T + l.C - 1) / l.C;
+    l.Kg = gate_width(j);
+    l.threads = j->inner_threads > 1 ? j->inner_threads : 1;
+    size_t kv = (size_t)j->K * j->V;
+    /* the fused single-thread forward keeps one state; everything else one per chunk boundary */
+    l.states = round16(kv * (backward || l.threads > 1 ? (size_t)l.nC + 1 : 1));
+    l.dstates = backward ? round16(kv * ((size_t)l.nC + 1)) : 0;
+    l.decays = round16((size_t)l.nC * l.Kg + 1);
+    l.chunk = chunk_ws_floats(l.C, j->K, j->V, l.Kg);
+    return l;
+}
+
+size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) {
+    layout l = layout_of(j, backward);
+    return l.states + l.dstates + l.decays + l.chunk * l.threads + 16;
+}
+
+static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
+    chunk_ws w;
+    size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
+#define TAKE(n) (p += (n), p - (n))
+    w.b = (double *)TAKE(2 * CKg);
+    w.db = (double *)TAKE(2 * CKg);
+    w.dlast = (double *)TAKE(2 * round16(Kg));
+    w.eb = TAKE(CKg);
+    w.ed = TAKE(CKg);
+    w.el = TAKE(round16(Kg));
+    w.Qg = TAKE(CK);
+    w.Kd = TAKE(CK);
+    w.Qr = TAKE(CK);
+    w.Fr = TAKE(CK);
+    w.Kr = TAKE(CK);
+    w.Er = TAKE(CK);
+    w.A = TAKE(round16((size_t)C * C));
+    w.dA = TAKE(round16((size_t)C * C));
+    w.dS = TAKE(round16((size_t)K * V));
+    w.dQc = TAKE(CK);
+    w.dKc = TAKE(CK);
+    w.tmp = TAKE(round16((size_t)C * mx));
+    w.ddiag = TAKE(round16(C));
+#undef TAKE
+    return w;
+}
+
+/* ---- gates ---- */
+
+/* b, e^{b}, e^{b_last - b}, e^{b_last} of the chunk at t0 (nothing for NONE). */
+static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
+    if (j->gate == LINA_GATE_NONE) return;
+    int Kg = gate_width(j);
+    for (int i = 0; i < L; i++) {
+        const float *g = j->g + (ptrdiff_t)(t0 + i) * j->sg;
+        double *b = w->b + (size_t)i * Kg;
+        for (int c = 0; c < Kg; c++) b[c] = (i ? b[c - Kg] : 0.0) + g[c];
+    }
+    const double *last = w->b + (size_t)(L - 1) * Kg;
+    for (int i = 0; i < L; i++)
+        for (int c = 0; c < Kg; c++) {
+            double b = w->b[(size_t)i * Kg + c];
+            w->eb[(size_t)i * Kg + c] = expf((float)b);
+            w->ed[(size_t)i * Kg + c] = expf((float)(last[c] - b));
+        }
+    for (int c = 0; c < Kg; c++) w->el[c] = expf((float)last[c]);
+}
+
+/* X * f row-wise (SCALAR: f is (L)) or element-wise (VECTOR: f is (L, K)) into out (L, K). */
+static cmat gated_rows(const lina_attn_job *j, const float *x, const float *f, int L, float *out) {
+    int K = j->K;
+    if (j->gate == LINA_GATE_NONE) return (cmat){x, j->sqk};
+    for (int i = 0; i < L; i++) {
+        const float *xi = x + (ptrdiff_t)i * j->sqk;
+        float *oi = out + (size_t)i * K;
+        if (j->gate == LINA_GATE_VECTOR) {
+            const float *fi = f + (size_t)i * K;
+            for (int c = 0; c < K; c++) oi[c] = xi[c] * fi[c];
+        } else {
+            for (int c = 0; c < K; c++) oi[c] = xi[c] * f[i];
+        }
+    }
+    return (cmat){out, K};
+}
+
+/* In place: X (L, K) *= f, row-wise or element-wise as above. */
+static void scale_rows(const lina_attn_job *j, float *x, const float *f, int L) {
+    int K = j->K;
+    if (j->gate == LINA_GATE_NONE) return;
+    for (int i = 0; i < L; i++) {
+        float *xi = x + (size_t)i * K;
+        if (j->gate == LINA_GATE_VECTOR)
+            for (int c = 0; c < K; c++) xi[c] *= f[(size_t)i * K + c];
+        else
+            for (int c = 0; c < K; c++) xi[c] *= f[i];
+    }
+}
+
+/* S_next = diag(el) S_prev + dS over (K, V); any of the three may alias. */
+static void state_advance(const lina_attn_job *j, const float *el, const float *S_prev,
+                          const float *dS, float *S_next) {
+    int K = j->K, V = j->V;
+    for (int a = 0; a < K; a++) {
+        float d = j->gate == LINA_GATE_NONE ? 1.0f : el[j->gate == LINA_GATE_VECTOR ? a : 0];
+        for (int c = 0; c < V; c++)
+            S_next[(size_t)a * V + c] = d * S_prev[(size_t)a * V + c] + dS[(size_t)a * V + c];
+    }
+}
+
+/* ---- intra-chunk scores ---- */
+
+/* VECTOR scores of sub-chunk I = [s, e) against keys [0, jend), with the
+ * reference point r = s - 1 (b_r = 0 when s = 0):
+ *   A[I, j] = scale (q_I e^{b_I - b_r}) . (k_j e^{b_r - b_j}),
+ * exact because the two exponents add up to b_I - b_j. For j < s both factors
+ * are <= 1. The diagonal block (j in I) joins when the log-gates drop by at most
+ * SPAN_MAX across I, so its key factor stays <= e^SPAN_MAX; then jend = e, else
+ * jend = s and the diagonal block is summed directly (vector_diag_*).
+ * Fills Qr, Fr on rows [s, e) and Kr, Er on rows [0, jend); returns jend. */
+static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, const float *k,
+                          int s, int e) {
+    int K = j->K;
+    const double *br = s ? w->b + (size_t)(s - 1) * K : NULL, *be = w->b + (size_t)(e - 1) * K;
+    int diag = 1;
+    for (int c = 0; c < K; c++)
+        if ((br ? br[c] : 0.0) - be[c] > SPAN_MAX) diag = 0;
+    int jend = diag ? e : s;
+    for (int i = s; i < e; i++) {
+        const double *bi = w->b + (size_t)i * K;
+        const float *qi = q + (ptrdiff_t)i * j->sqk;
+        for (int c = 0; c < K; c++) {
+            float f = expf((float)(bi[c] - (br ? br[c] : 0.0)));
+            w->Fr[(size_t)i * K + c] = f;
+            w->Qr[(size_t)i * K + c] = qi[c] * f;
+        }
+    }
+    for (int jj = 0; jj < jend; jj++) {
+        const double *bj = w->b + (size_t)jj * K;
+        const float *kj = k + (ptrdiff_t)jj * j->sqk;
+        for (int c = 0; c < K; c++) {
+            float f = expf((float)((br ? br[c] : 0.0) - bj[c]));
+            w->Er[(size_t)jj * K + c] = f;
+            w->Kr[(size_t)jj * K + c] = kj[c] * f;
+        }
+    }
+    return jend;
+}
+
+/* One sub-chunk per chunk unless the whole chunk decays by more than SPAN_MAX. */
+static int vector_sub_len(const lina_attn_job *j, const chunk_ws *w, int L) {
+    const double *last = w->b + (size_t)(L - 1) * j->K;
+    for (int c = 0; c < j->K; c++)
+        if (-last[c] > SPAN_MAX) return SUB_CHUNK;
+    return L;
+}
+
+/* Diagonal block [s, e) summed term by term: A_ij = scale sum_k q_ik k_jk e^{b_ik - b_jk}. */
+static void vector_diag_scores(const lina_attn_job *j, chunk_ws *w, const float *q, const float *k,
+                               int s, int e, int C) {
+    int K = j->K;
+    for (int i = s; i < e; i++)
+        for (int jj = s; jj <= i; jj++) {
+            const double *bi = w->b + (size_t)i * K, *bj = w->b + (size_t)jj * K;
+            const float *qi = q + (ptrdiff_t)i * j->sqk, *kj = k + (ptrdiff_t)jj * j->sqk;
+            float acc = 0;
+            for (int c = 0; c < K; c++) acc += qi[c] * kj[c] * expf((float)(bi[c] - bj[c]));
+            w->A[(size_t)i * C + jj] = j->scale * acc;
+        }
+}
+
+/* Its backward: with M = dA on the block, dq_ik += sum_j M_ij k_jk e^{..}, dk_jk += sum_i M_ij q_ik e^{..}. */
+static void vector_diag_backward(const lina_attn_job *j, chunk_ws *w, const float *q,
+                                 const float *k, int s, int e, int C) {
+    int K = j->K;
+    for (int i = s; i < e; i++)
+        for (int jj = s; jj <= i; jj++) {
+            float m = w->dA[(size_t)i * C + jj];
+            const double *bi = w->b + (size_t)i * K, *bj = w->b + (size_t)jj * K;
+            const float *qi = q + (ptrdiff_t)i * j->sqk, *kj = k + (ptrdiff_t)jj * j->sqk;
+            float *dqi = w->dQc + (size_t)i * K, *dkj = w->dKc + (size_t)jj * K;
+            for (int c = 0; c < K; c++) {
+                float f = m * expf((float)(bi[c] - bj[c]));
+                dqi[c] += f * kj[c];
+                dkj[c] += f * qi[c];
+            }
+        }
+}
+
+/* Zero the upper triangle of X (L, L), row stride C; SCALAR: scale the rest by e^{b_i - b_j}. */
+static void causal_decay_mask(const lina_attn_job *j, const chunk_ws *w, float *X, int L, int C) {
+    for (int i = 0; i < L; i++) {
+        float *xi = X + (size_t)i * C;
+        if (j->gate == LINA_GATE_SCALAR)
+            for (int jj = 0; jj <= i; jj++) xi[jj] *= expf((float)(w->b[i] - w->b[jj]));
+        for (int jj = i + 1; jj < L; jj++) xi[jj] = 0.0f;
+    }
+}
+
+/* w->A = the chunk's scores (L, L), row stride C. */
+static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, const float *k, int L,
+                         int C) {
+    int K = j->K;
+    if (j->gate != LINA_GATE_VECTOR) {
+        lina_gemm_tile(0, 1, L, L, K, j->scale, q, j->sqk, k, j->sqk, 0.0f, w->A, C);
+        causal_decay_mask(j, w, w->A, L, C);
+        return;
+    }
+    int sub = vector_sub_len(j, w, L);
+    for (int s = 0; s < L; s += sub) {
+        int e = s + sub < L ? s + sub : L;
+        int jend = vector_factors(j, w, q, k, s, e);
+        if (jend > 0)
+            lina_gemm_tile(0, 1, e - s, jend, K, j->scale, w->Qr + (size_t)s * K, K, w->Kr, K, 0.0f,
+                           w->A + (size_t)s * C, C);
+        if (jend == s) vector_diag_scores(j, w, q, k, s, e, C);
+    }
+    causal_decay_mask(j, w, w->A, L, C);
+}
+
+/* Backward of the VECTOR scores: with M = w->dA (scaled, masked), add
+ *   dq_I += e^{b_I - b_r} * (M[I, :jend] Kr),   dk_j += e^{b_r - b_j} * (M[I, :jend]^T Qr_I). */
+static void vector_scores_backward(const lina_attn_job *j, chunk_ws *w, const float *q,
+                                   const float *k, int L, int C) {
+    int K = j->K;
+    int sub = vector_sub_len(j, w, L);
+    for (int s = 0; s < L; s += sub) {
+        int e = s + sub < L ? s + sub : L;
+        int jend = vector_factors(j, w, q, k, s, e);
+        if (jend > 0) {
+            lina_gemm_tile(0, 0, e - s, K, jend, 1.0f, w->dA + (size_t)s * C, C, w->Kr, K, 0.0f,
+                           w->tmp, K);
+            for (int i = s; i < e; i++)
+                for (int c = 0; c < K; c++)
+                    w->dQc[(size_t)i * K + c] += w->Fr[(size_t)i * K + c] * w->tmp[(size_t)(i - s) * K + c];
+            lina_gemm_tile(1, 0, jend, K, e - s, 1.0f, w->dA + (size_t)s * C, C, w->Qr + (size_t)s * K,
+                           K, 0.0f, w->tmp, K);
+            for (int jj = 0; jj < jend; jj++)
+                for (int c = 0; c < K; c++)
+                    w->dKc[(size_t)jj * K + c] += w->Er[(size_t)jj * K + c] * w->tmp[(size_t)jj * K + c];
+        }
+        if (jend == s) vector_diag_backward(j, w, q, k, s, e, C);
+    }
+}
+
+/* ---- forward pieces ---- */
+
+/* dS = (K * e^{b_last - b})^T V: the chunk's contribution to the next state. (K, V) */
+static void chunk_state_contrib(const lina_attn_job *j, chunk_ws *w, int t0, int L, float *dS) {
+    cmat kd = gated_rows(j, j->k + (ptrdiff_t)t0 * j->sqk, w->ed, L, w->Kd);
+    lina_gemm_tile(1, 0, j->K, j->V, L, 1.0f, kd.p, kd.ld, j->v + (ptrdiff_t)t0 * j->sv, j->sv, 0.0f,
+                   dS, j->V);
+}
+
+/* O = scale (Q * e^b) S_prev + A V for the chunk at t0. */
+static void chunk_output(const lina_attn_job *j, chunk_ws *w, int t0, int L, int C,
+                         const float *S_prev) {
+    const float *q = j->q + (ptrdiff_t)t0 * j->sqk, *k = j->k + (ptrdiff_t)t0 * j->sqk;
+    float *o = j->o + (ptrdiff_t)t0 * j->so;
+    chunk_scores(j, w, q, k, L, C);
+    cmat qg = gated_rows(j, q, w->eb, L, w->Qg);
+    lina_gemm_tile(0, 0, L, j->V, j->K, j->scale, qg.p, qg.ld, S_prev, j->V, 0.0f, o, j->so);
+    lina_gemm_tile(0, 0, L, j->V, L, 1.0f, w->A, C, j->v + (ptrdiff_t)t0 * j->sv, j->sv, 1.0f, o,
+                   j->so);
+}
+
+typedef struct {
+    layout l;
+    float *states;  /* (nC + 1, K, V) state before each chunk (fused forward: just one) */
+    float *dstates; /* (nC + 1, K, V) gradient w.r.t. each of those states (backward) */
+    float *decays;  /* (nC, Kg) e^{b_last} of each chunk */
+    float *chunk;   /* threads x chunk_ws */
+} job_ws;
+
+static job_ws job_ws_of(const lina_attn_job *j, int backward) {
+    job_ws s;
+    s.l = layout_of(j, backward);
+    s.states = j->ws;
+    s.dstates = s.states + s.l.states;
+    s.decays = s.dstates + s.l.dstates;
+    s.chunk = s.decays + s.l.decays;
+    return s;
+}
+
+static chunk_ws thread_chunk_ws(const lina_attn_job *j, const job_ws *s, int tid) {
+    return carve_chunk_ws(s->chunk + (size_t)tid * s->l.chunk, s->l.C, j->K, j->V, s->l.Kg);
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static void chunk_range(const lina_attn_job *j, const layout *l, int n, int *t0, int *L) {
+    *t0 = n * l->C;
+    *L = j->T - *t0 < l->C ? j->T - *t0 : l->C;
+}
+
+/* states[n] for every chunk n (and states[nC], the final state), chunks' decays,
+ * in parallel phases: contributions, then a sequential scan. */
+static void states_phased(const lina_attn_job *j, job_ws *s) {
+    size_t kv = (size_t)j->K * j->V;
+    const layout *l = &s->l;
+#pragma omp parallel for schedule(static) num_threads(l->threads)
+    for (int n = 0; n < l->nC; n++) {
+        chunk_ws w = thread_chunk_ws(j, s, thread_id());
+        int t0, L;
+        chunk_range(j, l, n, &t0, &L);
+        gate_prep(j, t0, L, &w);
+        chunk_state_contrib(j, &w, t0, L, s->states + (size_t)(n + 1) * kv);
+        memcpy(s->decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
+    }
+    for (int n = 0; n < l->nC; n++)
+        state_advance(j, s->decays + (size_t)n * l->Kg, s->states + (size_t)n * kv,
+                      s->states + (size_t)(n + 1) * kv, s->states + (size_t)(n + 1) * kv);
+}
+
+static void load_state(const float *src, float *dst, size_t n) {
+    if (src) memmove(dst, src, sizeof(float) * n);
+    else memset(dst, 0, sizeof(float) * n);
+}
+
+void lina_chunk_add_forward(const lina_attn_job *j) {
+    job_ws s = job_ws_of(j, 0);
+    const layout *l = &s.l;
+    size_t kv = (size_t)j->K * j->V;
+    load_state(j->h0, s.states, kv);
+    float *final = s.states;
+    if (l->threads <= 1) {
+        chunk_ws w = thread_chunk_ws(j, &s, 0);
+        for (int n = 0; n < l->nC; n++) {
+            int t0, L;
+            chunk_range(j, l, n, &t0, &L);
+            gate_prep(j, t0, L, &w);
+            chunk_state_contrib(j, &w, t0, L, w.dS);
+            if (j->o) chunk_output(j, &w, t0, L, l->C, s.states);
+            state_advance(j, w.el, s.states, w.dS, s.states);
+        }
+    } else {
+        states_phased(j, &s);
+        if (j->o) {
+#pragma omp parallel for schedule(static) num_threads(l->threads)
+            for (int n = 0; n < l->nC; n++) {
+                chunk_ws w = thread_chunk_ws(j, &s, thread_id());
+                int t0, L;
+                chunk_range(j, l, n, &t0, &L);
+                gate_prep(j, t0, L, &w);
+                chunk_output(j, &w, t0, L, l->C, s.states + (size_t)n * kv);
+            }
+        }
+        final = s.states + (size_t)l->nC * kv;
+    }
+    if (j->ht) memcpy(j->ht, final, sizeof(float) * kv);
+}
+
+/* ---- backward ---- */
+
+/* dS = scale (Q * e^b)^T dO: the chunk's contribution to the gradient of the state before it. */
+static void chunk_dstate_contrib(const lina_attn_job *j, chunk_ws *w, int t0, int L, float *dS) {
+    cmat qg = gated_rows(j, j->q + (ptrdiff_t)t0 * j->sqk, w->eb, L, w->Qg);
+    lina_gemm_tile(1, 0, j->K, j->V, L, j->scale, qg.p, qg.ld, j->dout + (ptrdiff_t)t0 * j->sdo,
+                   j->sdo, 0.0f, dS, j->V);
+}
+
+/* dg of the chunk from db_i = sum (q_i * dq_i - k_i * dk_i) (per channel for VECTOR,
+ * summed over K for SCALAR), plus the state terms on the last token, then
+ * dg_t = sum_{i >= t} db_i. last (Kg) holds the state terms. */
+static void chunk_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, const double *last) {
+    int K = j->K, Kg = gate_width(j);
+    const float *q = j->q + (ptrdiff_t)t0 * j->sqk, *k = j->k + (ptrdiff_t)t0 * j->sqk;
+    for (int i = 0; i < L; i++) {
+        const float *qi = q + (ptrdiff_t)i * j->sqk, *ki = k + (ptrdiff_t)i * j->sqk;
+        const float *dqi = w->dQc + (size_t)i * K, *dki = w->dKc + (size_t)i * K;
+        double *db = w->db + (size_t)i * Kg;
+        if (Kg == 1) {
+            double acc = 0;
+            for (int c = 0; c < K; c++) acc += (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
+            db[0] = acc;
+        } else {
+            for (int c = 0; c < K; c++) db[c] = (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
+        }
+    }
+    for (int c = 0; c < Kg; c++) w->db[(size_t)(L - 1) * Kg + c] += last[c];
+    for (int c = 0; c < Kg; c++) {
+        double acc = 0;
+        for (int i = L - 1; i >= 0; i--) {
+            acc += w->db[(size_t)i * Kg + c];
+            j->dg[(ptrdiff_t)(t0 + i) * j->sdg + c] = (float)acc;
+        }
+    }
+}
+
+/* All gradients of the chunk at t0 given the state before it (S_prev) and the
+ * gradient w.r.t. the state after it (dSn):
+ *   dV  = A^T dO + Kd dSn
+ *   dA  = scale (dO V^T) masked (SCALAR: * e^{b_i - b_j})
+ *   dQ  = scale (dO S_prev^T) * e^{b} + intra(dA),   dK = (V dSn^T) * e^{b_last - b} + intra(dA)
+ *   dg  from chunk_gate_grad. dq, dk are accumulated into the job's buffers. */
+static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int C,
+                        const float *S_prev, const float *dSn) {
+    int K = j->K, V = j->V;
+    const float *q = j->q + (ptrdiff_t)t0 * j->sqk, *k = j->k + (ptrdiff_t)t0 * j->sqk;
+    const float *v = j->v + (ptrdiff_t)t0 * j->sv, *dO = j->dout + (ptrdiff_t)t0 * j->sdo;
+    float *dv = j->dv + (ptrdiff_t)t0 * j->sdv;
+
+    chunk_scores(j, w, q, k, L, C);
+    lina_gemm_tile(1, 0, L, V, L, 1.0f, w->A, C, dO, j->sdo, 0.0f, dv, j->sdv);
+    cmat kd = gated_rows(j, k, w->ed, L, w->Kd);
+    lina_gemm_tile(0, 0, L, V, K, 1.0f, kd.p, kd.ld, dSn, V, 1.0f, dv, j->sdv);
+
+    lina_gemm_tile(0, 1, L, L, V, j->scale, dO, j->sdo, v, j->sv, 0.0f, w->dA, C);
+    causal_decay_mask(j, w, w->dA, L, C);
+
+    lina_gemm_tile(0, 1, L, K, V, j->scale, dO, j->sdo, S_prev, V, 0.0f, w->dQc, K);
+    scale_rows(j, w->dQc, w->eb, L);
+    lina_gemm_tile(0, 1, L, K, V, 1.0f, v, j->sv, dSn, V, 0.0f, w->dKc, K);
+    scale_rows(j, w->dKc, w->ed, L);
+
+    if (j->gate != LINA_GATE_NONE) {
+        /* state terms of db_last: sum_j k_j . dk_state_j + el * sum(dSn * S_prev), per row for
+         * VECTOR; taken before the intra-chunk part joins dKc */
+        int Kg = gate_width(j);
+        for (int c = 0; c < Kg; c++) w->dlast[c] = 0;
+        for (int i = 0; i < L; i++) {
+            const float *ki = k + (ptrdiff_t)i * j->sqk, *dki = w->dKc + (size_t)i * K;
+            for (int c = 0; c < K; c++) w->dlast[Kg == 1 ? 0 : c] += (double)ki[c] * dki[c];
+        }
+        for (int a = 0; a < K; a++) {
+            double acc = 0;
+            for (int c = 0; c < V; c++) acc += (double)dSn[(size_t)a * V + c] * S_prev[(size_t)a * V + c];
+            w->dlast[Kg == 1 ? 0 : a] += w->el[Kg == 1 ? 0 : a] * acc;
+        }
+    }
+
+    /* The diagonal of dA (no decay) adds q_i.k_i dA_ii to both q_i.dq_i and k_i.dk_i, which
+     * cancel in db_i; it joins dq, dk only after db is taken, so that strong decays
+     * (tiny true db) do not drown in the rounding of that cancellation. */
+    for (int i = 0; i < L; i++) {
+        w->ddiag[i] = w->dA[(size_t)i * C + i];
+        w->dA[(size_t)i * C + i] = 0.0f;
+    }
+    if (j->gate == LINA_GATE_VECTOR) {
+        vector_scores_backward(j, w, q, k, L, C);
+    } else {
+        lina_gemm_tile(0, 0, L, K, L, 1.0f, w->dA, C, k, j->sqk, 1.0f, w->dQc, K);
+        lina_gemm_tile(1, 0, L, K, L, 1.0f, w->dA, C, q, j->sqk, 1.0f, w->dKc, K);
+    }
+    if (j->gate != LINA_GATE_NONE) chunk_gate_grad(j, w, t0, L, w->dlast);
+    for (int i = 0; i < L; i++) {
+        const float *qi = q + (ptrdiff_t)i * j->sqk, *ki = k + (ptrdiff_t)i * j->sqk;
+        float m = w->ddiag[i];
+        for (int c = 0; c < K; c++) {
+            w->dQc[(size_t)i * K + c] += m * ki[c];
+            w->dKc[(size_t)i * K + c] += m * qi[c];
+        }
+    }
+
+    for (int i = 0; i < L; i++) {
+        float *dq = j->dq + (ptrdiff_t)(t0 + i) * j->sqk, *dk = j->dk + (ptrdiff_t)(t0 + i) * j->sqk;
+        for (int c = 0; c < K; c++) {
+            dq[c] += w->dQc[(size_t)i * K + c];
+            dk[c] += w->dKc[(size_t)i * K + c];
+        }
+    }
+}
+
+/* Backward: recompute the chunk states (states_phased or a fused loop), then walk
+ * the chunks backwards carrying dS (the gradient w.r.t. the state after the chunk):
+ *   dS_before = diag(e^{b_last}) dS_after + scale (Q * e^b)^T dO. */
+void lina_chunk_add_backward(const lina_attn_job *j) {
+    job_ws s = job_ws_of(j, 1);
+    const layout *l = &s.l;
+    size_t kv = (size_t)j->K * j->V;
+    load_state(j->h0, s.states, kv);
+    load_state(j->dht, s.dstates + (size_t)l->nC * kv, kv);
+    if (l->threads <= 1) {
+        chunk_ws w = thread_chunk_ws(j, &s, 0);
+        for (int n = 0; n < l->nC; n++) {
+            int t0, L;
+            chunk_range(j, l, n, &t0, &L);
+            gate_prep(j, t0, L, &w);
+            chunk_state_contrib(j, &w, t0, L, w.dS);
+            memcpy(s.decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
+            state_advance(j, w.el, s.states + (size_t)n * kv, w.dS, s.states + (size_t)(n + 1) * kv);
+        }
+        for (int n = l->nC - 1; n >= 0; n--) {
+            int t0, L;
+            chunk_range(j, l, n, &t0, &L);
+            gate_prep(j, t0, L, &w);
+            const float *dSn = s.dstates + (size_t)(n + 1) * kv;
+            chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, dSn);
+            chunk_dstate_contrib(j, &w, t0, L, w.dS);
+            state_advance(j, w.el, dSn, w.dS, s.dstates + (size_t)n * kv);
+        }
+    } else {
+        states_phased(j, &s);
+#pragma omp parallel for schedule(static) num_threads(l->threads)
+        for (int n = 0; n < l->nC; n++) {
+            chunk_ws w = thread_chunk_ws(j, &s, thread_id());
+            int t0, L;
+            chunk_range(j, l, n, &t0, &L);
+            gate_prep(j, t0, L, &w);
+            chunk_dstate_contrib(j, &w, t0, L, s.dstates + (size_t)n * kv);
+        }
+        for (int n = l->nC - 1; n >= 0; n--)
+            state_advance(j, s.decays + (size_t)n * l->Kg, s.dstates + (size_t)(n + 1) * kv,
+                          s.dstates + (size_t)n * kv, s.dstates + (size_t)n * kv);
+#pragma omp parallel for schedule(static) num_threads(l->threads)
+        for (int n = 0; n < l->nC; n++) {
+            chunk_ws w = thread_chunk_ws(j, &s, thread_id());
+            int t0, L;
+            chunk_range(j, l, n, &t0, &L);
+            gate_prep(j, t0, L, &w);
+            chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, s.dstates + (size_t)(n + 1) * kv);
+        }
+    }
+    if (j->dh0) memcpy(j->dh0, s.dstates, sizeof(float) * kv);
+}

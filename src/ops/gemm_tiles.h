@@ -1,0 +1,17 @@
+/* Small row-major GEMMs for the chunkwise forms (chunk-sized operands that
+ * live in L1/L2): C = alpha * op(A) op(B) + beta * C.
+ *
+ * op(A) is M x Kd (A stored M x Kd with row stride lda, or Kd x M if ta),
+ * op(B) is Kd x N (B stored Kd x N with row stride ldb, or N x Kd if tb),
+ * C is M x N with row stride ldc. beta == 0 overwrites C (NaNs in C ignored).
+ * Always single-threaded and deterministic: the result depends only on the
+ * operands, never on the thread count or on where it runs. */
+#ifndef LINA_GEMM_TILES_H
+#define LINA_GEMM_TILES_H
+
+#include <stddef.h>
+
+void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
+                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
+
+#endif
