@@ -1,0 +1,96 @@
+/* Private interface of the chunkwise delta-rule form (attn_chunk_delta*.c).
+ *
+ * Math of one chunk of n tokens r = 0..n-1 (local indices), state S_0 (K x V)
+ * at the chunk start, log-gates cumulated inside the chunk, inclusive:
+ *   b_r = g_0 + ... + g_r            (scalar, or a K-vector for VECTOR gates)
+ *   Gam_r = diag(e^{b_r})            (Gam_r = e^{b_r} I for SCALAR, I for NONE)
+ * Unrolling S_r = G_r S_{r-1} + beta_r k_r (v_r - (G_r S_{r-1})^T k_r)^T gives
+ *   S_r = Gam_r (S_0 + sum_{s<=r} Gam_s^-1 k_s u_s^T)
+ * with pseudo-values u_r = beta_r (v_r - S_0^T Gam_r k_r - sum_{s<r} M_rs u_s),
+ *   M_rs  = k_r^T Gam_r Gam_s^-1 k_s   (s < r)   intra-chunk key scores
+ *   Mq_rs = q_r^T Gam_r Gam_s^-1 k_s   (s <= r)  intra-chunk query scores
+ * In matrix form (rows = tokens), the WY/UT representation:
+ *   N  = (I + tril(diag(beta) M, -1))^-1,  T = N diag(beta)
+ *   W  = T Kg,  Ut = T V,  U = Ut - W S_0           (Kg = rows k_r e^{b_r})
+ *   O  = scale (Qg S_0 + Mq U)                       (Qg = rows q_r e^{b_r})
+ *   S_n = Gam_last S_0 + Kd^T U                      (Kd = rows k_r e^{b_last - b_r})
+ * Only differences b_r - b_s with s <= r, or b_r alone, are exponentiated:
+ * every factor is <= 1 and nothing overflows. For VECTOR gates the scores are
+ * built per sub-chunk of CD_SUB rows with the reference point b_ref = b_{I0}
+ * (first row of the sub-chunk): e^{b_r - b_s} = e^{b_r - b_ref} e^{b_ref - b_s},
+ * both factors <= 1 for s < I0 <= r. The diagonal sub-block uses the same
+ * factorization when the gate range inside it is <= CD_SAFE_RANGE (factors
+ * within e^{+-60}, far from float limits), else exact per-element exponentials.
+ */
+#ifndef LINA_ATTN_CHUNK_DELTA_H
+#define LINA_ATTN_CHUNK_DELTA_H
+
+#include "attn_internal.h"
+
+#define CD_SUB 16
+#define CD_SAFE_RANGE 60.0
+
+/* Buffers of one chunk; C is the chunk capacity (rows), matrices are row-major
+ * with leading dimension K, V or C as noted. */
+typedef struct {
+    int C;
+    double *b;   /* (C) SCALAR or (C, K) VECTOR: cumulative log-gate b_r */
+    float *gam;  /* (C) or (C, K): e^{b_r} */
+    float *dec;  /* (C) or (C, K): e^{b_last - b_r} */
+    float *gl;   /* (K): e^{b_last} (SCALAR: gl[0]) */
+    float *Qg, *Kg, *Kd; /* (C, K): q e^{b_r}, k e^{b_r}, k e^{b_last - b_r} */
+    float *E;    /* (C, C) SCALAR: e^{b_r - b_s} for s <= r, else 0 */
+    float *M;    /* (C, C) strictly lower: M_rs */
+    float *Mq;   /* (C, C) lower with diagonal: Mq_rs */
+    float *N;    /* (C, C) unit lower: (I + diag(beta) M)^-1 */
+    float *Tm;   /* (C, C) lower: N diag(beta) */
+    float *W;    /* (C, K): T Kg */
+    float *Ut;   /* (C, V): T V */
+    float *U;    /* (C, V): Ut - W S_0 */
+    /* VECTOR scratch for one sub-chunk I = [I0, I1) */
+    float *Fr;   /* (CD_SUB, K): e^{b_r - b_ref}, r in I */
+    float *R;    /* (2 CD_SUB, K): rows [k_r; q_r] * Fr */
+    float *Fc;   /* (C, K): e^{b_ref - b_s}, s < cols */
+    float *Kc;   /* (C, K): k_s * Fc */
+    float *Z;    /* (2 CD_SUB, C): [M; Mq] rows of I, or their gradients */
+    float *dR;   /* (2 CD_SUB, K) backward: gradient of R */
+    float *dKc;  /* (C, K) backward: gradient of Kc */
+} cd_chunk;
+
+/* Workspace of the forward and backward drivers (floats). */
+size_t cd_forward_floats(const lina_attn_job *j);
+size_t cd_backward_floats(const lina_attn_job *j);
+
+/* Chunk capacity for this job: min(j->chunk, T), at least 1. */
+int cd_chunk_rows(const lina_attn_job *j);
+/* Floats needed by cd_chunk_carve (64-byte aligned pieces). */
+size_t cd_chunk_floats(const lina_attn_job *j, int C, int backward);
+/* Carve the chunk buffers from ws; returns the first float after them. */
+float *cd_chunk_carve(const lina_attn_job *j, int C, int backward, cd_chunk *c, float *ws);
+/* Round a float count up to 16 (64 bytes). */
+static inline size_t cd_round(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Everything that does not depend on the state: b, gam, dec, gl, Qg, Kg, Kd,
+ * E, M, Mq, N, Tm, W, Ut for tokens [t0, t0 + n). */
+void cd_prep(const lina_attn_job *j, cd_chunk *c, int t0, int n);
+/* U = Ut - W S (S: (K, V)). */
+void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S);
+/* S <- Gam_last S + Kd^T U. */
+void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S);
+
+/* Backward of the scores: given dM (strictly lower) and dMq (lower), both
+ * (n, n) ld C and overwritten as scratch, accumulate into (n, K) buffers
+ *   dq  += dL/dq through Mq,
+ *   dkp += dL/dk through the row role of k in M (k_r of M_rs),
+ *   dkn += dL/dk through the column role of k in M and Mq (k_s of M_rs, Mq_rs).
+ * The split gives the gate gradient: dL/db_r = q_r dq_r + k_r dkp_r - k_r dkn_r
+ * (elementwise; summed over K for SCALAR), because d/db_r e^{b_r - b_s} = e^{..}
+ * and d/db_s e^{b_r - b_s} = -e^{..}. */
+void cd_scores_backward(const lina_attn_job *j, cd_chunk *c, int t0, int n, float *dM, float *dMq,
+                        float *dq, float *dkp, float *dkn);
+
+static inline const float *cd_q(const lina_attn_job *j, int t) { return j->q + (ptrdiff_t)t * j->sqk; }
+static inline const float *cd_k(const lina_attn_job *j, int t) { return j->k + (ptrdiff_t)t * j->sqk; }
+static inline const float *cd_v(const lina_attn_job *j, int t) { return j->v + (ptrdiff_t)t * j->sv; }
+
+#endif

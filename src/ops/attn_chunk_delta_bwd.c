@@ -1,0 +1,265 @@
+/* Chunkwise delta rule, backward (math in attn_chunk_delta.h).
+ *
+ * Pass 1 recomputes the state at every chunk start (n_chunks x (K, V)); pass 2
+ * walks the chunks in reverse, recomputes the chunk's prep (W, Ut, T, ...) and
+ * carries dS = dL/dS_n (the state after the chunk) back to dL/dS_0. With
+ * dO' = scale dO, per chunk:
+ *   U    = Ut - W S_0
+ *   dU   = Kd dS + Mq^T dO'             (n, V)  (S_n = .. + Kd^T U,  O = .. + Mq U)
+ *   dKd  = U dS^T                        (n, K)
+ *   dQg  = dO' S_0^T                     (n, K)
+ *   dMq  = tril(dO' U^T)                 (n, n)
+ *   dW   = -dU S_0^T                     (n, K)  (U = Ut - W S_0, dUt = dU)
+ *   dT   = tril(dU V^T + dW Kg^T)        (n, n)  (Ut = T V, W = T Kg)
+ *   dV   = T^T dU,  dKg = T^T dW
+ *   T = N diag(beta):  dbeta_r = sum_i dT_ir N_ir,  dN = dT diag(beta)
+ *   N = (I + L)^-1:    dL = -N^T dN N^T (strictly lower)
+ *   L = diag(beta) M:  dbeta_r += sum_s dL_rs M_rs,  dM = diag(beta) dL
+ *   dS_0 = Gam_last dS + Qg^T dO' - W^T dU
+ * Then the scores backward (cd_scores_backward) and the gated copies:
+ *   dq  += dQg o gam,  dk(row role) += dKg o gam,  dk(column role) += dKd o dec
+ * Gate gradient w.r.t. the cumulative b (elementwise; summed over K for SCALAR):
+ *   db_r     = q_r dq_r + k_r dkp_r - k_r dkn_r
+ *   db_last += sum_r k_r (dKd o dec)_r + gl o rowsum(dS o S_0)
+ * and dg_s = sum_{r >= s} db_r (b is a chunk-local cumulative sum). */
+#include <cblas.h>
+#include <string.h>
+
+#include "attn_chunk_delta.h"
+
+typedef struct {
+    float *states;      /* (n_chunks, K, V): state at each chunk start */
+    float *dS, *dSn;    /* (K, V): gradient w.r.t. the state after / before the chunk */
+    float *dU;          /* (C, V) */
+    float *dQg, *dKd, *dW, *dKg; /* (C, K) */
+    float *dMq, *dT, *X, *dM;    /* (C, C) */
+    float *dq, *dkp, *dkn;       /* (C, K): dq, dk (row role), dk (column role) of the chunk */
+    float *dbeta;                /* (C) */
+    float *diag;                 /* (C): diagonal of dMq */
+    double *acc;                 /* (K) running gate gradient, reverse cumulative sum */
+} bwd_bufs;
+
+static size_t bwd_layout(const lina_attn_job *j, int C, bwd_bufs *w, float *base) {
+    size_t K = j->K, V = j->V, kv = K * V, CC = (size_t)C * C, at = 0;
+    size_t n_chunks = ((size_t)j->T + C - 1) / C;
+#define PIECE(field, count)                                                                        \
+    do {                                                                                           \
+        if (base) w->field = (void *)(base + at);                                                  \
+        at += cd_round(count);                                                                     \
+    } while (0)
+    PIECE(states, n_chunks * kv);
+    PIECE(dS, kv);
+    PIECE(dSn, kv);
+    PIECE(dU, C * V);
+    PIECE(dQg, C * K);
+    PIECE(dKd, C * K);
+    PIECE(dW, C * K);
+    PIECE(dKg, C * K);
+    PIECE(dMq, CC);
+    PIECE(dT, CC);
+    PIECE(X, CC);
+    PIECE(dM, CC);
+    PIECE(dq, C * K);
+    PIECE(dkp, C * K);
+    PIECE(dkn, C * K);
+    PIECE(dbeta, C);
+    PIECE(diag, C);
+    PIECE(acc, 2 * K);
+#undef PIECE
+    return at;
+}
+
+size_t cd_backward_floats(const lina_attn_job *j) {
+    int C = cd_chunk_rows(j);
+    return cd_chunk_floats(j, C, 1) + bwd_layout(j, C, NULL, NULL);
+}
+
+/* dU, dKd, dQg, dMq, dW, dT, dV, dKg, dbeta, dM and dS_0 (into w->dSn). */
+static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, int t0, int n,
+                              const float *S0) {
+    int K = j->K, V = j->V, C = c->C;
+    const float *dout = j->dout + (ptrdiff_t)t0 * j->sdo;
+    float sc = j->scale;
+    cd_pseudo_values(j, c, n, S0);
+    /* dU = Kd dS + scale Mq^T dO */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f,
+                w->dU, V);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f,
+                w->dU, V);
+    /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f,
+                w->dKd, K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, sc, dout, j->sdo, S0, V, 0.0f,
+                w->dQg, K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f,
+                w->dMq, C);
+    /* dW = -dU S_0^T; dT = dU V^T + dW Kg^T (lower) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, -1.0f, w->dU, V, S0, V, 0.0f, w->dW,
+                K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, V, 1.0f, w->dU, V, cd_v(j, t0), j->sv,
+                0.0f, w->dT, C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, K, 1.0f, w->dW, K, c->Kg, K, 1.0f,
+                w->dT, C);
+    /* dV = T^T dU, dKg = T^T dW */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, V, n, 1.0f, c->Tm, C, w->dU, V, 0.0f,
+                j->dv + (ptrdiff_t)t0 * j->sdv, j->sdv);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, K, n, 1.0f, c->Tm, C, w->dW, K, 0.0f,
+                w->dKg, K);
+    /* mask; dbeta_s = sum_r dT_rs N_rs; dN = dT diag(beta) */
+    float *db = w->dbeta;
+    for (int s = 0; s < n; s++) db[s] = 0.0f;
+    for (int r = 0; r < n; r++) {
+        float *mq = w->dMq + (size_t)r * C, *dt = w->dT + (size_t)r * C;
+        const float *nr = c->N + (size_t)r * C;
+        for (int s = r + 1; s < n; s++) mq[s] = dt[s] = 0.0f;
+        for (int s = 0; s <= r; s++) {
+            db[s] += dt[s] * nr[s];
+            dt[s] *= j->beta[(ptrdiff_t)(t0 + s) * j->sb];
+        }
+    }
+    for (int s = 0; s < n; s++) j->dbeta[(ptrdiff_t)(t0 + s) * j->sdb] = db[s];
+    /* dL = -N^T (dN N^T), strictly lower; dbeta_r += sum_s dL_rs M_rs; dM = diag(beta) dL */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, w->dT, C, c->N, C, 0.0f, w->X,
+                C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, -1.0f, c->N, C, w->X, C, 0.0f,
+                w->dM, C);
+    for (int r = 0; r < n; r++) {
+        float *dm = w->dM + (size_t)r * C, beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
+        const float *m = c->M + (size_t)r * C;
+        float acc = 0;
+        for (int s = 0; s < r; s++) {
+            acc += dm[s] * m[s];
+            dm[s] *= beta;
+        }
+        for (int s = r; s < n; s++) dm[s] = 0.0f;
+        j->dbeta[(ptrdiff_t)(t0 + r) * j->sdb] += acc;
+    }
+    /* dS_0 = Gam_last dS + scale Qg^T dO - W^T dU */
+    size_t kv = (size_t)K * V;
+    if (j->gate == LINA_GATE_VECTOR) {
+        for (int kk = 0; kk < K; kk++)
+            for (int x = 0; x < V; x++) w->dSn[(size_t)kk * V + x] = c->gl[kk] * w->dS[(size_t)kk * V + x];
+    } else {
+        float a = j->gate == LINA_GATE_SCALAR ? c->gl[0] : 1.0f;
+        for (size_t i = 0; i < kv; i++) w->dSn[i] = a * w->dS[i];
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f,
+                w->dSn, V);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, -1.0f, c->W, K, w->dU, V, 1.0f,
+                w->dSn, V);
+}
+
+/* dq, dk of the chunk (through scores and gated copies), then dg. */
+static void chunk_backward_qkg(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, int t0, int n,
+                               const float *S0) {
+    int K = j->K, V = j->V;
+    size_t nk = (size_t)n * K;
+    memset(w->dq, 0, sizeof(float) * nk);
+    memset(w->dkp, 0, sizeof(float) * nk);
+    memset(w->dkn, 0, sizeof(float) * nk);
+    /* The diagonal Mq_rr = q_r . k_r does not depend on the gates; kept out of
+     * the scores backward so that its two equal and opposite gate terms do not
+     * leave float rounding in dg (visible when the true dg is tiny). */
+    for (int r = 0; r < n; r++) {
+        w->diag[r] = w->dMq[(size_t)r * c->C + r];
+        w->dMq[(size_t)r * c->C + r] = 0.0f;
+    }
+    cd_scores_backward(j, c, t0, n, w->dM, w->dMq, w->dq, w->dkp, w->dkn);
+    /* gated copies: Qg = q o gam, Kg = k o gam, Kd = k o dec */
+    int vec = j->gate == LINA_GATE_VECTOR, gated = j->gate != LINA_GATE_NONE;
+    for (int r = 0; r < n; r++)
+        for (int kk = 0; kk < K; kk++) {
+            size_t i = (size_t)r * K + kk;
+            float gam = !gated ? 1.0f : vec ? c->gam[i] : c->gam[r];
+            float dec = !gated ? 1.0f : vec ? c->dec[i] : c->dec[r];
+            w->dq[i] += w->dQg[i] * gam;
+            w->dkp[i] += w->dKg[i] * gam;
+            w->dKd[i] *= dec; /* now the column-role dk through Kd */
+        }
+    if (gated) {
+        /* db_last seeds: gl o rowsum(dS o S_0) + sum_r k_r o dKd_r, then reverse cumsum. */
+        double acc_s = 0, *acc_v = w->acc; /* (K) VECTOR */
+        for (int kk = 0; kk < K; kk++) acc_v[kk] = 0;
+        for (int kk = 0; kk < K; kk++) {
+            double rs = 0;
+            for (int x = 0; x < V; x++) rs += (double)w->dS[(size_t)kk * V + x] * S0[(size_t)kk * V + x];
+            if (vec) acc_v[kk] += c->gl[kk] * rs;
+            else acc_s += rs;
+        }
+        if (!vec) acc_s *= c->gl[0];
+        for (int r = 0; r < n; r++) {
+            const float *k = cd_k(j, t0 + r), *dkd = w->dKd + (size_t)r * K;
+            for (int kk = 0; kk < K; kk++) {
+                if (vec) acc_v[kk] += (double)k[kk] * dkd[kk];
+                else acc_s += (double)k[kk] * dkd[kk];
+            }
+        }
+        for (int r = n - 1; r >= 0; r--) {
+            const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
+            size_t o = (size_t)r * K;
+            float *dg = j->dg + (ptrdiff_t)(t0 + r) * j->sdg;
+            if (vec) {
+                for (int kk = 0; kk < K; kk++) {
+                    acc_v[kk] += (double)q[kk] * w->dq[o + kk] + (double)k[kk] * w->dkp[o + kk] -
+                                 (double)k[kk] * w->dkn[o + kk] - (double)k[kk] * w->dKd[o + kk];
+                    dg[kk] = (float)acc_v[kk];
+                }
+            } else {
+                double db = 0;
+                for (int kk = 0; kk < K; kk++)
+                    db += (double)q[kk] * w->dq[o + kk] + (double)k[kk] * w->dkp[o + kk] -
+                          (double)k[kk] * w->dkn[o + kk] - (double)k[kk] * w->dKd[o + kk];
+                acc_s += db;
+                dg[0] = (float)acc_s;
+            }
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        float *dq = j->dq + (ptrdiff_t)(t0 + r) * j->sqk, *dk = j->dk + (ptrdiff_t)(t0 + r) * j->sqk;
+        const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
+        float d = w->diag[r];
+        size_t o = (size_t)r * K;
+        for (int kk = 0; kk < K; kk++) {
+            dq[kk] += w->dq[o + kk] + d * k[kk];
+            dk[kk] += w->dkp[o + kk] + w->dkn[o + kk] + w->dKd[o + kk] + d * q[kk];
+        }
+    }
+}
+
+void lina_chunk_delta_backward(const lina_attn_job *j) {
+    int C = cd_chunk_rows(j), K = j->K, V = j->V, T = j->T;
+    int n_chunks = (T + C - 1) / C;
+    size_t kv = (size_t)K * V;
+    cd_chunk c;
+    bwd_bufs w;
+    float *p = cd_chunk_carve(j, C, 1, &c, j->ws);
+    bwd_layout(j, C, &w, p);
+
+    /* pass 1: states at chunk starts; the last chunk stays prepared in c */
+    float *S = w.dSn; /* running state (dSn is free until pass 2) */
+    if (j->h0) memcpy(S, j->h0, sizeof(float) * kv);
+    else memset(S, 0, sizeof(float) * kv);
+    for (int i = 0; i < n_chunks; i++) {
+        int t0 = i * C, n = T - t0 < C ? T - t0 : C;
+        memcpy(w.states + (size_t)i * kv, S, sizeof(float) * kv);
+        cd_prep(j, &c, t0, n);
+        if (i + 1 < n_chunks) {
+            cd_pseudo_values(j, &c, n, S);
+            cd_state_update(j, &c, n, S);
+        }
+    }
+
+    /* pass 2 */
+    if (j->dht) memcpy(w.dS, j->dht, sizeof(float) * kv);
+    else memset(w.dS, 0, sizeof(float) * kv);
+    for (int i = n_chunks - 1; i >= 0; i--) {
+        int t0 = i * C, n = T - t0 < C ? T - t0 : C;
+        const float *S0 = w.states + (size_t)i * kv;
+        if (i + 1 < n_chunks) cd_prep(j, &c, t0, n);
+        chunk_backward_wy(j, &c, &w, t0, n, S0);
+        chunk_backward_qkg(j, &c, &w, t0, n, S0);
+        float *t = w.dS;
+        w.dS = w.dSn, w.dSn = t;
+    }
+    if (j->dh0) memcpy(j->dh0, w.dS, sizeof(float) * kv);
+}
