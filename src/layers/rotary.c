@@ -1,0 +1,24 @@
+/* Rotary position embeddings, non-interleaved halves (GPT-NeoX, fla's default):
+ * for i < D/2, f_i = theta^(-2i/D), a = pos f_i:
+ *   y_i = x_i cos a - x_{i+D/2} sin a,   y_{i+D/2} = x_{i+D/2} cos a + x_i sin a.
+ * A rotation: its backward is the inverse rotation (angle -a) of dy. */
+#include "layers.h"
+
+void lina_rotary_apply(int B, int T, int H, int D, float theta, int pos0, float *x, int inverse,
+                       int threads) {
+    int half = D / 2;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && B * T > 64)
+    for (int bt = 0; bt < B * T; bt++) {
+        double pos = pos0 + bt % T;
+        for (int i = 0; i < half; i++) {
+            double a = pos * pow(theta, -2.0 * i / D);
+            float c = (float)cos(a), s = (float)(inverse ? -sin(a) : sin(a));
+            for (int h = 0; h < H; h++) {
+                float *r = x + ((size_t)bt * H + h) * D;
+                float x1 = r[i], x2 = r[i + half];
+                r[i] = x1 * c - x2 * s;
+                r[i + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+/* The language model end to end: loss, logits and EVERY parameter gradient of
+ * tiny models (each mixer kind, hybrids, tied/untied head) against a PyTorch
+ * autograd oracle (scripts/model_oracle.py, fixtures in tests/data/model_*);
+ * prefill + recurrent steps == full forward; state save/load/fork bit-exact;
+ * gradients identical for 1 and 2 threads; checkpoint round trip; bad input.
+ *
+ * Regenerate the fixtures: LINA_WRITE_FIXTURES=1 build/tests/test_model, then
+ * /usr/bin/python3 scripts/model_oracle.py tests/data/model_*            */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lina.h"
+#include "util/check.h"
+
+#define B_TEST 2
+#define T_TEST 67 /* > 64: the chunkwise forms run */
+
+typedef struct {
+    const char *name;
+    const char *mixers[2];
+    int tie;
+} fixture;
+
+static const fixture fixtures[] = {
+    {"gdn", {"gated_deltanet", "gated_deltanet"}, 0},
+    {"softmax", {"softmax", "softmax"}, 1},
+    {"hybrid", {"gated_deltanet", "softmax"}, 0},
+    {"deltanet_gla", {"deltanet", "gla"}, 1},
+    {"mamba2_retnet", {"mamba2", "retnet"}, 0},
+    {"linear_hgrn2", {"linear", "hgrn2"}, 0},
+};
+
+static char data_dir[1024];
+
+static void fixture_dir(const fixture *f, char *out, size_t n) {
+    snprintf(out, n, "%s/model_%s", data_dir, f->name);
+}
+
+static lina_model_config tiny_config(const fixture *f) {
+    lina_model_config c = lina_model_config_default();
+    c.dim = 32;
+    c.n_layers = 2;
+    c.n_heads = 2;
+    c.intermediate = 64;
+    c.init_std = 0.2f;
+    c.max_seq = 128;
+    c.tie_embeddings = f->tie;
+    for (int l = 0; l < 2; l++) c.mixer[l] = (lina_mixer_kind)lina_mixer_parse(f->mixers[l]);
+    return c;
+}
+
+/* Random model (norm weights and biases perturbed too) + tokens, saved for the oracle. */
+static int write_fixture(const fixture *f) {
+    char dir[1200], path[1300];
+    fixture_dir(f, dir, sizeof dir);
+    lina_model_config c = tiny_config(f);
+    lina_model *m = NULL;
+    if (lina_model_create(&c, 1234, &m) != LINA_OK) return 0;
+    test_rng r;
+    rng_seed(&r, 99);
+    for (int i = 0; i < lina_model_n_tensors(m); i++) {
+        const char *name;
+        int64_t shape[4];
+        size_t off;
+        lina_model_tensor_info(m, i, &name, shape, &off);
+        if (lina_model_tensor_decays(m, i) || strstr(name, "conv1d")) continue;
+        size_t n = (size_t)(shape[0] * shape[1] * shape[2] * shape[3]);
+        float *w = lina_model_params(m) + off;
+        for (size_t j = 0; j < n; j++) w[j] += 0.3f * rng_normal(&r);
+    }
+    int ok = lina_model_save(m, dir) == LINA_OK;
+    int32_t tok[B_TEST * (T_TEST + 1)];
+    for (int i = 0; i < B_TEST * (T_TEST + 1); i++) tok[i] = (int32_t)(rng_uniform(&r) * 256);
+    lina_st_writer *w = NULL;
+    int64_t shape[2] = {B_TEST, T_TEST + 1};
+    snprintf(path, sizeof path, "%s/tokens.safetensors", dir);
+    ok = ok && lina_st_writer_create(&w) == LINA_OK &&
+         lina_st_writer_add(w, "tokens", LINA_DTYPE_I32, 2, shape, tok) == LINA_OK &&
+         lina_st_writer_save(w, path) == LINA_OK;
+    lina_st_writer_free(w);
+    lina_model_free(m);
+    printf("wrote %s: %s\n", dir, ok ? "ok" : lina_last_error());
+    return ok;
+}
+
+typedef struct {
+    lina_model *m;
+    int32_t inp[B_TEST * T_TEST], tgt[B_TEST * T_TEST];
+    lina_st_file *expected;
+} loaded;
+
+static int load_fixture(const fixture *f, loaded *L) {
+    char dir[1200], path[1300];
+    fixture_dir(f, dir, sizeof dir);
+    memset(L, 0, sizeof *L);
+    if (lina_model_load(dir, &L->m) != LINA_OK) {
+        test_report(0, f->name, "load %s: %s", dir, lina_last_error());
+        return 0;
+    }
+    lina_st_file *tf = NULL;
+    snprintf(path, sizeof path, "%s/tokens.safetensors", dir);
+    if (lina_st_open(path, &tf) != LINA_OK) {
+        test_report(0, f->name, "%s", lina_last_error());
+        return 0;
+    }
+    const lina_tensor_view *t = lina_st_find(tf, "tokens");
+    const int32_t *tok = t ? t->data : NULL;
+    for (int b = 0; tok && b < B_TEST; b++)
+        for (int i = 0; i < T_TEST; i++) {
+            L->inp[b * T_TEST + i] = tok[b * (T_TEST + 1) + i];
+            L->tgt[b * T_TEST + i] = tok[b * (T_TEST + 1) + i + 1];
+        }
+    lina_st_close(tf);
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    if (!tok || lina_st_open(path, &L->expected) != LINA_OK) {
+        test_report(0, f->name, "fixture incomplete: %s", lina_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+/* Loss, logits and every gradient vs the oracle. */
+static void test_oracle(const fixture *f, loaded *L) {
+    char name[256];
+    lina_model *m = L->m;
+    size_t nl = (size_t)B_TEST * T_TEST * 256;
+    float *logits = alloc_floats(nl), loss = 0, ref[1];
+    lina_model_zero_grads(m);
+    lina_status st = lina_model_forward(m, B_TEST, T_TEST, L->inp, L->tgt, logits, &loss);
+    if (st == LINA_OK) st = lina_model_backward(m, 1.0f);
+    snprintf(name, sizeof name, "%s forward+backward", f->name);
+    test_report(st == LINA_OK, name, "%s", st == LINA_OK ? "" : lina_last_error());
+    if (st != LINA_OK) goto done;
+    int64_t one = 1;
+    lina_st_read_f32(L->expected, "loss", 1, &one, ref);
+    snprintf(name, sizeof name, "%s loss vs torch", f->name);
+    test_report(fabsf(loss - ref[0]) <= 1e-4f * fabsf(ref[0]), name, "lina %.7f torch %.7f", loss, ref[0]);
+    float *lref = alloc_floats(nl);
+    int64_t lshape[3] = {B_TEST, T_TEST, 256};
+    lina_st_read_f32(L->expected, "logits", 3, lshape, lref);
+    snprintf(name, sizeof name, "%s logits vs torch", f->name);
+    check_close(name, logits, lref, nl, 1e-4);
+    free(lref);
+    int bad = 0, n_t = lina_model_n_tensors(m);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < n_t; i++) {
+        const char *tn;
+        int64_t shape[4];
+        size_t off;
+        int nd = lina_model_tensor_info(m, i, &tn, shape, &off);
+        size_t n = (size_t)(shape[0] * shape[1] * shape[2] * shape[3]);
+        float *g = alloc_floats(n);
+        char gname[200];
+        snprintf(gname, sizeof gname, "grad.%s", tn);
+        if (lina_st_read_f32(L->expected, gname, nd, shape, g) != LINA_OK) {
+            test_report(0, f->name, "oracle lacks %s: %s", gname, lina_last_error());
+            bad++;
+        } else {
+            double e = rel_rms(lina_model_grads(m) + off, g, n);
+            if (!(e <= 1e-4)) {
+                printf("  %s: rel RMS %.3g\n", gname, e);
+                bad++;
+            }
+            if (!(e <= worst)) {
+                worst = e;
+                worst_name = tn;
+            }
+        }
+        free(g);
+    }
+    snprintf(name, sizeof name, "%s all %d gradients vs torch (rel RMS <= 1e-4)", f->name, n_t);
+    test_report(bad == 0, name, "worst %.3g (%s)", worst, worst_name);
+done:
+    free(logits);
+}
+
+/* Prefill (chunkwise) then recurrent steps reproduce the full forward's logits. */
+static void test_generation(const fixture *f, loaded *L) {
+    char name[256];
+    lina_model *m = L->m;
+    const int T = T_TEST, split = 40, V = 256;
+    float *full = alloc_floats((size_t)T * V), *lg = alloc_floats((size_t)T * V);
+    lina_model_forward(m, 1, T, L->inp, NULL, full, NULL);
+    lina_gen_state *s = NULL;
+    lina_status st = lina_gen_state_create(m, &s);
+    if (st == LINA_OK) st = lina_model_prefill(m, s, split, L->inp, lg + (size_t)(split - 1) * V);
+    for (int t = split; t < T && st == LINA_OK; t++) st = lina_model_step(m, s, L->inp[t], lg + (size_t)t * V);
+    snprintf(name, sizeof name, "%s prefill(%d) + %d steps == forward", f->name, split, T - split);
+    if (st != LINA_OK)
+        test_report(0, name, "%s", lina_last_error());
+    else
+        check_close(name, lg + (size_t)(split - 1) * V, full + (size_t)(split - 1) * V,
+                    (size_t)(T - split + 1) * V, 1e-4);
+
+    /* save / load / fork: bit-exact continuations */
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/lina_test_state_%d.safetensors", (int)getpid());
+    lina_gen_state *s2 = NULL, *s3 = NULL;
+    lina_gen_state_reset(s);
+    st = lina_model_prefill(m, s, 20, L->inp, NULL);
+    if (st == LINA_OK) st = lina_gen_state_save(s, path);
+    if (st == LINA_OK) st = lina_gen_state_clone(s, &s3);
+    float a[256], b[256], c[256];
+    for (int t = 20; t < 26 && st == LINA_OK; t++) st = lina_model_step(m, s, L->inp[t], a);
+    if (st == LINA_OK) st = lina_gen_state_load(m, path, &s2);
+    for (int t = 20; t < 26 && st == LINA_OK; t++) st = lina_model_step(m, s2, L->inp[t], b);
+    for (int t = 20; t < 26 && st == LINA_OK; t++) st = lina_model_step(m, s3, L->inp[t], c);
+    snprintf(name, sizeof name, "%s state save/load/fork bit-exact", f->name);
+    int same = st == LINA_OK && !memcmp(a, b, sizeof a) && !memcmp(a, c, sizeof a);
+    test_report(same, name, "%s", same ? "" : st == LINA_OK ? "continuations differ" : lina_last_error());
+    unlink(path);
+    lina_gen_state_free(s);
+    lina_gen_state_free(s2);
+    lina_gen_state_free(s3);
+    free(full);
+    free(lg);
+}
+
+/* Gradients do not depend on the thread count. */
+static void test_threads(const fixture *f, loaded *L) {
+    lina_model *m = L->m;
+    size_t n = lina_model_n_params(m);
+    float *g1 = alloc_floats(n), loss1, loss2;
+    lina_model_set_threads(m, 1);
+    lina_model_zero_grads(m);
+    lina_model_forward(m, B_TEST, T_TEST, L->inp, L->tgt, NULL, &loss1);
+    lina_model_backward(m, 1.0f);
+    memcpy(g1, lina_model_grads(m), n * sizeof(float));
+    lina_model_set_threads(m, 2);
+    lina_model_zero_grads(m);
+    lina_model_forward(m, B_TEST, T_TEST, L->inp, L->tgt, NULL, &loss2);
+    lina_model_backward(m, 1.0f);
+    char name[256];
+    snprintf(name, sizeof name, "%s gradients identical for 1 and 2 threads", f->name);
+    test_report(loss1 == loss2 && !memcmp(g1, lina_model_grads(m), n * sizeof(float)), name,
+                "loss %.9g vs %.9g", loss1, loss2);
+    free(g1);
+}
+
+static void test_checkpoint_roundtrip(loaded *L) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/lina_test_ckpt_%d", (int)getpid());
+    lina_model *m2 = NULL;
+    lina_status st = lina_model_save(L->m, dir);
+    if (st == LINA_OK) st = lina_model_load(dir, &m2);
+    int same = st == LINA_OK && lina_model_n_params(m2) == lina_model_n_params(L->m) &&
+               !memcmp(lina_model_params(m2), lina_model_params(L->m),
+                       lina_model_n_params(m2) * sizeof(float));
+    test_report(same, "checkpoint save/load round trip", "%s",
+                same ? "" : st == LINA_OK ? "params differ" : lina_last_error());
+    lina_model_free(m2);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+}
+
+static void test_bad_input(void) {
+    lina_model *m = NULL;
+    lina_status st = lina_model_load("/nonexistent/lina_model", &m);
+    test_report(st == LINA_ERR_IO && m == NULL, "load missing dir fails with IO error", "%s", lina_last_error());
+    lina_model_config c;
+    st = lina_model_config_from_json("{\"vocab_size\": 256, \"hidden_size\": ", &c);
+    test_report(st == LINA_ERR_FORMAT, "malformed config.json rejected", "%s", lina_last_error());
+    st = lina_model_config_from_json("{\"model_type\":\"lina\",\"vocab_size\":256,\"hidden_size\":30,"
+                                     "\"num_hidden_layers\":1,\"num_heads\":4,\"mixers\":[\"gla\"]}", &c);
+    test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "n_heads"),
+                "config with dim not divisible by heads rejected", "%s", lina_last_error());
+    st = lina_model_config_from_json("{\"model_type\":\"lina\",\"vocab_size\":256,\"hidden_size\":32,"
+                                     "\"num_hidden_layers\":1,\"num_heads\":4,\"mixers\":[\"bogus\"]}", &c);
+    test_report(st == LINA_ERR_FORMAT && strstr(lina_last_error(), "bogus"), "unknown mixer rejected",
+                "%s", lina_last_error());
+    /* a softmax model refuses a context longer than max_seq */
+    c = lina_model_config_default();
+    c.dim = 16;
+    c.n_layers = 1;
+    c.n_heads = 2;
+    c.max_seq = 8;
+    c.mixer[0] = LINA_MIXER_SOFTMAX;
+    lina_gen_state *s = NULL;
+    int32_t tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    st = lina_model_create(&c, 1, &m);
+    if (st == LINA_OK) st = lina_gen_state_create(m, &s);
+    if (st == LINA_OK) st = lina_model_prefill(m, s, 9, tok, NULL);
+    test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "max_seq"),
+                "softmax prompt longer than max_seq rejected", "%s", lina_last_error());
+    int32_t bad = 300;
+    st = lina_model_forward(m, 1, 1, &bad, NULL, NULL, NULL);
+    test_report(st == LINA_ERR_INVALID_ARG, "token outside the vocabulary rejected", "%s", lina_last_error());
+    lina_gen_state_free(s);
+    lina_model_free(m);
+}
+
+int main(void) {
+    const char *d = getenv("LINA_TEST_DATA");
+    snprintf(data_dir, sizeof data_dir, "%s", d ? d : "tests/data");
+    int nf = (int)(sizeof fixtures / sizeof *fixtures);
+    if (getenv("LINA_WRITE_FIXTURES")) {
+        for (int i = 0; i < nf; i++) write_fixture(&fixtures[i]);
+        return 0;
+    }
+    for (int i = 0; i < nf; i++) {
+        loaded L;
+        if (load_fixture(&fixtures[i], &L)) {
+            test_oracle(&fixtures[i], &L);
+            test_generation(&fixtures[i], &L);
+            test_threads(&fixtures[i], &L);
+            if (i == 2) test_checkpoint_roundtrip(&L);
+        }
+        lina_st_close(L.expected);
+        lina_model_free(L.m);
+    }
+    test_bad_input();
+    return test_finish();
+}
