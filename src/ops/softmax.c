@@ -111,6 +111,14 @@ static void apply_mask(const lina_softmax_desc *d, int t0, int nq, int s0, int n
             if (!allowed(d, t0 + i, s0 + j)) S[i * BK + j] = -INFINITY;
 }
 
+/* S^T (nk, nq) with leading dimension BQ (keys as rows): entries outside the mask -> -inf. */
+static void apply_mask_t(const lina_softmax_desc *d, int t0, int nq, int s0, int nk, float *St) {
+    if (block_full(d, t0, t0 + nq, s0, s0 + nk)) return;
+    for (int j = 0; j < nk; j++)
+        for (int i = 0; i < nq; i++)
+            if (!allowed(d, t0 + i, s0 + j)) St[j * BQ + i] = -INFINITY;
+}
+
 /* ---- exp over a row ---- */
 
 /* x[j] = exp(x[j] - m) for j < n (0 for x[j] = -inf); returns the sum.
@@ -165,6 +173,22 @@ static float exp_row(float *x, int n, float m) {
         sum += x[j];
     }
     return sum;
+}
+
+/* x[i] = exp(x[i] - sub[i]) for i < n (0 for x[i] = -inf). */
+static void exp_row_sub(float *x, int n, const float *sub) {
+    int i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(sub + i))));
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512 y = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, sub + i));
+        _mm512_mask_storeu_ps(x + i, k, exp512(y));
+        i = n;
+    }
+#endif
+    for (; i < n; i++) x[i] = expf(x[i] - sub[i]);
 }
 
 static float max_row(const float *x, int n) {
@@ -283,6 +307,47 @@ static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_softma
     return LINA_OK;
 }
 
+/* ---- transposed copies ---- */
+
+/* Every GEMM below is NoTrans x NoTrans (OpenBLAS's fastest small-matrix path):
+ * operands needed transposed are copied once per call into (head, dim, token)
+ * panels, O(T D) memory. Per sequence n (tokens [bos, bos+len)) and head h of
+ * nh heads, panel h holds X^T (D, len) at xt + bos*nh*D + h*D*len. */
+static float *panel(float *xt, int64_t bos, int len, int nh, int h, int D) {
+    return xt + bos * nh * D + (int64_t)h * D * len;
+}
+
+/* rows x (len, D) at stride `stride` -> xt (D, len) */
+static void transpose_rows(const float *x, ptrdiff_t stride, int len, int D, float *xt) {
+    for (int t0 = 0; t0 < len; t0 += 32) {
+        int t1 = min_i(len, t0 + 32);
+        for (int i = 0; i < D; i++)
+            for (int t = t0; t < t1; t++) xt[(size_t)i * len + t] = x[(size_t)t * stride + i];
+    }
+}
+
+/* xt (D, len) -> rows x (len, D) at stride `stride` */
+static void untranspose_rows(const float *xt, int len, int D, float *x, ptrdiff_t stride) {
+    for (int t0 = 0; t0 < len; t0 += 32) {
+        int t1 = min_i(len, t0 + 32);
+        for (int t = t0; t < t1; t++)
+            for (int i = 0; i < D; i++) x[(size_t)t * stride + i] = xt[(size_t)i * len + t];
+    }
+}
+
+/* Transpose every (sequence, head) panel of x (tokens, nh, D) in parallel
+ * (call inside a parallel region). */
+static void transpose_all(const plan_t *p, const float *x, int nh, int D, float *xt) {
+#pragma omp for schedule(dynamic, 1)
+    for (int job = 0; job < p->n_seqs * nh; job++) {
+        int64_t bos;
+        int len;
+        seq_range(p->d, job / nh, &bos, &len);
+        int h = job % nh;
+        transpose_rows(x + (bos * nh + h) * D, (ptrdiff_t)nh * D, len, D, panel(xt, bos, len, nh, h, D));
+    }
+}
+
 /* ---- forward ---- */
 
 typedef struct {
@@ -322,7 +387,8 @@ static size_t fwd_ws_floats(const lina_softmax_desc *d) {
     return (size_t)BQ * BK + (size_t)BQ * d->V + 2 * BQ;
 }
 
-static void forward_block(const plan_t *p, int n, int h, int t0, const float *q, const float *k,
+/* kt: K^T panels (see panel()) */
+static void forward_block(const plan_t *p, int n, int h, int t0, const float *q, const float *kt,
                           const float *v, float *o, float *lse, float *ws) {
     const lina_softmax_desc *d = p->d;
     int H = d->H, HKV = p->HKV, K = d->K, V = d->V, hk = h / p->group;
@@ -330,11 +396,12 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
     int L;
     seq_range(d, n, &bos, &L);
     int nq = min_i(BQ, L - t0);
-    float *S = ws;                 // (BQ, BK) scores, then probabilities
-    float *acc = S + BQ * BK;      // (BQ, V) unnormalized output
+    float *S = ws;                   // (BQ, BK) scores, then probabilities
+    float *acc = S + BQ * BK;        // (BQ, V) unnormalized output
     float *m = acc + (size_t)BQ * V; // (BQ) running row max
-    float *l = m + BQ;             // (BQ) running row sum
-    const float *Qi = q + ((bos + t0) * H + h) * K; // rows at stride H*K
+    float *l = m + BQ;               // (BQ) running row sum
+    const float *Qi = q + ((bos + t0) * H + h) * K;                 // (nq, K), stride H*K
+    const float *Kt = panel((float *)kt, bos, L, HKV, hk, K);       // (K, L)
     for (int i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0.0f;
     memset(acc, 0, sizeof(float) * nq * V);
 
@@ -342,10 +409,9 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
     key_range(d, L, t0, t0 + nq, &lo, &hi);
     for (int s0 = (lo / BK) * BK; s0 < hi; s0 += BK) {
         int nk = min_i(BK, L - s0);
-        const float *Kj = k + ((bos + s0) * HKV + hk) * K;
-        const float *Vj = v + ((bos + s0) * HKV + hk) * V;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, K, p->scale, Qi, H * K, Kj,
-                    HKV * K, 0.0f, S, BK);
+        const float *Vj = v + ((bos + s0) * HKV + hk) * V; // (nk, V), stride HKV*V
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, nk, K, p->scale, Qi, H * K,
+                    Kt + s0, L, 0.0f, S, BK);
         apply_mask(d, t0, nq, s0, nk, S);
         int any = 0;
         for (int i = 0; i < nq; i++) {
@@ -382,6 +448,8 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
     plan_t p;
     TRY(check_common(fn, ctx, d, q, k, v, &p));
     if (!o) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer o is NULL", fn);
+    float *kt = lina_ctx_shared_ws(ctx, 0, (size_t)d->B * d->T * p.HKV * d->K + 1); // K^T panels
+    if (!kt) return lina_fail(LINA_ERR_OOM, "%s: transposed keys: out of memory", fn);
     int n_blocks = 0;
     qblock_t *blocks = list_query_blocks(&p, &n_blocks);
     if (!blocks) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
@@ -392,10 +460,11 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
         {
             blas_single_thread();
             float *ws = lina_ctx_thread_ws(ctx, thread_id());
+            transpose_all(&p, k, p.HKV, d->K, kt);
 #pragma omp for schedule(dynamic, 1)
             for (int job = 0; job < n_jobs; job++) {
                 const qblock_t *b = &blocks[job / d->H];
-                forward_block(&p, b->n, job % d->H, b->t0, q, k, v, o, lse, ws);
+                forward_block(&p, b->n, job % d->H, b->t0, q, kt, v, o, lse, ws);
             }
         }
     }
@@ -405,66 +474,81 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
 
 /* ---- backward ---- */
 
-/* Scratch per thread: P (BQ, BK), dP (BQ, BK). */
-static size_t bwd_ws_floats(void) { return (size_t)2 * BQ * BK; }
+/* Scratch per thread: P^T and dP^T (BK, BQ), lse and D of a query block (BQ),
+ * dQ^T panels of the job's query heads (group, K, len). */
+static size_t bwd_ws_floats(const plan_t *p, int max_len) {
+    return (size_t)2 * BQ * BK + 2 * BQ + (size_t)p->group * p->d->K * max_len;
+}
 
 typedef struct {
-    const float *q, *k, *v, *lse, *dout, *delta; /* delta (tokens, H) = rowsum(dO * O) */
+    const float *q, *k, *v, *lse, *dout;
+    const float *qt, *kt, *dot; /* transposed panels of q, k, dout */
+    const float *delta;         /* (tokens, H) rowsum(dO * O) */
     float *dq, *dk, *dv;
 } bwd_args_t;
 
-/* One (sequence n, kv head hk): all of its key blocks, in order. */
+/* Everything is computed transposed (keys as rows) so that all five GEMMs are NN:
+ *   S^T = K_j Q_i^T,  P^T = exp(S^T - lse),  dV_j += P^T dO_i,  dP^T = V_j dO_i^T,
+ *   dS^T = P^T (dP^T - D),  dK_j += scale dS^T Q_i,  dQ_i^T += scale K_j^T dS^T. */
 static void backward_kv_head(const plan_t *p, int n, int hk, const bwd_args_t *a, float *ws) {
     const lina_softmax_desc *d = p->d;
     int H = d->H, HKV = p->HKV, K = d->K, V = d->V;
     int64_t bos;
     int L;
     seq_range(d, n, &bos, &L);
-    float *P = ws;         // (BQ, BK) probabilities, then dS
-    float *dP = P + BQ * BK; // (BQ, BK) dO V^T
+    float *Pt = ws;                  // (BK, BQ) P^T, then dS^T
+    float *dPt = Pt + BQ * BK;       // (BK, BQ) dP^T
+    float *lse_i = dPt + BQ * BK;    // (BQ)
+    float *D_i = lse_i + BQ;         // (BQ)
+    float *dQt = D_i + BQ;           // (group, K, L) dQ^T of the group's heads
+    memset(dQt, 0, sizeof(float) * p->group * K * L);
+    const float *Kt = panel((float *)a->kt, bos, L, HKV, hk, K); // (K, L)
     for (int s0 = 0; s0 < L; s0 += BK) {
         int nk = min_i(BK, L - s0);
-        const float *Kj = a->k + ((bos + s0) * HKV + hk) * K;
-        const float *Vj = a->v + ((bos + s0) * HKV + hk) * V;
-        float *dKj = a->dk + ((bos + s0) * HKV + hk) * K; // rows at stride HKV*K, zeroed
+        const float *Kj = a->k + ((bos + s0) * HKV + hk) * K; // (nk, K), stride HKV*K
+        const float *Vj = a->v + ((bos + s0) * HKV + hk) * V; // (nk, V), stride HKV*V
+        float *dKj = a->dk + ((bos + s0) * HKV + hk) * K;     // zeroed, stride HKV*K
         float *dVj = a->dv + ((bos + s0) * HKV + hk) * V;
         int lo, hi;
         query_range(d, L, s0, s0 + nk, &lo, &hi);
-        for (int h = hk * p->group; h < (hk + 1) * p->group; h++) {
+        for (int g = 0; g < p->group; g++) {
+            int h = hk * p->group + g;
+            const float *Qt = panel((float *)a->qt, bos, L, H, h, K);  // (K, L)
+            const float *dOt = panel((float *)a->dot, bos, L, H, h, V); // (V, L)
+            float *dQt_h = dQt + (size_t)g * K * L;                      // (K, L)
             for (int t0 = (lo / BQ) * BQ; t0 < hi; t0 += BQ) {
                 int nq = min_i(BQ, L - t0);
-                const float *Qi = a->q + ((bos + t0) * H + h) * K;
-                const float *dOi = a->dout + ((bos + t0) * H + h) * V;
-                float *dQi = a->dq + ((bos + t0) * H + h) * K;
-                const float *lse = a->lse + (bos + t0) * H + h;     // stride H
-                const float *delta = a->delta + (bos + t0) * H + h; // stride H
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, K, p->scale, Qi, H * K,
-                            Kj, HKV * K, 0.0f, P, BK);
-                apply_mask(d, t0, nq, s0, nk, P);
-                for (int i = 0; i < nq; i++) exp_row(P + i * BK, nk, lse[(size_t)i * H]);
-                // dV_j += P^T dO_i
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, V, nq, 1.0f, P, BK, dOi,
-                            H * V, 1.0f, dVj, HKV * V);
-                // dP = dO_i V_j^T
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, V, 1.0f, dOi, H * V, Vj,
-                            HKV * V, 0.0f, dP, BK);
-                // dS = P * (dP - D_i), in place of P
+                const float *Qi = a->q + ((bos + t0) * H + h) * K;    // (nq, K), stride H*K
+                const float *dOi = a->dout + ((bos + t0) * H + h) * V; // (nq, V), stride H*V
                 for (int i = 0; i < nq; i++) {
-                    float Di = delta[(size_t)i * H];
-                    float *Pi = P + i * BK;
-                    const float *dPi = dP + i * BK;
-                    for (int j = 0; j < nk; j++) Pi[j] *= dPi[j] - Di;
+                    lse_i[i] = a->lse[(bos + t0 + i) * H + h];
+                    D_i[i] = a->delta[(bos + t0 + i) * H + h];
                 }
-                // dK_j += scale dS^T Q_i;  dQ_i += scale dS K_j
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, K, nq, p->scale, P, BK, Qi,
-                            H * K, 1.0f, dKj, HKV * K);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, K, nk, p->scale, P, BK,
-                            Kj, HKV * K, 1.0f, dQi, H * K);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, K, p->scale, Kj,
+                            HKV * K, Qt + t0, L, 0.0f, Pt, BQ);
+                apply_mask_t(d, t0, nq, s0, nk, Pt);
+                for (int j = 0; j < nk; j++) exp_row_sub(Pt + j * BQ, nq, lse_i);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, V, nq, 1.0f, Pt, BQ, dOi,
+                            H * V, 1.0f, dVj, HKV * V);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, V, 1.0f, Vj, HKV * V,
+                            dOt + t0, L, 0.0f, dPt, BQ);
+                for (int j = 0; j < nk; j++) {
+                    float *Pj = Pt + j * BQ;
+                    const float *dPj = dPt + j * BQ;
+                    for (int i = 0; i < nq; i++) Pj[i] *= dPj[i] - D_i[i];
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, K, nq, p->scale, Pt, BQ,
+                            Qi, H * K, 1.0f, dKj, HKV * K);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, nq, nk, p->scale, Kt + s0,
+                            L, Pt, BQ, 1.0f, dQt_h + t0, L);
             }
         }
     }
+    for (int g = 0; g < p->group; g++) {
+        int h = hk * p->group + g;
+        untranspose_rows(dQt + (size_t)g * K * L, L, K, a->dq + (bos * H + h) * K, (ptrdiff_t)H * K);
+    }
 }
-
 lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, const float *q,
                                   const float *k, const float *v, const float *o, const float *lse,
                                   const float *dout, float *dq, float *dk, float *dv) {
@@ -484,11 +568,21 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
                                  lse[r]);
     if (!dq || !dk || !dv) return lina_fail(LINA_ERR_INVALID_ARG, "%s: dq, dk and dv are required", fn);
 
-    float *delta = lina_ctx_shared_ws(ctx, 0, rows); // (tokens, H) rowsum(dO * O)
-    if (!delta) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
+    float *delta = lina_ctx_shared_ws(ctx, 0, rows);                  // (tokens, H) rowsum(dO * O)
+    float *qt = lina_ctx_shared_ws(ctx, 1, rows * d->K + 1);                 // Q^T panels
+    float *kt = lina_ctx_shared_ws(ctx, 2, tokens * p.HKV * d->K + 1);       // K^T panels
+    float *dot = lina_ctx_shared_ws(ctx, 3, rows * d->V + 1);                // dO^T panels
+    if (!delta || !qt || !kt || !dot) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
+    int max_len = 0;
+    for (int n = 0; n < p.n_seqs; n++) {
+        int64_t bos;
+        int len;
+        seq_range(d, n, &bos, &len);
+        max_len = max_i(max_len, len);
+    }
     int n_jobs = p.n_seqs * p.HKV, nt = n_threads(ctx, n_jobs);
-    TRY(lina_ctx_reserve(ctx, nt, bwd_ws_floats()));
-    bwd_args_t a = {q, k, v, lse, dout, delta, dq, dk, dv};
+    TRY(lina_ctx_reserve(ctx, nt, bwd_ws_floats(&p, max_len)));
+    bwd_args_t a = {q, k, v, lse, dout, qt, kt, dot, delta, dq, dk, dv};
     int V = d->V;
 #pragma omp parallel num_threads(nt)
     {
@@ -502,10 +596,12 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
         }
 #pragma omp for schedule(static)
         for (size_t t = 0; t < tokens; t++) {
-            memset(dq + t * d->H * d->K, 0, sizeof(float) * d->H * d->K);
             memset(dk + t * p.HKV * d->K, 0, sizeof(float) * p.HKV * d->K);
             memset(dv + t * p.HKV * d->V, 0, sizeof(float) * p.HKV * d->V);
         }
+        transpose_all(&p, q, d->H, d->K, qt);
+        transpose_all(&p, k, p.HKV, d->K, kt);
+        transpose_all(&p, dout, d->H, d->V, dot);
 #pragma omp for schedule(dynamic, 1)
         for (int job = 0; job < n_jobs; job++) backward_kv_head(&p, job / p.HKV, job % p.HKV, &a, ws);
     }
