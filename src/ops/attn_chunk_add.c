@@ -52,6 +52,10 @@ typedef struct {
     float *dQc, *dKc; /* (C, K) this chunk's contributions to dq, dk */
     float *tmp;       /* (C, max(K, V)) */
     float *ddiag;     /* (C) diagonal of dA */
+    float *pack;      /* (max(K, V), max(C, K)) transposed GEMM operand */
+    float *Qc, *Kc;   /* (C, K) the chunk's q, k rows, contiguous */
+    float *Vc, *dOc;  /* (C, V) its v, dout rows */
+    float *Oc;        /* (C, V) its output (or dv) before it is stored */
 } chunk_ws;
 
 /* Workspace layout of one job, shared by ws_floats and the carving below. */
@@ -67,7 +71,8 @@ static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECT
 static size_t chunk_ws_floats(int C, int K, int V, int Kg) {
     size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
     return 2 * 2 * CKg + 2 * round16(Kg) + 2 * CKg + round16(Kg) + 6 * CK + 2 * round16((size_t)C * C) +
-           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + round16(C);
+           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + round16(C) +
+           round16(mx * (C > K ? C : K)) + 2 * CK + 3 * round16((size_t)C * V);
 }
 
 static layout layout_of(const lina_attn_job *j, int backward) {
@@ -113,6 +118,12 @@ static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
     w.dKc = TAKE(CK);
     w.tmp = TAKE(round16((size_t)C * mx));
     w.ddiag = TAKE(round16(C));
+    w.pack = TAKE(round16(mx * (C > K ? C : K)));
+    w.Qc = TAKE(CK);
+    w.Kc = TAKE(CK);
+    w.Vc = TAKE(round16((size_t)C * V));
+    w.dOc = TAKE(round16((size_t)C * V));
+    w.Oc = TAKE(round16((size_t)C * V));
 #undef TAKE
     return w;
 }
@@ -141,9 +152,9 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
 /* X * f row-wise (SCALAR: f is (L)) or element-wise (VECTOR: f is (L, K)) into out (L, K). */
 static cmat gated_rows(const lina_attn_job *j, const float *x, const float *f, int L, float *out) {
     int K = j->K;
-    if (j->gate == LINA_GATE_NONE) return (cmat){x, j->sqk};
+    if (j->gate == LINA_GATE_NONE) return (cmat){x, j->K};
     for (int i = 0; i < L; i++) {
-        const float *xi = x + (ptrdiff_t)i * j->sqk;
+        const float *xi = x + (ptrdiff_t)i * j->K;
         float *oi = out + (size_t)i * K;
         if (j->gate == LINA_GATE_VECTOR) {
             const float *fi = f + (size_t)i * K;
@@ -174,6 +185,7 @@ static void state_advance(const lina_attn_job *j, const float *el, const float *
     int K = j->K, V = j->V;
     for (int a = 0; a < K; a++) {
         float d = j->gate == LINA_GATE_NONE ? 1.0f : el[j->gate == LINA_GATE_VECTOR ? a : 0];
+#pragma omp simd
         for (int c = 0; c < V; c++)
             S_next[(size_t)a * V + c] = d * S_prev[(size_t)a * V + c] + dS[(size_t)a * V + c];
     }
@@ -199,7 +211,7 @@ static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, c
     int jend = diag ? e : s;
     for (int i = s; i < e; i++) {
         const double *bi = w->b + (size_t)i * K;
-        const float *qi = q + (ptrdiff_t)i * j->sqk;
+        const float *qi = q + (ptrdiff_t)i * j->K;
         for (int c = 0; c < K; c++) {
             float f = expf((float)(bi[c] - (br ? br[c] : 0.0)));
             w->Fr[(size_t)i * K + c] = f;
@@ -208,7 +220,7 @@ static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, c
     }
     for (int jj = 0; jj < jend; jj++) {
         const double *bj = w->b + (size_t)jj * K;
-        const float *kj = k + (ptrdiff_t)jj * j->sqk;
+        const float *kj = k + (ptrdiff_t)jj * j->K;
         for (int c = 0; c < K; c++) {
             float f = expf((float)((br ? br[c] : 0.0) - bj[c]));
             w->Er[(size_t)jj * K + c] = f;
@@ -233,7 +245,7 @@ static void vector_diag_scores(const lina_attn_job *j, chunk_ws *w, const float 
     for (int i = s; i < e; i++)
         for (int jj = s; jj <= i; jj++) {
             const double *bi = w->b + (size_t)i * K, *bj = w->b + (size_t)jj * K;
-            const float *qi = q + (ptrdiff_t)i * j->sqk, *kj = k + (ptrdiff_t)jj * j->sqk;
+            const float *qi = q + (ptrdiff_t)i * j->K, *kj = k + (ptrdiff_t)jj * j->K;
             float acc = 0;
             for (int c = 0; c < K; c++) acc += qi[c] * kj[c] * expf((float)(bi[c] - bj[c]));
             w->A[(size_t)i * C + jj] = j->scale * acc;
@@ -248,7 +260,7 @@ static void vector_diag_backward(const lina_attn_job *j, chunk_ws *w, const floa
         for (int jj = s; jj <= i; jj++) {
             float m = w->dA[(size_t)i * C + jj];
             const double *bi = w->b + (size_t)i * K, *bj = w->b + (size_t)jj * K;
-            const float *qi = q + (ptrdiff_t)i * j->sqk, *kj = k + (ptrdiff_t)jj * j->sqk;
+            const float *qi = q + (ptrdiff_t)i * j->K, *kj = k + (ptrdiff_t)jj * j->K;
             float *dqi = w->dQc + (size_t)i * K, *dkj = w->dKc + (size_t)jj * K;
             for (int c = 0; c < K; c++) {
                 float f = m * expf((float)(bi[c] - bj[c]));
@@ -273,7 +285,7 @@ static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, co
                          int C) {
     int K = j->K;
     if (j->gate != LINA_GATE_VECTOR) {
-        lina_gemm_tile(0, 1, L, L, K, j->scale, q, j->sqk, k, j->sqk, 0.0f, w->A, C);
+        lina_gemm_tile(0, 1, L, L, K, j->scale, q, j->K, k, j->K, 0.0f, w->A, C, w->pack);
         causal_decay_mask(j, w, w->A, L, C);
         return;
     }
@@ -283,7 +295,7 @@ static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, co
         int jend = vector_factors(j, w, q, k, s, e);
         if (jend > 0)
             lina_gemm_tile(0, 1, e - s, jend, K, j->scale, w->Qr + (size_t)s * K, K, w->Kr, K, 0.0f,
-                           w->A + (size_t)s * C, C);
+                           w->A + (size_t)s * C, C, w->pack);
         if (jend == s) vector_diag_scores(j, w, q, k, s, e, C);
     }
     causal_decay_mask(j, w, w->A, L, C);
@@ -300,12 +312,12 @@ static void vector_scores_backward(const lina_attn_job *j, chunk_ws *w, const fl
         int jend = vector_factors(j, w, q, k, s, e);
         if (jend > 0) {
             lina_gemm_tile(0, 0, e - s, K, jend, 1.0f, w->dA + (size_t)s * C, C, w->Kr, K, 0.0f,
-                           w->tmp, K);
+                           w->tmp, K, w->pack);
             for (int i = s; i < e; i++)
                 for (int c = 0; c < K; c++)
                     w->dQc[(size_t)i * K + c] += w->Fr[(size_t)i * K + c] * w->tmp[(size_t)(i - s) * K + c];
             lina_gemm_tile(1, 0, jend, K, e - s, 1.0f, w->dA + (size_t)s * C, C, w->Qr + (size_t)s * K,
-                           K, 0.0f, w->tmp, K);
+                           K, 0.0f, w->tmp, K, w->pack);
             for (int jj = 0; jj < jend; jj++)
                 for (int c = 0; c < K; c++)
                     w->dKc[(size_t)jj * K + c] += w->Er[(size_t)jj * K + c] * w->tmp[(size_t)jj * K + c];
@@ -314,25 +326,45 @@ static void vector_scores_backward(const lina_attn_job *j, chunk_ws *w, const fl
     }
 }
 
+/* ---- chunk rows ---- */
+
+/* dst (L, n) contiguous = L rows of n floats at src, row stride ls. */
+static void load_rows(const float *src, ptrdiff_t ls, int L, int n, float *dst) {
+    for (int i = 0; i < L; i++) memcpy(dst + (size_t)i * n, src + i * ls, sizeof(float) * n);
+}
+
+/* L rows of n floats from src (contiguous) to dst with row stride ld. */
+static void store_rows(const float *src, int n, int L, float *dst, ptrdiff_t ld) {
+    for (int i = 0; i < L; i++) memcpy(dst + i * ld, src + (size_t)i * n, sizeof(float) * n);
+}
+
+/* The chunk's q, k, v (and dout for the backward) into contiguous buffers: the
+ * job's rows are H*K or HV*V floats apart, which would alias in L1 across a tile. */
+static void load_chunk(const lina_attn_job *j, chunk_ws *w, int t0, int L, int with_dout) {
+    load_rows(j->q + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Qc);
+    load_rows(j->k + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Kc);
+    load_rows(j->v + (ptrdiff_t)t0 * j->sv, j->sv, L, j->V, w->Vc);
+    if (with_dout) load_rows(j->dout + (ptrdiff_t)t0 * j->sdo, j->sdo, L, j->V, w->dOc);
+}
+
 /* ---- forward pieces ---- */
 
 /* dS = (K * e^{b_last - b})^T V: the chunk's contribution to the next state. (K, V) */
 static void chunk_state_contrib(const lina_attn_job *j, chunk_ws *w, int t0, int L, float *dS) {
-    cmat kd = gated_rows(j, j->k + (ptrdiff_t)t0 * j->sqk, w->ed, L, w->Kd);
-    lina_gemm_tile(1, 0, j->K, j->V, L, 1.0f, kd.p, kd.ld, j->v + (ptrdiff_t)t0 * j->sv, j->sv, 0.0f,
-                   dS, j->V);
+    cmat kd = gated_rows(j, w->Kc, w->ed, L, w->Kd);
+    lina_gemm_tile(1, 0, j->K, j->V, L, 1.0f, kd.p, kd.ld, w->Vc, j->V, 0.0f,
+                   dS, j->V, w->pack);
 }
 
 /* O = scale (Q * e^b) S_prev + A V for the chunk at t0. */
 static void chunk_output(const lina_attn_job *j, chunk_ws *w, int t0, int L, int C,
                          const float *S_prev) {
-    const float *q = j->q + (ptrdiff_t)t0 * j->sqk, *k = j->k + (ptrdiff_t)t0 * j->sqk;
-    float *o = j->o + (ptrdiff_t)t0 * j->so;
-    chunk_scores(j, w, q, k, L, C);
-    cmat qg = gated_rows(j, q, w->eb, L, w->Qg);
-    lina_gemm_tile(0, 0, L, j->V, j->K, j->scale, qg.p, qg.ld, S_prev, j->V, 0.0f, o, j->so);
-    lina_gemm_tile(0, 0, L, j->V, L, 1.0f, w->A, C, j->v + (ptrdiff_t)t0 * j->sv, j->sv, 1.0f, o,
-                   j->so);
+    int V = j->V;
+    chunk_scores(j, w, w->Qc, w->Kc, L, C);
+    cmat qg = gated_rows(j, w->Qc, w->eb, L, w->Qg);
+    lina_gemm_tile(0, 0, L, V, j->K, j->scale, qg.p, qg.ld, S_prev, V, 0.0f, w->Oc, V, w->pack);
+    lina_gemm_tile(0, 0, L, V, L, 1.0f, w->A, C, w->Vc, V, 1.0f, w->Oc, V, w->pack);
+    store_rows(w->Oc, V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
 }
 
 typedef struct {
@@ -381,6 +413,7 @@ static void states_phased(const lina_attn_job *j, job_ws *s) {
         int t0, L;
         chunk_range(j, l, n, &t0, &L);
         gate_prep(j, t0, L, &w);
+        load_chunk(j, &w, t0, L, 0);
         chunk_state_contrib(j, &w, t0, L, s->states + (size_t)(n + 1) * kv);
         memcpy(s->decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
     }
@@ -406,6 +439,7 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
+            load_chunk(j, &w, t0, L, 0);
             chunk_state_contrib(j, &w, t0, L, w.dS);
             if (j->o) chunk_output(j, &w, t0, L, l->C, s.states);
             state_advance(j, w.el, s.states, w.dS, s.states);
@@ -419,6 +453,7 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
                 int t0, L;
                 chunk_range(j, l, n, &t0, &L);
                 gate_prep(j, t0, L, &w);
+                load_chunk(j, &w, t0, L, 0);
                 chunk_output(j, &w, t0, L, l->C, s.states + (size_t)n * kv);
             }
         }
@@ -431,9 +466,8 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
 
 /* dS = scale (Q * e^b)^T dO: the chunk's contribution to the gradient of the state before it. */
 static void chunk_dstate_contrib(const lina_attn_job *j, chunk_ws *w, int t0, int L, float *dS) {
-    cmat qg = gated_rows(j, j->q + (ptrdiff_t)t0 * j->sqk, w->eb, L, w->Qg);
-    lina_gemm_tile(1, 0, j->K, j->V, L, j->scale, qg.p, qg.ld, j->dout + (ptrdiff_t)t0 * j->sdo,
-                   j->sdo, 0.0f, dS, j->V);
+    cmat qg = gated_rows(j, w->Qc, w->eb, L, w->Qg);
+    lina_gemm_tile(1, 0, j->K, j->V, L, j->scale, qg.p, qg.ld, w->dOc, j->V, 0.0f, dS, j->V, w->pack);
 }
 
 /* dg of the chunk from db_i = sum (q_i * dq_i - k_i * dk_i) (per channel for VECTOR,
@@ -441,9 +475,9 @@ static void chunk_dstate_contrib(const lina_attn_job *j, chunk_ws *w, int t0, in
  * dg_t = sum_{i >= t} db_i. last (Kg) holds the state terms. */
 static void chunk_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, const double *last) {
     int K = j->K, Kg = gate_width(j);
-    const float *q = j->q + (ptrdiff_t)t0 * j->sqk, *k = j->k + (ptrdiff_t)t0 * j->sqk;
+    const float *q = w->Qc, *k = w->Kc;
     for (int i = 0; i < L; i++) {
-        const float *qi = q + (ptrdiff_t)i * j->sqk, *ki = k + (ptrdiff_t)i * j->sqk;
+        const float *qi = q + (ptrdiff_t)i * j->K, *ki = k + (ptrdiff_t)i * j->K;
         const float *dqi = w->dQc + (size_t)i * K, *dki = w->dKc + (size_t)i * K;
         double *db = w->db + (size_t)i * Kg;
         if (Kg == 1) {
@@ -473,21 +507,21 @@ static void chunk_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, 
 static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int C,
                         const float *S_prev, const float *dSn) {
     int K = j->K, V = j->V;
-    const float *q = j->q + (ptrdiff_t)t0 * j->sqk, *k = j->k + (ptrdiff_t)t0 * j->sqk;
-    const float *v = j->v + (ptrdiff_t)t0 * j->sv, *dO = j->dout + (ptrdiff_t)t0 * j->sdo;
-    float *dv = j->dv + (ptrdiff_t)t0 * j->sdv;
+    const float *q = w->Qc, *k = w->Kc, *v = w->Vc, *dO = w->dOc;
+    float *dv = w->Oc; /* (L, V) stored to the job's dv at the end */
 
     chunk_scores(j, w, q, k, L, C);
-    lina_gemm_tile(1, 0, L, V, L, 1.0f, w->A, C, dO, j->sdo, 0.0f, dv, j->sdv);
+    lina_gemm_tile(1, 0, L, V, L, 1.0f, w->A, C, dO, V, 0.0f, dv, V, w->pack);
     cmat kd = gated_rows(j, k, w->ed, L, w->Kd);
-    lina_gemm_tile(0, 0, L, V, K, 1.0f, kd.p, kd.ld, dSn, V, 1.0f, dv, j->sdv);
+    lina_gemm_tile(0, 0, L, V, K, 1.0f, kd.p, kd.ld, dSn, V, 1.0f, dv, V, w->pack);
+    store_rows(dv, V, L, j->dv + (ptrdiff_t)t0 * j->sdv, j->sdv);
 
-    lina_gemm_tile(0, 1, L, L, V, j->scale, dO, j->sdo, v, j->sv, 0.0f, w->dA, C);
+    lina_gemm_tile(0, 1, L, L, V, j->scale, dO, V, v, V, 0.0f, w->dA, C, w->pack);
     causal_decay_mask(j, w, w->dA, L, C);
 
-    lina_gemm_tile(0, 1, L, K, V, j->scale, dO, j->sdo, S_prev, V, 0.0f, w->dQc, K);
+    lina_gemm_tile(0, 1, L, K, V, j->scale, dO, V, S_prev, V, 0.0f, w->dQc, K, w->pack);
     scale_rows(j, w->dQc, w->eb, L);
-    lina_gemm_tile(0, 1, L, K, V, 1.0f, v, j->sv, dSn, V, 0.0f, w->dKc, K);
+    lina_gemm_tile(0, 1, L, K, V, 1.0f, v, V, dSn, V, 0.0f, w->dKc, K, w->pack);
     scale_rows(j, w->dKc, w->ed, L);
 
     if (j->gate != LINA_GATE_NONE) {
@@ -496,7 +530,7 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
         int Kg = gate_width(j);
         for (int c = 0; c < Kg; c++) w->dlast[c] = 0;
         for (int i = 0; i < L; i++) {
-            const float *ki = k + (ptrdiff_t)i * j->sqk, *dki = w->dKc + (size_t)i * K;
+            const float *ki = k + (ptrdiff_t)i * j->K, *dki = w->dKc + (size_t)i * K;
             for (int c = 0; c < K; c++) w->dlast[Kg == 1 ? 0 : c] += (double)ki[c] * dki[c];
         }
         for (int a = 0; a < K; a++) {
@@ -516,12 +550,12 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
     if (j->gate == LINA_GATE_VECTOR) {
         vector_scores_backward(j, w, q, k, L, C);
     } else {
-        lina_gemm_tile(0, 0, L, K, L, 1.0f, w->dA, C, k, j->sqk, 1.0f, w->dQc, K);
-        lina_gemm_tile(1, 0, L, K, L, 1.0f, w->dA, C, q, j->sqk, 1.0f, w->dKc, K);
+        lina_gemm_tile(0, 0, L, K, L, 1.0f, w->dA, C, k, j->K, 1.0f, w->dQc, K, w->pack);
+        lina_gemm_tile(1, 0, L, K, L, 1.0f, w->dA, C, q, j->K, 1.0f, w->dKc, K, w->pack);
     }
     if (j->gate != LINA_GATE_NONE) chunk_gate_grad(j, w, t0, L, w->dlast);
     for (int i = 0; i < L; i++) {
-        const float *qi = q + (ptrdiff_t)i * j->sqk, *ki = k + (ptrdiff_t)i * j->sqk;
+        const float *qi = q + (ptrdiff_t)i * j->K, *ki = k + (ptrdiff_t)i * j->K;
         float m = w->ddiag[i];
         for (int c = 0; c < K; c++) {
             w->dQc[(size_t)i * K + c] += m * ki[c];
@@ -553,6 +587,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
+            load_chunk(j, &w, t0, L, 0);
             chunk_state_contrib(j, &w, t0, L, w.dS);
             memcpy(s.decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
             state_advance(j, w.el, s.states + (size_t)n * kv, w.dS, s.states + (size_t)(n + 1) * kv);
@@ -561,6 +596,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
+            load_chunk(j, &w, t0, L, 1);
             const float *dSn = s.dstates + (size_t)(n + 1) * kv;
             chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, dSn);
             chunk_dstate_contrib(j, &w, t0, L, w.dS);
@@ -574,6 +610,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
+            load_chunk(j, &w, t0, L, 1);
             chunk_dstate_contrib(j, &w, t0, L, s.dstates + (size_t)n * kv);
         }
         for (int n = l->nC - 1; n >= 0; n--)
@@ -585,6 +622,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
+            load_chunk(j, &w, t0, L, 1);
             chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, s.dstates + (size_t)(n + 1) * kv);
         }
     }

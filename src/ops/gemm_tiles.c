@@ -1,10 +1,136 @@
-/* Small row-major GEMMs for the chunkwise forms (see gemm_tiles.h). */
+/* Small row-major GEMMs for the chunkwise forms (see gemm_tiles.h).
+ *
+ * AVX-512 path: C is computed in register tiles of MR = 6 rows x NR = 64
+ * columns (24 zmm accumulators). For every k-step the tile loads one row of B
+ * (4 vectors, masked at the right edge) and broadcasts one element of A per
+ * row, so A may be read in either orientation through two strides
+ * (a_row, a_col) and needs no packing. B must have contiguous rows; a
+ * transposed B is first packed (transposed) into the caller's scratch.
+ * Each element of C is one fixed-order sum over k in one lane, so results
+ * never depend on threads or on the position of a tile. Without AVX-512 the
+ * same interface calls OpenBLAS. */
 #include "gemm_tiles.h"
 
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define MR 6
+#define NV 4 /* vectors of 16 floats per tile row */
+#define NR (16 * NV)
+
+/* One tile: rows [0, m) (m <= MR, a compile-time constant after inlining) and
+ * columns [0, n), n <= NR. */
+static inline __attribute__((always_inline)) void tile(int m, int n, int Kd, float alpha,
+                                                       const float *a, ptrdiff_t a_row,
+                                                       ptrdiff_t a_col, const float *b,
+                                                       ptrdiff_t ldb, float beta, float *c,
+                                                       ptrdiff_t ldc) {
+    __m512 acc[MR][NV];
+    __mmask16 mask[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        int cols = n - 16 * v;
+        mask[v] = cols >= 16 ? (__mmask16)0xFFFF : cols > 0 ? (__mmask16)((1u << cols) - 1) : 0;
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) acc[i][v] = _mm512_setzero_ps();
+    }
+    for (int p = 0; p < Kd; p++) {
+        const float *bp = b + p * ldb;
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+        const float *ap = a + p * a_col;
+#pragma GCC unroll 6
+        for (int i = 0; i < m; i++) {
+            __m512 ai = _mm512_set1_ps(ap[i * a_row]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 6
+    for (int i = 0; i < m; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (!mask[v]) continue;
+            float *ci = c + i * ldc + 16 * v;
+            __m512 r = _mm512_mul_ps(va, acc[i][v]);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci), r);
+            _mm512_mask_storeu_ps(ci, mask[v], r);
+        }
+}
+
+/* dst (8 x 8, row stride ld) = src (8 x 8, row stride ls) transposed. */
+static inline void transpose8(const float *src, ptrdiff_t ls, float *dst, ptrdiff_t ld) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ls);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * ls), r3 = _mm256_loadu_ps(src + 3 * ls);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * ls), r5 = _mm256_loadu_ps(src + 5 * ls);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * ls), r7 = _mm256_loadu_ps(src + 7 * ls);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* pack (Kd, N) = B^T for B (N, Kd) with row stride ldb: 8 x 8 blocks, scalar edges. */
+static void pack_transposed(const float *B, ptrdiff_t ldb, int N, int Kd, float *pack) {
+    int n8 = N & ~7, k8 = Kd & ~7;
+    for (int nn = 0; nn < n8; nn += 8)
+        for (int p = 0; p < k8; p += 8) transpose8(B + nn * ldb + p, ldb, pack + (size_t)p * N + nn, N);
+    for (int nn = 0; nn < N; nn++)
+        for (int p = nn < n8 ? k8 : 0; p < Kd; p++) pack[(size_t)p * N + nn] = B[nn * ldb + p];
+}
+
+static void tile_rows(int m, int n, int Kd, float alpha, const float *a, ptrdiff_t a_row,
+                      ptrdiff_t a_col, const float *b, ptrdiff_t ldb, float beta, float *c,
+                      ptrdiff_t ldc) {
+    switch (m) {
+#define CASE(k)                                                                                    \
+    case k: tile(k, n, Kd, alpha, a, a_row, a_col, b, ldb, beta, c, ldc); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+#undef CASE
+    }
+}
+
+void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
+                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc, float *pack) {
+    if (M <= 0 || N <= 0) return;
+    if (tb) { /* pack B^T: (Kd, N) row-major */
+        pack_transposed(B, ldb, N, Kd, pack);
+        B = pack;
+        ldb = N;
+    }
+    ptrdiff_t a_row = ta ? 1 : lda, a_col = ta ? lda : 1;
+    for (int n0 = 0; n0 < N; n0 += NR) {
+        int n = N - n0 < NR ? N - n0 : NR;
+        for (int i0 = 0; i0 < M; i0 += MR) {
+            int m = M - i0 < MR ? M - i0 : MR;
+            tile_rows(m, n, Kd, alpha, A + i0 * a_row, a_row, a_col, B + n0, ldb, beta,
+                      C + i0 * ldc + n0, ldc);
+        }
+    }
+}
+
+#else
 #include <cblas.h>
 
 void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
-                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc) {
+                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc, float *pack) {
+    (void)pack;
     if (M <= 0 || N <= 0) return;
     if (Kd <= 0) {
         for (int i = 0; i < M; i++)
@@ -14,3 +140,4 @@ void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const flo
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 Kd, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
+#endif

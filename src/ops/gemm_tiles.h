@@ -4,6 +4,8 @@
  * op(A) is M x Kd (A stored M x Kd with row stride lda, or Kd x M if ta),
  * op(B) is Kd x N (B stored Kd x N with row stride ldb, or N x Kd if tb),
  * C is M x N with row stride ldc. beta == 0 overwrites C (NaNs in C ignored).
+ * pack: scratch of Kd * N floats, used when tb (B^T is packed there); may be
+ * NULL when !tb.
  * Always single-threaded and deterministic: the result depends only on the
  * operands, never on the thread count or on where it runs. */
 #ifndef LINA_GEMM_TILES_H
@@ -12,6 +14,6 @@
 #include <stddef.h>
 
 void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
-                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
+                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc, float *pack);
 
 #endif
