@@ -27,7 +27,7 @@ static void usage(FILE *f) {
             "  --steps N         Adam steps (default 2000)\n"
             "  --batch N         sequences per step (default 512)\n"
             "  --lr X            peak learning rate (default 2e-3; warm-up, cosine decay)\n"
-            "  --init-std X      initial parameter scale (default 0.01)\n"
+            "  --init-std X      initial parameter scale (default 0: automatic, by depth)\n"
             "  --seed N          seed for initialisation and data (default 1)\n"
             "  --eval N          fresh evaluation sequences (default 20000)\n"
             "  --threads N       OpenMP threads (default: all cores)\n"

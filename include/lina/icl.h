@@ -3,7 +3,7 @@
  * von Oswald, Sandler, Ge 2024).
  *
  * Tokens e_i = (x_i, y_i) in R^(d+1), i < N context pairs, query e_N = (x, 0).
- * Each layer: e_i <- e_i + A(S) e_i for every token, S = sum_{j<N} e_j e_j^T
+ * Each layer: e_i <- e_i + A(S) e_i for every token, S = (1/N) sum_{j<N} e_j e_j^T
  * (attention over the context only, no softmax/MLP/norm), with
  *   FULL: A = P S Q                     (P, Q full (d+1)x(d+1))
  *   DIAG: A = Omega o S, Omega = [[w_xx 1, w_xy 1], [w_yx 1^T, w_yy]]
@@ -29,7 +29,7 @@ typedef struct {
     float sigma_max;   /* sigma ~ U(0, sigma_max) per sequence, unless n_sigmas > 0 */
     int n_sigmas;      /* categorical noise: sigma uniform over sigmas[0..n_sigmas) */
     float sigmas[8];
-    float init_std;    /* initial parameter scale */
+    float init_std;    /* initial parameter scale; 0: automatic (keeps every layer near identity) */
 } lina_icl_config;
 
 lina_icl_config lina_icl_config_default(void);

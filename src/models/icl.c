@@ -29,7 +29,7 @@ lina_icl_config lina_icl_config_default(void) {
     c.n_ctx = 20;
     c.layers = 1;
     c.param = LINA_ICL_DIAG;
-    c.init_std = 0.01f;
+    c.init_std = 0; /* automatic */
     return c;
 }
 
@@ -81,7 +81,15 @@ lina_status lina_icl_create(const lina_icl_config *c, uint64_t seed, lina_icl_mo
     }
     lina_rng r;
     lina_rng_seed(&r, seed);
-    for (int i = 0; i < m->n_params; i++) m->params[i] = (float)(c->init_std * lina_rng_normal(&r));
+    /* Automatic scale: keep each layer's A(S) near 0.1/L in norm (S ~ 1 per entry),
+     * or deep stacks blow up at the first step: |w| ~ 0.1/(D L) for DIAG/GD++,
+     * |P|,|Q| ~ sqrt(0.1/(D L)) for FULL. */
+    double std = c->init_std;
+    if (std == 0) {
+        std = 0.1 / ((double)m->D * c->layers);
+        if (c->param == LINA_ICL_FULL) std = sqrt(std);
+    }
+    for (int i = 0; i < m->n_params; i++) m->params[i] = (float)(std * lina_rng_normal(&r));
     if (c->param == LINA_ICL_GDPP)
         for (int l = 0; l < c->layers; l++) m->params[l * 4 + 1] = m->params[l * 4 + 3] = 0;
     *out = m;
@@ -130,12 +138,14 @@ void lina_icl_sample(const lina_icl_config *c, uint64_t *rng_state, int B, float
 
 /* ---- model ---- */
 
-/* S = sum_{j<n} e_j e_j^T; (D, D) */
+/* S = (1/n) sum_{j<n} e_j e_j^T; (D, D). The 1/n only rescales the
+ * parameters (the function class is the paper's) and keeps them O(1), so one
+ * Adam learning rate suits every depth. */
 static void context_gram(const float *E, int n, int D, float *S) {
     memset(S, 0, sizeof(float) * D * D);
     for (int j = 0; j < n; j++)
         for (int a = 0; a < D; a++) {
-            float ea = E[j * D + a];
+            float ea = E[j * D + a] / n;
             for (int b = 0; b < D; b++) S[a * D + b] += ea * E[j * D + b];
         }
 }
@@ -251,9 +261,9 @@ static double sequence_loss(const lina_icl_model *m, const float *tokens, float 
                     dS[a * D + b] = p[w] * dA[a * D + b];
                 }
         }
-        /* S = sum_j e_j e_j^T over the context: dE_j += (dS + dS^T) e_j */
+        /* S = (1/n) sum_j e_j e_j^T over the context: dE_j += (dS + dS^T) e_j / n */
         for (int a = 0; a < D; a++)
-            for (int b = 0; b < D; b++) tmp[a * D + b] = dS[a * D + b] + dS[b * D + a];
+            for (int b = 0; b < D; b++) tmp[a * D + b] = (dS[a * D + b] + dS[b * D + a]) / n;
         for (int j = 0; j < n; j++)
             for (int a = 0; a < D; a++) {
                 float acc = 0;
@@ -483,9 +493,9 @@ lina_status lina_icl_eval(lina_icl_model *m, int n, uint64_t seed, lina_icl_eval
     r->const_rr = mean_ridge(ev, n, d, 0, r->const_rr_lambda, 0) - r->oracle_loss;
     r->ada_rr = mean_ridge(ev, n, d, 1, 0, 0) - r->oracle_loss;
     best = INFINITY;
-    for (int i = 0; i <= 24; i++)
-        for (int k = 0; k <= 16; k++) {
-            double cap = pow(10.0, -2 + 4.0 * i / 24), mult = pow(10.0, -1 + 1.5 * k / 16);
+    for (int i = 0; i <= 36; i++) /* caps 1e-2..1e4, multipliers 0.1..3.16 (1 included) */
+        for (int k = 0; k <= 24; k++) {
+            double cap = pow(10.0, -2 + 6.0 * i / 36), mult = pow(10.0, -1 + k / 16.0);
             double l = mean_ridge(tune, n_tune, d, 2, cap, mult);
             if (l < best) best = l, r->tuned_cap = cap, r->tuned_mult = mult;
         }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Reproduce Table 1 of "Linear Transformers are Versatile In-Context Learners"
+# (Vladymyrov et al. 2024) with `lina icl`: {1,3,7} layers x {DIAG, GD++} (+ FULL for
+# 1 and 3 layers) x seven noise settings. Resumable: finished runs are kept in
+# OUT/results.jsonl and skipped. Then writes OUT/README.md (table) and OUT/icl.png.
+# Usage: scripts/icl_report.sh [OUT=reports/icl] [STEPS=3000] [BATCH=1024] [EVAL=20000]
+set -euo pipefail
+out=${1:-reports/icl}; steps=${2:-3000}; batch=${3:-1024}; eval_n=${4:-20000}
+lina=${LINA:-./build/lina}
+mkdir -p "$out"; res="$out/results.jsonl"; touch "$res"
+noises=("--sigma-max 0" "--sigma-max 1" "--sigma-max 3" "--sigma-max 5" "--sigma-max 7" "--sigmas 1,3" "--sigmas 1,3,5")
+configs=("1 diag" "1 gdpp" "1 full" "3 diag" "3 gdpp" "3 full" "7 diag" "7 gdpp")
+for cfg in "${configs[@]}"; do
+  set -- $cfg; L=$1; P=$2
+  # deeper models get a smaller learning rate, as in the paper
+  lr=$([ "$L" -ge 7 ] && echo 1e-3 || echo 2e-3)
+  for nz in "${noises[@]}"; do
+    key="\"param\":\"$P\",\"layers\":$L,\"noise\":\"$(echo "$nz" | sed 's/--sigma-max \(.*\)/U(0,\1)/; s/--sigmas \(.*\)/{\1}/')\""
+    grep -qF "$key" "$res" && continue
+    echo "icl: $L layer(s) $P $nz" >&2
+    $lina icl --layers "$L" --param "$P" $nz --steps "$steps" --batch "$batch" --lr "$lr" \
+        --eval "$eval_n" --seed 1 --json --quiet >> "$res"
+  done
+done
+python3 scripts/icl_table.py "$res" "$out" "$lina icl ... --steps $steps --batch $batch --eval $eval_n (scripts/icl_report.sh $*)"
