@@ -169,26 +169,47 @@ static void check_case(const char *name, lina_softmax_desc d, uint64_t seed) {
     ref_forward(&d, qd, kd, vd, o_ref, l_ref);
     ref_backward(&d, qd, kd, vd, dod, dq_ref, dk_ref, dv_ref);
 
-    char buf[160];
-    lina_status st = lina_softmax_forward(NULL, &d, q, k, v, o, lse);
-    snprintf(buf, sizeof buf, "%s forward status", name);
-    test_report(st == LINA_OK, buf, "%s", st ? lina_last_error() : "");
+    /* 1 thread: the fused backward; 16 threads: few (sequence, kv head) jobs
+     * per thread, so the backward splits into key-block and query-block passes. */
+    float *dq1 = alloc_floats(z.nq + 1), *dk1 = alloc_floats(z.nk + 1), *dv1 = alloc_floats(z.nv + 1);
     float *of = to_float(o_ref, z.no), *lf = to_float(l_ref, z.nl);
-    snprintf(buf, sizeof buf, "%s o", name);
-    check_close(buf, o, of, z.no, 1e-5);
-    snprintf(buf, sizeof buf, "%s lse", name);
-    check_close(buf, lse, lf, z.nl, 1e-5);
-
-    st = lina_softmax_backward(NULL, &d, q, k, v, o, lse, dout, dq, dk, dv);
-    snprintf(buf, sizeof buf, "%s backward status", name);
-    test_report(st == LINA_OK, buf, "%s", st ? lina_last_error() : "");
     float *dqf = to_float(dq_ref, z.nq), *dkf = to_float(dk_ref, z.nk), *dvf = to_float(dv_ref, z.nv);
-    snprintf(buf, sizeof buf, "%s dq", name);
-    check_close(buf, dq, dqf, z.nq, 1e-5);
-    snprintf(buf, sizeof buf, "%s dk", name);
-    check_close(buf, dk, dkf, z.nk, 1e-5);
-    snprintf(buf, sizeof buf, "%s dv", name);
-    check_close(buf, dv, dvf, z.nv, 1e-5);
+    for (int pass = 0; pass < 2; pass++) {
+        lina_ctx *ctx;
+        lina_ctx_create(&ctx);
+        lina_ctx_set_threads(ctx, pass ? 16 : 1);
+        const char *tag = pass ? "16 threads" : "1 thread";
+        char buf[160];
+        lina_status st = lina_softmax_forward(ctx, &d, q, k, v, o, lse);
+        snprintf(buf, sizeof buf, "%s (%s) forward status", name, tag);
+        test_report(st == LINA_OK, buf, "%s", st ? lina_last_error() : "");
+        snprintf(buf, sizeof buf, "%s (%s) o", name, tag);
+        check_close(buf, o, of, z.no, 1e-5);
+        snprintf(buf, sizeof buf, "%s (%s) lse", name, tag);
+        check_close(buf, lse, lf, z.nl, 1e-5);
+
+        st = lina_softmax_backward(ctx, &d, q, k, v, o, lse, dout, dq, dk, dv);
+        snprintf(buf, sizeof buf, "%s (%s) backward status", name, tag);
+        test_report(st == LINA_OK, buf, "%s", st ? lina_last_error() : "");
+        snprintf(buf, sizeof buf, "%s (%s) dq", name, tag);
+        check_close(buf, dq, dqf, z.nq, 1e-5);
+        snprintf(buf, sizeof buf, "%s (%s) dk", name, tag);
+        check_close(buf, dk, dkf, z.nk, 1e-5);
+        snprintf(buf, sizeof buf, "%s (%s) dv", name, tag);
+        check_close(buf, dv, dvf, z.nv, 1e-5);
+        if (pass == 0) {
+            memcpy(dq1, dq, sizeof(float) * z.nq);
+            memcpy(dk1, dk, sizeof(float) * z.nk);
+            memcpy(dv1, dv, sizeof(float) * z.nv);
+        } else {
+            int same = !memcmp(dq1, dq, sizeof(float) * z.nq) &&
+                       !memcmp(dk1, dk, sizeof(float) * z.nk) && !memcmp(dv1, dv, sizeof(float) * z.nv);
+            snprintf(buf, sizeof buf, "%s: 1 and 16 threads bit-identical gradients", name);
+            test_report(same, buf, "%s", same ? "" : "differ");
+        }
+        lina_ctx_free(ctx);
+    }
+    free(dq1), free(dk1), free(dv1);
 
     free(q), free(k), free(v), free(dout), free(o), free(lse), free(dq), free(dk), free(dv);
     free(qd), free(kd), free(vd), free(dod), free(o_ref), free(l_ref), free(dq_ref), free(dk_ref);

@@ -37,7 +37,7 @@
 #include "lina/softmax.h"
 
 #define BQ 64 /* queries per block */
-#define BK 64 /* keys per block */
+#define BK 64 /* keys per block (== BQ: the backward's split path lists both alike) */
 #define LINA_SOFTMAX_MAX_DIM 65536
 
 #define TRY(x)                                                                                     \
@@ -354,8 +354,8 @@ typedef struct {
     int n, t0; /* sequence, first query of the block (local) */
 } qblock_t;
 
-/* The query blocks of every sequence, longest-running (last) blocks first so
- * that dynamic scheduling balances the causal triangle. Caller frees. */
+/* The blocks of BQ positions of every sequence, last blocks first so that
+ * dynamic scheduling balances the causal triangle. Caller frees. */
 static qblock_t *list_query_blocks(const plan_t *p, int *count) {
     const lina_softmax_desc *d = p->d;
     size_t total = 0;
@@ -475,9 +475,11 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
 /* ---- backward ---- */
 
 /* Scratch per thread: P^T and dP^T (BK, BQ), lse and D of a query block (BQ),
- * dQ^T panels of the job's query heads (group, K, len). */
-static size_t bwd_ws_floats(const plan_t *p, int max_len) {
-    return (size_t)2 * BQ * BK + 2 * BQ + (size_t)p->group * p->d->K * max_len;
+ * then dQ^T: of the job's query heads (group, K, len) in the fused path, of one
+ * query block (K, BQ) in the split path. */
+#define BWD_BLOCK_WS ((size_t)2 * BQ * BK + 2 * BQ)
+static size_t bwd_ws_floats(const plan_t *p, int max_len, int fused) {
+    return BWD_BLOCK_WS + (size_t)p->d->K * (fused ? (size_t)p->group * max_len : BQ);
 }
 
 typedef struct {
@@ -489,58 +491,84 @@ typedef struct {
 
 /* Everything is computed transposed (keys as rows) so that all five GEMMs are NN:
  *   S^T = K_j Q_i^T,  P^T = exp(S^T - lse),  dV_j += P^T dO_i,  dP^T = V_j dO_i^T,
- *   dS^T = P^T (dP^T - D),  dK_j += scale dS^T Q_i,  dQ_i^T += scale K_j^T dS^T. */
+ *   dS^T = P^T (dP^T - D),  dK_j += scale dS^T Q_i,  dQ_i^T += scale K_j^T dS^T.
+ * block_grad does the first five for query block [t0, t0+nq) of head h and key
+ * block [s0, s0+nk) of sequence (bos, L): on return ws holds dS^T (nk, nq) with
+ * leading dimension BQ; dV_j is updated when dVj is not NULL. */
+static const float *block_grad(const plan_t *p, const bwd_args_t *a, int64_t bos, int L, int h,
+                               int s0, int nk, int t0, int nq, float *dVj, float *ws) {
+    const lina_softmax_desc *d = p->d;
+    int H = d->H, HKV = p->HKV, K = d->K, V = d->V, hk = h / p->group;
+    float *Pt = ws;               // (BK, BQ) P^T, then dS^T
+    float *dPt = Pt + BQ * BK;    // (BK, BQ) dP^T
+    float *lse_i = dPt + BQ * BK; // (BQ)
+    float *D_i = lse_i + BQ;      // (BQ)
+    const float *Kj = a->k + ((bos + s0) * HKV + hk) * K;                 // (nk, K), stride HKV*K
+    const float *Vj = a->v + ((bos + s0) * HKV + hk) * V;                 // (nk, V), stride HKV*V
+    const float *Qt = panel((float *)a->qt, bos, L, H, h, K) + t0;        // (K, nq), stride L
+    const float *dOt = panel((float *)a->dot, bos, L, H, h, V) + t0;      // (V, nq), stride L
+    const float *dOi = a->dout + ((bos + t0) * H + h) * V;               // (nq, V), stride H*V
+    for (int i = 0; i < nq; i++) {
+        lse_i[i] = a->lse[(bos + t0 + i) * H + h];
+        D_i[i] = a->delta[(bos + t0 + i) * H + h];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, K, p->scale, Kj, HKV * K, Qt, L,
+                0.0f, Pt, BQ);
+    apply_mask_t(d, t0, nq, s0, nk, Pt);
+    for (int j = 0; j < nk; j++) exp_row_sub(Pt + j * BQ, nq, lse_i);
+    if (dVj)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, V, nq, 1.0f, Pt, BQ, dOi, H * V,
+                    1.0f, dVj, HKV * V);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, V, 1.0f, Vj, HKV * V, dOt, L,
+                0.0f, dPt, BQ);
+    for (int j = 0; j < nk; j++) {
+        float *Pj = Pt + j * BQ;
+        const float *dPj = dPt + j * BQ;
+        for (int i = 0; i < nq; i++) Pj[i] *= dPj[i] - D_i[i];
+    }
+    return Pt;
+}
+
+/* dK_j += scale dS^T Q_i (rows of dk at stride HKV*K) */
+static void add_dk(const plan_t *p, const bwd_args_t *a, int64_t bos, int h, int s0, int nk, int t0,
+                   int nq, const float *dSt) {
+    const lina_softmax_desc *d = p->d;
+    int H = d->H, HKV = p->HKV, K = d->K, hk = h / p->group;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, K, nq, p->scale, dSt, BQ,
+                a->q + ((bos + t0) * H + h) * K, H * K, 1.0f, a->dk + ((bos + s0) * HKV + hk) * K,
+                HKV * K);
+}
+
+/* dQ_i^T (K, nq) at dQt with leading dimension ld += scale K_j^T dS^T */
+static void add_dqt(const plan_t *p, const bwd_args_t *a, int64_t bos, int L, int hk, int s0, int nk,
+                    int nq, const float *dSt, float *dQt, int ld) {
+    int K = p->d->K;
+    const float *Kt = panel((float *)a->kt, bos, L, p->HKV, hk, K) + s0; // (K, nk), stride L
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, nq, nk, p->scale, Kt, L, dSt, BQ, 1.0f,
+                dQt, ld);
+}
+
+/* Fused path, one job per (sequence n, kv head hk): all key blocks in order,
+ * dQ^T of the group's heads accumulated in scratch (group, K, L). */
 static void backward_kv_head(const plan_t *p, int n, int hk, const bwd_args_t *a, float *ws) {
     const lina_softmax_desc *d = p->d;
     int H = d->H, HKV = p->HKV, K = d->K, V = d->V;
     int64_t bos;
     int L;
     seq_range(d, n, &bos, &L);
-    float *Pt = ws;                  // (BK, BQ) P^T, then dS^T
-    float *dPt = Pt + BQ * BK;       // (BK, BQ) dP^T
-    float *lse_i = dPt + BQ * BK;    // (BQ)
-    float *D_i = lse_i + BQ;         // (BQ)
-    float *dQt = D_i + BQ;           // (group, K, L) dQ^T of the group's heads
+    float *dQt = ws + BWD_BLOCK_WS; // (group, K, L)
     memset(dQt, 0, sizeof(float) * p->group * K * L);
-    const float *Kt = panel((float *)a->kt, bos, L, HKV, hk, K); // (K, L)
     for (int s0 = 0; s0 < L; s0 += BK) {
-        int nk = min_i(BK, L - s0);
-        const float *Kj = a->k + ((bos + s0) * HKV + hk) * K; // (nk, K), stride HKV*K
-        const float *Vj = a->v + ((bos + s0) * HKV + hk) * V; // (nk, V), stride HKV*V
-        float *dKj = a->dk + ((bos + s0) * HKV + hk) * K;     // zeroed, stride HKV*K
+        int nk = min_i(BK, L - s0), lo, hi;
         float *dVj = a->dv + ((bos + s0) * HKV + hk) * V;
-        int lo, hi;
         query_range(d, L, s0, s0 + nk, &lo, &hi);
         for (int g = 0; g < p->group; g++) {
             int h = hk * p->group + g;
-            const float *Qt = panel((float *)a->qt, bos, L, H, h, K);  // (K, L)
-            const float *dOt = panel((float *)a->dot, bos, L, H, h, V); // (V, L)
-            float *dQt_h = dQt + (size_t)g * K * L;                      // (K, L)
             for (int t0 = (lo / BQ) * BQ; t0 < hi; t0 += BQ) {
                 int nq = min_i(BQ, L - t0);
-                const float *Qi = a->q + ((bos + t0) * H + h) * K;    // (nq, K), stride H*K
-                const float *dOi = a->dout + ((bos + t0) * H + h) * V; // (nq, V), stride H*V
-                for (int i = 0; i < nq; i++) {
-                    lse_i[i] = a->lse[(bos + t0 + i) * H + h];
-                    D_i[i] = a->delta[(bos + t0 + i) * H + h];
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, K, p->scale, Kj,
-                            HKV * K, Qt + t0, L, 0.0f, Pt, BQ);
-                apply_mask_t(d, t0, nq, s0, nk, Pt);
-                for (int j = 0; j < nk; j++) exp_row_sub(Pt + j * BQ, nq, lse_i);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, V, nq, 1.0f, Pt, BQ, dOi,
-                            H * V, 1.0f, dVj, HKV * V);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, V, 1.0f, Vj, HKV * V,
-                            dOt + t0, L, 0.0f, dPt, BQ);
-                for (int j = 0; j < nk; j++) {
-                    float *Pj = Pt + j * BQ;
-                    const float *dPj = dPt + j * BQ;
-                    for (int i = 0; i < nq; i++) Pj[i] *= dPj[i] - D_i[i];
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, K, nq, p->scale, Pt, BQ,
-                            Qi, H * K, 1.0f, dKj, HKV * K);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, nq, nk, p->scale, Kt + s0,
-                            L, Pt, BQ, 1.0f, dQt_h + t0, L);
+                const float *dSt = block_grad(p, a, bos, L, h, s0, nk, t0, nq, dVj, ws);
+                add_dk(p, a, bos, h, s0, nk, t0, nq, dSt);
+                add_dqt(p, a, bos, L, hk, s0, nk, nq, dSt, dQt + (size_t)g * K * L + t0, L);
             }
         }
     }
@@ -549,6 +577,50 @@ static void backward_kv_head(const plan_t *p, int n, int hk, const bwd_args_t *a
         untranspose_rows(dQt + (size_t)g * K * L, L, K, a->dq + (bos * H + h) * K, (ptrdiff_t)H * K);
     }
 }
+
+/* Split path, for few (sequence, kv head) pairs and many threads: pass A, one
+ * job per (sequence, kv head, key block) -> dK_j, dV_j; pass B, one job per
+ * (sequence, head, query block) -> dQ_i, recomputing P and dS (7 GEMMs per
+ * block pair instead of 5). Sums run in the same order as in the fused path. */
+static void backward_key_block(const plan_t *p, int n, int hk, int s0, const bwd_args_t *a,
+                               float *ws) {
+    const lina_softmax_desc *d = p->d;
+    int64_t bos;
+    int L, lo, hi;
+    seq_range(d, n, &bos, &L);
+    int nk = min_i(BK, L - s0);
+    float *dVj = a->dv + ((bos + s0) * p->HKV + hk) * d->V;
+    query_range(d, L, s0, s0 + nk, &lo, &hi);
+    for (int g = 0; g < p->group; g++) {
+        int h = hk * p->group + g;
+        for (int t0 = (lo / BQ) * BQ; t0 < hi; t0 += BQ) {
+            int nq = min_i(BQ, L - t0);
+            const float *dSt = block_grad(p, a, bos, L, h, s0, nk, t0, nq, dVj, ws);
+            add_dk(p, a, bos, h, s0, nk, t0, nq, dSt);
+        }
+    }
+}
+
+static void backward_query_block(const plan_t *p, int n, int h, int t0, const bwd_args_t *a,
+                                 float *ws) {
+    const lina_softmax_desc *d = p->d;
+    int K = d->K, hk = h / p->group;
+    int64_t bos;
+    int L, lo, hi;
+    seq_range(d, n, &bos, &L);
+    int nq = min_i(BQ, L - t0);
+    float *dQt = ws + BWD_BLOCK_WS; // (K, BQ)
+    memset(dQt, 0, sizeof(float) * K * BQ);
+    key_range(d, L, t0, t0 + nq, &lo, &hi);
+    for (int s0 = (lo / BK) * BK; s0 < hi; s0 += BK) {
+        int nk = min_i(BK, L - s0);
+        const float *dSt = block_grad(p, a, bos, L, h, s0, nk, t0, nq, NULL, ws);
+        add_dqt(p, a, bos, L, hk, s0, nk, nq, dSt, dQt, BQ);
+    }
+    for (int i = 0; i < nq; i++)
+        for (int c = 0; c < K; c++) a->dq[((bos + t0 + i) * d->H + h) * K + c] = dQt[(size_t)c * BQ + i];
+}
+
 lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, const float *q,
                                   const float *k, const float *v, const float *o, const float *lse,
                                   const float *dout, float *dq, float *dk, float *dv) {
@@ -580,8 +652,21 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
         seq_range(d, n, &bos, &len);
         max_len = max_i(max_len, len);
     }
-    int n_jobs = p.n_seqs * p.HKV, nt = n_threads(ctx, n_jobs);
-    TRY(lina_ctx_reserve(ctx, nt, bwd_ws_floats(&p, max_len)));
+    /* Fused (5 GEMMs per block pair) unless too few (sequence, kv head) jobs
+     * would leave threads idle: then split (7 GEMMs, but parallel over blocks). */
+    int n_heads = p.n_seqs * p.HKV, threads = max_i(1, lina_ctx_threads(ctx));
+    int rounds = (n_heads + threads - 1) / threads;
+    int fused = threads == 1 || (double)rounds * threads <= 1.4 * n_heads;
+    int n_blocks = 0;
+    qblock_t *blocks = NULL; /* split path: the BQ = BK blocks of every sequence */
+    if (!fused && !(blocks = list_query_blocks(&p, &n_blocks)))
+        return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
+    int nt = n_threads(ctx, fused ? n_heads : n_blocks * d->H);
+    lina_status st = lina_ctx_reserve(ctx, nt, bwd_ws_floats(&p, max_len, fused));
+    if (st != LINA_OK) {
+        free(blocks);
+        return st;
+    }
     bwd_args_t a = {q, k, v, lse, dout, qt, kt, dot, delta, dq, dk, dv};
     int V = d->V;
 #pragma omp parallel num_threads(nt)
@@ -602,8 +687,23 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
         transpose_all(&p, q, d->H, d->K, qt);
         transpose_all(&p, k, p.HKV, d->K, kt);
         transpose_all(&p, dout, d->H, d->V, dot);
+        if (fused) {
 #pragma omp for schedule(dynamic, 1)
-        for (int job = 0; job < n_jobs; job++) backward_kv_head(&p, job / p.HKV, job % p.HKV, &a, ws);
+            for (int job = 0; job < n_heads; job++)
+                backward_kv_head(&p, job / p.HKV, job % p.HKV, &a, ws);
+        } else {
+#pragma omp for schedule(dynamic, 1)
+            for (int job = 0; job < n_blocks * p.HKV; job++) {
+                const qblock_t *b = &blocks[job / p.HKV];
+                backward_key_block(&p, b->n, job % p.HKV, b->t0, &a, ws);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int job = 0; job < n_blocks * d->H; job++) {
+                const qblock_t *b = &blocks[job / d->H];
+                backward_query_block(&p, b->n, job % d->H, b->t0, &a, ws);
+            }
+        }
     }
+    free(blocks);
     return LINA_OK;
 }
