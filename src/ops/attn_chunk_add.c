@@ -52,6 +52,7 @@ typedef struct {
     float *dQc, *dKc; /* (C, K) this chunk's contributions to dq, dk */
     float *tmp;       /* (C, max(K, V)) */
     float *ddiag;     /* (C) diagonal of dA */
+    float *erow;      /* (C) one row of decays e^{b_i - b_j} */
     float *pack;      /* (max(K, V), max(C, K)) transposed GEMM operand */
     float *Qc, *Kc;   /* (C, K) the chunk's q, k rows, contiguous */
     float *Vc, *dOc;  /* (C, V) its v, dout rows */
@@ -71,7 +72,7 @@ static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECT
 static size_t chunk_ws_floats(int C, int K, int V, int Kg) {
     size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
     return 2 * 2 * CKg + 2 * round16(Kg) + 2 * CKg + round16(Kg) + 6 * CK + 2 * round16((size_t)C * C) +
-           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + round16(C) +
+           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + 2 * round16(C) +
            round16(mx * (C > K ? C : K)) + 2 * CK + 3 * round16((size_t)C * V);
 }
 
@@ -118,6 +119,7 @@ static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
     w.dKc = TAKE(CK);
     w.tmp = TAKE(round16((size_t)C * mx));
     w.ddiag = TAKE(round16(C));
+    w.erow = TAKE(round16(C));
     w.pack = TAKE(round16(mx * (C > K ? C : K)));
     w.Qc = TAKE(CK);
     w.Kc = TAKE(CK);
@@ -143,10 +145,13 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     for (int i = 0; i < L; i++)
         for (int c = 0; c < Kg; c++) {
             double b = w->b[(size_t)i * Kg + c];
-            w->eb[(size_t)i * Kg + c] = expf((float)b);
-            w->ed[(size_t)i * Kg + c] = expf((float)(last[c] - b));
+            w->eb[(size_t)i * Kg + c] = (float)b;
+            w->ed[(size_t)i * Kg + c] = (float)(last[c] - b);
         }
-    for (int c = 0; c < Kg; c++) w->el[c] = expf((float)last[c]);
+    for (int c = 0; c < Kg; c++) w->el[c] = (float)last[c];
+    lina_exp_inplace(w->eb, (size_t)L * Kg);
+    lina_exp_inplace(w->ed, (size_t)L * Kg);
+    lina_exp_inplace(w->el, Kg);
 }
 
 /* X * f row-wise (SCALAR: f is (L)) or element-wise (VECTOR: f is (L, K)) into out (L, K). */
@@ -209,24 +214,16 @@ static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, c
     for (int c = 0; c < K; c++)
         if ((br ? br[c] : 0.0) - be[c] > SPAN_MAX) diag = 0;
     int jend = diag ? e : s;
-    for (int i = s; i < e; i++) {
-        const double *bi = w->b + (size_t)i * K;
-        const float *qi = q + (ptrdiff_t)i * j->K;
-        for (int c = 0; c < K; c++) {
-            float f = expf((float)(bi[c] - (br ? br[c] : 0.0)));
-            w->Fr[(size_t)i * K + c] = f;
-            w->Qr[(size_t)i * K + c] = qi[c] * f;
-        }
-    }
-    for (int jj = 0; jj < jend; jj++) {
-        const double *bj = w->b + (size_t)jj * K;
-        const float *kj = k + (ptrdiff_t)jj * j->K;
-        for (int c = 0; c < K; c++) {
-            float f = expf((float)((br ? br[c] : 0.0) - bj[c]));
-            w->Er[(size_t)jj * K + c] = f;
-            w->Kr[(size_t)jj * K + c] = kj[c] * f;
-        }
-    }
+    for (int i = s; i < e; i++)
+        for (int c = 0; c < K; c++)
+            w->Fr[(size_t)i * K + c] = (float)(w->b[(size_t)i * K + c] - (br ? br[c] : 0.0));
+    lina_exp_inplace(w->Fr + (size_t)s * K, (size_t)(e - s) * K);
+    for (size_t x = (size_t)s * K; x < (size_t)e * K; x++) w->Qr[x] = q[x] * w->Fr[x];
+    for (int jj = 0; jj < jend; jj++)
+        for (int c = 0; c < K; c++)
+            w->Er[(size_t)jj * K + c] = (float)((br ? br[c] : 0.0) - w->b[(size_t)jj * K + c]);
+    lina_exp_inplace(w->Er, (size_t)jend * K);
+    for (size_t x = 0; x < (size_t)jend * K; x++) w->Kr[x] = k[x] * w->Er[x];
     return jend;
 }
 
@@ -274,8 +271,11 @@ static void vector_diag_backward(const lina_attn_job *j, chunk_ws *w, const floa
 static void causal_decay_mask(const lina_attn_job *j, const chunk_ws *w, float *X, int L, int C) {
     for (int i = 0; i < L; i++) {
         float *xi = X + (size_t)i * C;
-        if (j->gate == LINA_GATE_SCALAR)
-            for (int jj = 0; jj <= i; jj++) xi[jj] *= expf((float)(w->b[i] - w->b[jj]));
+        if (j->gate == LINA_GATE_SCALAR) {
+            for (int jj = 0; jj <= i; jj++) w->erow[jj] = (float)(w->b[i] - w->b[jj]);
+            lina_exp_inplace(w->erow, (size_t)i + 1);
+            for (int jj = 0; jj <= i; jj++) xi[jj] *= w->erow[jj];
+        }
         for (int jj = i + 1; jj < L; jj++) xi[jj] = 0.0f;
     }
 }
@@ -557,6 +557,7 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
     for (int i = 0; i < L; i++) {
         const float *qi = q + (ptrdiff_t)i * j->K, *ki = k + (ptrdiff_t)i * j->K;
         float m = w->ddiag[i];
+#pragma omp simd
         for (int c = 0; c < K; c++) {
             w->dQc[(size_t)i * K + c] += m * ki[c];
             w->dKc[(size_t)i * K + c] += m * qi[c];
@@ -565,6 +566,7 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
 
     for (int i = 0; i < L; i++) {
         float *dq = j->dq + (ptrdiff_t)(t0 + i) * j->sqk, *dk = j->dk + (ptrdiff_t)(t0 + i) * j->sqk;
+#pragma omp simd
         for (int c = 0; c < K; c++) {
             dq[c] += w->dQc[(size_t)i * K + c];
             dk[c] += w->dKc[(size_t)i * K + c];

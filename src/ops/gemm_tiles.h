@@ -16,4 +16,9 @@
 void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
                     const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc, float *pack);
 
+/* x[i] = e^{x[i]} for n floats (AVX-512: a degree-7 polynomial after Cody-Waite
+ * reduction, within 2 ulp of expf; arguments below -104 give 0). Elementwise
+ * and position-independent, like the GEMMs. */
+void lina_exp_inplace(float *x, size_t n);
+
 #endif
