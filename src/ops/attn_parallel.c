@@ -3,19 +3,22 @@
  * Notation for one job (T tokens, key dim K, value dim V): rows q_t, k_t (K),
  * v_t (V); log gates g_t (scalar, or per key channel for VECTOR); b the
  * inclusive cumulative log gate, b_t = g_0 + ... + g_t (kept in double, so
- * differences b_t - b_s stay exact even when b reaches -6000). Every
- * exponential below is of a difference b_t - b_s with s <= t, i.e. <= 0:
- * nothing overflows.
+ * differences b_t - b_s stay exact even when b reaches -6000). Exponentials
+ * are of differences of b, never of b alone above 0: nothing overflows.
  *
  * Decayed causal scores (the one kernel everything is built from):
  *   D(X, Y)_ts = sum_c x_tc y_sc exp(b_tc - b_sc)   for s <= t (s < t "strict"), 0 above.
  * For NONE/SCALAR the decay factors out of the dot product: D = (X Y^T) o mask,
- * one GEMM and a pairwise mask. For VECTOR it does not; rows are cut into
- * blocks of TILE tokens and for a row block I starting at i0 every earlier
- * column s < i0 goes through the reference point i0:
- *   exp(b_t - b_s) = exp(b_t - b_i0) * exp(b_i0 - b_s)     (both factors <= 1)
- * so D[I, :i0] is one GEMM of rescaled copies; the TILE x TILE diagonal
- * blocks are summed pair by pair with the exact exponent.
+ * one GEMM and a pairwise mask. For VECTOR it does not, and is factored
+ * through reference tokens r:  exp(b_t - b_s) = exp(b_t - b_r) * exp(b_r - b_s).
+ * A block of rows [r, i1) x columns [i0, r) (t >= r > s) has both factors <= 1:
+ * one GEMM of rescaled copies, exact up to float rounding. A diagonal block
+ * [i0, i1) with reference i0 has column factors >= 1, up to its decay span
+ * max_c (b_i0 - b_{i1-1}); while that stays <= SPAN_MAX (e^40) the block is
+ * one GEMM too (masked above the diagonal), else it is split in halves (two
+ * diagonal blocks and one rectangle through the middle token), down to
+ * PAIR_MIN tokens summed pair by pair with the exact exponent. Mild gates
+ * thus cost one T x T x K GEMM; strong ones ~log2(T / PAIR_MIN) levels.
  *
  * ADD: S_t = G_t S_{t-1} + k_t v_t^T unrolls to
  *   S_t = e^{b_t} S0 + sum_{s<=t} (k_s o e^{b_t - b_s}) v_s^T, so
@@ -55,16 +58,46 @@
  * OpenBLAS calls, which thread on their own outside parallel regions.
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <cblas.h>
 
 #include "attn_internal.h"
 
-#define TILE 16 /* VECTOR gate: tokens per block sharing one reference point */
+/* VECTOR gate: a diagonal block whose decay (per channel, first to last
+ * token) stays below SPAN_MAX factors through its first token: the column
+ * factors exp(b_first - b_s) are then at most e^40 and the products stay
+ * well inside the float range. Larger decays split the block in halves;
+ * blocks of PAIR_MIN tokens or fewer go pair by pair. */
+#define SPAN_MAX 40.0
+#define PAIR_MIN 8
 
-/* exp(d) for d <= 0, flushed to 0 below the float normal range (no denormals). */
-static inline float decay_of(double d) { return d < -87.0 ? 0.0f : expf((float)d); }
+/* exp(d) for d <= SPAN_MAX, to float accuracy for any |d| (expf of the
+ * float-rounded argument alone would lose |d| * 6e-8 relative), flushed to 0
+ * below the float normal range. Written to vectorize in omp simd loops, so
+ * without branches (GCC does not if-convert a float compare under the default
+ * -ftrapping-math) and without libm: d = n ln2 + r, |r| <= ln2/2, reduced in
+ * double (n rounded by adding and subtracting 1.5 * 2^52), e^r by its Taylor
+ * polynomial of degree 7 (truncation 6e-9), 2^n through the exponent bits.
+ * Max relative error 7.5e-8 over [-87, 60]. d must be finite (b always is). */
+#pragma omp declare simd
+static inline float decay_of(double d) {
+    double live = (double)(d >= -87.0), dc = live * d + (1.0 - live) * -87.0;
+    const double round_magic = 6755399441055744.0;
+    double n = (dc * 1.4426950408889634 + round_magic) - round_magic;
+    float r = (float)(dc - n * 0.6931471805599453);
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t i; float f; } two_n = {((int32_t)n + 127) * (1 << 23)};
+    return p * two_n.f * (float)live;
+}
 
 typedef struct {
     lina_gate gate;
@@ -110,7 +143,13 @@ static void decay_rows(const decay_t *dc, const float *x, ptrdiff_t sx, int t0, 
             for (int c = 0; c < K; c++) ot[c] = xt[c] * e;
         } else {
             const double *bt = b_row(dc, t);
-            for (int c = 0; c < K; c++) ot[c] = xt[c] * decay_of(sign * (bt[c] - (ref ? ref[c] : 0.0)));
+            if (ref) {
+#pragma omp simd
+                for (int c = 0; c < K; c++) ot[c] = xt[c] * decay_of(sign * (bt[c] - ref[c]));
+            } else {
+#pragma omp simd
+                for (int c = 0; c < K; c++) ot[c] = xt[c] * decay_of(sign * bt[c]);
+            }
         }
     }
 }
@@ -129,84 +168,121 @@ static void add_decayed_rows(const decay_t *dc, const float *src, int t0, int t1
             for (int c = 0; c < K; c++) dt[c] += st[c] * e;
         } else {
             const double *bt = b_row(dc, t);
-            for (int c = 0; c < K; c++) dt[c] += st[c] * decay_of(sign * (bt[c] - (ref ? ref[c] : 0.0)));
+            if (ref) {
+#pragma omp simd
+                for (int c = 0; c < K; c++) dt[c] += st[c] * decay_of(sign * (bt[c] - ref[c]));
+            } else {
+#pragma omp simd
+                for (int c = 0; c < K; c++) dt[c] += st[c] * decay_of(sign * bt[c]);
+            }
         }
     }
 }
 
 /* ---- decayed causal scores D(X, Y) and their backward ---- */
 
-/* VECTOR diagonal block [i0, i1): A_ts = scale * sum_c x_tc y_sc exp(b_tc - b_sc), pair by pair. */
-static void diag_block_scores(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
-                              ptrdiff_t sy, int i0, int i1, int strict, float scale, float *A) {
+/* Zero A above the diagonal (and on it if strict); SCALAR: A_ts *= exp(b_t - b_s) below. */
+static void mask_scores(const decay_t *dc, int strict, float *A) {
+    int T = dc->T;
+    for (int t = 0; t < T; t++) {
+        float *At = A + (size_t)t * T;
+        int last = strict ? t : t + 1; /* columns [0, last) are kept */
+        if (dc->gate == LINA_GATE_SCALAR) {
+            double bt = dc->b[t];
+#pragma omp simd
+            for (int s = 0; s < last; s++) At[s] *= decay_of(bt - dc->b[s]);
+        }
+        for (int s = last; s < T; s++) At[s] = 0.0f;
+    }
+}
+
+/* Largest per-channel decay b_first - b_last (>= 0) across tokens [i0, i1). */
+static double block_span(const decay_t *dc, int i0, int i1) {
+    const double *first = b_row(dc, i0), *last = b_row(dc, i1 - 1);
+    double m = 0;
+    for (int c = 0; c < dc->K; c++)
+        if (first[c] - last[c] > m) m = first[c] - last[c];
+    return m;
+}
+
+/* VECTOR, pair by pair with the exact exponent: A_ts for i0 <= s <= t < i1. */
+static void pair_scores(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
+                        ptrdiff_t sy, int i0, int i1, float scale, float *A) {
     int K = dc->K, T = dc->T;
     for (int t = i0; t < i1; t++) {
         const float *xt = x + t * sx;
         const double *bt = b_row(dc, t);
-        for (int s = i0; s < t + !strict; s++) {
+        for (int s = i0; s <= t; s++) {
             const float *ys = y + s * sy;
             const double *bs = b_row(dc, s);
             float acc = 0;
+#pragma omp simd reduction(+ : acc)
             for (int c = 0; c < K; c++) acc += xt[c] * ys[c] * decay_of(bt[c] - bs[c]);
             A[(size_t)t * T + s] = scale * acc;
         }
     }
 }
 
-/* A (T, T) = scale * D(X, Y), zero above the diagonal (and on it if strict).
- * tile: (T + TILE, K) scratch, VECTOR only. */
-static void decayed_scores(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
-                           ptrdiff_t sy, int strict, float scale, float *A, float *tile) {
-    int T = dc->T, K = dc->K;
-    if (dc->gate != LINA_GATE_VECTOR) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, K, scale, x, (int)sx, y, (int)sy,
-                    0.0f, A, T);
-        for (int t = 0; t < T; t++) {
-            float *At = A + (size_t)t * T;
-            int last = strict ? t : t + 1; /* columns [0, last) are kept */
-            if (dc->gate == LINA_GATE_SCALAR) {
-                double bt = dc->b[t];
-                for (int s = 0; s < last; s++) At[s] *= decay_of(bt - dc->b[s]);
-            }
-            for (int s = last; s < T; s++) At[s] = 0.0f;
-        }
-        return;
-    }
-    float *yt = tile, *xt = tile + (size_t)T * K; /* (i0, K) and (TILE, K) */
-    for (int i0 = 0; i0 < T; i0 += TILE) {
-        int i1 = i0 + TILE < T ? i0 + TILE : T;
-        if (i0 > 0) { /* columns s < i0 through the reference token i0 */
-            const double *ref = b_row(dc, i0);
-            decay_rows(dc, x, sx, i0, i1, ref, +1, xt);
-            decay_rows(dc, y, sy, 0, i0, ref, -1, yt);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i1 - i0, i0, K, scale, xt, K, yt, K,
-                        0.0f, A + (size_t)i0 * T, T);
-        }
-        diag_block_scores(dc, x, sx, y, sy, i0, i1, strict, scale, A);
-        for (int t = i0; t < i1; t++)
-            for (int s = strict ? t : t + 1; s < T; s++) A[(size_t)t * T + s] = 0.0f;
+/* VECTOR: A[rows, cols] = scale (X_rows o e^{b - ref}) (Y_cols o e^{ref - b})^T
+ * for rows [r0, r1), cols [c0, c1); ref = b at token `at`. xt, yt: scratch. */
+static void factored_scores(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
+                            ptrdiff_t sy, int r0, int r1, int c0, int c1, int at, float scale,
+                            float *A, float *xt, float *yt) {
+    int K = dc->K;
+    decay_rows(dc, x, sx, r0, r1, b_row(dc, at), +1, xt);
+    decay_rows(dc, y, sy, c0, c1, b_row(dc, at), -1, yt);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, K, scale, xt, K, yt, K,
+                0.0f, A + (size_t)r0 * dc->T + c0, dc->T);
+}
+
+/* VECTOR: the lower part of the diagonal block [i0, i1) of A (entries above
+ * the diagonal inside factored blocks are garbage, masked later). An
+ * off-diagonal rectangle goes through the reference token mid between its
+ * rows (t >= mid) and columns (s < mid): both factors are <= 1. */
+static void vector_scores(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
+                          ptrdiff_t sy, int i0, int i1, float scale, float *A, float *tile) {
+    float *xt = tile, *yt = tile + (size_t)dc->T * dc->K;
+    if (block_span(dc, i0, i1) <= SPAN_MAX) {
+        factored_scores(dc, x, sx, y, sy, i0, i1, i0, i1, i0, scale, A, xt, yt);
+    } else if (i1 - i0 <= PAIR_MIN) {
+        pair_scores(dc, x, sx, y, sy, i0, i1, scale, A);
+    } else {
+        int mid = i0 + (i1 - i0) / 2;
+        vector_scores(dc, x, sx, y, sy, i0, mid, scale, A, tile);
+        vector_scores(dc, x, sx, y, sy, mid, i1, scale, A, tile);
+        factored_scores(dc, x, sx, y, sy, mid, i1, i0, mid, mid, scale, A, xt, yt);
     }
 }
 
-/* VECTOR diagonal block backward: dx_t += scale sum_s dA_ts y_s o e, dy_s += scale sum_t dA_ts x_t o e;
- * with diag != NULL the s == t terms are left out and dA_tt goes to diag[t]. */
-static void diag_block_scores_backward(const decay_t *dc, const float *x, ptrdiff_t sx,
-                                       const float *y, ptrdiff_t sy, int i0, int i1, int strict,
-                                       float scale, const float *dA, float *dx, float *dy,
-                                       float *diag) {
+/* A (T, T) = scale * D(X, Y), zero above the diagonal (and on it if strict).
+ * tile: (2T, K) scratch, VECTOR only. */
+static void decayed_scores(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
+                           ptrdiff_t sy, int strict, float scale, float *A, float *tile) {
+    int T = dc->T, K = dc->K;
+    if (dc->gate == LINA_GATE_VECTOR)
+        vector_scores(dc, x, sx, y, sy, 0, T, scale, A, tile);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, K, scale, x, (int)sx, y, (int)sy,
+                    0.0f, A, T);
+    mask_scores(dc, strict, A);
+}
+
+/* VECTOR backward, pair by pair, i0 <= s <= t < i1 (dA already masked). */
+static void pair_scores_backward(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
+                                 ptrdiff_t sy, int i0, int i1, float scale, const float *dA,
+                                 float *dx, float *dy) {
     int K = dc->K, T = dc->T;
     for (int t = i0; t < i1; t++) {
         const float *xt = x + t * sx;
         const double *bt = b_row(dc, t);
         float *dxt = dx + (size_t)t * K;
-        int last = strict ? t : t + 1;
-        if (diag && !strict) diag[t] = dA[(size_t)t * T + t], last = t;
-        for (int s = i0; s < last; s++) {
+        for (int s = i0; s <= t; s++) {
             float a = scale * dA[(size_t)t * T + s];
             if (a == 0.0f) continue;
             const float *ys = y + s * sy;
             const double *bs = b_row(dc, s);
             float *dys = dy + (size_t)s * K;
+#pragma omp simd
             for (int c = 0; c < K; c++) {
                 float ae = a * decay_of(bt[c] - bs[c]);
                 dxt[c] += ae * ys[c];
@@ -216,54 +292,69 @@ static void diag_block_scores_backward(const decay_t *dc, const float *x, ptrdif
     }
 }
 
-/* Backward of A = scale * D(X, Y): given dA (only its lower part is read;
- * NONE/SCALAR mask it in place), accumulate dx, dy (T, K) contiguous.
- * Inclusive scores with diag != NULL: the diagonal terms (no decay, so no
- * gate gradient) are left out of dx, dy and dA_tt is stored in diag[t]
- * instead; the caller adds scale dA_tt y_t to dx_t and scale dA_tt x_t to dy_t.
- * This keeps the gate gradient free of their O(1) cancellation.
- * tile: (T + TILE, K) scratch, VECTOR only. */
+/* VECTOR backward of factored_scores: with X~ = X_rows o e^{b - ref},
+ * Y~ = Y_cols o e^{ref - b}:  dX_rows += (scale dA Y~) o e^{b - ref},
+ * dY_cols += (scale dA^T X~) o e^{ref - b}. xt, yt, tmp: scratch. */
+static void factored_scores_backward(const decay_t *dc, const float *x, ptrdiff_t sx,
+                                     const float *y, ptrdiff_t sy, int r0, int r1, int c0, int c1,
+                                     int at, float scale, const float *dA, float *dx, float *dy,
+                                     float *xt, float *yt, float *tmp) {
+    int K = dc->K, T = dc->T;
+    const double *ref = b_row(dc, at);
+    const float *dAb = dA + (size_t)r0 * T + c0;
+    decay_rows(dc, x, sx, r0, r1, ref, +1, xt);
+    decay_rows(dc, y, sy, c0, c1, ref, -1, yt);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, K, c1 - c0, scale, dAb, T, yt, K,
+                0.0f, tmp, K);
+    add_decayed_rows(dc, tmp, r0, r1, ref, +1, dx);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c1 - c0, K, r1 - r0, scale, dAb, T, xt, K,
+                0.0f, tmp, K);
+    add_decayed_rows(dc, tmp, c0, c1, ref, -1, dy);
+}
+
+/* VECTOR backward over the diagonal block [i0, i1), split as in vector_scores. */
+static void vector_scores_backward(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
+                                   ptrdiff_t sy, int i0, int i1, float scale, const float *dA,
+                                   float *dx, float *dy, float *tile) {
+    size_t tk = (size_t)dc->T * dc->K;
+    float *xt = tile, *yt = tile + tk, *tmp = tile + 2 * tk;
+    if (block_span(dc, i0, i1) <= SPAN_MAX) {
+        factored_scores_backward(dc, x, sx, y, sy, i0, i1, i0, i1, i0, scale, dA, dx, dy, xt, yt,
+                                 tmp);
+    } else if (i1 - i0 <= PAIR_MIN) {
+        pair_scores_backward(dc, x, sx, y, sy, i0, i1, scale, dA, dx, dy);
+    } else {
+        int mid = i0 + (i1 - i0) / 2;
+        vector_scores_backward(dc, x, sx, y, sy, i0, mid, scale, dA, dx, dy, tile);
+        vector_scores_backward(dc, x, sx, y, sy, mid, i1, scale, dA, dx, dy, tile);
+        factored_scores_backward(dc, x, sx, y, sy, mid, i1, i0, mid, mid, scale, dA, dx, dy, xt, yt,
+                                 tmp);
+    }
+}
+
+/* Backward of A = scale * D(X, Y): given dA (T, T), accumulate dx, dy (T, K)
+ * contiguous. dA is masked in place first (only its lower part counts; SCALAR
+ * folds the decay in). Inclusive scores with diag != NULL: the diagonal terms
+ * (no decay, so no gate gradient) are left out of dx, dy and dA_tt is stored
+ * in diag[t]; the caller adds scale dA_tt y_t to dx_t and scale dA_tt x_t to
+ * dy_t. This keeps the gate gradient free of their O(1) cancellation.
+ * tile: (3T, K) scratch, VECTOR only. */
 static void decayed_scores_backward(const decay_t *dc, const float *x, ptrdiff_t sx, const float *y,
                                     ptrdiff_t sy, int strict, float scale, float *dA, float *dx,
                                     float *dy, float *diag, float *tile) {
     int T = dc->T, K = dc->K;
-    if (dc->gate != LINA_GATE_VECTOR) {
-        /* P = dA o mask o decay, then dx += scale P Y, dy += scale P^T X */
-        for (int t = 0; t < T; t++) {
-            float *Pt = dA + (size_t)t * T;
-            int last = strict ? t : t + 1;
-            if (dc->gate == LINA_GATE_SCALAR) {
-                double bt = dc->b[t];
-                for (int s = 0; s < last; s++) Pt[s] *= decay_of(bt - dc->b[s]);
-            }
-            for (int s = last; s < T; s++) Pt[s] = 0.0f;
-            if (diag && !strict) diag[t] = Pt[t], Pt[t] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, T, scale, dA, T, y, (int)sy,
-                    1.0f, dx, K);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, K, T, scale, dA, T, x, (int)sx, 1.0f,
-                    dy, K);
+    mask_scores(dc, strict, dA);
+    if (diag && !strict)
+        for (int t = 0; t < T; t++) diag[t] = dA[(size_t)t * T + t], dA[(size_t)t * T + t] = 0.0f;
+    if (dc->gate == LINA_GATE_VECTOR) {
+        vector_scores_backward(dc, x, sx, y, sy, 0, T, scale, dA, dx, dy, tile);
         return;
     }
-    float *big = tile, *small = tile + (size_t)T * K; /* (T, K) and (TILE, K) */
-    for (int i0 = 0; i0 < T; i0 += TILE) {
-        int i1 = i0 + TILE < T ? i0 + TILE : T;
-        if (i0 > 0) { /* rows I, columns s < i0, reference token i0 */
-            const double *ref = b_row(dc, i0);
-            decay_rows(dc, y, sy, 0, i0, ref, -1, big);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, K, i0, scale,
-                        dA + (size_t)i0 * T, T, big, K, 0.0f, small, K);
-            add_decayed_rows(dc, small, i0, i1, ref, +1, dx);
-        }
-        if (i1 < T) { /* columns J = [i0, i1), rows t >= i1, reference token i1 - 1 */
-            const double *ref = b_row(dc, i1 - 1);
-            decay_rows(dc, x, sx, i1, T, ref, +1, big);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1 - i0, K, T - i1, scale,
-                        dA + (size_t)i1 * T + i0, T, big, K, 0.0f, small, K);
-            add_decayed_rows(dc, small, i0, i1, ref, -1, dy);
-        }
-        diag_block_scores_backward(dc, x, sx, y, sy, i0, i1, strict, scale, dA, dx, dy, diag);
-    }
+    /* dx += scale P Y, dy += scale P^T X with P the masked, decayed dA */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, T, scale, dA, T, y, (int)sy, 1.0f,
+                dx, K);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, K, T, scale, dA, T, x, (int)sx, 1.0f, dy,
+                K);
 }
 
 /* ---- workspace ---- */
@@ -276,7 +367,7 @@ typedef struct {
     float *X;     /* (T, V) DELTA: V - (K o e^b) S0 */
     float *U;     /* (T, V) DELTA: written values u_t */
     float *rows;  /* (T, K) decayed copies of Q or K, and (T, K) products */
-    float *tile;  /* (T + TILE, K) scratch of the VECTOR score kernels */
+    float *tile;  /* (3T, K) scratch of the VECTOR score kernels */
     float *dS0;   /* (K, V) backward */
     float *dU;    /* (T, V) backward DELTA: dU, solved in place into dR */
     /* Backward gradients of q and k split by role. The gate gradient is read
@@ -307,7 +398,7 @@ static size_t carve(const lina_attn_job *j, int backward, float *base, buffers_t
     TAKE(B->b, 2 * T * gk); /* doubles */
     TAKE(B->A, T * T);
     TAKE(B->rows, T * K);
-    TAKE(B->tile, j->gate == LINA_GATE_VECTOR ? (T + TILE) * K : 0);
+    TAKE(B->tile, j->gate == LINA_GATE_VECTOR ? 3 * T * K : 0);
     if (delta) {
         TAKE(B->M, T * T);
         TAKE(B->L, T * T);
