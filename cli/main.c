@@ -10,8 +10,11 @@ static const struct {
     int (*run)(int argc, char **argv);
 } commands[] = {
     {"version", "print the version and build features", cmd_version},
+    {"train", "train a byte-level language model on a text file (lina train --help)", cmd_train},
+    {"generate", "generate text from a checkpoint directory (lina generate --help)", cmd_generate},
     {"bench", "time attention ops against the sgemm ceiling (lina bench ops --help)", cmd_bench},
     {"icl", "in-context linear regression with linear self-attention (Vladymyrov et al. 2024)", cmd_icl},
+    {"score", "logits of a Hugging Face gla/delta_net/mamba2 checkpoint (lina score --help)", cmd_score},
 };
 
 static void usage(FILE *f) {

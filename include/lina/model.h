@@ -119,6 +119,8 @@ lina_status lina_gen_state_clone(const lina_gen_state *s, lina_gen_state **out);
 /* Save/load to a safetensors file, bit-exact. Load checks it fits the model. */
 lina_status lina_gen_state_save(const lina_gen_state *s, const char *path);
 lina_status lina_gen_state_load(const lina_model *m, const char *path, lina_gen_state **out);
+/* Logits (vocab) after the last consumed token (saved with the state), or NULL. */
+const float *lina_gen_state_logits(const lina_gen_state *s);
 /* Bytes held by the state (constant for linear models, grows for softmax). */
 size_t lina_gen_state_bytes(const lina_gen_state *s);
 
@@ -164,6 +166,46 @@ float lina_clip_grad_norm(lina_model *m, float max_norm);
 
 /* Linear warmup for `warmup` steps, then cosine decay to min_lr at `total`. */
 float lina_lr_schedule(int64_t step, int64_t warmup, int64_t total, float max_lr, float min_lr);
+
+
+/* ---- training data: a text file as byte tokens ---- */
+
+typedef struct lina_text_data lina_text_data;
+
+/* Read a whole file; the first (1 - val_frac) of it is the training split, the
+ * rest validation. Errors on a missing or empty file. */
+lina_status lina_text_data_load(const char *path, float val_frac, lina_text_data **out);
+void lina_text_data_free(lina_text_data *d);
+/* Bytes in split 0 (train) or 1 (validation). */
+size_t lina_text_data_len(const lina_text_data *d, int split);
+/* B windows of T+1 bytes from a split at offsets drawn from (seed, stream):
+ * inputs (B, T), targets shifted by one. Errors if the split is shorter than T+1. */
+lina_status lina_text_data_batch(const lina_text_data *d, int split, int B, int T, uint64_t seed,
+                                 uint64_t stream, int32_t *inputs, int32_t *targets);
+
+/* ---- one optimizer step: accumulation, clipping, schedule, AdamW ---- */
+
+typedef struct {
+    int batch, seq, accum;      /* micro-batch B x T, micro-batches per step */
+    int64_t steps, warmup;      /* schedule length and warmup */
+    float lr, min_lr, clip;     /* clip <= 0: off */
+    uint64_t seed;              /* batches of step s depend only on (seed, s) */
+} lina_train_config;
+
+typedef struct {
+    float loss;      /* mean over the micro-batches */
+    float grad_norm; /* before clipping */
+    float lr;
+    int skipped;     /* 1 if the loss or gradient was not finite: no update */
+} lina_train_result;
+
+/* Step number `step` (0-based): identical results for any thread count and
+ * when resumed from a checkpoint of model + optimizer. */
+lina_status lina_train_step(lina_model *m, lina_adamw *opt, const lina_text_data *data,
+                            const lina_train_config *c, int64_t step, lina_train_result *r);
+/* Mean validation loss over n_batches fixed batches (the same every call). */
+lina_status lina_eval_loss(lina_model *m, const lina_text_data *data, const lina_train_config *c,
+                           int n_batches, float *loss);
 
 #ifdef __cplusplus
 }

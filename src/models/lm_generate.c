@@ -21,6 +21,11 @@ lina_status lina_gen_state_create(const lina_model *m, lina_gen_state **out) {
     if (!s) return lina_fail(LINA_ERR_OOM, "decoding state: out of memory");
     s->cfg = m->cfg;
     s->n_layers = m->cfg.n_layers;
+    s->logits = calloc((size_t)m->cfg.vocab_size, sizeof(float));
+    if (!s->logits) {
+        free(s);
+        return lina_fail(LINA_ERR_OOM, "decoding state: out of memory");
+    }
     for (int l = 0; l < s->n_layers; l++) {
         lina_status st = lina_mixer_state_init(m->layer[l].mixer, &s->st[l]);
         if (st != LINA_OK) {
@@ -35,7 +40,12 @@ lina_status lina_gen_state_create(const lina_model *m, lina_gen_state **out) {
 void lina_gen_state_free(lina_gen_state *s) {
     if (!s) return;
     for (int l = 0; l < s->n_layers; l++) lina_mixer_state_free(&s->st[l]);
+    free(s->logits);
     free(s);
+}
+
+const float *lina_gen_state_logits(const lina_gen_state *s) {
+    return s->have_logits ? s->logits : NULL;
 }
 
 void lina_gen_state_reset(lina_gen_state *s) {
@@ -44,6 +54,7 @@ void lina_gen_state_reset(lina_gen_state *s) {
         s->st[l].len = 0;
     }
     s->pos = 0;
+    s->have_logits = 0;
 }
 
 int lina_gen_state_pos(const lina_gen_state *s) { return s->pos; }
@@ -67,6 +78,13 @@ static lina_status state_like(const lina_gen_state *src, lina_gen_state **out) {
     s->cfg = src->cfg;
     s->n_layers = src->n_layers;
     s->pos = src->pos;
+    s->have_logits = src->have_logits;
+    s->logits = malloc(sizeof(float) * src->cfg.vocab_size);
+    if (!s->logits) {
+        free(s);
+        return lina_fail(LINA_ERR_OOM, "decoding state: out of memory");
+    }
+    memcpy(s->logits, src->logits, sizeof(float) * src->cfg.vocab_size);
     for (int l = 0; l < s->n_layers; l++) {
         const lina_mixer_state *a = &src->st[l];
         lina_mixer_state *b = &s->st[l];
@@ -110,6 +128,10 @@ lina_status lina_gen_state_save(const lina_gen_state *s, const char *path) {
         snprintf(val, sizeof val, "%d", ms->len);
         if (st == LINA_OK) st = lina_st_writer_set_metadata(w, name, val);
     }
+    if (st == LINA_OK && s->have_logits) {
+        int64_t shape[1] = {s->cfg.vocab_size};
+        st = lina_st_writer_add(w, "logits", LINA_DTYPE_F32, 1, shape, s->logits);
+    }
     snprintf(val, sizeof val, "%d", s->pos);
     if (st == LINA_OK) st = lina_st_writer_set_metadata(w, "pos", val);
     snprintf(val, sizeof val, "%d", s->n_layers);
@@ -151,6 +173,11 @@ lina_status lina_gen_state_load(const lina_model *m, const char *path, lina_gen_
         if (st == LINA_OK && (!meta_int(f, name, &ms->len) || ms->len > m->cfg.max_seq))
             st = lina_fail(LINA_ERR_FORMAT, "%s: bad or missing metadata %s", path, name);
     }
+    if (st == LINA_OK && lina_st_find(f, "logits")) {
+        int64_t shape[1] = {m->cfg.vocab_size};
+        st = lina_st_read_f32(f, "logits", 1, shape, s->logits);
+        s->have_logits = st == LINA_OK;
+    }
     lina_st_close(f);
     if (st != LINA_OK) {
         lina_gen_state_free(s);
@@ -172,9 +199,18 @@ lina_status lina_model_prefill(lina_model *m, lina_gen_state *s, int n, const in
                                float *logits) {
     TRY(check_state(m, s));
     if (n < 1 || !tokens) return lina_fail(LINA_ERR_INVALID_ARG, "prefill: n = %d tokens", n);
+    /* refuse before touching any layer's state */
+    for (int l = 0; l < s->n_layers; l++)
+        if (m->cfg.mixer[l] == LINA_MIXER_SOFTMAX && s->st[l].len + n > m->cfg.max_seq)
+            return lina_fail(LINA_ERR_INVALID_ARG,
+                             "softmax attention (layer %d): %d cached + %d new tokens exceed "
+                             "max_seq = %d, the longest context this model accepts",
+                             l, s->st[l].len, n, m->cfg.max_seq);
     TRY(lina_lm_trunk(m, 1, n, tokens, s->st, s->pos));
     s->pos += n;
-    if (logits) lina_lm_head(m, n - 1, 1, logits);
+    lina_lm_head(m, n - 1, 1, s->logits);
+    s->have_logits = 1;
+    if (logits) memcpy(logits, s->logits, sizeof(float) * m->cfg.vocab_size);
     return LINA_OK;
 }
 

@@ -58,6 +58,8 @@ void lina_lm_head(lina_model *m, int row0, int rows, float *logits);
 
 struct lina_gen_state {
     lina_model_config cfg;
+    float *logits;   /* (vocab) logits after the last consumed token */
+    int have_logits; /* 0 until a token was consumed */
     int pos;
     int n_layers;
     lina_mixer_state st[LINA_MODEL_MAX_LAYERS];
