@@ -285,7 +285,8 @@ static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, co
                          int C) {
     int K = j->K;
     if (j->gate != LINA_GATE_VECTOR) {
-        lina_gemm_tile(0, 1, L, L, K, j->scale, q, j->K, k, j->K, 0.0f, w->A, C, w->pack);
+        lina_gemm_tri(LINA_TRI_C_LOWER, 0, 1, L, L, K, j->scale, q, j->K, k, j->K, 0.0f, w->A, C,
+                      w->pack);
         causal_decay_mask(j, w, w->A, L, C);
         return;
     }
@@ -294,7 +295,8 @@ static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, co
         int e = s + sub < L ? s + sub : L;
         int jend = vector_factors(j, w, q, k, s, e);
         if (jend > 0)
-            lina_gemm_tile(0, 1, e - s, jend, K, j->scale, w->Qr + (size_t)s * K, K, w->Kr, K, 0.0f,
+            lina_gemm_tri(s ? LINA_TRI_NONE : LINA_TRI_C_LOWER, 0, 1, e - s, jend, K, j->scale,
+                          w->Qr + (size_t)s * K, K, w->Kr, K, 0.0f,
                            w->A + (size_t)s * C, C, w->pack);
         if (jend == s) vector_diag_scores(j, w, q, k, s, e, C);
     }
@@ -311,12 +313,14 @@ static void vector_scores_backward(const lina_attn_job *j, chunk_ws *w, const fl
         int e = s + sub < L ? s + sub : L;
         int jend = vector_factors(j, w, q, k, s, e);
         if (jend > 0) {
-            lina_gemm_tile(0, 0, e - s, K, jend, 1.0f, w->dA + (size_t)s * C, C, w->Kr, K, 0.0f,
+            lina_gemm_tri(s ? LINA_TRI_NONE : LINA_TRI_A_LOWER, 0, 0, e - s, K, jend, 1.0f,
+                          w->dA + (size_t)s * C, C, w->Kr, K, 0.0f,
                            w->tmp, K, w->pack);
             for (int i = s; i < e; i++)
                 for (int c = 0; c < K; c++)
                     w->dQc[(size_t)i * K + c] += w->Fr[(size_t)i * K + c] * w->tmp[(size_t)(i - s) * K + c];
-            lina_gemm_tile(1, 0, jend, K, e - s, 1.0f, w->dA + (size_t)s * C, C, w->Qr + (size_t)s * K,
+            lina_gemm_tri(s ? LINA_TRI_NONE : LINA_TRI_A_UPPER, 1, 0, jend, K, e - s, 1.0f,
+                          w->dA + (size_t)s * C, C, w->Qr + (size_t)s * K,
                            K, 0.0f, w->tmp, K, w->pack);
             for (int jj = 0; jj < jend; jj++)
                 for (int c = 0; c < K; c++)
@@ -363,7 +367,7 @@ static void chunk_output(const lina_attn_job *j, chunk_ws *w, int t0, int L, int
     chunk_scores(j, w, w->Qc, w->Kc, L, C);
     cmat qg = gated_rows(j, w->Qc, w->eb, L, w->Qg);
     lina_gemm_tile(0, 0, L, V, j->K, j->scale, qg.p, qg.ld, S_prev, V, 0.0f, w->Oc, V, w->pack);
-    lina_gemm_tile(0, 0, L, V, L, 1.0f, w->A, C, w->Vc, V, 1.0f, w->Oc, V, w->pack);
+    lina_gemm_tri(LINA_TRI_A_LOWER, 0, 0, L, V, L, 1.0f, w->A, C, w->Vc, V, 1.0f, w->Oc, V, w->pack);
     store_rows(w->Oc, V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
 }
 
@@ -511,12 +515,12 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
     float *dv = w->Oc; /* (L, V) stored to the job's dv at the end */
 
     chunk_scores(j, w, q, k, L, C);
-    lina_gemm_tile(1, 0, L, V, L, 1.0f, w->A, C, dO, V, 0.0f, dv, V, w->pack);
+    lina_gemm_tri(LINA_TRI_A_UPPER, 1, 0, L, V, L, 1.0f, w->A, C, dO, V, 0.0f, dv, V, w->pack);
     cmat kd = gated_rows(j, k, w->ed, L, w->Kd);
     lina_gemm_tile(0, 0, L, V, K, 1.0f, kd.p, kd.ld, dSn, V, 1.0f, dv, V, w->pack);
     store_rows(dv, V, L, j->dv + (ptrdiff_t)t0 * j->sdv, j->sdv);
 
-    lina_gemm_tile(0, 1, L, L, V, j->scale, dO, V, v, V, 0.0f, w->dA, C, w->pack);
+    lina_gemm_tri(LINA_TRI_C_LOWER, 0, 1, L, L, V, j->scale, dO, V, v, V, 0.0f, w->dA, C, w->pack);
     causal_decay_mask(j, w, w->dA, L, C);
 
     lina_gemm_tile(0, 1, L, K, V, j->scale, dO, V, S_prev, V, 0.0f, w->dQc, K, w->pack);
@@ -550,8 +554,10 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
     if (j->gate == LINA_GATE_VECTOR) {
         vector_scores_backward(j, w, q, k, L, C);
     } else {
-        lina_gemm_tile(0, 0, L, K, L, 1.0f, w->dA, C, k, j->K, 1.0f, w->dQc, K, w->pack);
-        lina_gemm_tile(1, 0, L, K, L, 1.0f, w->dA, C, q, j->K, 1.0f, w->dKc, K, w->pack);
+        lina_gemm_tri(LINA_TRI_A_LOWER, 0, 0, L, K, L, 1.0f, w->dA, C, k, j->K, 1.0f, w->dQc, K,
+                      w->pack);
+        lina_gemm_tri(LINA_TRI_A_UPPER, 1, 0, L, K, L, 1.0f, w->dA, C, q, j->K, 1.0f, w->dKc, K,
+                      w->pack);
     }
     if (j->gate != LINA_GATE_NONE) chunk_gate_grad(j, w, t0, L, w->dlast);
     for (int i = 0; i < L; i++) {

@@ -20,9 +20,9 @@
 #define NV 4 /* vectors of 16 floats per tile row */
 #define NR (16 * NV)
 
-/* One tile: rows [0, m) (m <= MR, a compile-time constant after inlining) and
- * columns [0, n), n <= NR. */
-static inline __attribute__((always_inline)) void tile(int m, int n, int Kd, float alpha,
+/* One tile: rows [0, m) (m <= MR) and columns [0, n) with n <= 16 nv (nv <= NV);
+ * m and nv are compile-time constants after inlining. */
+static inline __attribute__((always_inline)) void tile(int m, int nv, int n, int Kd, float alpha,
                                                        const float *a, ptrdiff_t a_row,
                                                        ptrdiff_t a_col, const float *b,
                                                        ptrdiff_t ldb, float beta, float *c,
@@ -30,31 +30,30 @@ static inline __attribute__((always_inline)) void tile(int m, int n, int Kd, flo
     __m512 acc[MR][NV];
     __mmask16 mask[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) {
+    for (int v = 0; v < nv; v++) {
         int cols = n - 16 * v;
         mask[v] = cols >= 16 ? (__mmask16)0xFFFF : cols > 0 ? (__mmask16)((1u << cols) - 1) : 0;
 #pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) acc[i][v] = _mm512_setzero_ps();
+        for (int i = 0; i < m; i++) acc[i][v] = _mm512_setzero_ps();
     }
     for (int p = 0; p < Kd; p++) {
         const float *bp = b + p * ldb;
         __m512 bv[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+        for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
         const float *ap = a + p * a_col;
 #pragma GCC unroll 6
         for (int i = 0; i < m; i++) {
             __m512 ai = _mm512_set1_ps(ap[i * a_row]);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 6
     for (int i = 0; i < m; i++)
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            if (!mask[v]) continue;
+        for (int v = 0; v < nv; v++) {
             float *ci = c + i * ldc + 16 * v;
             __m512 r = _mm512_mul_ps(va, acc[i][v]);
             if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci), r);
@@ -95,19 +94,28 @@ static void pack_transposed(const float *B, ptrdiff_t ldb, int N, int Kd, float 
         for (int p = nn < n8 ? k8 : 0; p < Kd; p++) pack[(size_t)p * N + nn] = B[nn * ldb + p];
 }
 
-static void tile_rows(int m, int n, int Kd, float alpha, const float *a, ptrdiff_t a_row,
-                      ptrdiff_t a_col, const float *b, ptrdiff_t ldb, float beta, float *c,
-                      ptrdiff_t ldc) {
-    switch (m) {
-#define CASE(k)                                                                                    \
-    case k: tile(k, n, Kd, alpha, a, a_row, a_col, b, ldb, beta, c, ldc); break;
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+static void tile_any(int m, int n, int Kd, float alpha, const float *a, ptrdiff_t a_row,
+                     ptrdiff_t a_col, const float *b, ptrdiff_t ldb, float beta, float *c,
+                     ptrdiff_t ldc) {
+    int nv = (n + 15) / 16;
+    switch (m * 8 + nv) {
+#define CASE(mm, vv)                                                                               \
+    case mm * 8 + vv: tile(mm, vv, n, Kd, alpha, a, a_row, a_col, b, ldb, beta, c, ldc); break;
+#define ROW(mm) CASE(mm, 1) CASE(mm, 2) CASE(mm, 3) CASE(mm, 4)
+        ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6)
+#undef ROW
 #undef CASE
     }
 }
 
 void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
                     const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc, float *pack) {
+    lina_gemm_tri(LINA_TRI_NONE, ta, tb, M, N, Kd, alpha, A, lda, B, ldb, beta, C, ldc, pack);
+}
+
+void lina_gemm_tri(lina_tri tri, int ta, int tb, int M, int N, int Kd, float alpha, const float *A,
+                   ptrdiff_t lda, const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc,
+                   float *pack) {
     if (M <= 0 || N <= 0) return;
     if (tb) { /* pack B^T: (Kd, N) row-major */
         pack_transposed(B, ldb, N, Kd, pack);
@@ -115,12 +123,16 @@ void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const flo
         ldb = N;
     }
     ptrdiff_t a_row = ta ? 1 : lda, a_col = ta ? lda : 1;
-    for (int n0 = 0; n0 < N; n0 += NR) {
-        int n = N - n0 < NR ? N - n0 : NR;
-        for (int i0 = 0; i0 < M; i0 += MR) {
-            int m = M - i0 < MR ? M - i0 : MR;
-            tile_rows(m, n, Kd, alpha, A + i0 * a_row, a_row, a_col, B + n0, ldb, beta,
-                      C + i0 * ldc + n0, ldc);
+    for (int i0 = 0; i0 < M; i0 += MR) {
+        int m = M - i0 < MR ? M - i0 : MR;
+        int p0 = 0, p1 = Kd, n_end = N;
+        if (tri == LINA_TRI_A_LOWER && p1 > i0 + m) p1 = i0 + m;
+        if (tri == LINA_TRI_A_UPPER) p0 = i0 < Kd ? i0 : Kd;
+        if (tri == LINA_TRI_C_LOWER && n_end > i0 + m) n_end = i0 + m;
+        for (int n0 = 0; n0 < n_end; n0 += NR) {
+            int n = n_end - n0 < NR ? n_end - n0 : NR;
+            tile_any(m, n, p1 - p0, alpha, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                     B + p0 * ldb + n0, ldb, beta, C + i0 * ldc + n0, ldc);
         }
     }
 }
@@ -159,6 +171,13 @@ void lina_exp_inplace(float *x, size_t n) {
 
 void lina_exp_inplace(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = expf(x[i]);
+}
+
+void lina_gemm_tri(lina_tri tri, int ta, int tb, int M, int N, int Kd, float alpha, const float *A,
+                   ptrdiff_t lda, const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc,
+                   float *pack) {
+    (void)tri; /* the full product is a valid result for every tri */
+    lina_gemm_tile(ta, tb, M, N, Kd, alpha, A, lda, B, ldb, beta, C, ldc, pack);
 }
 
 void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,

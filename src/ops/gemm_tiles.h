@@ -16,6 +16,17 @@
 void lina_gemm_tile(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
                     const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc, float *pack);
 
+/* The same with structure the caller knows (rows i, columns n, sum index p of
+ * op(A) op(B)); skipped terms are exact zeros, so the result is the same:
+ *   A_LOWER: op(A) is lower triangular (op(A)_ip = 0 for p > i),
+ *   A_UPPER: op(A) is upper triangular (op(A)_ip = 0 for p < i),
+ *   C_LOWER: only C's lower triangle (n <= i) is wanted; entries above are
+ *            unspecified (some computed, some untouched). */
+typedef enum { LINA_TRI_NONE, LINA_TRI_A_LOWER, LINA_TRI_A_UPPER, LINA_TRI_C_LOWER } lina_tri;
+void lina_gemm_tri(lina_tri tri, int ta, int tb, int M, int N, int Kd, float alpha, const float *A,
+                   ptrdiff_t lda, const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc,
+                   float *pack);
+
 /* x[i] = e^{x[i]} for n floats (AVX-512: a degree-7 polynomial after Cody-Waite
  * reduction, within 2 ulp of expf; arguments below -104 give 0). Elementwise
  * and position-independent, like the GEMMs. */
