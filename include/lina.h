@@ -7,6 +7,7 @@
 #include "lina/fmap.h"
 #include "lina/softmax.h"
 #include "lina/io.h"
+#include "lina/hf.h"
 #include "lina/model.h"
 #include "lina/icl.h"
 

@@ -1,0 +1,69 @@
+/* Shared math of the Hugging Face runner: linear layers, RMSNorm, the causal
+ * depthwise short convolution with carried history, the SwiGLU MLP. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "hf_internal.h"
+
+float hf_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+float hf_silu(float x) { return x * hf_sigmoid(x); }
+float hf_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+void hf_linear(int N, int in, int out, const float *x, const float *W, const float *b, float *y) {
+    if (N <= 0) return;
+    if (N == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+    }
+    if (b)
+        for (int r = 0; r < N; r++)
+            for (int o = 0; o < out; o++) y[(size_t)r * out + o] += b[o];
+}
+
+void hf_rmsnorm(int N, int D, const float *x, const float *w, float eps, float *y) {
+    for (int r = 0; r < N; r++) {
+        const float *xr = x + (size_t)r * D;
+        float *yr = y + (size_t)r * D;
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float rstd = (float)(1.0 / sqrt(ss / D + eps));
+        for (int i = 0; i < D; i++) yr[i] = xr[i] * rstd * (w ? w[i] : 1.0f);
+    }
+}
+
+void hf_conv_forward(int B, int T, const hf_conv *cv, int W, const float *x, float *hist, int act_silu, float *y) {
+    int C = cv->C, Wm1 = W - 1;
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * T * C;
+        float *yb = y + (size_t)b * T * C;
+        float *hb = hist + (size_t)b * Wm1 * C; /* (W-1, C), oldest first */
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                float acc = cv->b ? cv->b[c] : 0.0f;
+                for (int i = 0; i < W; i++) {
+                    int src = t - Wm1 + i; /* input position; < 0 reads the history */
+                    float xv = src >= 0 ? xb[(size_t)src * C + c] : hb[(size_t)(Wm1 + src) * C + c];
+                    acc += cv->w[(size_t)c * W + i] * xv;
+                }
+                yb[(size_t)t * C + c] = act_silu ? hf_silu(acc) : acc;
+            }
+        /* new history: the last W-1 rows of [hist; x] */
+        if (T >= Wm1) {
+            memcpy(hb, xb + (size_t)(T - Wm1) * C, (size_t)Wm1 * C * sizeof *hb);
+        } else {
+            memmove(hb, hb + (size_t)T * C, (size_t)(Wm1 - T) * C * sizeof *hb);
+            memcpy(hb + (size_t)(Wm1 - T) * C, xb, (size_t)T * C * sizeof *hb);
+        }
+    }
+}
+
+void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const float *Wu, const float *Wd, float *tmp,
+               float *out) {
+    float *g = tmp, *u = tmp + (size_t)N * width; /* (N, width) each */
+    hf_linear(N, D, width, x, Wg, NULL, g);
+    hf_linear(N, D, width, x, Wu, NULL, u);
+    for (size_t i = 0; i < (size_t)N * width; i++) g[i] = hf_silu(g[i]) * u[i];
+    hf_linear(N, width, D, g, Wd, NULL, out);
+}

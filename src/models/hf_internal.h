@@ -1,0 +1,140 @@
+/* Internal structures of the Hugging Face checkpoint runner (src/models/hf_*.c).
+ *
+ * Every architecture is a stack of pre-norm residual blocks:
+ *   x = embed(ids)
+ *   per layer: x += mixer(norm(x)) [; x += SwiGLU(mlp_norm(x))]   (fla models have the MLP)
+ *   logits = lm_head(final_norm(x))
+ * Activations are row-major (N, D) with N = B*T token rows. */
+#ifndef LINA_HF_INTERNAL_H
+#define LINA_HF_INTERNAL_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lina/hf.h"
+#include "lina/io.h"
+#include "lina/ops.h"
+
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2 } hf_arch;
+
+/* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
+typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
+
+typedef struct {
+    const float *w; /* (C, W) depthwise taps, oldest input first */
+    const float *b; /* (C) or NULL */
+    int C;
+} hf_conv;
+
+typedef struct {
+    /* shared by all: pre-mixer norm */
+    const float *attn_norm; /* (D) */
+    /* fla GLA / DeltaNet */
+    const float *q_proj, *k_proj, *v_proj; /* (H*Kh, D), (Hkv*Kh, D), (Hkv*Vh, D) */
+    hf_conv q_conv, k_conv, v_conv;        /* when use_short_conv */
+    const float *gk0, *gk1, *gk1_b;        /* GLA gate: (r, D), (Hkv*Kh, r), (Hkv*Kh) */
+    const float *g_proj;                   /* output gate (H*Vh, D) or NULL */
+    const float *b_proj;                   /* DeltaNet beta (H, D) or NULL */
+    const float *o_norm;                   /* (Vh) or NULL (no affine weight) */
+    const float *o_proj;                   /* (D, H*Vh) */
+    const float *mlp_norm, *mlp_gate, *mlp_up, *mlp_down; /* (D), (I, D), (I, D), (D, I) */
+    /* Mamba2 */
+    const float *in_proj;   /* (P, D), P = 2 d_mlp + I + conv_dim + H */
+    hf_conv conv;           /* over conv_dim = I + 2 G N channels */
+    const float *dt_bias;   /* (H) */
+    const float *A_log;     /* (H) */
+    const float *Dskip;     /* (H) */
+    const float *gnorm;     /* (I) gated RMSNorm weight */
+    const float *out_proj;  /* (D, I) */
+} hf_layer;
+
+struct lina_hf_model {
+    char *dir;
+    char model_type[32];
+    hf_arch arch;
+    int vocab, D, L;
+    float norm_eps; /* block norms and final norm */
+
+    /* fla mixers */
+    int H, Hkv, Kh, Vh; /* heads, key/value heads (GLA MQA), head dims */
+    int use_short_conv, conv_size;
+    int use_output_gate; /* GLA */
+    float gate_logit_normalizer, clamp_min; /* GLA; clamp_min = -INFINITY when unset */
+    int use_beta, allow_neg_eigval, use_gate, qk_l2; /* DeltaNet */
+    hf_act qk_act;
+    int I_mlp; /* SwiGLU width */
+
+    /* Mamba2 */
+    int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
+    float dt_min, dt_max; /* time_step_limit */
+
+    const float *embed;   /* (vocab, D) */
+    const float *norm_f;  /* (D) */
+    const float *lm_head; /* (vocab, D), may equal embed (tied) */
+    hf_layer *layers;
+
+    /* all f32 weights, owned */
+    float **bufs;
+    int n_bufs, cap_bufs;
+};
+
+/* Per-layer recurrent state of B sequences. */
+typedef struct {
+    float *conv_q, *conv_k, *conv_v; /* (B, W-1, C) history of the pre-conv inputs, oldest first */
+    float *conv;                     /* Mamba2: (B, W-1, conv_dim) */
+    float *S;                        /* (B, HV, K, V) attention state */
+} hf_layer_state;
+
+struct lina_hf_state {
+    const lina_hf_model *model;
+    int B, n_layers;
+    hf_layer_state *layers; /* (n_layers) */
+};
+
+/* ---- hf_config.c: config.json fields; errors name the file and the field ---- */
+lina_status hf_cfg_int(const cJSON *cfg, const char *path, const char *key, int required, int def, int *out);
+lina_status hf_cfg_float(const cJSON *cfg, const char *path, const char *key, int required, double def, double *out);
+lina_status hf_cfg_bool(const cJSON *cfg, const char *path, const char *key, int def, int *out);
+/* String or null (-> def); the result points into cfg or is def. */
+lina_status hf_cfg_str(const cJSON *cfg, const char *path, const char *key, const char *def, const char **out);
+lina_status hf_read_json(const char *path, cJSON **out);
+
+/* ---- hf_weights.c: the model's tensors (single file or shards) ---- */
+typedef struct hf_weights hf_weights;
+lina_status hf_weights_open(const char *dir, hf_weights **out);
+void hf_weights_close(hf_weights *w);
+int hf_weights_has(const hf_weights *w, const char *name);
+/* Convert tensor `name` of the given shape to an f32 buffer owned by m.
+ * required == 0 and the tensor absent: *out = NULL, LINA_OK. */
+lina_status hf_weights_get(hf_weights *w, lina_hf_model *m, const char *name, int ndim, const int64_t *shape,
+                           int required, const float **out);
+
+/* ---- hf_blocks.c: the shared math ---- */
+/* y (N, out) = x (N, in) W^T, W (out, in) as in torch.nn.Linear; b (out) or NULL. */
+void hf_linear(int N, int in, int out, const float *x, const float *W, const float *b, float *y);
+/* y = x / sqrt(mean(x^2) + eps) * w (w may be NULL) over rows of D; y may alias x. */
+void hf_rmsnorm(int N, int D, const float *x, const float *w, float eps, float *y);
+/* Causal depthwise conv over T tokens of B sequences, x (B, T, C) -> y (B, T, C),
+ * y[t] = b + sum_i w[i] x[t - (W-1) + i], inputs before t = 0 from hist
+ * (B, W-1, C), which is then advanced by T tokens. silu applied when act. */
+void hf_conv_forward(int B, int T, const hf_conv *cv, int W, const float *x, float *hist, int act_silu, float *y);
+/* out = down(silu(gate x) * up x) for N rows of D, hidden width; tmp (2 N width) scratch. */
+void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const float *Wu, const float *Wd, float *tmp,
+               float *out);
+float hf_silu(float x);
+float hf_sigmoid(float x);
+float hf_softplus(float x); /* torch: x for x > 20 */
+
+/* ---- hf_fla.c / hf_mamba2.c: one mixer over (B, T) rows of normalized input
+ * xn (B*T, D), adding its output to x. ---- */
+lina_status hf_fla_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_fla_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                         const float *xn, float *x);
+lina_status hf_fla_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+lina_status hf_mamba2_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_mamba2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                            const float *xn, float *x);
+lina_status hf_mamba2_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+
+#endif

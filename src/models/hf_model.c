@@ -1,0 +1,412 @@
+/* Hugging Face checkpoint runner: config.json -> architecture, weights,
+ * the residual stack, states for decoding, greedy generation.
+ *
+ *   x = embed(ids)
+ *   per layer: x += mixer(RMSNorm(x));  fla models also: x += SwiGLU(RMSNorm(x))
+ *   logits = lm_head(RMSNorm(x))           (lm_head = embed when tied) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/internal.h"
+#include "hf_internal.h"
+
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        lina_status st_ = (x);                                                                                         \
+        if (st_) return st_;                                                                                           \
+    } while (0)
+
+static lina_status require_null(const cJSON *cfg, const char *path, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (j && !cJSON_IsNull(j))
+        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': field '%s' is set; only null is supported", path, key);
+    return LINA_OK;
+}
+
+static lina_status positive(const char *path, const char *key, int v) {
+    if (v < 1 || v > (1 << 24)) return lina_fail(LINA_ERR_FORMAT, "'%s': field '%s' = %d must be >= 1", path, key, v);
+    return LINA_OK;
+}
+
+/* fla GatedMLP width: intermediate_size, or 2/3 * hidden_ratio * D rounded up to a multiple of 256. */
+static lina_status fla_mlp_width(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    int ratio, inter;
+    TRY(hf_cfg_int(cfg, path, "hidden_ratio", 0, 4, &ratio));
+    TRY(hf_cfg_int(cfg, path, "intermediate_size", 0, 0, &inter));
+    if (inter <= 0) {
+        inter = (int)(m->D * (double)ratio * 2.0 / 3.0);
+        inter = 256 * ((inter + 255) / 256);
+    }
+    TRY(positive(path, "intermediate_size", inter));
+    m->I_mlp = inter;
+    const char *act;
+    TRY(hf_cfg_str(cfg, path, "hidden_act", "swish", &act));
+    if (strcmp(act, "swish") && strcmp(act, "silu"))
+        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': hidden_act '%s' is not supported (swish only)", path, act);
+    TRY(require_null(cfg, path, "attn"));               /* hybrid softmax layers */
+    TRY(require_null(cfg, path, "attnres_block_size")); /* attention residuals */
+    return LINA_OK;
+}
+
+/* head dims from expand_k / expand_v as fla computes them: int(D * expand) / heads */
+static lina_status fla_heads(lina_hf_model *m, const cJSON *cfg, const char *path, double def_expand_k) {
+    double ek, ev;
+    TRY(hf_cfg_int(cfg, path, "num_heads", 1, 0, &m->H));
+    TRY(positive(path, "num_heads", m->H));
+    TRY(hf_cfg_float(cfg, path, "expand_k", 0, def_expand_k, &ek));
+    TRY(hf_cfg_float(cfg, path, "expand_v", 0, 1.0, &ev));
+    int key_dim = (int)(m->D * ek), value_dim = (int)(m->D * ev);
+    if (key_dim < m->H || key_dim % m->H || value_dim < m->H || value_dim % m->H)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': key dim %d / value dim %d (expand_k %g, expand_v %g) not divisible by num_heads %d",
+                         path, key_dim, value_dim, ek, ev, m->H);
+    m->Kh = key_dim / m->H;
+    m->Vh = value_dim / m->H;
+    TRY(hf_cfg_bool(cfg, path, "use_short_conv", m->arch == HF_DELTA_NET, &m->use_short_conv));
+    TRY(hf_cfg_int(cfg, path, "conv_size", 0, 4, &m->conv_size));
+    TRY(positive(path, "conv_size", m->conv_size));
+    double eps;
+    TRY(hf_cfg_float(cfg, path, "norm_eps", 0, 1e-6, &eps));
+    m->norm_eps = (float)eps;
+    return LINA_OK;
+}
+
+static lina_status parse_gla(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    TRY(fla_heads(m, cfg, path, 0.5));
+    TRY(hf_cfg_int(cfg, path, "num_kv_heads", 0, m->H, &m->Hkv));
+    if (m->Hkv < 1 || m->H % m->Hkv)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': num_kv_heads = %d must divide num_heads = %d", path, m->Hkv, m->H);
+    TRY(hf_cfg_bool(cfg, path, "use_output_gate", 1, &m->use_output_gate));
+    TRY(require_null(cfg, path, "feature_map"));
+    double clamp;
+    TRY(hf_cfg_float(cfg, path, "clamp_min", 0, -INFINITY, &clamp));
+    m->clamp_min = (float)clamp;
+    m->gate_logit_normalizer = 16.0f; /* fla's default; GLABlock never overrides it */
+    return fla_mlp_width(m, cfg, path);
+}
+
+static lina_status parse_delta_net(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    TRY(fla_heads(m, cfg, path, 1.0));
+    m->Hkv = m->H;
+    TRY(hf_cfg_bool(cfg, path, "use_beta", 1, &m->use_beta));
+    TRY(hf_cfg_bool(cfg, path, "use_gate", 0, &m->use_gate));
+    TRY(hf_cfg_bool(cfg, path, "allow_neg_eigval", 0, &m->allow_neg_eigval));
+    const char *norm, *act;
+    TRY(hf_cfg_str(cfg, path, "qk_norm", "l2", &norm));
+    TRY(hf_cfg_str(cfg, path, "qk_activation", "silu", &act));
+    if (!strcmp(norm, "l2")) m->qk_l2 = 1;
+    else if (!strcmp(norm, "sum")) m->qk_l2 = 0;
+    else return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': qk_norm '%s' is not one of l2, sum", path, norm);
+    if (!strcmp(act, "silu")) m->qk_act = HF_ACT_SILU;
+    else if (!strcmp(act, "relu")) m->qk_act = HF_ACT_RELU;
+    else if (!strcmp(act, "elu")) m->qk_act = HF_ACT_ELU_P1;
+    else if (!strcmp(act, "identity")) m->qk_act = HF_ACT_IDENTITY;
+    else return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': qk_activation '%s' is not one of silu, relu, elu, identity", path, act);
+    return fla_mlp_width(m, cfg, path);
+}
+
+static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    int expand, use_bias, rms_norm;
+    double eps;
+    TRY(hf_cfg_int(cfg, path, "num_heads", 1, 0, &m->m_heads));
+    TRY(hf_cfg_int(cfg, path, "head_dim", 1, 0, &m->m_head_dim));
+    TRY(hf_cfg_int(cfg, path, "state_size", 1, 0, &m->m_N));
+    TRY(hf_cfg_int(cfg, path, "n_groups", 0, 1, &m->m_G));
+    TRY(hf_cfg_int(cfg, path, "expand", 0, 2, &expand));
+    TRY(hf_cfg_int(cfg, path, "conv_kernel", 0, 4, &m->conv_size));
+    TRY(positive(path, "num_heads", m->m_heads));
+    TRY(positive(path, "head_dim", m->m_head_dim));
+    TRY(positive(path, "state_size", m->m_N));
+    TRY(positive(path, "n_groups", m->m_G));
+    TRY(positive(path, "expand", expand));
+    TRY(positive(path, "conv_kernel", m->conv_size));
+    TRY(hf_cfg_float(cfg, path, "layer_norm_epsilon", 0, 1e-5, &eps));
+    m->norm_eps = (float)eps;
+    m->m_I = expand * m->D;
+    if (m->m_heads * m->m_head_dim != m->m_I)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': num_heads %d * head_dim %d != expand %d * hidden_size %d", path,
+                         m->m_heads, m->m_head_dim, expand, m->D);
+    if (m->m_heads % m->m_G)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': n_groups = %d must divide num_heads = %d", path, m->m_G, m->m_heads);
+    m->m_conv_dim = m->m_I + 2 * m->m_G * m->m_N;
+    m->m_dmlp = 0;
+    m->m_P = m->m_I + m->m_conv_dim + m->m_heads;
+    TRY(hf_cfg_bool(cfg, path, "use_bias", 0, &use_bias));
+    TRY(hf_cfg_bool(cfg, path, "rms_norm", 1, &rms_norm));
+    if (use_bias || !rms_norm)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': use_bias = true or rms_norm = false is not supported", path);
+    const char *act;
+    TRY(hf_cfg_str(cfg, path, "hidden_act", "silu", &act));
+    if (strcmp(act, "silu") && strcmp(act, "swish"))
+        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': hidden_act '%s' is not supported (silu only)", path, act);
+    m->dt_min = 0.0f;
+    m->dt_max = INFINITY;
+    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(cfg, "time_step_limit");
+    if (lim && !cJSON_IsNull(lim)) {
+        cJSON *pair = cJSON_CreateObject();
+        double lo = 0, hi = INFINITY;
+        lina_status st = LINA_OK;
+        if (!cJSON_IsArray(lim) || cJSON_GetArraySize(lim) != 2 || !pair) {
+            st = lina_fail(LINA_ERR_FORMAT, "'%s': time_step_limit is not a [min, max] pair", path);
+        } else {
+            cJSON_AddItemReferenceToObject(pair, "lo", cJSON_GetArrayItem(lim, 0));
+            cJSON_AddItemReferenceToObject(pair, "hi", cJSON_GetArrayItem(lim, 1));
+            st = hf_cfg_float(pair, path, "lo", 1, 0, &lo);
+            if (!st) st = hf_cfg_float(pair, path, "hi", 1, 0, &hi);
+            if (!st && !(lo <= hi))
+                st = lina_fail(LINA_ERR_FORMAT, "'%s': time_step_limit [%g, %g] is empty", path, lo, hi);
+        }
+        cJSON_Delete(pair);
+        TRY(st);
+        m->dt_min = (float)lo;
+        m->dt_max = (float)hi;
+    }
+    return LINA_OK;
+}
+
+void lina_hf_free(lina_hf_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_bufs; i++) free(m->bufs[i]);
+    free(m->bufs);
+    free(m->layers);
+    free(m->dir);
+    free(m);
+}
+
+static lina_status load(lina_hf_model *m, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *cfg = NULL;
+    TRY(hf_read_json(path, &cfg));
+    lina_status st;
+    const char *type = NULL;
+    int tie = 0;
+    st = hf_cfg_str(cfg, path, "model_type", NULL, &type);
+    if (!st && !type) st = lina_fail(LINA_ERR_FORMAT, "'%s': required field 'model_type' is missing", path);
+    if (!st) {
+        if (!strcmp(type, "gla")) m->arch = HF_GLA;
+        else if (!strcmp(type, "delta_net")) m->arch = HF_DELTA_NET;
+        else if (!strcmp(type, "mamba2")) m->arch = HF_MAMBA2;
+        else
+            st = lina_fail(LINA_ERR_UNSUPPORTED, "'%s': model_type '%s' is not supported (gla, delta_net, mamba2)",
+                           path, type);
+    }
+    if (!st) snprintf(m->model_type, sizeof m->model_type, "%s", type);
+    if (!st) st = hf_cfg_int(cfg, path, "vocab_size", 1, 0, &m->vocab);
+    if (!st) st = positive(path, "vocab_size", m->vocab);
+    if (!st) st = hf_cfg_int(cfg, path, "hidden_size", 1, 0, &m->D);
+    if (!st) st = positive(path, "hidden_size", m->D);
+    if (!st) st = hf_cfg_int(cfg, path, "num_hidden_layers", 1, 0, &m->L);
+    if (!st) st = positive(path, "num_hidden_layers", m->L);
+    if (!st) st = hf_cfg_bool(cfg, path, "tie_word_embeddings", 0, &tie);
+    if (!st) st = m->arch == HF_GLA        ? parse_gla(m, cfg, path)
+                  : m->arch == HF_DELTA_NET ? parse_delta_net(m, cfg, path)
+                                            : parse_mamba2(m, cfg, path);
+    cJSON_Delete(cfg);
+    TRY(st);
+
+    m->layers = calloc((size_t)m->L, sizeof *m->layers);
+    if (!m->layers) return lina_fail(LINA_ERR_OOM, "out of memory for %d layers", m->L);
+    hf_weights *w = NULL;
+    TRY(hf_weights_open(dir, &w));
+    int mamba = m->arch == HF_MAMBA2;
+    const char *prefix = mamba ? "backbone" : "model";
+    char name[256];
+    int64_t emb[2] = {m->vocab, m->D}, d1[1] = {m->D};
+    snprintf(name, sizeof name, "%s.embeddings.weight", prefix);
+    st = hf_weights_get(w, m, name, 2, emb, 1, &m->embed);
+    snprintf(name, sizeof name, mamba ? "%s.norm_f.weight" : "%s.norm.weight", prefix);
+    if (!st) st = hf_weights_get(w, m, name, 1, d1, 1, &m->norm_f);
+    if (!st) {
+        if (tie) m->lm_head = m->embed;
+        else st = hf_weights_get(w, m, "lm_head.weight", 2, emb, 1, &m->lm_head);
+    }
+    for (int l = 0; l < m->L && !st; l++) st = mamba ? hf_mamba2_load_layer(m, w, l) : hf_fla_load_layer(m, w, l);
+    hf_weights_close(w);
+    return st;
+}
+
+lina_status lina_hf_load(const char *dir, lina_hf_model **out) {
+    if (!dir || !out) return lina_fail(LINA_ERR_INVALID_ARG, "lina_hf_load: NULL directory or output");
+    *out = NULL;
+    lina_hf_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->dir = strdup(dir))) {
+        free(m);
+        return lina_fail(LINA_ERR_OOM, "lina_hf_load: out of memory");
+    }
+    lina_status st = load(m, dir);
+    if (st) {
+        lina_hf_free(m);
+        return st;
+    }
+    *out = m;
+    return LINA_OK;
+}
+
+const char *lina_hf_model_type(const lina_hf_model *m) { return m ? m->model_type : ""; }
+int lina_hf_vocab_size(const lina_hf_model *m) { return m ? m->vocab : 0; }
+int lina_hf_hidden_size(const lina_hf_model *m) { return m ? m->D : 0; }
+int lina_hf_num_layers(const lina_hf_model *m) { return m ? m->L : 0; }
+
+/* ---- state ---- */
+
+void lina_hf_state_free(lina_hf_state *s) {
+    if (!s) return;
+    for (int l = 0; s->layers && l < s->n_layers; l++) {
+        hf_layer_state *ls = &s->layers[l];
+        free(ls->conv_q);
+        free(ls->conv_k);
+        free(ls->conv_v);
+        free(ls->conv);
+        free(ls->S);
+    }
+    free(s->layers);
+    free(s);
+}
+
+lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **out) {
+    if (!m || !out || B < 1) return lina_fail(LINA_ERR_INVALID_ARG, "lina_hf_state_create: B = %d must be >= 1", B);
+    *out = NULL;
+    lina_hf_state *s = calloc(1, sizeof *s);
+    if (!s || !(s->layers = calloc((size_t)m->L, sizeof *s->layers))) {
+        free(s);
+        return lina_fail(LINA_ERR_OOM, "lina_hf_state_create: out of memory");
+    }
+    s->B = B;
+    s->n_layers = m->L;
+    s->model = m;
+    for (int l = 0; l < m->L; l++) {
+        lina_status st = m->arch == HF_MAMBA2 ? hf_mamba2_state_alloc(m, B, &s->layers[l])
+                                               : hf_fla_state_alloc(m, B, &s->layers[l]);
+        if (st) {
+            lina_hf_state_free(s);
+            return st;
+        }
+    }
+    *out = s;
+    return LINA_OK;
+}
+
+void lina_hf_state_reset(lina_hf_state *s) {
+    if (!s) return;
+    const lina_hf_model *m = s->model;
+    size_t B = (size_t)s->B, Wm1 = (size_t)m->conv_size - 1;
+    for (int l = 0; l < s->n_layers; l++) {
+        hf_layer_state *ls = &s->layers[l];
+        if (m->arch == HF_MAMBA2) {
+            memset(ls->conv, 0, B * Wm1 * m->m_conv_dim * sizeof(float));
+            memset(ls->S, 0, B * m->m_heads * m->m_N * m->m_head_dim * sizeof(float));
+        } else {
+            if (ls->conv_q) {
+                memset(ls->conv_q, 0, B * Wm1 * m->H * m->Kh * sizeof(float));
+                memset(ls->conv_k, 0, B * Wm1 * m->Hkv * m->Kh * sizeof(float));
+                memset(ls->conv_v, 0, B * Wm1 * m->Hkv * m->Vh * sizeof(float));
+            }
+            memset(ls->S, 0, B * m->H * m->Kh * m->Vh * sizeof(float));
+        }
+    }
+}
+
+/* ---- forward ---- */
+
+/* logits for every position (last_only == 0) or for the last position of each row (B, vocab). */
+static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state *s, int B, int T, const int64_t *ids,
+                           float *logits, int last_only) {
+    size_t N = (size_t)B * T, D = (size_t)m->D;
+    int mlp = m->arch != HF_MAMBA2;
+    size_t mlp_tmp = mlp ? 2 * N * m->I_mlp : 0;
+    float *x = malloc((2 * N * D + mlp_tmp + N * D) * sizeof *x);
+    if (!x) return lina_fail(LINA_ERR_OOM, "lina_hf_forward: out of memory for B*T = %zu tokens", N);
+    float *xn = x + N * D, *tmp = xn + N * D, *out = tmp + mlp_tmp; /* (N, D), (N, D), (2 N I), (N, D) */
+    for (size_t r = 0; r < N; r++) memcpy(x + r * D, m->embed + (size_t)ids[r] * D, D * sizeof *x);
+    lina_status st = LINA_OK;
+    for (int l = 0; l < m->L && !st; l++) {
+        const hf_layer *L = &m->layers[l];
+        hf_rmsnorm((int)N, (int)D, x, L->attn_norm, m->norm_eps, xn);
+        st = mlp ? hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+                 : hf_mamba2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
+        if (!st && mlp) {
+            hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);
+            hf_swiglu((int)N, (int)D, m->I_mlp, xn, L->mlp_gate, L->mlp_up, L->mlp_down, tmp, out);
+            for (size_t i = 0; i < N * D; i++) x[i] += out[i];
+        }
+    }
+    if (!st && logits) {
+        if (last_only) {
+            for (int b = 0; b < B; b++)
+                memcpy(xn + b * D, x + ((size_t)b * T + T - 1) * D, D * sizeof *x);
+            hf_rmsnorm(B, (int)D, xn, m->norm_f, m->norm_eps, xn);
+            hf_linear(B, (int)D, m->vocab, xn, m->lm_head, NULL, logits);
+        } else {
+            hf_rmsnorm((int)N, (int)D, x, m->norm_f, m->norm_eps, xn);
+            hf_linear((int)N, (int)D, m->vocab, xn, m->lm_head, NULL, logits);
+        }
+    }
+    free(x);
+    return st;
+}
+
+static lina_status check_ids(const lina_hf_model *m, int B, int T, const int64_t *ids) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int64_t v = ids[(size_t)b * T + t];
+            if (v < 0 || v >= m->vocab)
+                return lina_fail(LINA_ERR_INVALID_ARG, "token id %lld at [%d, %d] is outside [0, %d) (vocab_size)",
+                                 (long long)v, b, t, m->vocab);
+        }
+    return LINA_OK;
+}
+
+static lina_status run(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state *state, int B, int T, const int64_t *ids,
+                       float *logits, int last_only) {
+    if (!m || !ids || B < 1 || T < 1)
+        return lina_fail(LINA_ERR_INVALID_ARG, "lina_hf_forward: B = %d and T = %d must be >= 1 (and ids non-NULL)", B,
+                         T);
+    if ((double)B * T * (m->D > m->vocab ? m->D : m->vocab) > 4e9)
+        return lina_fail(LINA_ERR_OOM, "lina_hf_forward: B*T = %lld tokens is too many at once", (long long)B * T);
+    if (state && (state->B != B || state->model != m))
+        return lina_fail(LINA_ERR_INVALID_ARG, "lina_hf_forward: state made for B = %d (or another model), called with B = %d",
+                         state->B, B);
+    TRY(check_ids(m, B, T, ids));
+    lina_hf_state *own = NULL;
+    if (!state) {
+        TRY(lina_hf_state_create(m, B, &own));
+        state = own;
+    }
+    lina_status st = forward(ctx, m, state, B, T, ids, logits, last_only);
+    lina_hf_state_free(own);
+    return st;
+}
+
+lina_status lina_hf_forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state *state, int B, int T,
+                            const int64_t *ids, float *logits) {
+    return run(ctx, m, state, B, T, ids, logits, 0);
+}
+
+static int64_t argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+lina_status lina_hf_generate_greedy(lina_ctx *ctx, const lina_hf_model *m, const int64_t *prompt, int n_prompt,
+                                    int max_new, int64_t *out) {
+    if (!m || !prompt || n_prompt < 1 || max_new < 0 || (max_new > 0 && !out))
+        return lina_fail(LINA_ERR_INVALID_ARG, "lina_hf_generate_greedy: n_prompt = %d must be >= 1, max_new = %d >= 0",
+                         n_prompt, max_new);
+    if (max_new == 0) return LINA_OK;
+    lina_hf_state *s = NULL;
+    TRY(lina_hf_state_create(m, 1, &s));
+    float *logits = malloc((size_t)m->vocab * sizeof *logits);
+    lina_status st = logits ? run(ctx, m, s, 1, n_prompt, prompt, logits, 1)
+                            : lina_fail(LINA_ERR_OOM, "lina_hf_generate_greedy: out of memory");
+    for (int i = 0; i < max_new && !st; i++) {
+        out[i] = argmax(logits, m->vocab);
+        if (i + 1 < max_new) st = run(ctx, m, s, 1, 1, &out[i], logits, 1);
+    }
+    free(logits);
+    lina_hf_state_free(s);
+    return st;
+}
