@@ -1,0 +1,119 @@
+"""lina's CUDA kernels vs fla's Triton kernels, side by side in one process.
+
+lina is called through ctypes on liblina.so with torch's device pointers, on
+the very same bf16 tensors fla gets; each op is timed with triton's do_bench
+(median of CUDA-event timings) and lina's output is compared with fla's
+(relative RMS, an independent cross-check of both).
+usage: python3 bench_vs_fla.py path/to/liblina.so out.json"""
+import ctypes as C, json, math, os, sys
+import torch, torch.nn.functional as F
+from triton.testing import do_bench
+
+lib = C.CDLL(sys.argv[1])
+out_path = sys.argv[2]
+
+class Desc(C.Structure):  # lina_attn_desc (include/lina/ops.h)
+    _fields_ = [('B', C.c_int), ('T', C.c_int), ('H', C.c_int), ('HV', C.c_int), ('K', C.c_int),
+                ('V', C.c_int), ('gate', C.c_int), ('update', C.c_int), ('normalize', C.c_int),
+                ('eps', C.c_float), ('scale', C.c_float), ('form', C.c_int), ('chunk', C.c_int),
+                ('cu_seqlens', C.c_void_p), ('n_seqs', C.c_int)]
+
+class Args(C.Structure):  # lina_cuda_attn_fwd_args (include/lina/cuda.h)
+    _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'o', 'ht')]
+
+lib.lina_cuda_attn_forward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(Args), C.c_void_p]
+lib.lina_cuda_attn_forward.restype = C.c_int
+lib.lina_attn_flops.argtypes = [C.POINTER(Desc), C.c_int]
+lib.lina_attn_flops.restype = C.c_double
+lib.lina_last_error.restype = C.c_char_p
+BF16 = 2  # LINA_DTYPE_BF16 (io.h)
+GATE = dict(none=0, const=1, scalar=2, vector=3)
+PEAK_TFLOPS, PEAK_TBS = 790.0, 4.3  # measured ceilings on this card (KINDS.md)
+
+try:
+    sys.path.insert(0, '/tmp/site')
+    from fla.ops.simple_gla import chunk_simple_gla
+    from fla.ops.gla import chunk_gla
+    from fla.ops.delta_rule import chunk_delta_rule
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    from fla.ops.linear_attn import chunk_linear_attn
+    have_fla = True
+except Exception as e:  # still time lina alone
+    print('fla import failed:', repr(e)[:300]); have_fla = False
+
+def ptr(t):
+    return None if t is None else t.data_ptr()
+
+def lina_call(B, T, H, D, gate, delta, q, k, v, g, beta, o):
+    d = Desc(B=B, T=T, H=H, HV=0, K=D, V=D, gate=GATE[gate], update=1 if delta else 0, eps=1e-6, chunk=64)
+    a = Args(q=ptr(q), k=ptr(k), v=ptr(v), g=ptr(g), beta=ptr(beta), o=ptr(o))
+    stream = torch.cuda.current_stream().cuda_stream
+    def run():
+        st = lib.lina_cuda_attn_forward(C.byref(d), BF16, C.byref(a), stream)
+        if st != 0:
+            raise RuntimeError(lib.lina_last_error().decode())
+    return run, lib.lina_attn_flops(C.byref(d), 2)
+
+def rel(a, b):
+    a, b = a.float(), b.float()
+    return ((a - b).norm() / b.norm()).item()
+
+shapes = [(8, 4096, 16, 128), (2, 16384, 16, 128)]
+rows = []
+for (B, T, H, D) in shapes:
+    torch.manual_seed(0)
+    r = lambda *sh: torch.randn(*sh, device='cuda', dtype=torch.bfloat16)
+    q, k, v = r(B, T, H, D), r(B, T, H, D), r(B, T, H, D)
+    kn = F.normalize(k.float(), dim=-1).to(torch.bfloat16)
+    gs = (F.logsigmoid(torch.randn(B, T, H, device='cuda')) / 16).float()
+    gv = (F.logsigmoid(r(B, T, H, D).float()) / 16).to(torch.bfloat16)
+    beta = torch.rand(B, T, H, device='cuda', dtype=torch.bfloat16).sigmoid()
+    o = torch.empty_like(v)
+    ops = [  # name, lina (gate, delta, k, g, beta), fla callable
+        ('linear_attn', ('none', False, k, None, None), lambda: chunk_linear_attn(q, k, v, normalize=False)),
+        ('simple_gla', ('scalar', False, k, gs, None), lambda: chunk_simple_gla(q, k, v, g=gs)),
+        ('gla', ('vector', False, k, gv.float(), None), lambda: chunk_gla(q, k, v, g=gv)),
+        ('delta_rule', ('none', True, kn, None, beta.float()), lambda: chunk_delta_rule(q, kn, v, beta=beta)),
+        ('gated_delta_rule', ('scalar', True, kn, gs, beta.float()), lambda: chunk_gated_delta_rule(q, kn, v, g=gs, beta=beta)),
+    ]
+    for name, (gate, delta, kk, g, bb), fla_fn in ops:
+        row = dict(op=name, shape=f'B{B}_T{T}_H{H}_D{D}')
+        bytes_moved = 4 * q.numel() * 2 + (0 if g is None else g.numel() * 4) + (0 if bb is None else bb.numel() * 4)
+        run, flops = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
+        try:
+            with torch.no_grad():
+                if gate == 'vector' and T * B > 40000:
+                    # the token-by-token kernel: time it once, it is slow
+                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    run(); s.record(); run(); e.record(); torch.cuda.synchronize()
+                    ms = [s.elapsed_time(e)] * 3
+                else:
+                    ms = do_bench(run, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=200)
+            row.update(lina_ms=ms[0], lina_p20=ms[1], lina_p80=ms[2], lina_tflops=flops / ms[0] / 1e9,
+                       lina_tbs=bytes_moved / ms[0] / 1e9)
+        except Exception as e:
+            row['lina_error'] = repr(e)[:300]
+        if have_fla:
+            try:
+                with torch.no_grad():
+                    ref = fla_fn()[0]
+                    row['rel_rms_vs_fla'] = rel(o, ref) if 'lina_ms' in row else None
+                    ms = do_bench(fla_fn, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=200)
+                row.update(fla_ms=ms[0], fla_p20=ms[1], fla_p80=ms[2])
+                if 'lina_ms' in row:
+                    row['speedup'] = ms[0] / row['lina_ms']
+            except Exception as e:
+                row['fla_error'] = repr(e)[:300]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    del q, k, v, kn, gs, gv, beta, o
+    torch.cuda.empty_cache()
+
+json.dump(rows, open(out_path, 'w'), indent=1)
+print(f"\n{'op':18s} {'shape':22s} {'lina ms':>9s} {'fla ms':>9s} {'x':>6s} {'TFLOP/s':>8s} {'TB/s':>6s} {'vs fla':>8s}")
+for r in rows:
+    f = lambda key, fmt: (fmt % r[key]) if r.get(key) is not None else '-'
+    print(f"{r['op']:18s} {r['shape']:22s} {f('lina_ms', '%9.3f'):>9s} {f('fla_ms', '%9.3f'):>9s} "
+          f"{f('speedup', '%6.2f'):>6s} {f('lina_tflops', '%8.1f'):>8s} {f('lina_tbs', '%6.2f'):>6s} "
+          f"{f('rel_rms_vs_fla', '%8.1e'):>8s}")
+print(f'ceilings: {PEAK_TFLOPS} TFLOP/s bf16, {PEAK_TBS} TB/s (KINDS.md measurements)')

@@ -1,0 +1,67 @@
+/* lina CUDA backend: the linear-attention op of ops.h on device memory.
+ *
+ * Usable everywhere: in a build without CUDA (no LINA_HAVE_CUDA) every
+ * function here returns LINA_ERR_UNSUPPORTED with a message saying so.
+ *
+ * Same descriptor, same math and same layouts as lina_attn_forward (ops.h),
+ * but every tensor pointer is a DEVICE pointer (cudaMalloc'd; host or
+ * unregistered pointers are rejected with LINA_ERR_INVALID_ARG):
+ *   q, k      (B, T, H, K)   in `dtype`
+ *   v, o      (B, T, HV, V)  in `dtype`
+ *   g         fp32 log gates: CONST (HV) | SCALAR (B, T, HV) | VECTOR (B, T, HV, K)
+ *   beta      fp32 (B, T, HV), DELTA only
+ *   h0, ht    fp32 states (N, HV, K, V); ht may alias h0
+ * dtype is LINA_DTYPE_F32, LINA_DTYPE_BF16 or LINA_DTYPE_F16 (io.h); the state
+ * and every accumulation are fp32. With bf16/fp16 the intra-chunk products run
+ * on tensor cores from 16-bit operands (the state is rounded to 16 bits for
+ * the Q S product, as in fla). d->cu_seqlens stays a HOST array (it is
+ * validated on the host, then copied to the device on `stream`).
+ * `stream` is a cudaStream_t passed as void* (NULL: the legacy default stream).
+ * Calls are asynchronous with respect to the host, like any kernel launch.
+ *
+ * Not supported on the GPU (LINA_ERR_UNSUPPORTED with a message): normalize,
+ * form PARALLEL, K or V above 256. The chunk size is fixed by the kernels
+ * (64 for 16-bit inputs, 32 or 64 for fp32) and d->chunk is ignored: the
+ * result is the same function. A VECTOR gate runs the token-by-token kernel.
+ */
+#ifndef LINA_CUDA_H
+#define LINA_CUDA_H
+
+#include "core.h"
+#include "io.h"
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LINA_CUDA_MAX_HEAD_DIM 256
+
+/* 1 if this build has CUDA and a device is visible, else 0 (never fails). */
+int lina_cuda_available(void);
+
+typedef struct {
+    const void *q, *k, *v; /* dtype */
+    const float *g;        /* log gates, NULL for NONE */
+    const float *beta;     /* DELTA only */
+    const float *h0;       /* or NULL for zeros */
+    void *o;               /* dtype */
+    float *ht;             /* or NULL */
+} lina_cuda_attn_fwd_args;
+
+/* Forward on the device. d->form: AUTO or CHUNK (chunkwise kernel; VECTOR
+ * gates run the recurrent kernel), RECURRENT (token-by-token kernel). */
+lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtype dtype,
+                                   const lina_cuda_attn_fwd_args *a, void *stream);
+
+/* Single-token decode step for N = d->B sequences, as lina_attn_step:
+ * q, k (N, H, K), v, o (N, HV, V) in dtype; g fp32 (HV) | (N, HV) | (N, HV, K);
+ * beta fp32 (N, HV); state fp32 (N, HV, K, V) updated in place. */
+lina_status lina_cuda_attn_step(const lina_attn_desc *d, lina_dtype dtype, const void *q,
+                                const void *k, const void *v, const float *g, const float *beta,
+                                float *state, void *o, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,220 @@
+/* The CUDA attention API (include/lina/cuda.h): validation of descriptor,
+ * dtype and device pointers, the varlen offsets upload, and the choice of
+ * kernel (chunkwise or token-by-token). */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "cuda_internal.h"
+
+extern "C" lina_status lina_fail(lina_status code, const char *fmt, ...);
+
+extern "C" int lina_cuda_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+static lina_status cuda_fail(const char *fn, const char *what, cudaError_t e) {
+    cudaGetLastError(); /* clear a non-sticky error so later calls start clean */
+    if (e == cudaErrorMemoryAllocation)
+        return lina_fail(LINA_ERR_OOM, "%s: %s: %s", fn, what, cudaGetErrorString(e));
+    return lina_fail(LINA_ERR_CUDA, "%s: %s: %s (%s)", fn, what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+/* A pointer the kernels may read: device or managed memory. */
+static lina_status check_ptr(const char *fn, const char *name, const void *ptr, int required) {
+    if (!ptr) {
+        if (required) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name);
+        return LINA_OK;
+    }
+    cudaPointerAttributes at;
+    cudaError_t e = cudaPointerGetAttributes(&at, ptr);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s = %p is not a CUDA pointer (%s)", fn, name,
+                         ptr, cudaGetErrorString(e));
+    }
+    if (at.type != cudaMemoryTypeDevice && at.type != cudaMemoryTypeManaged)
+        return lina_fail(LINA_ERR_INVALID_ARG,
+                         "%s: buffer %s = %p is %s memory; device memory (cudaMalloc) is required", fn,
+                         name, ptr, at.type == cudaMemoryTypeHost ? "pinned host" : "unregistered host");
+    return LINA_OK;
+}
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        lina_status st_ = (x);                                                                     \
+        if (st_ != LINA_OK) return st_;                                                            \
+    } while (0)
+
+/* Descriptor checks (the CPU dispatcher's, plus the GPU's limits). */
+static lina_status check_desc(const char *fn, const lina_attn_desc *d, lina_dtype dtype, int step) {
+    if (!d) return lina_fail(LINA_ERR_INVALID_ARG, "%s: descriptor is NULL", fn);
+    if (dtype != LINA_DTYPE_F32 && dtype != LINA_DTYPE_BF16 && dtype != LINA_DTYPE_F16)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "%s: dtype = %d; only F32, BF16 and F16 are supported", fn,
+                         (int)dtype);
+    if (d->B < 1) return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be >= 1", fn, d->B);
+    if (d->H < 1) return lina_fail(LINA_ERR_INVALID_ARG, "%s: H = %d must be >= 1", fn, d->H);
+    if (d->K < 1 || d->V < 1)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: K = %d, V = %d must be >= 1", fn, d->K, d->V);
+    if (d->K > LINA_CUDA_MAX_HEAD_DIM || d->V > LINA_CUDA_MAX_HEAD_DIM)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "%s: K = %d, V = %d: the CUDA kernels support head dims up to %d",
+                         fn, d->K, d->V, LINA_CUDA_MAX_HEAD_DIM);
+    if (d->HV < 0 || (d->HV && d->HV % d->H != 0))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: HV = %d must be a multiple of H = %d", fn, d->HV, d->H);
+    if ((unsigned)d->gate > LINA_GATE_VECTOR)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: gate = %d unknown", fn, (int)d->gate);
+    if ((unsigned)d->update > LINA_UPDATE_DELTA)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: update = %d unknown", fn, (int)d->update);
+    if ((unsigned)d->form > LINA_FORM_PARALLEL)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: form = %d unknown", fn, (int)d->form);
+    if (d->form == LINA_FORM_PARALLEL)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "%s: form PARALLEL has no CUDA kernel (use AUTO or CHUNK)", fn);
+    if (d->normalize)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "%s: normalize = 1 has no CUDA kernel", fn);
+    if (!isfinite(d->scale))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: scale = %g must be finite", fn, d->scale);
+    if (step) return LINA_OK;
+    if (d->T < (d->cu_seqlens ? 0 : 1))
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: T = %d must be >= 1", fn, d->T);
+    if (d->cu_seqlens) {
+        if (d->B != 1) return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn, d->B);
+        if (d->n_seqs < 1) return lina_fail(LINA_ERR_INVALID_ARG, "%s: n_seqs = %d must be >= 1", fn, d->n_seqs);
+        if (d->cu_seqlens[0] != 0)
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[0] = %lld must be 0", fn,
+                             (long long)d->cu_seqlens[0]);
+        for (int n = 0; n < d->n_seqs; n++)
+            if (d->cu_seqlens[n + 1] < d->cu_seqlens[n])
+                return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[%d] = %lld < cu_seqlens[%d] = %lld", fn,
+                                 n + 1, (long long)d->cu_seqlens[n + 1], n, (long long)d->cu_seqlens[n]);
+        if (d->cu_seqlens[d->n_seqs] != d->T)
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[%d] = %lld must equal T = %d", fn, d->n_seqs,
+                             (long long)d->cu_seqlens[d->n_seqs], d->T);
+    }
+    return LINA_OK;
+}
+
+/* Grid and index limits: blocks n * HV + hv in grid.x (< 2^31); element
+ * offsets are computed in 64 bits but must not overflow int64 either. */
+static lina_status check_limits(const char *fn, int64_t n_states, int HV, int64_t tokens, int H, int K, int V) {
+    if (n_states * HV > INT_MAX)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "%s: sequences * HV = %lld exceeds the grid limit %d", fn,
+                         (long long)(n_states * HV), INT_MAX);
+    double biggest = (double)tokens * (H > HV ? H : HV) * (K > V ? K : V);
+    if (biggest > 4e18)
+        return lina_fail(LINA_ERR_OOM, "%s: %g elements overflow 64-bit indexing", fn, biggest);
+    return LINA_OK;
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+static lina_cuda_attn_params make_params(const lina_attn_desc *d, lina_dtype dtype) {
+    lina_cuda_attn_params p;
+    memset(&p, 0, sizeof p);
+    p.K = d->K;
+    p.V = d->V;
+    p.H = d->H;
+    p.HV = d->HV ? d->HV : d->H;
+    p.T = d->T;
+    p.gate = (int)d->gate;
+    p.delta = d->update == LINA_UPDATE_DELTA;
+    p.scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    (void)dtype;
+    return p;
+}
+
+static void set_vec_flags(lina_cuda_attn_params *p, lina_dtype dtype) {
+    const int vec = dtype == LINA_DTYPE_F32 ? 4 : 8; /* elements per 16 bytes */
+    p->vec_qk = p->K % vec == 0 && aligned16(p->q) && aligned16(p->k);
+    p->vec_v = p->V % vec == 0 && aligned16(p->v) && aligned16(p->o);
+}
+
+static lina_status check_gate_ptrs(const char *fn, const lina_attn_desc *d, const float *g, const float *beta) {
+    if (d->gate != LINA_GATE_NONE) TRY(check_ptr(fn, "g", g, 1));
+    if (d->update == LINA_UPDATE_DELTA) TRY(check_ptr(fn, "beta", beta, 1));
+    return LINA_OK;
+}
+
+extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtype dtype,
+                                              const lina_cuda_attn_fwd_args *a, void *stream) {
+    static const char fn[] = "lina_cuda_attn_forward";
+    TRY(check_desc(fn, d, dtype, 0));
+    if (!a) return lina_fail(LINA_ERR_INVALID_ARG, "%s: args is NULL", fn);
+    lina_cuda_attn_params p = make_params(d, dtype);
+    p.n_seqs = d->cu_seqlens ? d->n_seqs : d->B;
+    TRY(check_limits(fn, p.n_seqs, p.HV, (int64_t)d->B * d->T, p.H, p.K, p.V));
+    if (d->T == 0 && !a->ht) return LINA_OK; /* nothing to compute or write */
+    const int tokens_exist = d->T > 0;
+    TRY(check_ptr(fn, "q", a->q, tokens_exist));
+    TRY(check_ptr(fn, "k", a->k, tokens_exist));
+    TRY(check_ptr(fn, "v", a->v, tokens_exist));
+    TRY(check_ptr(fn, "o", a->o, tokens_exist));
+    if (tokens_exist) TRY(check_gate_ptrs(fn, d, a->g, a->beta));
+    TRY(check_ptr(fn, "h0", a->h0, 0));
+    TRY(check_ptr(fn, "ht", a->ht, 0));
+    p.q = a->q;
+    p.k = a->k;
+    p.v = a->v;
+    p.o = a->o;
+    p.g = a->g;
+    p.beta = a->beta;
+    p.h0 = a->h0;
+    p.ht = a->ht;
+    set_vec_flags(&p, dtype);
+
+    int64_t *cu_dev = NULL;
+    cudaStream_t st = (cudaStream_t)stream;
+    cudaError_t e;
+    if (d->cu_seqlens) {
+        size_t bytes = sizeof(int64_t) * (size_t)(d->n_seqs + 1);
+        e = cudaMallocAsync((void **)&cu_dev, bytes, st);
+        if (e != cudaSuccess) return cuda_fail(fn, "allocating cu_seqlens on the device", e);
+        e = cudaMemcpyAsync(cu_dev, d->cu_seqlens, bytes, cudaMemcpyHostToDevice, st);
+        if (e != cudaSuccess) {
+            cudaFreeAsync(cu_dev, st);
+            return cuda_fail(fn, "copying cu_seqlens to the device", e);
+        }
+        p.cu = cu_dev;
+    }
+    const int recurrent = d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR;
+    int rc = recurrent ? lina_cuda_recurrent_forward(&p, dtype, stream) : lina_cuda_chunk_forward(&p, dtype, stream);
+    if (cu_dev) cudaFreeAsync(cu_dev, st);
+    if (rc != cudaSuccess) return cuda_fail(fn, recurrent ? "recurrent kernel launch" : "chunk kernel launch",
+                                            (cudaError_t)rc);
+    return LINA_OK;
+}
+
+extern "C" lina_status lina_cuda_attn_step(const lina_attn_desc *d, lina_dtype dtype, const void *q,
+                                           const void *k, const void *v, const float *g, const float *beta,
+                                           float *state, void *o, void *stream) {
+    static const char fn[] = "lina_cuda_attn_step";
+    TRY(check_desc(fn, d, dtype, 1));
+    lina_cuda_attn_params p = make_params(d, dtype);
+    p.T = 1;
+    p.n_seqs = d->B;
+    TRY(check_limits(fn, p.n_seqs, p.HV, d->B, p.H, p.K, p.V));
+    TRY(check_ptr(fn, "q", q, 1));
+    TRY(check_ptr(fn, "k", k, 1));
+    TRY(check_ptr(fn, "v", v, 1));
+    TRY(check_ptr(fn, "o", o, 1));
+    TRY(check_ptr(fn, "state", state, 1));
+    TRY(check_gate_ptrs(fn, d, g, beta));
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.o = o;
+    p.g = g;
+    p.beta = beta;
+    p.h0 = state;
+    p.ht = state;
+    int rc = lina_cuda_recurrent_forward(&p, dtype, stream);
+    if (rc != cudaSuccess) return cuda_fail(fn, "recurrent kernel launch", (cudaError_t)rc);
+    return LINA_OK;
+}

@@ -1,0 +1,46 @@
+/* Internal interface between the CUDA host code (cuda_attn.cu: validation,
+ * workspace, dispatch) and the kernels (attn_chunk.cu, attn_recurrent.cu).
+ *
+ * One thread block per (sequence n, value head hv, tile of value columns):
+ * blockIdx.x = n * HV + hv, blockIdx.y = value tile. Offsets are 64-bit, so
+ * tensors may exceed 2^31 elements; the host checks the grid limits.
+ */
+#ifndef LINA_CUDA_INTERNAL_H
+#define LINA_CUDA_INTERNAL_H
+
+#include <stdint.h>
+
+#include "lina/cuda.h"
+
+typedef struct {
+    int K, V;     /* head dims (<= LINA_CUDA_MAX_HEAD_DIM) */
+    int H, HV;    /* q/k heads, value heads (HV multiple of H) */
+    int T;        /* tokens per batch row (without varlen) */
+    int n_seqs;   /* N: batch rows, or varlen sequences */
+    const int64_t *cu; /* device (n_seqs + 1) offsets, or NULL: sequence n starts at n*T */
+    int gate;     /* lina_gate: NONE, CONST, SCALAR, VECTOR */
+    int delta;    /* 1: delta update (uses beta) */
+    float scale;
+    int vec_qk;   /* 1: rows of q and k may be read as 16-byte vectors */
+    int vec_v;    /* 1: rows of v and o may be read/written as 16-byte vectors */
+    const void *q, *k, *v; /* element type of the kernel instantiation */
+    const float *g, *beta, *h0;
+    void *o;
+    float *ht;
+} lina_cuda_attn_params;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* Kernel launchers; return the cudaError_t of the launch as int. */
+int lina_cuda_chunk_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+int lina_cuda_recurrent_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
+ * configuration fits in the device's shared memory (set *value_tile). */
+size_t lina_cuda_chunk_smem(const lina_cuda_attn_params *p, lina_dtype dtype, int max_smem,
+                            int *value_tile, int *chunk);
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,321 @@
+/* GPU tests of the CUDA attention API (include/lina/cuda.h) against lina's
+ * CPU recurrent reference (src/ops/attn_recurrent.c, double-precision state).
+ * Needs a CUDA device; built by `make cuda-tests`, never by CI.
+ *
+ * For bf16/fp16 the reference runs on the same inputs rounded to 16 bits, so
+ * the tolerance measures the kernels' arithmetic, not the input rounding:
+ * relative RMS <= 1e-5 (fp32), <= 5e-3 (bf16, fp16). Outputs and final states
+ * are poisoned with NaN before each call, so unwritten elements fail. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "lina.h"
+#include "util/check.h"
+
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        cudaError_t e_ = (x);                                                                      \
+        if (e_ != cudaSuccess) {                                                                   \
+            printf("FAIL cuda: %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);        \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* ---- 16-bit conversions on the host (round to nearest even) ---- */
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+static float bf2f(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static uint16_t f2h(float f) {
+    _Float16 h = (_Float16)f;
+    uint16_t b;
+    memcpy(&b, &h, 2);
+    return b;
+}
+static float h2f(uint16_t b) {
+    _Float16 h;
+    memcpy(&h, &b, 2);
+    return (float)h;
+}
+
+static size_t esize(lina_dtype dt) { return dt == LINA_DTYPE_F32 ? 4 : 2; }
+static const char *dname(lina_dtype dt) {
+    return dt == LINA_DTYPE_F32 ? "f32" : dt == LINA_DTYPE_BF16 ? "bf16" : "f16";
+}
+
+/* Round x in place to dtype's precision and return a device copy in dtype. */
+static void *to_device(float *x, size_t n, lina_dtype dt) {
+    void *d = NULL;
+    if (!n) return NULL;
+    CK(cudaMalloc(&d, n * esize(dt)));
+    if (dt == LINA_DTYPE_F32) {
+        CK(cudaMemcpy(d, x, n * 4, cudaMemcpyHostToDevice));
+        return d;
+    }
+    uint16_t *h = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = dt == LINA_DTYPE_BF16 ? f2bf(x[i]) : f2h(x[i]);
+        x[i] = dt == LINA_DTYPE_BF16 ? bf2f(h[i]) : h2f(h[i]);
+    }
+    CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static void from_device(float *x, const void *d, size_t n, lina_dtype dt) {
+    if (dt == LINA_DTYPE_F32) {
+        CK(cudaMemcpy(x, d, n * 4, cudaMemcpyDeviceToHost));
+        return;
+    }
+    uint16_t *h = malloc(n * 2);
+    CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) x[i] = dt == LINA_DTYPE_BF16 ? bf2f(h[i]) : h2f(h[i]);
+    free(h);
+}
+
+static float *dev_floats(const float *x, size_t n) {
+    float *d = NULL;
+    if (!n) return NULL;
+    CK(cudaMalloc((void **)&d, n * 4));
+    if (x) CK(cudaMemcpy(d, x, n * 4, cudaMemcpyHostToDevice));
+    return d;
+}
+
+typedef struct {
+    int B, T, H, HV, K, V;
+    const int64_t *cu; /* host offsets or NULL */
+    int n_seqs;
+} shape_t;
+
+/* Log gates from ~0 down to -20: -exp(u), u uniform in [-7, 3], clipped. */
+static void fill_gates(test_rng *r, float *g, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = -expf(-7.0f + 10.0f * rng_uniform(r));
+        g[i] = x < -20.0f ? -20.0f : x;
+    }
+}
+
+static void l2_normalize_rows(float *x, size_t rows, int K) {
+    for (size_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (int i = 0; i < K; i++) s += (double)x[r * K + i] * x[r * K + i];
+        float inv = (float)(1.0 / sqrt(s + 1e-12));
+        for (int i = 0; i < K; i++) x[r * K + i] *= inv;
+    }
+}
+
+/* One forward comparison; returns 1 on pass. */
+static int run_case(const shape_t *s, lina_gate gate, lina_update upd, lina_dtype dt, lina_form form,
+                    int with_h0, uint64_t seed) {
+    lina_attn_desc d = lina_attn_desc_default();
+    d.B = s->B, d.T = s->T, d.H = s->H, d.HV = s->HV, d.K = s->K, d.V = s->V;
+    d.gate = gate, d.update = upd, d.cu_seqlens = s->cu, d.n_seqs = s->n_seqs;
+    int HV = s->HV ? s->HV : s->H, N = lina_attn_n_states(&d);
+    size_t tok = (size_t)s->B * s->T, nqk = tok * s->H * s->K, nv = tok * HV * s->V;
+    size_t ng = gate == LINA_GATE_NONE ? 0 : gate == LINA_GATE_CONST ? (size_t)HV : gate == LINA_GATE_SCALAR ? tok * HV : tok * HV * s->K;
+    size_t nb = upd == LINA_UPDATE_DELTA ? tok * HV : 0, ns = (size_t)N * HV * s->K * s->V;
+    test_rng r;
+    rng_seed(&r, seed);
+    float *q = alloc_floats(nqk + 1), *k = alloc_floats(nqk + 1), *v = alloc_floats(nv + 1);
+    float *g = alloc_floats(ng + 1), *beta = alloc_floats(nb + 1), *h0 = alloc_floats(ns + 1);
+    float *o_ref = alloc_floats(nv + 1), *ht_ref = alloc_floats(ns + 1);
+    float *o_gpu = alloc_floats(nv + 1), *ht_gpu = alloc_floats(ns + 1);
+    fill_normal(&r, q, nqk, 1.0f);
+    fill_normal(&r, k, nqk, 1.0f);
+    fill_normal(&r, v, nv, 1.0f);
+    if (upd == LINA_UPDATE_DELTA) {
+        l2_normalize_rows(k, tok * s->H, s->K);
+        fill_uniform(&r, beta, nb, 0.05f, 1.0f);
+    }
+    fill_gates(&r, g, ng);
+    if (with_h0) fill_normal(&r, h0, ns, 0.5f);
+
+    void *dq = to_device(q, nqk, dt), *dk = to_device(k, nqk, dt), *dv = to_device(v, nv, dt);
+    void *dout = NULL;
+    CK(cudaMalloc(&dout, (nv + 1) * esize(dt)));
+    CK(cudaMemset(dout, 0xff, (nv + 1) * esize(dt))); /* NaN in every dtype */
+    float *dg = dev_floats(g, ng), *dbeta = dev_floats(beta, nb), *dh0 = with_h0 ? dev_floats(h0, ns) : NULL;
+    float *dht = dev_floats(NULL, ns);
+    CK(cudaMemset(dht, 0xff, ns * 4));
+
+    lina_attn_desc ref = d;
+    ref.form = LINA_FORM_RECURRENT;
+    lina_attn_fwd_args ra = {q, k, v, ng ? g : NULL, nb ? beta : NULL, with_h0 ? h0 : NULL, o_ref, ht_ref};
+    lina_status st = lina_attn_forward(NULL, &ref, &ra);
+    char name[200];
+    snprintf(name, sizeof name, "%s gate%d %s B%d T%d H%d/%d K%d V%d%s%s%s", dname(dt), (int)gate,
+             upd == LINA_UPDATE_DELTA ? "delta" : "add", s->B, s->T, s->H, HV, s->K, s->V,
+             s->cu ? " varlen" : "", with_h0 ? " h0" : "", form == LINA_FORM_RECURRENT ? " rec" : "");
+    if (st != LINA_OK) {
+        test_report(0, name, "CPU reference failed: %s", lina_last_error());
+        return 0;
+    }
+    d.form = form;
+    lina_cuda_attn_fwd_args ga = {dq, dk, dv, dg, dbeta, dh0, dout, dht};
+    st = lina_cuda_attn_forward(&d, dt, &ga, NULL);
+    cudaError_t ce = cudaDeviceSynchronize();
+    if (st != LINA_OK || ce != cudaSuccess) {
+        test_report(0, name, "status %d (%s), cuda %s", st, lina_last_error(), cudaGetErrorString(ce));
+        return 0;
+    }
+    from_device(o_gpu, dout, nv, dt);
+    CK(cudaMemcpy(ht_gpu, dht, ns * 4, cudaMemcpyDeviceToHost));
+    double tol = dt == LINA_DTYPE_F32 ? 1e-5 : 5e-3;
+    int ok = 1;
+    char sub[240];
+    if (nv) {
+        snprintf(sub, sizeof sub, "%s: o", name);
+        ok &= check_close(sub, o_gpu, o_ref, nv, tol);
+    }
+    snprintf(sub, sizeof sub, "%s: ht", name);
+    ok &= check_close(sub, ht_gpu, ht_ref, ns, tol);
+
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dg), cudaFree(dbeta);
+    cudaFree(dh0), cudaFree(dht);
+    free(q), free(k), free(v), free(g), free(beta), free(h0), free(o_ref), free(ht_ref), free(o_gpu), free(ht_gpu);
+    return ok;
+}
+
+/* Decode steps on the GPU == lina_attn_step on the CPU, 5 tokens in a row. */
+static void run_step(lina_gate gate, lina_update upd, lina_dtype dt) {
+    const int N = 3, H = 2, HV = 4, K = 100, V = 72, steps = 5;
+    lina_attn_desc d = lina_attn_desc_default();
+    d.B = N, d.T = 1, d.H = H, d.HV = HV, d.K = K, d.V = V, d.gate = gate, d.update = upd;
+    size_t nqk = (size_t)N * H * K, nv = (size_t)N * HV * V, ns = (size_t)N * HV * K * V;
+    size_t ng = gate == LINA_GATE_NONE ? 0 : gate == LINA_GATE_CONST ? HV : gate == LINA_GATE_SCALAR ? (size_t)N * HV : (size_t)N * HV * K;
+    test_rng r;
+    rng_seed(&r, 77 + gate * 10 + upd);
+    float *S = alloc_floats(ns), *o = alloc_floats(nv), *og = alloc_floats(nv), *Sg = alloc_floats(ns);
+    fill_normal(&r, S, ns, 0.3f);
+    float *dS = dev_floats(S, ns);
+    void *dout = NULL;
+    CK(cudaMalloc(&dout, nv * esize(dt)));
+    int ok = 1;
+    char name[120];
+    snprintf(name, sizeof name, "step %s gate%d %s", dname(dt), (int)gate, upd ? "delta" : "add");
+    for (int t = 0; t < steps && ok; t++) {
+        float *q = alloc_floats(nqk), *k = alloc_floats(nqk), *v = alloc_floats(nv);
+        float *g = alloc_floats(ng + 1), *beta = alloc_floats(nv / V + 1);
+        fill_normal(&r, q, nqk, 1), fill_normal(&r, k, nqk, 1), fill_normal(&r, v, nv, 1);
+        if (upd == LINA_UPDATE_DELTA) l2_normalize_rows(k, (size_t)N * H, K);
+        fill_uniform(&r, beta, (size_t)N * HV, 0.1f, 1.0f);
+        fill_gates(&r, g, ng);
+        void *dq = to_device(q, nqk, dt), *dk = to_device(k, nqk, dt), *dv = to_device(v, nv, dt);
+        float *dg = dev_floats(g, ng), *db = dev_floats(beta, (size_t)N * HV);
+        lina_status s1 = lina_attn_step(NULL, &d, q, k, v, ng ? g : NULL, beta, S, o);
+        lina_status s2 = lina_cuda_attn_step(&d, dt, dq, dk, dv, dg, db, dS, dout, NULL);
+        CK(cudaDeviceSynchronize());
+        if (s1 != LINA_OK || s2 != LINA_OK) {
+            test_report(0, name, "status %d / %d: %s", s1, s2, lina_last_error());
+            ok = 0;
+        }
+        from_device(og, dout, nv, dt);
+        double tol = dt == LINA_DTYPE_F32 ? 1e-5 : 5e-3;
+        if (ok && rel_rms(og, o, nv) > tol) {
+            test_report(0, name, "step %d: o rel_rms %.3e", t, rel_rms(og, o, nv));
+            ok = 0;
+        }
+        cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dg), cudaFree(db);
+        free(q), free(k), free(v), free(g), free(beta);
+    }
+    CK(cudaMemcpy(Sg, dS, ns * 4, cudaMemcpyDeviceToHost));
+    if (ok) check_close(name, Sg, S, ns, dt == LINA_DTYPE_F32 ? 1e-5 : 5e-3);
+    cudaFree(dS), cudaFree(dout);
+    free(S), free(o), free(og), free(Sg);
+}
+
+/* Bad input is refused with the right status and a message, never run. */
+static void run_errors(void) {
+    lina_attn_desc d = lina_attn_desc_default();
+    d.B = 1, d.T = 8, d.H = 1, d.K = 64, d.V = 64;
+    void *buf = NULL;
+    CK(cudaMalloc(&buf, 1 << 20));
+    float host[64];
+    lina_cuda_attn_fwd_args a = {buf, buf, buf, NULL, NULL, NULL, buf, NULL};
+    lina_status st = lina_cuda_attn_forward(&d, LINA_DTYPE_BF16, &a, NULL);
+    test_report(st == LINA_OK, "errors: valid call", "status %d %s", st, lina_last_error());
+    a.q = NULL;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_BF16, &a, NULL);
+    test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "q"), "errors: NULL q", "%d %s", st,
+                lina_last_error());
+    a.q = host;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_BF16, &a, NULL);
+    test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "host"), "errors: host q", "%d %s", st,
+                lina_last_error());
+    a.q = buf;
+    d.K = 300;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_BF16, &a, NULL);
+    test_report(st == LINA_ERR_UNSUPPORTED && strstr(lina_last_error(), "300"), "errors: K = 300", "%d %s", st,
+                lina_last_error());
+    d.K = 64;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_I32, &a, NULL);
+    test_report(st == LINA_ERR_UNSUPPORTED, "errors: dtype I32", "%d %s", st, lina_last_error());
+    d.normalize = 1;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_F32, &a, NULL);
+    test_report(st == LINA_ERR_UNSUPPORTED, "errors: normalize", "%d %s", st, lina_last_error());
+    d.normalize = 0;
+    d.gate = LINA_GATE_SCALAR;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_F32, &a, NULL);
+    test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "g"), "errors: gate without g", "%d %s",
+                st, lina_last_error());
+    d.gate = LINA_GATE_NONE;
+    int64_t cu[3] = {0, 5, 7};
+    d.cu_seqlens = cu, d.n_seqs = 2;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_F32, &a, NULL);
+    test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "cu_seqlens"), "errors: cu_seqlens end",
+                "%d %s", st, lina_last_error());
+    d.cu_seqlens = NULL;
+    d.B = 1 << 20, d.HV = 4096, d.H = 4096, d.T = 1;
+    st = lina_cuda_attn_forward(&d, LINA_DTYPE_F32, &a, NULL);
+    test_report(st == LINA_ERR_UNSUPPORTED && strstr(lina_last_error(), "grid"), "errors: grid overflow",
+                "%d %s", st, lina_last_error());
+    CK(cudaDeviceSynchronize());
+    cudaFree(buf);
+}
+
+int main(int argc, char **argv) {
+    int quick = argc > 1 && !strcmp(argv[1], "quick"); /* for compute-sanitizer */
+    if (!lina_cuda_available()) {
+        printf("FAIL cuda: no CUDA device visible\n");
+        return test_finish();
+    }
+    static const int64_t cu_var[] = {0, 37, 37, 200, 265};
+    const shape_t shapes[] = {
+        {2, 1, 2, 2, 64, 64, NULL, 0},      {1, 63, 2, 4, 100, 64, NULL, 0},
+        {2, 65, 2, 2, 128, 128, NULL, 0},   {1, 1000, 1, 1, 64, 100, NULL, 0},
+        {1, 265, 1, 2, 128, 128, cu_var, 4}, {1, 130, 1, 1, 256, 256, NULL, 0},
+        {1, 4096, 1, 1, 128, 128, NULL, 0},
+    };
+    const int n_shapes = quick ? 3 : (int)(sizeof shapes / sizeof shapes[0]);
+    const lina_dtype dts[] = {LINA_DTYPE_F32, LINA_DTYPE_BF16, LINA_DTYPE_F16};
+    uint64_t seed = 1;
+    for (int si = 0; si < n_shapes; si++)
+        for (int di = 0; di < 3; di++)
+            for (int upd = 0; upd < 2; upd++)
+                for (int gate = 0; gate < 4; gate++) {
+                    const shape_t *s = &shapes[si];
+                    /* the long shape: the chunk path only (VECTOR runs token by token) */
+                    if (s->T >= 4096 && gate == LINA_GATE_VECTOR) continue;
+                    run_case(s, (lina_gate)gate, (lina_update)upd, dts[di], LINA_FORM_AUTO, (si + gate) % 2, seed++);
+                }
+    /* the token-by-token kernel on the non-vector gates too */
+    for (int gate = 0; gate < 3; gate++)
+        run_case(&shapes[1], (lina_gate)gate, LINA_UPDATE_DELTA, LINA_DTYPE_F32, LINA_FORM_RECURRENT, 1, seed++);
+    for (int di = 0; di < 3; di++)
+        for (int upd = 0; upd < 2; upd++)
+            for (int gate = 0; gate < 4; gate++) run_step((lina_gate)gate, (lina_update)upd, dts[di]);
+    run_errors();
+    return test_finish();
+}
