@@ -10,5 +10,6 @@
 #include "lina/hf.h"
 #include "lina/model.h"
 #include "lina/icl.h"
+#include "lina/cuda.h" /* device API; returns LINA_ERR_UNSUPPORTED without CUDA */
 
 #endif
