@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # On the H200 (device tool): build lina with CUDA, run the GPU tests, then
 # time lina's CUDA kernels and fla's Triton kernels side by side.
-#   bash bench/cuda/run.sh [quick]     (carry .whl for fla; results under $OUT)
+#   bash bench/cuda/run.sh [quick]     (carry .whl (fla wheels) and .deb (libcjson1,
+#   libcjson-dev: `apt-get download`); results under $OUT; SANITIZE=1 adds compute-sanitizer)
 # quick: skip the full test list (sanitizer-sized tests only).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$PWD
+# Others may be mid-edit in the shared checkout: build a committed snapshot if one
+# was carried (here: rm -rf .snap; mkdir .snap; git archive HEAD | tar -x -C .snap).
+if [ -d .snap/src/cuda ]; then cd .snap; fi
 OUT=${OUT:-/tmp/lina-cuda-out}; mkdir -p "$OUT"
 BUILD=build-gpu
+# libcjson is not on the GPU image: unpack the carried Debian packages (header + .so only)
+if [ ! -e /usr/include/cjson/cJSON.h ] && ls "$ROOT"/.deb/libcjson*.deb >/dev/null 2>&1; then
+    for f in "$ROOT"/.deb/libcjson*.deb; do dpkg -x "$f" /tmp/cjson; done
+    cp -r /tmp/cjson/usr/include/cjson /usr/include/ && cp -P /tmp/cjson/usr/lib/x86_64-linux-gnu/libcjson* /usr/lib/x86_64-linux-gnu/ && ldconfig
+fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,noheader
 make BUILD=$BUILD CUDA=1 -j16 lib cuda-tests >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 echo "== GPU tests"
@@ -17,8 +27,8 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
     grep -E 'ERROR SUMMARY|^FAIL' "$OUT/sanitizer.log" | head; tail -1 "$OUT/sanitizer.log"
 fi
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if [ -d "$ROOT/.whl" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl \
         >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 fi
 echo "== lina vs fla (bf16 forward, median ms)"
