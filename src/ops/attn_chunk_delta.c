@@ -1,7 +1,7 @@
 /* Chunkwise delta rule, the state-independent part of a chunk: cumulative
  * gates, the intra-chunk scores M and Mq (and their backward), the WY/UT
- * representation T = (I + tril(diag(beta) M, -1))^-1 diag(beta), W = T Kg,
- * Ut = T V. The math is in attn_chunk_delta.h; forward and backward drivers
+ * representation [W | Ut] = (I + tril(diag(beta) M, -1))^-1 diag(beta) [Kg | V]
+ * by a blocked triangular solve (and its transpose for the backward). The math is in attn_chunk_delta.h; forward and backward drivers
  * are attn_chunk_delta_fwd.c and attn_chunk_delta_bwd.c. */
 #include <cblas.h>
 #include <math.h>
@@ -37,13 +37,13 @@ static size_t layout(const lina_attn_job *j, int C, int backward, cd_chunk *c, f
     PIECE(Qg, float, C * K);
     PIECE(Kg, float, C * K);
     PIECE(Kd, float, C * K);
+    PIECE(KdT, float, K * C);
     PIECE(E, float, j->gate == LINA_GATE_SCALAR ? CC : 1);
     PIECE(M, float, CC);
     PIECE(Mq, float, CC);
-    PIECE(N, float, CC);
-    PIECE(Tm, float, CC);
-    PIECE(W, float, C * K);
-    PIECE(Ut, float, C * V);
+    PIECE(L, float, CC);
+    PIECE(LT, float, backward ? CC : 1);
+    PIECE(X, float, C * (K + V));
     PIECE(U, float, C * V);
     PIECE(Fr, float, vec ? CD_SUB * K : 1);
     PIECE(R, float, vec ? 2 * CD_SUB * K : 1);
@@ -53,7 +53,7 @@ static size_t layout(const lina_attn_job *j, int C, int backward, cd_chunk *c, f
     PIECE(dR, float, vec && backward ? 2 * CD_SUB * K : 1);
     PIECE(dKc, float, vec && backward ? C * K : 1);
 #undef PIECE
-    if (base) c->C = C;
+    if (base) c->C = C, c->backward = backward;
     return at;
 }
 
@@ -82,10 +82,12 @@ static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n)
         double acc = 0;
         for (int r = 0; r < n; r++) c->b[r] = acc += j->g[(ptrdiff_t)(t0 + r) * j->sg];
         for (int r = 0; r < n; r++) {
-            float e = (float)exp(c->b[r]), d = (float)exp(acc - c->b[r]);
-            const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
-            float *qg = c->Qg + (size_t)r * K, *kg = c->Kg + (size_t)r * K, *kd = c->Kd + (size_t)r * K;
+            float e = cd_expf((float)c->b[r]), d = cd_expf((float)(acc - c->b[r]));
+            const float *restrict q = cd_q(j, t0 + r), *restrict k = cd_k(j, t0 + r);
+            float *restrict qg = c->Qg + (size_t)r * K, *restrict kg = c->Kg + (size_t)r * K;
+            float *restrict kd = c->Kd + (size_t)r * K;
             c->gam[r] = e, c->dec[r] = d;
+#pragma omp simd
             for (int kk = 0; kk < K; kk++) qg[kk] = q[kk] * e, kg[kk] = k[kk] * e, kd[kk] = k[kk] * d;
         }
         c->gl[0] = (float)exp(acc);
@@ -98,16 +100,19 @@ static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n)
     }
     const double *bl = c->b + (size_t)(n - 1) * K;
     for (int r = 0; r < n; r++) {
-        const double *b = c->b + (size_t)r * K;
-        const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
+        const double *restrict b = c->b + (size_t)r * K;
+        const float *restrict q = cd_q(j, t0 + r), *restrict k = cd_k(j, t0 + r);
         size_t o = (size_t)r * K;
+        float *restrict gam = c->gam + o, *restrict dec = c->dec + o;
+        float *restrict qg = c->Qg + o, *restrict kg = c->Kg + o, *restrict kd = c->Kd + o;
+#pragma omp simd
         for (int kk = 0; kk < K; kk++) {
-            float e = (float)exp(b[kk]), d = (float)exp(bl[kk] - b[kk]);
-            c->gam[o + kk] = e, c->dec[o + kk] = d;
-            c->Qg[o + kk] = q[kk] * e, c->Kg[o + kk] = k[kk] * e, c->Kd[o + kk] = k[kk] * d;
+            float e = cd_expf((float)b[kk]), d = cd_expf((float)(bl[kk] - b[kk]));
+            gam[kk] = e, dec[kk] = d;
+            qg[kk] = q[kk] * e, kg[kk] = k[kk] * e, kd[kk] = k[kk] * d;
         }
     }
-    for (int kk = 0; kk < K; kk++) c->gl[kk] = (float)exp(bl[kk]);
+    for (int kk = 0; kk < K; kk++) c->gl[kk] = cd_expf((float)bl[kk]);
 }
 
 /* NONE / SCALAR: M = K K^T, Mq = Q K^T, times E_rs = e^{b_r - b_s}, masked. */
@@ -118,18 +123,26 @@ static void scores_dense(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
                 c->M, C);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, K, 1.0f, q, j->sqk, k, j->sqk, 0.0f,
                 c->Mq, C);
-    int scalar = j->gate == LINA_GATE_SCALAR;
     for (int r = 0; r < n; r++) {
-        float *m = c->M + (size_t)r * C, *mq = c->Mq + (size_t)r * C, *e = c->E + (size_t)r * C;
-        for (int s = 0; s <= r; s++) {
-            float ers = scalar ? (float)exp(c->b[r] - c->b[s]) : 1.0f;
-            if (scalar) e[s] = ers;
-            m[s] = s < r ? m[s] * ers : 0.0f;
-            mq[s] *= ers;
+        float *restrict m = c->M + (size_t)r * C, *restrict mq = c->Mq + (size_t)r * C;
+        if (j->gate == LINA_GATE_SCALAR) {
+            float *restrict e = c->E + (size_t)r * C;
+            const double *restrict b = c->b, br = c->b[r];
+#pragma omp simd
+            for (int s = 0; s <= r; s++) {
+                e[s] = cd_expf((float)(br - b[s]));
+                mq[s] *= e[s];
+                m[s] *= e[s];
+            }
+            m[r] = 0.0f;
+            for (int s = r + 1; s < n; s++) e[s] = m[s] = mq[s] = 0.0f;
+        } else {
+#pragma omp simd
+            for (int s = 0; s < n; s++) {
+                m[s] = s < r ? m[s] : 0.0f;
+                mq[s] = s <= r ? mq[s] : 0.0f;
+            }
         }
-        for (int s = r + 1; s < n; s++) m[s] = mq[s] = 0.0f;
-        if (scalar)
-            for (int s = r + 1; s < n; s++) e[s] = 0.0f;
     }
 }
 
@@ -145,21 +158,23 @@ static int subchunk_factors(const lina_attn_job *j, cd_chunk *c, int t0, int I0,
         if (ref[kk] - blast[kk] > CD_SAFE_RANGE) safe = 0;
     int cols = safe ? I1 : I0;
     for (int r = I0; r < I1; r++) {
-        const double *b = c->b + (size_t)r * K;
-        const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
-        float *fr = c->Fr + (size_t)(r - I0) * K, *rk = c->R + (size_t)(r - I0) * K;
-        float *rq = c->R + (size_t)(nI + r - I0) * K;
+        const double *restrict b = c->b + (size_t)r * K;
+        const float *restrict q = cd_q(j, t0 + r), *restrict k = cd_k(j, t0 + r);
+        float *restrict fr = c->Fr + (size_t)(r - I0) * K, *restrict rk = c->R + (size_t)(r - I0) * K;
+        float *restrict rq = c->R + (size_t)(nI + r - I0) * K;
+#pragma omp simd
         for (int kk = 0; kk < K; kk++) {
-            fr[kk] = (float)exp(b[kk] - ref[kk]);
+            fr[kk] = cd_expf((float)(b[kk] - ref[kk]));
             rk[kk] = k[kk] * fr[kk], rq[kk] = q[kk] * fr[kk];
         }
     }
     for (int s = 0; s < cols; s++) {
-        const double *b = c->b + (size_t)s * K;
-        const float *k = cd_k(j, t0 + s);
-        float *fc = c->Fc + (size_t)s * K, *kc = c->Kc + (size_t)s * K;
+        const double *restrict b = c->b + (size_t)s * K;
+        const float *restrict k = cd_k(j, t0 + s);
+        float *restrict fc = c->Fc + (size_t)s * K, *restrict kc = c->Kc + (size_t)s * K;
+#pragma omp simd
         for (int kk = 0; kk < K; kk++) {
-            fc[kk] = (float)exp(ref[kk] - b[kk]);
+            fc[kk] = cd_expf((float)(ref[kk] - b[kk]));
             kc[kk] = k[kk] * fc[kk];
         }
     }
@@ -176,8 +191,9 @@ static void diag_block_direct(const lina_attn_job *j, cd_chunk *c, int t0, int I
             const double *bs = c->b + (size_t)s * K;
             const float *ks = cd_k(j, t0 + s);
             float m = 0, mq = 0;
+#pragma omp simd reduction(+ : m, mq)
             for (int kk = 0; kk < K; kk++) {
-                float e = expf((float)(br[kk] - bs[kk]));
+                float e = cd_expf((float)(br[kk] - bs[kk]));
                 m += kr[kk] * ks[kk] * e;
                 mq += q[kk] * ks[kk] * e;
             }
@@ -208,46 +224,84 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     }
 }
 
-/* N = (I + L)^-1 with L_rs = beta_r M_rs (s < r), by forward substitution on
- * rows: N_r = e_r - sum_{s<r} L_rs N_s; then Tm = N diag(beta). */
-static void wy_inverse(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
-    int C = c->C;
+/* L = diag(beta) M (and LT = L^T for the backward); X = diag(beta) [Kg | V]
+ * solved in place: (I + L) X = B by blocks I = [I0, I1) of CD_SUB rows,
+ *   X_I -= L_{I, <I0} X_{<I0}                    (one GEMM)
+ *   X_r -= L_rs X_s,  I0 <= s < r, r in I       (substitution, rows of K+V) */
+static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
+    int C = c->C, K = j->K, V = j->V, P = K + V;
     for (int r = 0; r < n; r++) {
-        float *nr = c->N + (size_t)r * C, beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
-        memset(nr, 0, sizeof(float) * n);
-        nr[r] = 1.0f;
-        const float *m = c->M + (size_t)r * C;
-        for (int s = 0; s < r; s++) {
-            float l = beta * m[s];
-            const float *ns = c->N + (size_t)s * C;
-            for (int x = 0; x <= s; x++) nr[x] -= l * ns[x];
+        float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
+        const float *restrict m = c->M + (size_t)r * C, *restrict kg = c->Kg + (size_t)r * K;
+        const float *restrict v = cd_v(j, t0 + r);
+        float *restrict l = c->L + (size_t)r * C, *restrict x = c->X + (size_t)r * P;
+#pragma omp simd
+        for (int s = 0; s < n; s++) l[s] = beta * m[s];
+#pragma omp simd
+        for (int kk = 0; kk < K; kk++) x[kk] = beta * kg[kk];
+#pragma omp simd
+        for (int e = 0; e < V; e++) x[K + e] = beta * v[e];
+    }
+    if (c->backward)
+        for (int r = 0; r < n; r++)
+            for (int s = 0; s < n; s++) c->LT[(size_t)s * C + r] = c->L[(size_t)r * C + s];
+    for (int I0 = 0; I0 < n; I0 += CD_SUB) {
+        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n;
+        if (I0 > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I1 - I0, P, I0, -1.0f,
+                        c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->X + (size_t)I0 * P, P);
+        for (int r = I0 + 1; r < I1; r++) {
+            float *restrict xr = c->X + (size_t)r * P;
+            for (int s = I0; s < r; s++) {
+                float l = c->L[(size_t)r * C + s];
+                const float *restrict xs = c->X + (size_t)s * P;
+#pragma omp simd
+                for (int e = 0; e < P; e++) xr[e] -= l * xs[e];
+            }
         }
     }
-    for (int r = 0; r < n; r++) {
-        const float *nr = c->N + (size_t)r * C;
-        float *tr = c->Tm + (size_t)r * C;
-        for (int s = 0; s <= r; s++) tr[s] = nr[s] * j->beta[(ptrdiff_t)(t0 + s) * j->sb];
-        for (int s = r + 1; s < n; s++) tr[s] = 0.0f;
+}
+
+/* dB = (I + L)^-T dX in place: dB_r = dX_r - sum_{s>r} L_sr dB_s, by blocks
+ * from the bottom: dB_I -= (L_{>=I1, I})^T dB_{>=I1} (GEMM on LT), then
+ * backward substitution inside the block. */
+void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float *dX) {
+    int C = c->C, P = j->K + j->V;
+    int last = ((n - 1) / CD_SUB) * CD_SUB;
+    for (int I0 = last; I0 >= 0; I0 -= CD_SUB) {
+        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n;
+        if (I1 < n)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I1 - I0, P, n - I1, -1.0f,
+                        c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P, P, 1.0f,
+                        dX + (size_t)I0 * P, P);
+        for (int r = I1 - 2; r >= I0; r--) {
+            float *restrict dr = dX + (size_t)r * P;
+            for (int s = r + 1; s < I1; s++) {
+                float l = c->LT[(size_t)r * C + s];
+                const float *restrict ds = dX + (size_t)s * P;
+#pragma omp simd
+                for (int e = 0; e < P; e++) dr[e] -= l * ds[e];
+            }
+        }
     }
 }
 
 void cd_prep(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
-    int C = c->C, K = j->K, V = j->V;
+    int K = j->K;
     gates_and_copies(j, c, t0, n);
     if (j->gate == LINA_GATE_VECTOR) scores_vector(j, c, t0, n);
     else scores_dense(j, c, t0, n);
-    wy_inverse(j, c, t0, n);
-    /* W = T Kg (n, K), Ut = T V (n, V) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, n, 1.0f, c->Tm, C, c->Kg, K, 0.0f,
-                c->W, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, n, 1.0f, c->Tm, C, cd_v(j, t0),
-                j->sv, 0.0f, c->Ut, V);
+    wy_solve(j, c, t0, n);
+    /* Kd transposed, for the state update S += Kd^T U as a plain product */
+    for (int r = 0; r < n; r++)
+        for (int kk = 0; kk < K; kk++) c->KdT[(size_t)kk * c->C + r] = c->Kd[(size_t)r * K + kk];
 }
 
 void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S) {
     int K = j->K, V = j->V;
-    memcpy(c->U, c->Ut, sizeof(float) * n * V);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, -1.0f, c->W, K, S, V, 1.0f,
+    for (int r = 0; r < n; r++)
+        memcpy(c->U + (size_t)r * V, c->X + (size_t)r * (K + V) + K, sizeof(float) * V);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, -1.0f, c->X, K + V, S, V, 1.0f,
                 c->U, V);
 }
 
@@ -262,8 +316,8 @@ void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S)
             for (int x = 0; x < V; x++) S[(size_t)kk * V + x] *= a;
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, 1.0f, c->Kd, K, c->U, V, 1.0f, S,
-                V);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, V, n, 1.0f, c->KdT, c->C, c->U, V, 1.0f,
+                S, V);
 }
 
 /* ---- backward of the scores ---- */
@@ -301,8 +355,9 @@ static void diag_block_direct_backward(const lina_attn_job *j, cd_chunk *c, int 
             const float *ks = cd_k(j, t0 + s);
             float *dkns = dkn + (size_t)s * K;
             float gm = s < r ? dM[(size_t)r * C + s] : 0.0f, gq = dMq[(size_t)r * C + s];
+#pragma omp simd
             for (int kk = 0; kk < K; kk++) {
-                float e = expf((float)(br[kk] - bs[kk]));
+                float e = cd_expf((float)(br[kk] - bs[kk]));
                 dkpr[kk] += gm * ks[kk] * e;
                 dqr[kk] += gq * ks[kk] * e;
                 dkns[kk] += (gm * kr[kk] + gq * q[kk]) * e;

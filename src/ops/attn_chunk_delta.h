@@ -9,9 +9,12 @@
  * with pseudo-values u_r = beta_r (v_r - S_0^T Gam_r k_r - sum_{s<r} M_rs u_s),
  *   M_rs  = k_r^T Gam_r Gam_s^-1 k_s   (s < r)   intra-chunk key scores
  *   Mq_rs = q_r^T Gam_r Gam_s^-1 k_s   (s <= r)  intra-chunk query scores
- * In matrix form (rows = tokens), the WY/UT representation:
- *   N  = (I + tril(diag(beta) M, -1))^-1,  T = N diag(beta)
- *   W  = T Kg,  Ut = T V,  U = Ut - W S_0           (Kg = rows k_r e^{b_r})
+ * In matrix form (rows = tokens), the WY/UT representation with
+ *   L = tril(diag(beta) M, -1),  T = (I + L)^-1 diag(beta):
+ *   [W | Ut] = T [Kg | V],  U = Ut - W S_0          (Kg = rows k_r e^{b_r})
+ * computed as the unit-lower triangular solve (I + L) X = diag(beta) [Kg | V]
+ * (blocked: GEMM for the rows above a block, substitution inside it), so T is
+ * never formed; the backward solves with (I + L)^T the same way.
  *   O  = scale (Qg S_0 + Mq U)                       (Qg = rows q_r e^{b_r})
  *   S_n = Gam_last S_0 + Kd^T U                      (Kd = rows k_r e^{b_last - b_r})
  * Only differences b_r - b_s with s <= r, or b_r alone, are exponentiated:
@@ -33,19 +36,19 @@
 /* Buffers of one chunk; C is the chunk capacity (rows), matrices are row-major
  * with leading dimension K, V or C as noted. */
 typedef struct {
-    int C;
+    int C, backward;
     double *b;   /* (C) SCALAR or (C, K) VECTOR: cumulative log-gate b_r */
     float *gam;  /* (C) or (C, K): e^{b_r} */
     float *dec;  /* (C) or (C, K): e^{b_last - b_r} */
     float *gl;   /* (K): e^{b_last} (SCALAR: gl[0]) */
     float *Qg, *Kg, *Kd; /* (C, K): q e^{b_r}, k e^{b_r}, k e^{b_last - b_r} */
     float *E;    /* (C, C) SCALAR: e^{b_r - b_s} for s <= r, else 0 */
+    float *KdT;  /* (K, C): Kd transposed */
     float *M;    /* (C, C) strictly lower: M_rs */
     float *Mq;   /* (C, C) lower with diagonal: Mq_rs */
-    float *N;    /* (C, C) unit lower: (I + diag(beta) M)^-1 */
-    float *Tm;   /* (C, C) lower: N diag(beta) */
-    float *W;    /* (C, K): T Kg */
-    float *Ut;   /* (C, V): T V */
+    float *L;    /* (C, C) strictly lower: beta_r M_rs */
+    float *LT;   /* (C, C) backward: L transposed */
+    float *X;    /* (C, K + V): [W | Ut]; W = X (ld K+V), Ut = X + K (ld K+V) */
     float *U;    /* (C, V): Ut - W S_0 */
     /* VECTOR scratch for one sub-chunk I = [I0, I1) */
     float *Fr;   /* (CD_SUB, K): e^{b_r - b_ref}, r in I */
@@ -71,12 +74,15 @@ float *cd_chunk_carve(const lina_attn_job *j, int C, int backward, cd_chunk *c, 
 static inline size_t cd_round(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Everything that does not depend on the state: b, gam, dec, gl, Qg, Kg, Kd,
- * E, M, Mq, N, Tm, W, Ut for tokens [t0, t0 + n). */
+ * KdT, E, M, Mq, L (LT), X = [W | Ut] for tokens [t0, t0 + n). */
 void cd_prep(const lina_attn_job *j, cd_chunk *c, int t0, int n);
 /* U = Ut - W S (S: (K, V)). */
 void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S);
 /* S <- Gam_last S + Kd^T U. */
 void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S);
+
+/* dX (n, K+V) ld K+V -> (I + L)^-T dX in place (the backward of the solve). */
+void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float *dX);
 
 /* Backward of the scores: given dM (strictly lower) and dMq (lower), both
  * (n, n) ld C and overwritten as scratch, accumulate into (n, K) buffers
@@ -88,6 +94,29 @@ void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S)
  * and d/db_s e^{b_r - b_s} = -e^{..}. */
 void cd_scores_backward(const lina_attn_job *j, cd_chunk *c, int t0, int n, float *dM, float *dMq,
                         float *dq, float *dkp, float *dkn);
+
+/* e^x for x <= ~0 in plain C that vectorizes (no libm call): x = n ln2 + r
+ * with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by its degree-7 Taylor
+ * polynomial (truncation < 5e-9), 2^n through the exponent bits. Relative
+ * error ~2 ulp; x < -87 (below the normal range) gives 0. */
+static inline float cd_expf(float x) {
+    float xc = x < -87.0f ? -87.0f : x;
+    float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;  /* ln2 = 0.693359375 - 2.12194440e-4 */
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int i;
+        float f;
+    } two_n = {((int)n + 127) << 23};
+    return x < -87.0f ? 0.0f : p * two_n.f;
+}
 
 static inline const float *cd_q(const lina_attn_job *j, int t) { return j->q + (ptrdiff_t)t * j->sqk; }
 static inline const float *cd_k(const lina_attn_job *j, int t) { return j->k + (ptrdiff_t)t * j->sqk; }

@@ -1,21 +1,20 @@
 /* Chunkwise delta rule, backward (math in attn_chunk_delta.h).
  *
  * Pass 1 recomputes the state at every chunk start (n_chunks x (K, V)); pass 2
- * walks the chunks in reverse, recomputes the chunk's prep (W, Ut, T, ...) and
- * carries dS = dL/dS_n (the state after the chunk) back to dL/dS_0. With
- * dO' = scale dO, per chunk:
+ * walks the chunks in reverse, recomputes the chunk's prep (M, Mq, L, X, ...)
+ * and carries dS = dL/dS_n (the state after the chunk) back to dL/dS_0. With
+ * dO' = scale dO and X = [W | Ut] = (I + L)^-1 B, B = diag(beta) [Kg | V]:
  *   U    = Ut - W S_0
  *   dU   = Kd dS + Mq^T dO'             (n, V)  (S_n = .. + Kd^T U,  O = .. + Mq U)
  *   dKd  = U dS^T                        (n, K)
  *   dQg  = dO' S_0^T                     (n, K)
  *   dMq  = tril(dO' U^T)                 (n, n)
- *   dW   = -dU S_0^T                     (n, K)  (U = Ut - W S_0, dUt = dU)
- *   dT   = tril(dU V^T + dW Kg^T)        (n, n)  (Ut = T V, W = T Kg)
- *   dV   = T^T dU,  dKg = T^T dW
- *   T = N diag(beta):  dbeta_r = sum_i dT_ir N_ir,  dN = dT diag(beta)
- *   N = (I + L)^-1:    dL = -N^T dN N^T (strictly lower)
- *   L = diag(beta) M:  dbeta_r += sum_s dL_rs M_rs,  dM = diag(beta) dL
+ *   dW   = -dU S_0^T,  dUt = dU          (U = Ut - W S_0)
  *   dS_0 = Gam_last dS + Qg^T dO' - W^T dU
+ *   dB   = (I + L)^-T [dW | dUt]         (cd_solve_transposed)
+ *   dL   = -tril(dB X^T, -1)
+ *   dbeta_r = dB_r . [Kg_r | v_r] + sum_s dL_rs M_rs
+ *   dKg  = diag(beta) dB[:, :K],  dV = diag(beta) dB[:, K:],  dM = diag(beta) dL
  * Then the scores backward (cd_scores_backward) and the gated copies:
  *   dq  += dQg o gam,  dk(row role) += dKg o gam,  dk(column role) += dKd o dec
  * Gate gradient w.r.t. the cumulative b (elementwise; summed over K for SCALAR):
@@ -30,11 +29,10 @@
 typedef struct {
     float *states;      /* (n_chunks, K, V): state at each chunk start */
     float *dS, *dSn;    /* (K, V): gradient w.r.t. the state after / before the chunk */
-    float *dU;          /* (C, V) */
-    float *dQg, *dKd, *dW, *dKg; /* (C, K) */
-    float *dMq, *dT, *X, *dM;    /* (C, C) */
+    float *dX;          /* (C, K + V): [dW | dU], then dB */
+    float *dQg, *dKd, *dKg;      /* (C, K) */
+    float *dMq, *dM;             /* (C, C) */
     float *dq, *dkp, *dkn;       /* (C, K): dq, dk (row role), dk (column role) of the chunk */
-    float *dbeta;                /* (C) */
     float *diag;                 /* (C): diagonal of dMq */
     double *acc;                 /* (K) running gate gradient, reverse cumulative sum */
 } bwd_bufs;
@@ -50,19 +48,15 @@ static size_t bwd_layout(const lina_attn_job *j, int C, bwd_bufs *w, float *base
     PIECE(states, n_chunks * kv);
     PIECE(dS, kv);
     PIECE(dSn, kv);
-    PIECE(dU, C * V);
+    PIECE(dX, C * (K + V));
     PIECE(dQg, C * K);
     PIECE(dKd, C * K);
-    PIECE(dW, C * K);
     PIECE(dKg, C * K);
     PIECE(dMq, CC);
-    PIECE(dT, CC);
-    PIECE(X, CC);
     PIECE(dM, CC);
     PIECE(dq, C * K);
     PIECE(dkp, C * K);
     PIECE(dkn, C * K);
-    PIECE(dbeta, C);
     PIECE(diag, C);
     PIECE(acc, 2 * K);
 #undef PIECE
@@ -74,66 +68,28 @@ size_t cd_backward_floats(const lina_attn_job *j) {
     return cd_chunk_floats(j, C, 1) + bwd_layout(j, C, NULL, NULL);
 }
 
-/* dU, dKd, dQg, dMq, dW, dT, dV, dKg, dbeta, dM and dS_0 (into w->dSn). */
+/* dU, dKd, dQg, dMq, dW, dS_0 (into w->dSn), dB, dL, dbeta, dV, dKg, dM. */
 static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, int t0, int n,
                               const float *S0) {
-    int K = j->K, V = j->V, C = c->C;
+    int K = j->K, V = j->V, C = c->C, P = K + V;
     const float *dout = j->dout + (ptrdiff_t)t0 * j->sdo;
-    float sc = j->scale;
+    float sc = j->scale, *dU = w->dX + K, *dW = w->dX;
     cd_pseudo_values(j, c, n, S0);
     /* dU = Kd dS + scale Mq^T dO */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f,
-                w->dU, V);
+                dU, P);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f,
-                w->dU, V);
-    /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower) */
+                dU, P);
+    /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower), dW = -dU S_0^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f,
                 w->dKd, K);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, sc, dout, j->sdo, S0, V, 0.0f,
                 w->dQg, K);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f,
                 w->dMq, C);
-    /* dW = -dU S_0^T; dT = dU V^T + dW Kg^T (lower) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, -1.0f, w->dU, V, S0, V, 0.0f, w->dW,
-                K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, V, 1.0f, w->dU, V, cd_v(j, t0), j->sv,
-                0.0f, w->dT, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, K, 1.0f, w->dW, K, c->Kg, K, 1.0f,
-                w->dT, C);
-    /* dV = T^T dU, dKg = T^T dW */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, V, n, 1.0f, c->Tm, C, w->dU, V, 0.0f,
-                j->dv + (ptrdiff_t)t0 * j->sdv, j->sdv);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, K, n, 1.0f, c->Tm, C, w->dW, K, 0.0f,
-                w->dKg, K);
-    /* mask; dbeta_s = sum_r dT_rs N_rs; dN = dT diag(beta) */
-    float *db = w->dbeta;
-    for (int s = 0; s < n; s++) db[s] = 0.0f;
-    for (int r = 0; r < n; r++) {
-        float *mq = w->dMq + (size_t)r * C, *dt = w->dT + (size_t)r * C;
-        const float *nr = c->N + (size_t)r * C;
-        for (int s = r + 1; s < n; s++) mq[s] = dt[s] = 0.0f;
-        for (int s = 0; s <= r; s++) {
-            db[s] += dt[s] * nr[s];
-            dt[s] *= j->beta[(ptrdiff_t)(t0 + s) * j->sb];
-        }
-    }
-    for (int s = 0; s < n; s++) j->dbeta[(ptrdiff_t)(t0 + s) * j->sdb] = db[s];
-    /* dL = -N^T (dN N^T), strictly lower; dbeta_r += sum_s dL_rs M_rs; dM = diag(beta) dL */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, w->dT, C, c->N, C, 0.0f, w->X,
-                C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, -1.0f, c->N, C, w->X, C, 0.0f,
-                w->dM, C);
-    for (int r = 0; r < n; r++) {
-        float *dm = w->dM + (size_t)r * C, beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
-        const float *m = c->M + (size_t)r * C;
-        float acc = 0;
-        for (int s = 0; s < r; s++) {
-            acc += dm[s] * m[s];
-            dm[s] *= beta;
-        }
-        for (int s = r; s < n; s++) dm[s] = 0.0f;
-        j->dbeta[(ptrdiff_t)(t0 + r) * j->sdb] += acc;
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, -1.0f, dU, P, S0, V, 0.0f, dW, P);
+    for (int r = 0; r < n; r++)
+        for (int s = r + 1; s < n; s++) w->dMq[(size_t)r * C + s] = 0.0f;
     /* dS_0 = Gam_last dS + scale Qg^T dO - W^T dU */
     size_t kv = (size_t)K * V;
     if (j->gate == LINA_GATE_VECTOR) {
@@ -145,8 +101,34 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f,
                 w->dSn, V);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, -1.0f, c->W, K, w->dU, V, 1.0f,
-                w->dSn, V);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn,
+                V);
+    /* dB = (I + L)^-T [dW | dU];  dL = -dB X^T (strictly lower, into dM) */
+    cd_solve_transposed(j, c, n, w->dX);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, P, -1.0f, w->dX, P, c->X, P, 0.0f,
+                w->dM, C);
+    for (int r = 0; r < n; r++) {
+        float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
+        const float *db = w->dX + (size_t)r * P, *kg = c->Kg + (size_t)r * K, *v = cd_v(j, t0 + r);
+        const float *m = c->M + (size_t)r * C;
+        float *dm = w->dM + (size_t)r * C, *dkg = w->dKg + (size_t)r * K;
+        float *dv = j->dv + (ptrdiff_t)(t0 + r) * j->sdv;
+        double acc = 0;
+        for (int s = 0; s < r; s++) {
+            acc += (double)dm[s] * m[s];
+            dm[s] *= beta;
+        }
+        for (int s = r; s < n; s++) dm[s] = 0.0f;
+        for (int kk = 0; kk < K; kk++) {
+            acc += (double)db[kk] * kg[kk];
+            dkg[kk] = beta * db[kk];
+        }
+        for (int e = 0; e < V; e++) {
+            acc += (double)db[K + e] * v[e];
+            dv[e] = beta * db[K + e];
+        }
+        j->dbeta[(ptrdiff_t)(t0 + r) * j->sdb] = (float)acc;
+    }
 }
 
 /* dq, dk of the chunk (through scores and gated copies), then dg. */
