@@ -298,7 +298,99 @@ static void test_repeat(void) {
     problem_free(&p);
 }
 
+/* L = sum(o * dout) + sum(ht * dht) in double, forward in the parallel form. */
+static double fd_loss(const problem *p, float *o, float *ht) {
+    lina_attn_desc d = p->d;
+    d.form = LINA_FORM_PARALLEL;
+    lina_attn_fwd_args a = {p->q, p->k, p->v, p->g, p->beta, p->h0, o, ht};
+    if (lina_attn_forward(NULL, &d, &a) != LINA_OK) return NAN;
+    double l = 0;
+    for (size_t i = 0; i < p->nv; i++) l += (double)o[i] * p->dout[i];
+    for (size_t i = 0; i < p->ns; i++) l += (double)ht[i] * p->dht[i];
+    return l;
+}
+
+/* The parallel backward on its own: central differences of its forward on a
+ * tiny grouped problem (log-gates kept in [-1, -0.05] so g + h stays < 0). */
+static void test_finite_differences(void) {
+    static const struct { lina_update u; lina_gate g; } cases[] = {
+        {LINA_UPDATE_DELTA, LINA_GATE_VECTOR}, {LINA_UPDATE_DELTA, LINA_GATE_CONST},
+        {LINA_UPDATE_ADD, LINA_GATE_SCALAR}, {LINA_UPDATE_ADD, LINA_GATE_VECTOR}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        problem p;
+        problem_init(&p, desc(1, 7, 1, 2, 5, 4, cases[c].g, cases[c].u), 600 + c, -1.0f);
+        for (size_t i = 0; i < p.ng; i++) p.g[i] = fminf(p.g[i], -0.05f);
+        results r;
+        results_alloc(&p, &r);
+        lina_status st = run_form(&p, LINA_FORM_PARALLEL, 1, &r);
+        struct { const char *name; float *x; size_t n; const float *grad; } wrt[] = {
+            {"q", p.q, p.nqk, r.dq},   {"k", p.k, p.nqk, r.dk},          {"v", p.v, p.nv, r.dv},
+            {"g", p.g, p.ng, r.dg},    {"beta", p.beta, p.nb, r.dbeta}, {"h0", p.h0, p.ns, r.dh0}};
+        for (size_t w = 0; w < sizeof wrt / sizeof wrt[0]; w++) {
+            if (!wrt[w].n) continue;
+            char name[160];
+            snprintf(name, sizeof name, "finite differences %s %s: d%s",
+                     cases[c].u == LINA_UPDATE_DELTA ? "delta" : "add", gate_name(cases[c].g),
+                     wrt[w].name);
+            if (st != LINA_OK) {
+                test_report(0, name, "backward: %s", lina_last_error());
+                continue;
+            }
+            float *fd = alloc_floats(wrt[w].n);
+            for (size_t i = 0; i < wrt[w].n; i++) {
+                float save = wrt[w].x[i], h = 1e-2f * fmaxf(1.0f, fabsf(save));
+                wrt[w].x[i] = save + h;
+                double lp = fd_loss(&p, r.o, r.ht);
+                wrt[w].x[i] = save - h;
+                double lm = fd_loss(&p, r.o, r.ht);
+                wrt[w].x[i] = save;
+                fd[i] = (float)((lp - lm) / (2 * h));
+            }
+            check_close(name, wrt[w].grad, fd, wrt[w].n, 2e-3);
+            free(fd);
+        }
+        results_free(&r);
+        problem_free(&p);
+    }
+}
+
+/* Log-gates of -1e30 next to 0 (decays that underflow to exactly 0). */
+static void test_extreme_gates(void) {
+    for (int u = 0; u < 2; u++)
+        for (int g = 2; g < 4; g++) {
+            lina_attn_desc d = desc(1, 50, 1, 0, 64, 60, (lina_gate)g, (lina_update)u);
+            problem p;
+            problem_init(&p, d, 700 + 10 * u + g, -0.1f);
+            for (size_t i = 0; i < p.ng; i += 7) p.g[i] = -1e30f;
+            results ref, got;
+            results_alloc(&p, &ref);
+            results_alloc(&p, &got);
+            lina_status s1 = run_form(&p, LINA_FORM_RECURRENT, 1, &ref);
+            lina_status s2 = run_form(&p, LINA_FORM_PARALLEL, 1, &got);
+            char name[200];
+            snprintf(name, sizeof name, "extreme gates %s %s", u ? "delta" : "add", gate_name(d.gate));
+            if (s1 != LINA_OK || s2 != LINA_OK) {
+                test_report(0, name, "status %s / %s", lina_status_str(s1), lina_status_str(s2));
+            } else {
+                char what[260];
+                snprintf(what, sizeof what, "%s: o", name);
+                check_close(what, got.o, ref.o, p.nv, TOL);
+                snprintf(what, sizeof what, "%s: ht", name);
+                check_close(what, got.ht, ref.ht, p.ns, TOL);
+                snprintf(what, sizeof what, "%s: dk", name);
+                check_close(what, got.dk, ref.dk, p.nqk, TOL);
+                snprintf(what, sizeof what, "%s: dg", name);
+                check_close(what, got.dg, ref.dg, p.ng, TOL);
+            }
+            results_free(&ref);
+            results_free(&got);
+            problem_free(&p);
+        }
+}
+
 int main(void) {
+    test_finite_differences();
+    test_extreme_gates();
     test_matrix();
     test_varlen();
     test_normalized();

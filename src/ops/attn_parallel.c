@@ -108,6 +108,14 @@ typedef struct {
 
 static const double *b_row(const decay_t *dc, int t) { return dc->b + (size_t)t * dc->gk; }
 
+/* One log gate as it enters b. A gate below -GATE_FLOOR decays everything
+ * before it to exactly 0 (e^-1000 is 0 even in double), so it is clamped
+ * there: that changes no product, and it keeps b within T * 1000, where
+ * double still resolves the small gates that follow (b = -1e30 would not:
+ * -1e30 - 0.1 == -1e30). Its gradient is 0 either way. */
+#define GATE_FLOOR 1000.0
+static inline double gate_term(float g) { return g < -GATE_FLOOR ? -GATE_FLOOR : (double)g; }
+
 /* b_t = g_0 + ... + g_t, per channel for VECTOR. */
 static decay_t cumulative_gate(const lina_attn_job *j, double *b) {
     decay_t dc = {j->gate, j->T, j->K, 0, b};
@@ -115,13 +123,14 @@ static decay_t cumulative_gate(const lina_attn_job *j, double *b) {
     if (j->gate == LINA_GATE_SCALAR) {
         dc.gk = 1;
         double acc = 0;
-        for (int t = 0; t < j->T; t++) b[t] = acc += j->g[t * j->sg];
+        for (int t = 0; t < j->T; t++) b[t] = acc += gate_term(j->g[t * j->sg]);
     } else if (j->gate == LINA_GATE_VECTOR) {
         dc.gk = j->K;
-        for (int c = 0; c < j->K; c++) b[c] = j->g[c];
+        for (int c = 0; c < j->K; c++) b[c] = gate_term(j->g[c]);
         for (int t = 1; t < j->T; t++)
             for (int c = 0; c < j->K; c++)
-                b[(size_t)t * j->K + c] = b[(size_t)(t - 1) * j->K + c] + j->g[t * j->sg + c];
+                b[(size_t)t * j->K + c] =
+                    b[(size_t)(t - 1) * j->K + c] + gate_term(j->g[t * j->sg + c]);
     }
     return dc;
 }
@@ -140,6 +149,7 @@ static void decay_rows(const decay_t *dc, const float *x, ptrdiff_t sx, int t0, 
             memcpy(ot, xt, sizeof(float) * K);
         } else if (dc->gate == LINA_GATE_SCALAR) {
             float e = decay_of(sign * (b_row(dc, t)[0] - (ref ? ref[0] : 0.0)));
+#pragma omp simd
             for (int c = 0; c < K; c++) ot[c] = xt[c] * e;
         } else {
             const double *bt = b_row(dc, t);
@@ -162,9 +172,11 @@ static void add_decayed_rows(const decay_t *dc, const float *src, int t0, int t1
         const float *st = src + (size_t)(t - t0) * K;
         float *dt = dst + (size_t)t * K;
         if (dc->gate == LINA_GATE_NONE) {
+#pragma omp simd
             for (int c = 0; c < K; c++) dt[c] += st[c];
         } else if (dc->gate == LINA_GATE_SCALAR) {
             float e = decay_of(sign * (b_row(dc, t)[0] - (ref ? ref[0] : 0.0)));
+#pragma omp simd
             for (int c = 0; c < K; c++) dt[c] += st[c] * e;
         } else {
             const double *bt = b_row(dc, t);
@@ -442,6 +454,7 @@ static void delta_values(const lina_attn_job *j, const decay_t *dc, const buffer
     for (int t = 0; t < T; t++) {
         float beta = j->beta[t * j->sb];
         for (int s = 0; s < T; s++) B->L[(size_t)t * T + s] = beta * B->M[(size_t)t * T + s];
+#pragma omp simd
         for (int c = 0; c < V; c++) B->U[(size_t)t * V + c] = beta * B->X[(size_t)t * V + c];
     }
     cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, T, V, 1.0f, B->L, T,
@@ -503,14 +516,19 @@ static void gate_gradient(const lina_attn_job *j, const decay_t *dc, const buffe
         const float *dq = B->dQ + (size_t)t * K, *dkq = B->dKq + (size_t)t * K;
         const float *dkk = B->dKk + (size_t)t * K;
         float *db = B->db + (size_t)t * gk;
-        double sum = 0;
-        for (int c = 0; c < K; c++) {
-            float v = q[c] * dq[c] + k[c] * (dkq[c] - dkk[c]);
-            if (t == T - 1) v += B->dbT[c];
-            if (gk == 1) sum += v;
-            else db[c] = v;
+        if (gk == 1) {
+            double sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (int c = 0; c < K; c++) sum += q[c] * dq[c] + k[c] * (dkq[c] - dkk[c]);
+            if (t == T - 1)
+                for (int c = 0; c < K; c++) sum += B->dbT[c];
+            db[0] = (float)sum;
+        } else {
+#pragma omp simd
+            for (int c = 0; c < K; c++) db[c] = q[c] * dq[c] + k[c] * (dkq[c] - dkk[c]);
+            if (t == T - 1)
+                for (int c = 0; c < K; c++) db[c] += B->dbT[c];
         }
-        if (gk == 1) db[0] = (float)sum;
     }
     for (int c = 0; c < gk; c++) {
         double acc = 0;
@@ -596,6 +614,7 @@ void lina_parallel_backward(const lina_attn_job *j) {
     for (int t = 0; t < T; t++) {
         const float *q = j->q + t * j->sqk, *k = j->k + t * j->sqk;
         float a = j->scale * B.diag[t];
+#pragma omp simd
         for (int c = 0; c < K; c++) {
             B.dQn[(size_t)t * K + c] += a * k[c];
             B.dKn[(size_t)t * K + c] += a * q[c];
@@ -653,6 +672,7 @@ void lina_parallel_backward(const lina_attn_job *j) {
     if (dc.gate != LINA_GATE_NONE) gate_gradient(j, &dc, &B);
     for (int t = 0; t < T; t++) {
         float *dq = j->dq + t * j->sqk, *dk = j->dk + t * j->sqk;
+#pragma omp simd
         for (int c = 0; c < K; c++) {
             size_t i = (size_t)t * K + c;
             dq[c] += B.dQ[i] + B.dQn[i];
