@@ -486,19 +486,22 @@ static void chunk_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, 
         double *db = w->db + (size_t)i * Kg;
         if (Kg == 1) {
             double acc = 0;
+#pragma omp simd reduction(+ : acc)
             for (int c = 0; c < K; c++) acc += (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
             db[0] = acc;
         } else {
+#pragma omp simd
             for (int c = 0; c < K; c++) db[c] = (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
         }
     }
     for (int c = 0; c < Kg; c++) w->db[(size_t)(L - 1) * Kg + c] += last[c];
-    for (int c = 0; c < Kg; c++) {
-        double acc = 0;
-        for (int i = L - 1; i >= 0; i--) {
-            acc += w->db[(size_t)i * Kg + c];
-            j->dg[(ptrdiff_t)(t0 + i) * j->sdg + c] = (float)acc;
-        }
+    for (int i = L - 1; i >= 0; i--) {
+        double *db = w->db + (size_t)i * Kg;
+        float *dg = j->dg + (ptrdiff_t)(t0 + i) * j->sdg;
+        if (i < L - 1)
+#pragma omp simd
+            for (int c = 0; c < Kg; c++) db[c] += db[c + Kg]; /* suffix sums over the chunk */
+        for (int c = 0; c < Kg; c++) dg[c] = (float)db[c];
     }
 }
 
@@ -532,15 +535,26 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
         /* state terms of db_last: sum_j k_j . dk_state_j + el * sum(dSn * S_prev), per row for
          * VECTOR; taken before the intra-chunk part joins dKc */
         int Kg = gate_width(j);
-        for (int c = 0; c < Kg; c++) w->dlast[c] = 0;
-        for (int i = 0; i < L; i++) {
-            const float *ki = k + (ptrdiff_t)i * j->K, *dki = w->dKc + (size_t)i * K;
-            for (int c = 0; c < K; c++) w->dlast[Kg == 1 ? 0 : c] += (double)ki[c] * dki[c];
+        double *dlast = w->dlast;
+        for (int c = 0; c < Kg; c++) dlast[c] = 0;
+        if (Kg == 1) {
+            double acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (size_t x = 0; x < (size_t)L * K; x++) acc += (double)k[x] * w->dKc[x];
+            dlast[0] = acc;
+        } else {
+            for (int i = 0; i < L; i++) {
+                const float *ki = k + (size_t)i * K, *dki = w->dKc + (size_t)i * K;
+#pragma omp simd
+                for (int c = 0; c < K; c++) dlast[c] += (double)ki[c] * dki[c];
+            }
         }
         for (int a = 0; a < K; a++) {
+            const float *da = dSn + (size_t)a * V, *sa = S_prev + (size_t)a * V;
             double acc = 0;
-            for (int c = 0; c < V; c++) acc += (double)dSn[(size_t)a * V + c] * S_prev[(size_t)a * V + c];
-            w->dlast[Kg == 1 ? 0 : a] += w->el[Kg == 1 ? 0 : a] * acc;
+#pragma omp simd reduction(+ : acc)
+            for (int c = 0; c < V; c++) acc += (double)da[c] * sa[c];
+            dlast[Kg == 1 ? 0 : a] += w->el[Kg == 1 ? 0 : a] * acc;
         }
     }
 
