@@ -71,6 +71,9 @@ else
   CUDA_NAME := no
 endif
 
+# keep intermediate objects (tests/util) between builds
+.SECONDARY:
+
 .PHONY: all lib cli tests test test-sanitize demo install uninstall clean features
 all: features lib cli tests
 
