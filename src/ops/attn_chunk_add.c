@@ -53,6 +53,7 @@ typedef struct {
     float *tmp;       /* (C, max(K, V)) */
     float *ddiag;     /* (C) diagonal of dA */
     float *erow;      /* (C) one row of decays e^{b_i - b_j} */
+    int fact_s, fact_e, fact_jend; /* sub-chunk whose VECTOR factors Qr, Fr, Kr, Er hold, or -1 */
     float *pack;      /* (max(K, V), max(C, K)) transposed GEMM operand */
     float *Qc, *Kc;   /* (C, K) the chunk's q, k rows, contiguous */
     float *Vc, *dOc;  /* (C, V) its v, dout rows */
@@ -98,6 +99,7 @@ size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) {
 
 static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
     chunk_ws w;
+    w.fact_s = w.fact_e = w.fact_jend = -1;
     size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
 #define TAKE(n) (p += (n), p - (n))
     w.b = (double *)TAKE(2 * CKg);
@@ -134,20 +136,28 @@ static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
 
 /* b, e^{b}, e^{b_last - b}, e^{b_last} of the chunk at t0 (nothing for NONE). */
 static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
+    w->fact_s = -1; /* the VECTOR score factors are stale */
     if (j->gate == LINA_GATE_NONE) return;
     int Kg = gate_width(j);
     for (int i = 0; i < L; i++) {
         const float *g = j->g + (ptrdiff_t)(t0 + i) * j->sg;
         double *b = w->b + (size_t)i * Kg;
-        for (int c = 0; c < Kg; c++) b[c] = (i ? b[c - Kg] : 0.0) + g[c];
+        if (i == 0)
+            for (int c = 0; c < Kg; c++) b[c] = g[c];
+        else
+#pragma omp simd
+            for (int c = 0; c < Kg; c++) b[c] = b[c - Kg] + g[c];
     }
     const double *last = w->b + (size_t)(L - 1) * Kg;
-    for (int i = 0; i < L; i++)
+    for (int i = 0; i < L; i++) {
+        const double *b = w->b + (size_t)i * Kg;
+        float *eb = w->eb + (size_t)i * Kg, *ed = w->ed + (size_t)i * Kg;
+#pragma omp simd
         for (int c = 0; c < Kg; c++) {
-            double b = w->b[(size_t)i * Kg + c];
-            w->eb[(size_t)i * Kg + c] = (float)b;
-            w->ed[(size_t)i * Kg + c] = (float)(last[c] - b);
+            eb[c] = (float)b[c];
+            ed[c] = (float)(last[c] - b[c]);
         }
+    }
     for (int c = 0; c < Kg; c++) w->el[c] = (float)last[c];
     lina_exp_inplace(w->eb, (size_t)L * Kg);
     lina_exp_inplace(w->ed, (size_t)L * Kg);
@@ -209,21 +219,38 @@ static void state_advance(const lina_attn_job *j, const float *el, const float *
 static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, const float *k,
                           int s, int e) {
     int K = j->K;
+    if (w->fact_s == s && w->fact_e == e) return w->fact_jend; /* computed for this chunk already */
     const double *br = s ? w->b + (size_t)(s - 1) * K : NULL, *be = w->b + (size_t)(e - 1) * K;
     int diag = 1;
     for (int c = 0; c < K; c++)
         if ((br ? br[c] : 0.0) - be[c] > SPAN_MAX) diag = 0;
     int jend = diag ? e : s;
-    for (int i = s; i < e; i++)
-        for (int c = 0; c < K; c++)
-            w->Fr[(size_t)i * K + c] = (float)(w->b[(size_t)i * K + c] - (br ? br[c] : 0.0));
-    lina_exp_inplace(w->Fr + (size_t)s * K, (size_t)(e - s) * K);
-    for (size_t x = (size_t)s * K; x < (size_t)e * K; x++) w->Qr[x] = q[x] * w->Fr[x];
-    for (int jj = 0; jj < jend; jj++)
-        for (int c = 0; c < K; c++)
-            w->Er[(size_t)jj * K + c] = (float)((br ? br[c] : 0.0) - w->b[(size_t)jj * K + c]);
-    lina_exp_inplace(w->Er, (size_t)jend * K);
-    for (size_t x = 0; x < (size_t)jend * K; x++) w->Kr[x] = k[x] * w->Er[x];
+    size_t r0 = (size_t)s * K, r1 = (size_t)e * K, nk = (size_t)jend * K;
+    if (!br) { /* reference before the chunk: e^{b - 0} is e^b, already in eb */
+        memcpy(w->Fr, w->eb, sizeof(float) * r1);
+#pragma omp simd
+        for (size_t x = 0; x < nk; x++) w->Er[x] = (float)(-w->b[x]);
+    } else {
+        for (int i = s; i < e; i++) {
+            const double *bi = w->b + (size_t)i * K;
+            float *f = w->Fr + (size_t)i * K;
+#pragma omp simd
+            for (int c = 0; c < K; c++) f[c] = (float)(bi[c] - br[c]);
+        }
+        lina_exp_inplace(w->Fr + r0, r1 - r0);
+        for (int jj = 0; jj < jend; jj++) {
+            const double *bj = w->b + (size_t)jj * K;
+            float *f = w->Er + (size_t)jj * K;
+#pragma omp simd
+            for (int c = 0; c < K; c++) f[c] = (float)(br[c] - bj[c]);
+        }
+    }
+    lina_exp_inplace(w->Er, nk);
+#pragma omp simd
+    for (size_t x = r0; x < r1; x++) w->Qr[x] = q[x] * w->Fr[x];
+#pragma omp simd
+    for (size_t x = 0; x < nk; x++) w->Kr[x] = k[x] * w->Er[x];
+    w->fact_s = s, w->fact_e = e, w->fact_jend = jend;
     return jend;
 }
 
@@ -316,15 +343,14 @@ static void vector_scores_backward(const lina_attn_job *j, chunk_ws *w, const fl
             lina_gemm_tri(s ? LINA_TRI_NONE : LINA_TRI_A_LOWER, 0, 0, e - s, K, jend, 1.0f,
                           w->dA + (size_t)s * C, C, w->Kr, K, 0.0f,
                            w->tmp, K, w->pack);
-            for (int i = s; i < e; i++)
-                for (int c = 0; c < K; c++)
-                    w->dQc[(size_t)i * K + c] += w->Fr[(size_t)i * K + c] * w->tmp[(size_t)(i - s) * K + c];
+#pragma omp simd
+            for (size_t x = (size_t)s * K; x < (size_t)e * K; x++)
+                w->dQc[x] += w->Fr[x] * w->tmp[x - (size_t)s * K];
             lina_gemm_tri(s ? LINA_TRI_NONE : LINA_TRI_A_UPPER, 1, 0, jend, K, e - s, 1.0f,
                           w->dA + (size_t)s * C, C, w->Qr + (size_t)s * K,
                            K, 0.0f, w->tmp, K, w->pack);
-            for (int jj = 0; jj < jend; jj++)
-                for (int c = 0; c < K; c++)
-                    w->dKc[(size_t)jj * K + c] += w->Er[(size_t)jj * K + c] * w->tmp[(size_t)jj * K + c];
+#pragma omp simd
+            for (size_t x = 0; x < (size_t)jend * K; x++) w->dKc[x] += w->Er[x] * w->tmp[x];
         }
         if (jend == s) vector_diag_backward(j, w, q, k, s, e, C);
     }
