@@ -36,8 +36,12 @@
 #include "../core/internal.h"
 #include "lina/softmax.h"
 
+#ifndef BQ
 #define BQ 64 /* queries per block */
-#define BK 64 /* keys per block (== BQ: the backward's split path lists both alike) */
+#endif
+#ifndef BK
+#define BK 64 /* keys per block */
+#endif
 #define LINA_SOFTMAX_MAX_DIM 65536
 
 #define TRY(x)                                                                                     \
@@ -189,6 +193,39 @@ static void exp_row_sub(float *x, int n, const float *sub) {
     }
 #endif
     for (; i < n; i++) x[i] = expf(x[i] - sub[i]);
+}
+
+/* x[i] *= a */
+static void scale_row(float *x, int n, float a) {
+    int i = 0;
+#ifdef __AVX512F__
+    __m512 av = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), av));
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), av));
+        i = n;
+    }
+#endif
+    for (; i < n; i++) x[i] *= a;
+}
+
+/* p[i] *= dp[i] - D[i]  (dS = P (dP - D)) */
+static void ds_row(float *p, const float *dp, const float *D, int n) {
+    int i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(p + i, _mm512_mul_ps(_mm512_loadu_ps(p + i),
+                                              _mm512_sub_ps(_mm512_loadu_ps(dp + i), _mm512_loadu_ps(D + i))));
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + i),
+                                 _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + i), _mm512_maskz_loadu_ps(k, D + i)));
+        _mm512_mask_storeu_ps(p + i, k, x);
+        i = n;
+    }
+#endif
+    for (; i < n; i++) p[i] *= dp[i] - D[i];
 }
 
 static float max_row(const float *x, int n) {
@@ -354,16 +391,16 @@ typedef struct {
     int n, t0; /* sequence, first query of the block (local) */
 } qblock_t;
 
-/* The blocks of BQ positions of every sequence, last blocks first so that
+/* The blocks of `size` positions of every sequence, last blocks first so that
  * dynamic scheduling balances the causal triangle. Caller frees. */
-static qblock_t *list_query_blocks(const plan_t *p, int *count) {
+static qblock_t *list_blocks(const plan_t *p, int size, int *count) {
     const lina_softmax_desc *d = p->d;
     size_t total = 0;
     for (int n = 0; n < p->n_seqs; n++) {
         int64_t bos;
         int len;
         seq_range(d, n, &bos, &len);
-        total += (size_t)(len + BQ - 1) / BQ;
+        total += (size_t)(len + size - 1) / size;
     }
     qblock_t *list = malloc(sizeof *list * (total ? total : 1));
     if (!list) return NULL;
@@ -372,7 +409,7 @@ static qblock_t *list_query_blocks(const plan_t *p, int *count) {
         int64_t bos;
         int len;
         seq_range(d, n, &bos, &len);
-        for (int t0 = ((len - 1) / BQ) * BQ; len > 0 && t0 >= 0; t0 -= BQ) {
+        for (int t0 = ((len - 1) / size) * size; len > 0 && t0 >= 0; t0 -= size) {
             list[i].n = n;
             list[i].t0 = t0;
             i++;
@@ -424,8 +461,7 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
             float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - mn);
             l[i] = l[i] * alpha + exp_row(Si, nk, mn);
             m[i] = mn;
-            if (alpha != 1.0f)
-                for (int c = 0; c < V; c++) acc[(size_t)i * V + c] *= alpha;
+            if (alpha != 1.0f) scale_row(acc + (size_t)i * V, V, alpha);
             any = 1;
         }
         if (any)
@@ -451,7 +487,7 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
     float *kt = lina_ctx_shared_ws(ctx, 0, (size_t)d->B * d->T * p.HKV * d->K + 1); // K^T panels
     if (!kt) return lina_fail(LINA_ERR_OOM, "%s: transposed keys: out of memory", fn);
     int n_blocks = 0;
-    qblock_t *blocks = list_query_blocks(&p, &n_blocks);
+    qblock_t *blocks = list_blocks(&p, BQ, &n_blocks);
     if (!blocks) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
     int n_jobs = n_blocks * d->H, nt = n_threads(ctx, n_jobs);
     lina_status st = lina_ctx_reserve(ctx, nt, fwd_ws_floats(d));
@@ -521,11 +557,7 @@ static const float *block_grad(const plan_t *p, const bwd_args_t *a, int64_t bos
                     1.0f, dVj, HKV * V);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, V, 1.0f, Vj, HKV * V, dOt, L,
                 0.0f, dPt, BQ);
-    for (int j = 0; j < nk; j++) {
-        float *Pj = Pt + j * BQ;
-        const float *dPj = dPt + j * BQ;
-        for (int i = 0; i < nq; i++) Pj[i] *= dPj[i] - D_i[i];
-    }
+    for (int j = 0; j < nk; j++) ds_row(Pt + j * BQ, dPt + j * BQ, D_i, nq);
     return Pt;
 }
 
@@ -657,14 +689,17 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
     int n_heads = p.n_seqs * p.HKV, threads = max_i(1, lina_ctx_threads(ctx));
     int rounds = (n_heads + threads - 1) / threads;
     int fused = threads == 1 || (double)rounds * threads <= 1.4 * n_heads;
-    int n_blocks = 0;
-    qblock_t *blocks = NULL; /* split path: the BQ = BK blocks of every sequence */
-    if (!fused && !(blocks = list_query_blocks(&p, &n_blocks)))
+    int n_kb = 0, n_qb = 0;
+    qblock_t *kblocks = NULL, *qblocks = NULL; /* split path: key and query blocks */
+    if (!fused && (!(kblocks = list_blocks(&p, BK, &n_kb)) || !(qblocks = list_blocks(&p, BQ, &n_qb)))) {
+        free(kblocks);
         return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
-    int nt = n_threads(ctx, fused ? n_heads : n_blocks * d->H);
+    }
+    int nt = n_threads(ctx, fused ? n_heads : n_qb * d->H);
     lina_status st = lina_ctx_reserve(ctx, nt, bwd_ws_floats(&p, max_len, fused));
     if (st != LINA_OK) {
-        free(blocks);
+        free(kblocks);
+        free(qblocks);
         return st;
     }
     bwd_args_t a = {q, k, v, lse, dout, qt, kt, dot, delta, dq, dk, dv};
@@ -693,17 +728,18 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
                 backward_kv_head(&p, job / p.HKV, job % p.HKV, &a, ws);
         } else {
 #pragma omp for schedule(dynamic, 1)
-            for (int job = 0; job < n_blocks * p.HKV; job++) {
-                const qblock_t *b = &blocks[job / p.HKV];
+            for (int job = 0; job < n_kb * p.HKV; job++) {
+                const qblock_t *b = &kblocks[job / p.HKV];
                 backward_key_block(&p, b->n, job % p.HKV, b->t0, &a, ws);
             }
 #pragma omp for schedule(dynamic, 1)
-            for (int job = 0; job < n_blocks * d->H; job++) {
-                const qblock_t *b = &blocks[job / d->H];
+            for (int job = 0; job < n_qb * d->H; job++) {
+                const qblock_t *b = &qblocks[job / d->H];
                 backward_query_block(&p, b->n, job % d->H, b->t0, &a, ws);
             }
         }
     }
-    free(blocks);
+    free(kblocks);
+    free(qblocks);
     return LINA_OK;
 }
