@@ -370,11 +370,13 @@ static void store_rows(const float *src, int n, int L, float *dst, ptrdiff_t ld)
 
 /* The chunk's q, k, v (and dout for the backward) into contiguous buffers: the
  * job's rows are H*K or HV*V floats apart, which would alias in L1 across a tile. */
-static void load_chunk(const lina_attn_job *j, chunk_ws *w, int t0, int L, int with_dout) {
-    load_rows(j->q + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Qc);
-    load_rows(j->k + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Kc);
-    load_rows(j->v + (ptrdiff_t)t0 * j->sv, j->sv, L, j->V, w->Vc);
-    if (with_dout) load_rows(j->dout + (ptrdiff_t)t0 * j->sdo, j->sdo, L, j->V, w->dOc);
+enum { LOAD_Q = 1, LOAD_K = 2, LOAD_V = 4, LOAD_DOUT = 8 };
+
+static void load_chunk(const lina_attn_job *j, chunk_ws *w, int t0, int L, int which) {
+    if (which & LOAD_Q) load_rows(j->q + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Qc);
+    if (which & LOAD_K) load_rows(j->k + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Kc);
+    if (which & LOAD_V) load_rows(j->v + (ptrdiff_t)t0 * j->sv, j->sv, L, j->V, w->Vc);
+    if (which & LOAD_DOUT) load_rows(j->dout + (ptrdiff_t)t0 * j->sdo, j->sdo, L, j->V, w->dOc);
 }
 
 /* ---- forward pieces ---- */
@@ -443,7 +445,7 @@ static void states_phased(const lina_attn_job *j, job_ws *s) {
         int t0, L;
         chunk_range(j, l, n, &t0, &L);
         gate_prep(j, t0, L, &w);
-        load_chunk(j, &w, t0, L, 0);
+        load_chunk(j, &w, t0, L, LOAD_K | LOAD_V);
         chunk_state_contrib(j, &w, t0, L, s->states + (size_t)(n + 1) * kv);
         memcpy(s->decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
     }
@@ -469,7 +471,7 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, 0);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V);
             chunk_state_contrib(j, &w, t0, L, w.dS);
             if (j->o) chunk_output(j, &w, t0, L, l->C, s.states);
             state_advance(j, w.el, s.states, w.dS, s.states);
@@ -483,7 +485,7 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
                 int t0, L;
                 chunk_range(j, l, n, &t0, &L);
                 gate_prep(j, t0, L, &w);
-                load_chunk(j, &w, t0, L, 0);
+                load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V);
                 chunk_output(j, &w, t0, L, l->C, s.states + (size_t)n * kv);
             }
         }
@@ -635,7 +637,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, 0);
+            load_chunk(j, &w, t0, L, LOAD_K | LOAD_V);
             chunk_state_contrib(j, &w, t0, L, w.dS);
             memcpy(s.decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
             state_advance(j, w.el, s.states + (size_t)n * kv, w.dS, s.states + (size_t)(n + 1) * kv);
@@ -644,7 +646,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V | LOAD_DOUT);
             const float *dSn = s.dstates + (size_t)(n + 1) * kv;
             chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, dSn);
             chunk_dstate_contrib(j, &w, t0, L, w.dS);
@@ -658,7 +660,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_DOUT);
             chunk_dstate_contrib(j, &w, t0, L, s.dstates + (size_t)n * kv);
         }
         for (int n = l->nC - 1; n >= 0; n--)
@@ -670,7 +672,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
             gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V | LOAD_DOUT);
             chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, s.dstates + (size_t)(n + 1) * kv);
         }
     }
