@@ -157,8 +157,11 @@ static void expect_load_error(const char *tname, lina_status want, const char *n
     lina_hf_free(m);
 }
 
-/* A one-layer delta_net checkpoint with every tensor, then broken one way at a time. */
-static void write_tiny_delta_net(const char *skip, const char *wrong_shape) {
+/* A one-layer delta_net checkpoint with every tensor (then broken one way at a
+ * time), stored as F32, or as BF16 / F16 in two shards with an index file.
+ * Weights are N(0, 0.1) rounded to the storage dtype, so every variant holds
+ * exactly the same numbers. */
+static void write_tiny_delta_net(const char *skip, const char *wrong_shape, lina_dtype dtype, int sharded) {
     static const char *names[] = {"model.embeddings.weight", "model.norm.weight", "lm_head.weight",
                                   "model.layers.0.attn_norm.weight", "model.layers.0.attn.q_proj.weight",
                                   "model.layers.0.attn.k_proj.weight", "model.layers.0.attn.v_proj.weight",
@@ -171,23 +174,56 @@ static void write_tiny_delta_net(const char *skip, const char *wrong_shape) {
     static const int64_t shapes[][3] = {{16, 8}, {8}, {16, 8}, {8}, {8, 8}, {8, 8}, {8, 8}, {2, 8}, {8, 1, 4},
                                         {8, 1, 4}, {8, 1, 4}, {4}, {8, 8}, {8}, {256, 8}, {256, 8}, {8, 256}};
     static const int ndims[] = {2, 1, 2, 1, 2, 2, 2, 2, 3, 3, 3, 1, 2, 1, 2, 2, 2};
-    float *zeros = alloc_floats(4096);
+    enum { NW = 4096 };
+    float *vals = alloc_floats(NW);
+    uint16_t *half = calloc(NW, sizeof *half);
     test_rng r;
     rng_seed(&r, 3);
-    fill_normal(&r, zeros, 4096, 0.1f);
-    lina_st_writer *w = NULL;
-    lina_st_writer_create(&w);
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    fill_normal(&r, vals, NW, 0.1f);
+    for (int i = 0; i < NW; i++) { /* the same numbers in every dtype: bf16-representable */
+        vals[i] = lina_bf16_to_f32(lina_f32_to_bf16(vals[i]));
+        half[i] = dtype == LINA_DTYPE_F16 ? lina_f32_to_f16(vals[i]) : lina_f32_to_bf16(vals[i]);
+    }
+    const void *data = dtype == LINA_DTYPE_F32 ? (const void *)vals : (const void *)half;
+    int n_files = sharded ? 2 : 1;
+    lina_st_writer *w[2] = {NULL, NULL};
+    char index[4096] = "{\"metadata\": {}, \"weight_map\": {", p[512];
+    for (int f = 0; f < n_files; f++) lina_st_writer_create(&w[f]);
+    int n_names = (int)(sizeof names / sizeof *names);
+    for (int i = 0; i < n_names; i++) {
         if (skip && !strcmp(names[i], skip)) continue;
         int64_t sh[3] = {shapes[i][0], shapes[i][1], shapes[i][2]};
         if (wrong_shape && !strcmp(names[i], wrong_shape)) sh[0] += 1;
-        lina_st_writer_add(w, names[i], LINA_DTYPE_F32, ndims[i], sh, zeros);
+        int f = sharded ? i % 2 : 0;
+        lina_st_writer_add(w[f], names[i], dtype, ndims[i], sh, data);
+        snprintf(index + strlen(index), sizeof index - strlen(index), "%s\"%s\": \"model-%05d-of-00002.safetensors\"",
+                 strlen(index) > 40 ? ", " : "", names[i], f + 1);
     }
-    char p[512];
-    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
-    lina_st_writer_save(w, p);
-    lina_st_writer_free(w);
-    free(zeros);
+    snprintf(index + strlen(index), sizeof index - strlen(index), "}}");
+    const char *gone[] = {"model.safetensors", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
+                          "model-00002-of-00002.safetensors"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", tmpdir, gone[i]);
+        remove(p);
+    }
+    for (int f = 0; f < n_files; f++) {
+        if (sharded) snprintf(p, sizeof p, "%s/model-%05d-of-00002.safetensors", tmpdir, f + 1);
+        else snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+        lina_st_writer_save(w[f], p);
+        lina_st_writer_free(w[f]);
+    }
+    if (sharded) write_text("model.safetensors.index.json", index);
+    free(vals);
+    free(half);
+}
+
+/* logits of the tiny model for 5 tokens, or NULL on error */
+static int tiny_logits(float *out) {
+    lina_hf_model *m = NULL;
+    int64_t ids[5] = {1, 2, 3, 15, 0};
+    int ok = lina_hf_load(tmpdir, &m) == LINA_OK && lina_hf_forward(NULL, m, NULL, 1, 5, ids, out) == LINA_OK;
+    lina_hf_free(m);
+    return ok;
 }
 
 static const char *tiny_config =
@@ -204,7 +240,7 @@ static void test_bad_dirs(void) {
     write_text("config.json", tiny_config);
     expect_load_error("bad_dir_no_weights", LINA_ERR_IO, "model.safetensors");
 
-    write_tiny_delta_net(NULL, NULL);
+    write_tiny_delta_net(NULL, NULL, LINA_DTYPE_F32, 0);
     lina_hf_model *m = NULL;
     lina_status st = lina_hf_load(tmpdir, &m);
     test_report(st == LINA_OK, "tiny_delta_net_loads", "%s", lina_last_error());
@@ -221,11 +257,27 @@ static void test_bad_dirs(void) {
         lina_hf_free(m);
     }
 
-    write_tiny_delta_net("model.layers.0.attn.b_proj.weight", NULL);
+    /* the same weights as BF16 and F16 in two shards + index: identical logits */
+    float ref[5 * 16], got[5 * 16];
+    int ok = tiny_logits(ref);
+    write_tiny_delta_net(NULL, NULL, LINA_DTYPE_BF16, 1);
+    ok = ok && tiny_logits(got);
+    test_report(ok && rel_rms(got, ref, 5 * 16) < 1e-6, "tiny_bf16_sharded_equals_f32", "%s rel rms %.3g",
+                lina_last_error(), ok ? rel_rms(got, ref, 5 * 16) : -1.0);
+    write_tiny_delta_net(NULL, NULL, LINA_DTYPE_F16, 1);
+    ok = ok && tiny_logits(got);
+    test_report(ok && rel_rms(got, ref, 5 * 16) < 1e-6, "tiny_f16_sharded_equals_f32", "%s rel rms %.3g",
+                lina_last_error(), ok ? rel_rms(got, ref, 5 * 16) : -1.0);
+    write_text("model.safetensors.index.json", "{\"weight_map\": {\"lm_head.weight\": \"../escape.safetensors\"}}");
+    expect_load_error("bad_index_shard_path", LINA_ERR_FORMAT, "../escape");
+    write_text("model.safetensors.index.json", "{\"weight_map\": {\"lm_head.weight\": \"missing.safetensors\"}}");
+    expect_load_error("bad_index_missing_shard", LINA_ERR_IO, "missing.safetensors");
+
+    write_tiny_delta_net("model.layers.0.attn.b_proj.weight", NULL, LINA_DTYPE_F32, 1);
     expect_load_error("bad_missing_tensor", LINA_ERR_FORMAT, "model.layers.0.attn.b_proj.weight");
-    write_tiny_delta_net(NULL, "model.layers.0.attn.o_proj.weight");
+    write_tiny_delta_net(NULL, "model.layers.0.attn.o_proj.weight", LINA_DTYPE_F32, 0);
     expect_load_error("bad_tensor_shape", LINA_ERR_FORMAT, "[9, 8]");
-    write_tiny_delta_net(NULL, NULL);
+    write_tiny_delta_net(NULL, NULL, LINA_DTYPE_F32, 0);
 
     write_text("config.json", "{\"model_type\": \"rwkv9\", \"vocab_size\": 16}");
     expect_load_error("bad_unknown_model_type", LINA_ERR_UNSUPPORTED, "rwkv9");
@@ -244,8 +296,9 @@ static void test_bad_dirs(void) {
     expect_load_error("bad_config_json", LINA_ERR_FORMAT, "config.json");
 
     char p[512];
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
+                           "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+    for (int i = 0; i < 5; i++) {
         snprintf(p, sizeof p, "%s/%s", tmpdir, files[i]);
         remove(p);
     }

@@ -70,8 +70,8 @@ lina_status hf_weights_open(const char *dir, hf_weights **out) {
         } else {
             for (const cJSON *e = map->child; e && !st; e = e->next) {
                 if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || !e->valuestring[0]) {
-                    st = lina_fail(LINA_ERR_FORMAT, "'%s': weight_map entry '%s' is not a shard file name", path,
-                                   e->string);
+                    st = lina_fail(LINA_ERR_FORMAT, "'%s': weight_map entry '%s' = '%s' is not a file name in %s",
+                                   path, e->string, cJSON_IsString(e) ? e->valuestring : "(not a string)", dir);
                     break;
                 }
                 char shard[4096];
