@@ -114,7 +114,11 @@ static const double *b_row(const decay_t *dc, int t) { return dc->b + (size_t)t 
  * double still resolves the small gates that follow (b = -1e30 would not:
  * -1e30 - 0.1 == -1e30). Its gradient is 0 either way. */
 #define GATE_FLOOR 1000.0
-static inline double gate_term(float g) { return g < -GATE_FLOOR ? -GATE_FLOOR : (double)g; }
+#pragma omp declare simd
+static inline double gate_term(float g) {
+    double live = (double)(g >= -GATE_FLOOR); /* branch-free select, as in decay_of */
+    return live * g + (1.0 - live) * -GATE_FLOOR;
+}
 
 /* b_t = g_0 + ... + g_t, per channel for VECTOR. */
 static decay_t cumulative_gate(const lina_attn_job *j, double *b) {
@@ -128,6 +132,7 @@ static decay_t cumulative_gate(const lina_attn_job *j, double *b) {
         dc.gk = j->K;
         for (int c = 0; c < j->K; c++) b[c] = gate_term(j->g[c]);
         for (int t = 1; t < j->T; t++)
+#pragma omp simd
             for (int c = 0; c < j->K; c++)
                 b[(size_t)t * j->K + c] =
                     b[(size_t)(t - 1) * j->K + c] + gate_term(j->g[t * j->sg + c]);
@@ -393,6 +398,7 @@ typedef struct {
     float *diag;  /* (T) dA_tt of the inclusive scores */
     float *dbT;   /* (K) gradient w.r.t. b_T through hT, besides the key-side rows */
     float *db;    /* (T, gk) gradient w.r.t. b */
+    double *acc;  /* (gk) running sums of db */
 } buffers_t;
 
 /* Lays the buffers out from base (NULL: only count); returns floats used. */
@@ -428,6 +434,7 @@ static size_t carve(const lina_attn_job *j, int backward, float *base, buffers_t
         TAKE(B->diag, T);
         TAKE(B->dbT, K);
         TAKE(B->db, T * gk);
+        TAKE(B->acc, 2 * gk); /* doubles */
     }
 #undef TAKE
     return off;
@@ -530,11 +537,15 @@ static void gate_gradient(const lina_attn_job *j, const decay_t *dc, const buffe
                 for (int c = 0; c < K; c++) db[c] += B->dbT[c];
         }
     }
-    for (int c = 0; c < gk; c++) {
-        double acc = 0;
-        for (int t = T - 1; t >= 0; t--) {
-            acc += B->db[(size_t)t * gk + c];
-            j->dg[t * j->sdg + c] = (float)acc;
+    double *acc = B->acc; /* (gk) running sums, t from T-1 down */
+    for (int c = 0; c < gk; c++) acc[c] = 0;
+    for (int t = T - 1; t >= 0; t--) {
+        const float *db = B->db + (size_t)t * gk;
+        float *dg = j->dg + t * j->sdg;
+#pragma omp simd
+        for (int c = 0; c < gk; c++) {
+            acc[c] += db[c];
+            dg[c] = (float)acc[c];
         }
     }
 }
@@ -638,6 +649,7 @@ void lina_parallel_backward(const lina_attn_job *j) {
         for (int t = 0; t < T; t++) {
             float beta = j->beta[t * j->sb], dbeta = 0.0f;
             float *dv = j->dv + t * j->sdv;
+#pragma omp simd reduction(+ : dbeta)
             for (int c = 0; c < V; c++) {
                 dv[c] = beta * dR[(size_t)t * V + c];
                 dbeta += dR[(size_t)t * V + c] * B.X[(size_t)t * V + c];
@@ -651,6 +663,7 @@ void lina_parallel_backward(const lina_attn_job *j) {
             float beta = j->beta[t * j->sb], acc = 0.0f;
             float *Pt = P + (size_t)t * T;
             const float *Mt = B.M + (size_t)t * T;
+#pragma omp simd reduction(+ : acc)
             for (int s = 0; s < t; s++) {
                 acc += Pt[s] * Mt[s];
                 Pt[s] *= -beta;
