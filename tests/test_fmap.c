@@ -16,18 +16,23 @@ static void ref_row(const lina_fmap_desc *d, const double *x, const double *W, d
     int D = d->D, M = d->M;
     switch (d->kind) {
     case LINA_FMAP_IDENTITY:
-        for (int i = 0; i < D; i++) y[i] = x[i];
+        for (int i = 0; i < D; i++)
+            y[i] = x[i];
         break;
     case LINA_FMAP_ELU1:
-        for (int i = 0; i < D; i++) y[i] = x[i] > 0 ? x[i] + 1 : exp(x[i]);
+        for (int i = 0; i < D; i++)
+            y[i] = x[i] > 0 ? x[i] + 1 : exp(x[i]);
         break;
     case LINA_FMAP_RELU:
-        for (int i = 0; i < D; i++) y[i] = fmax(x[i], 0);
+        for (int i = 0; i < D; i++)
+            y[i] = fmax(x[i], 0);
         break;
     case LINA_FMAP_L2NORM: {
         double s = 0;
-        for (int i = 0; i < D; i++) s += x[i] * x[i];
-        for (int i = 0; i < D; i++) y[i] = x[i] / sqrt(s + d->eps);
+        for (int i = 0; i < D; i++)
+            s += x[i] * x[i];
+        for (int i = 0; i < D; i++)
+            y[i] = x[i] / sqrt(s + d->eps);
         break;
     }
     case LINA_FMAP_COSFORMER:
@@ -38,25 +43,31 @@ static void ref_row(const lina_fmap_desc *d, const double *x, const double *W, d
         break;
     case LINA_FMAP_FAVOR: {
         double h = 0;
-        for (int i = 0; i < D; i++) h += x[i] * x[i] / 2;
+        for (int i = 0; i < D; i++)
+            h += x[i] * x[i] / 2;
         for (int m = 0; m < M; m++) {
             double u = 0;
-            for (int i = 0; i < D; i++) u += W[m * D + i] * x[i];
+            for (int i = 0; i < D; i++)
+                u += W[m * D + i] * x[i];
             y[m] = exp(u - h) / sqrt((double)M);
         }
         break;
     }
     case LINA_FMAP_TAYLOR:
         y[0] = 1;
-        for (int i = 0; i < D; i++) y[1 + i] = x[i] / pow(D, 0.25);
         for (int i = 0; i < D; i++)
-            for (int j = 0; j < D; j++) y[1 + D + i * D + j] = x[i] * x[j] / (sqrt(2.0) * sqrt(D));
+            y[1 + i] = x[i] / pow(D, 0.25);
+        for (int i = 0; i < D; i++)
+            for (int j = 0; j < D; j++)
+                y[1 + D + i * D + j] = x[i] * x[j] / (sqrt(2.0) * sqrt(D));
         break;
     case LINA_FMAP_DPFP: {
         double xp[512];
-        for (int i = 0; i < D; i++) xp[i] = fmax(x[i], 0), xp[D + i] = fmax(-x[i], 0);
+        for (int i = 0; i < D; i++)
+            xp[i] = fmax(x[i], 0), xp[D + i] = fmax(-x[i], 0);
         for (int j = 1; j <= d->nu; j++)
-            for (int i = 0; i < 2 * D; i++) y[(j - 1) * 2 * D + i] = xp[i] * xp[(i - j + 2 * D) % (2 * D)];
+            for (int i = 0; i < 2 * D; i++)
+                y[(j - 1) * 2 * D + i] = xp[i] * xp[(i - j + 2 * D) % (2 * D)];
         break;
     }
     case LINA_FMAP_HEDGEHOG:
@@ -64,12 +75,15 @@ static void ref_row(const lina_fmap_desc *d, const double *x, const double *W, d
             double z[512], mx = -1e300, sum = 0;
             for (int m = 0; m < M; m++) {
                 z[m] = 0;
-                for (int i = 0; i < D; i++) z[m] += x[i] * W[i * M + m];
+                for (int i = 0; i < D; i++)
+                    z[m] += x[i] * W[i * M + m];
                 if (s) z[m] = -z[m];
                 mx = fmax(mx, z[m]);
             }
-            for (int m = 0; m < M; m++) sum += exp(z[m] - mx);
-            for (int m = 0; m < M; m++) y[s * M + m] = exp(z[m] - mx) / sum;
+            for (int m = 0; m < M; m++)
+                sum += exp(z[m] - mx);
+            for (int m = 0; m < M; m++)
+                y[s * M + m] = exp(z[m] - mx) / sum;
         }
         break;
     }
@@ -85,7 +99,8 @@ static double ref_loss(const lina_fmap_desc *d, int B, int T, int H, const doubl
         double horizon = d->M > 0 ? d->M : T;
         double ang = M_PI * (pos ? pos[t] : t) / (2 * horizon);
         ref_row(d, x + r * d->D, W, ang, y);
-        for (int c = 0; c < out; c++) L += w[r * out + c] * y[c];
+        for (int c = 0; c < out; c++)
+            L += w[r * out + c] * y[c];
     }
     free(y);
     return L;
@@ -93,7 +108,8 @@ static double ref_loss(const lina_fmap_desc *d, int B, int T, int H, const doubl
 
 static double *dup_double(const float *x, size_t n) {
     double *y = malloc(sizeof(double) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) y[i] = x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i];
     return y;
 }
 
@@ -103,8 +119,10 @@ static void check_map(const char *name, lina_fmap_desc d, float x_std, const int
     size_t rows = (size_t)B * T * H;
     test_rng r;
     rng_seed(&r, 1000 + d.kind);
-    float *x = alloc_floats(rows * D), *y = alloc_floats(rows * out), *yr = alloc_floats(rows * out);
-    float *w = alloc_floats(rows * out), *dx = alloc_floats(rows * D), *fdx = alloc_floats(rows * D);
+    float *x = alloc_floats(rows * D), *y = alloc_floats(rows * out),
+          *yr = alloc_floats(rows * out);
+    float *w = alloc_floats(rows * out), *dx = alloc_floats(rows * D),
+          *fdx = alloc_floats(rows * D);
     float *W = np ? alloc_floats(np) : NULL, *dW = np ? alloc_floats(np) : NULL;
     float *fdW = np ? alloc_floats(np) : NULL;
     fill_normal(&r, x, rows * D, x_std);
@@ -112,7 +130,8 @@ static void check_map(const char *name, lina_fmap_desc d, float x_std, const int
     if (np) {
         lina_fmap_init_params(&d, 5, W);
         if (d.kind == LINA_FMAP_HEDGEHOG) /* move away from the near-identity init */
-            for (int i = 0; i < np; i++) W[i] += 0.5f * rng_normal(&r);
+            for (int i = 0; i < np; i++)
+                W[i] += 0.5f * rng_normal(&r);
     }
     char buf[128];
     lina_status st = lina_fmap_forward(NULL, &d, B, T, H, x, W, pos, y);
@@ -127,12 +146,14 @@ static void check_map(const char *name, lina_fmap_desc d, float x_std, const int
         int t = (int)((i / H) % T);
         double horizon = d.M > 0 ? d.M : T;
         ref_row(&d, xd + i * D, Wd, M_PI * (pos ? pos[t] : t) / (2 * horizon), yd);
-        for (int c = 0; c < out; c++) yr[i * out + c] = (float)yd[c];
+        for (int c = 0; c < out; c++)
+            yr[i * out + c] = (float)yd[c];
     }
     check_close(buf, y, yr, rows * out, 1e-6);
 
     const float dw0 = 0.25f; /* dW must be accumulated onto this */
-    for (int i = 0; i < np; i++) dW[i] = dw0;
+    for (int i = 0; i < np; i++)
+        dW[i] = dw0;
     st = lina_fmap_backward(NULL, &d, B, T, H, x, W, pos, w, dx, dW);
     snprintf(buf, sizeof buf, "%s backward status", name);
     test_report(st == LINA_OK, buf, "%s", st ? lina_last_error() : "");
@@ -162,7 +183,8 @@ static void check_map(const char *name, lina_fmap_desc d, float x_std, const int
         check_close(buf, dW, fdW, np, 1e-5);
     } else if (np) {
         int untouched = 1;
-        for (int i = 0; i < np; i++) untouched &= dW[i] == dw0;
+        for (int i = 0; i < np; i++)
+            untouched &= dW[i] == dw0;
         snprintf(buf, sizeof buf, "%s leaves dW of its fixed W untouched", name);
         test_report(untouched, buf, "%s", "");
     }
@@ -203,7 +225,8 @@ static void test_out_dims(void) {
     d = lina_fmap_desc_default(LINA_FMAP_FAVOR, D), d.M = 33, ok &= lina_fmap_out_dim(&d) == 33;
     ok &= lina_fmap_n_params(&d) == 33 * D;
     d = lina_fmap_desc_default(LINA_FMAP_TAYLOR, D), ok &= lina_fmap_out_dim(&d) == 1 + D + D * D;
-    d = lina_fmap_desc_default(LINA_FMAP_DPFP, D), d.nu = 3, ok &= lina_fmap_out_dim(&d) == 2 * D * 3;
+    d = lina_fmap_desc_default(LINA_FMAP_DPFP, D), d.nu = 3,
+    ok &= lina_fmap_out_dim(&d) == 2 * D * 3;
     d = lina_fmap_desc_default(LINA_FMAP_HEDGEHOG, D), ok &= lina_fmap_out_dim(&d) == 2 * D;
     ok &= lina_fmap_n_params(&d) == D * D;
     d = lina_fmap_desc_default(LINA_FMAP_RELU, D), ok &= lina_fmap_n_params(&d) == 0;
@@ -211,7 +234,8 @@ static void test_out_dims(void) {
     int all = 1;
     for (int k = LINA_FMAP_IDENTITY; k <= LINA_FMAP_HEDGEHOG; k++) {
         int parsed = 0;
-        all &= lina_fmap_parse(lina_fmap_name((lina_fmap_kind)k), &parsed) == (lina_fmap_kind)k && parsed;
+        all &= lina_fmap_parse(lina_fmap_name((lina_fmap_kind)k), &parsed) == (lina_fmap_kind)k &&
+               parsed;
     }
     int bad = 1;
     lina_fmap_parse("softmax", &bad);
@@ -223,7 +247,8 @@ static void test_out_dims(void) {
 
 static double dot(const float *a, const float *b, int n) {
     double s = 0;
-    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    for (int i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
     return s;
 }
 
@@ -265,9 +290,11 @@ static void test_favor_kernel(void) {
         lina_fmap_init_params(&d, 100 + s, W);
         lina_fmap_forward(NULL, &d, 1, n, 1, q, W, NULL, pq);
         lina_fmap_forward(NULL, &d, 1, n, 1, k, W, NULL, pk);
-        for (int i = 0; i < n; i++) est[i] += (float)dot(pq + (size_t)i * M, pk + (size_t)i * M, M) / seeds;
+        for (int i = 0; i < n; i++)
+            est[i] += (float)dot(pq + (size_t)i * M, pk + (size_t)i * M, M) / seeds;
     }
-    for (int i = 0; i < n; i++) want[i] = (float)exp(dot(q + i * D, k + i * D, D));
+    for (int i = 0; i < n; i++)
+        want[i] = (float)exp(dot(q + i * D, k + i * D, D));
     check_close("favor+: phi(q).phi(k) ~ exp(q.k) with 4 x 4096 features", est, want, n, 0.05);
 
     /* rows within a block of D are orthogonal, norms are chi(D) (mean ~ sqrt(D)) */
@@ -280,7 +307,8 @@ static void test_favor_kernel(void) {
             worst = fmax(worst, fabs(c));
         }
     }
-    for (int m = 0; m < M; m++) mean_sq += dot(W + (size_t)m * D, W + (size_t)m * D, D) / M;
+    for (int m = 0; m < M; m++)
+        mean_sq += dot(W + (size_t)m * D, W + (size_t)m * D, D) / M;
     test_report(worst < 1e-5 && fabs(mean_sq / D - 1) < 0.05,
                 "favor+ init: orthogonal rows within a block, E|w|^2 = D",
                 "max |cos| %.2e, mean |w|^2 / D = %.3f", worst, mean_sq / D);
@@ -299,7 +327,8 @@ static void test_cosformer_closed_form(void) {
     float *pq = alloc_floats(T * 2 * D), *pk = alloc_floats(T * 2 * D);
     float *got = alloc_floats(T * T), *want = alloc_floats(T * T);
     int32_t pos[40];
-    for (int t = 0; t < T; t++) pos[t] = t + 10;
+    for (int t = 0; t < T; t++)
+        pos[t] = t + 10;
     fill_normal(&r, q, T * D, 1.0f);
     fill_normal(&r, k, T * D, 1.0f);
     lina_fmap_forward(NULL, &d, 1, T, 1, q, NULL, pos, pq);
@@ -307,7 +336,8 @@ static void test_cosformer_closed_form(void) {
     for (int t = 0; t < T; t++)
         for (int s = 0; s < T; s++) {
             double rr = 0;
-            for (int i = 0; i < D; i++) rr += fmax(q[t * D + i], 0) * fmax(k[s * D + i], 0);
+            for (int i = 0; i < D; i++)
+                rr += fmax(q[t * D + i], 0) * fmax(k[s * D + i], 0);
             want[t * T + s] = (float)(rr * cos(M_PI * (t - s) / (2.0 * M)));
             got[t * T + s] = (float)dot(pq + t * 2 * D, pk + s * 2 * D, 2 * D);
         }
@@ -334,7 +364,8 @@ static void test_threads(void) {
         lina_ctx *ctx;
         lina_ctx_create(&ctx);
         lina_ctx_set_threads(ctx, i + 1);
-        y[i] = alloc_floats(rows * 2 * M), dx[i] = alloc_floats(rows * D), dW[i] = alloc_floats(D * M);
+        y[i] = alloc_floats(rows * 2 * M), dx[i] = alloc_floats(rows * D),
+        dW[i] = alloc_floats(D * M);
         lina_fmap_forward(ctx, &d, B, T, H, x, W, NULL, y[i]);
         lina_fmap_backward(ctx, &d, B, T, H, x, W, NULL, dy, dx[i], dW[i]);
         lina_ctx_free(ctx);
@@ -342,7 +373,8 @@ static void test_threads(void) {
     int same = !memcmp(y[0], y[1], rows * 2 * M * 4) && !memcmp(dx[0], dx[1], rows * D * 4) &&
                !memcmp(dW[0], dW[1], (size_t)D * M * 4);
     test_report(same, "hedgehog 1 vs 2 threads bit-identical", "%s", same ? "" : "differ");
-    for (int i = 0; i < 2; i++) free(y[i]), free(dx[i]), free(dW[i]);
+    for (int i = 0; i < 2; i++)
+        free(y[i]), free(dx[i]), free(dW[i]);
     free(x), free(W), free(dy);
 }
 
@@ -376,7 +408,8 @@ static void test_validation(void) {
                  LINA_ERR_INVALID_ARG, "T = 0");
     expect_error("NULL y rejected", lina_fmap_forward(NULL, &d, 1, 2, 1, x, NULL, NULL, NULL),
                  LINA_ERR_INVALID_ARG, "y is NULL");
-    expect_error("NULL dx rejected", lina_fmap_backward(NULL, &d, 1, 2, 1, x, NULL, NULL, y, NULL, NULL),
+    expect_error("NULL dx rejected",
+                 lina_fmap_backward(NULL, &d, 1, 2, 1, x, NULL, NULL, y, NULL, NULL),
                  LINA_ERR_INVALID_ARG, "dx is NULL");
     d = lina_fmap_desc_default(LINA_FMAP_COSFORMER, 4);
     d.M = 5;

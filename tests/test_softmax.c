@@ -51,7 +51,8 @@ static double ref_probs(const lina_softmax_desc *d, const double *q, const doubl
         p[s] = p[s] == -INFINITY ? 0 : exp(p[s] - m);
         sum += p[s];
     }
-    for (int s = 0; s < len; s++) p[s] /= sum;
+    for (int s = 0; s < len; s++)
+        p[s] /= sum;
     return m + log(sum);
 }
 
@@ -70,7 +71,8 @@ static void ref_forward(const lina_softmax_desc *d, const double *q, const doubl
                 double l = ref_probs(d, q, k, bos, len, t, h, p);
                 if (lse) lse[(bos + t) * H + h] = l;
                 double *ot = o + ((bos + t) * H + h) * V;
-                for (int c = 0; c < V; c++) ot[c] = 0;
+                for (int c = 0; c < V; c++)
+                    ot[c] = 0;
                 for (int s = 0; s < len; s++)
                     for (int c = 0; c < V; c++)
                         ot[c] += p[s] * v[((bos + s) * HKV + h / (H / HKV)) * V + c];
@@ -101,9 +103,11 @@ static void ref_backward(const lina_softmax_desc *d, const double *q, const doub
                 for (int s = 0; s < len; s++) {
                     const double *vs = v + ((bos + s) * HKV + hk) * V;
                     dp[s] = 0;
-                    for (int c = 0; c < V; c++) dp[s] += dot[c] * vs[c];
+                    for (int c = 0; c < V; c++)
+                        dp[s] += dot[c] * vs[c];
                     pdp += p[s] * dp[s];
-                    for (int c = 0; c < V; c++) dv[((bos + s) * HKV + hk) * V + c] += p[s] * dot[c];
+                    for (int c = 0; c < V; c++)
+                        dv[((bos + s) * HKV + hk) * V + c] += p[s] * dot[c];
                 }
                 for (int s = 0; s < len; s++) {
                     double ds = p[s] * (dp[s] - pdp) * sc;
@@ -124,12 +128,14 @@ static void ref_backward(const lina_softmax_desc *d, const double *q, const doub
 
 static double *to_double(const float *x, size_t n) {
     double *y = malloc(sizeof(double) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) y[i] = x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i];
     return y;
 }
 static float *to_float(const double *x, size_t n) {
     float *y = alloc_floats(n ? n : 1);
-    for (size_t i = 0; i < n; i++) y[i] = (float)x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = (float)x[i];
     return y;
 }
 
@@ -155,7 +161,8 @@ static void check_case(const char *name, lina_softmax_desc d, uint64_t seed) {
     test_rng r;
     rng_seed(&r, seed);
     float *q = alloc_floats(z.nq + 1), *k = alloc_floats(z.nk + 1), *v = alloc_floats(z.nv + 1);
-    float *dout = alloc_floats(z.no + 1), *o = alloc_floats(z.no + 1), *lse = alloc_floats(z.nl + 1);
+    float *dout = alloc_floats(z.no + 1), *o = alloc_floats(z.no + 1),
+          *lse = alloc_floats(z.nl + 1);
     float *dq = alloc_floats(z.nq + 1), *dk = alloc_floats(z.nk + 1), *dv = alloc_floats(z.nv + 1);
     fill_normal(&r, q, z.nq, 1.5f); /* peaky enough for the max subtraction to matter */
     fill_normal(&r, k, z.nk, 1.5f);
@@ -163,17 +170,21 @@ static void check_case(const char *name, lina_softmax_desc d, uint64_t seed) {
     fill_normal(&r, dout, z.no, 1.0f);
     double *qd = to_double(q, z.nq), *kd = to_double(k, z.nk), *vd = to_double(v, z.nv);
     double *dod = to_double(dout, z.no);
-    double *o_ref = malloc(sizeof(double) * (z.no + 1)), *l_ref = malloc(sizeof(double) * (z.nl + 1));
-    double *dq_ref = malloc(sizeof(double) * (z.nq + 1)), *dk_ref = malloc(sizeof(double) * (z.nk + 1));
+    double *o_ref = malloc(sizeof(double) * (z.no + 1)),
+           *l_ref = malloc(sizeof(double) * (z.nl + 1));
+    double *dq_ref = malloc(sizeof(double) * (z.nq + 1)),
+           *dk_ref = malloc(sizeof(double) * (z.nk + 1));
     double *dv_ref = malloc(sizeof(double) * (z.nv + 1));
     ref_forward(&d, qd, kd, vd, o_ref, l_ref);
     ref_backward(&d, qd, kd, vd, dod, dq_ref, dk_ref, dv_ref);
 
     /* 1 thread: the fused backward; 16 threads: few (sequence, kv head) jobs
      * per thread, so the backward splits into key-block and query-block passes. */
-    float *dq1 = alloc_floats(z.nq + 1), *dk1 = alloc_floats(z.nk + 1), *dv1 = alloc_floats(z.nv + 1);
+    float *dq1 = alloc_floats(z.nq + 1), *dk1 = alloc_floats(z.nk + 1),
+          *dv1 = alloc_floats(z.nv + 1);
     float *of = to_float(o_ref, z.no), *lf = to_float(l_ref, z.nl);
-    float *dqf = to_float(dq_ref, z.nq), *dkf = to_float(dk_ref, z.nk), *dvf = to_float(dv_ref, z.nv);
+    float *dqf = to_float(dq_ref, z.nq), *dkf = to_float(dk_ref, z.nk),
+          *dvf = to_float(dv_ref, z.nv);
     for (int pass = 0; pass < 2; pass++) {
         lina_ctx *ctx;
         lina_ctx_create(&ctx);
@@ -203,7 +214,8 @@ static void check_case(const char *name, lina_softmax_desc d, uint64_t seed) {
             memcpy(dv1, dv, sizeof(float) * z.nv);
         } else {
             int same = !memcmp(dq1, dq, sizeof(float) * z.nq) &&
-                       !memcmp(dk1, dk, sizeof(float) * z.nk) && !memcmp(dv1, dv, sizeof(float) * z.nv);
+                       !memcmp(dk1, dk, sizeof(float) * z.nk) &&
+                       !memcmp(dv1, dv, sizeof(float) * z.nv);
             snprintf(buf, sizeof buf, "%s: 1 and 16 threads bit-identical gradients", name);
             test_report(same, buf, "%s", same ? "" : "differ");
         }
@@ -242,6 +254,15 @@ static void test_reference_cases(void) {
     d.causal = 0;
     d.window = 20;
     check_case("varlen bidirectional window", d, 11);
+    int64_t cu0[] = {0, 0, 0};
+    d = make(1, 0, 2, 1, 8, 8, 1, 0);
+    d.cu_seqlens = cu0;
+    d.n_seqs = 2;
+    lina_status s1 = lina_softmax_forward(NULL, &d, NULL, NULL, NULL, NULL, NULL);
+    lina_status s2 =
+        lina_softmax_backward(NULL, &d, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    test_report(s1 == LINA_OK && s2 == LINA_OK, "varlen batch of empty sequences (T = 0)", "%s",
+                s1 || s2 ? lina_last_error() : "");
 }
 
 /* ---- finite differences of the double-precision reference loss ---- */
@@ -251,7 +272,8 @@ static double loss_of(const lina_softmax_desc *d, const double *q, const double 
     double *o = malloc(sizeof(double) * no);
     ref_forward(d, q, k, v, o, NULL);
     double L = 0;
-    for (size_t i = 0; i < no; i++) L += o[i] * w[i];
+    for (size_t i = 0; i < no; i++)
+        L += o[i] * w[i];
     free(o);
     return L;
 }
@@ -286,11 +308,14 @@ static void fd_case(const char *name, lina_softmax_desc d) {
         }
         char buf[128];
         snprintf(buf, sizeof buf, "finite differences %s %s", name, names[a]);
-        if (st != LINA_OK) test_report(0, buf, "backward failed: %s", lina_last_error());
-        else check_close(buf, g[a], fd, n[a], 1e-5);
+        if (st != LINA_OK)
+            test_report(0, buf, "backward failed: %s", lina_last_error());
+        else
+            check_close(buf, g[a], fd, n[a], 1e-5);
         free(fd);
     }
-    for (int a = 0; a < 3; a++) free(x[a]), free(g[a]);
+    for (int a = 0; a < 3; a++)
+        free(x[a]), free(g[a]);
     free(q), free(k), free(v), free(w), free(o), free(lse), free(wd);
 }
 
@@ -391,8 +416,10 @@ static void test_threads(void) {
     int same = !memcmp(o[0], o[1], z.no * 4) && !memcmp(lse[0], lse[1], z.nl * 4) &&
                !memcmp(dq[0], dq[1], z.nq * 4) && !memcmp(dk[0], dk[1], z.nk * 4) &&
                !memcmp(dv[0], dv[1], z.nv * 4);
-    test_report(same, "1 vs 2 threads bit-identical (forward and backward)", "%s", same ? "" : "differ");
-    for (int i = 0; i < 2; i++) free(o[i]), free(lse[i]), free(dq[i]), free(dk[i]), free(dv[i]);
+    test_report(same, "1 vs 2 threads bit-identical (forward and backward)", "%s",
+                same ? "" : "differ");
+    for (int i = 0; i < 2; i++)
+        free(o[i]), free(lse[i]), free(dq[i]), free(dk[i]), free(dv[i]);
     free(q), free(k), free(v), free(dout);
 }
 
@@ -445,8 +472,9 @@ static void test_validation(void) {
     v[7] = 0;
     int64_t cu_bad[] = {0, 5, 3, 8};
     b = d, b.cu_seqlens = cu_bad, b.n_seqs = 3;
-    expect_error("non-monotonic cu_seqlens rejected", lina_softmax_forward(NULL, &b, q, k, v, o, lse),
-                 LINA_ERR_INVALID_ARG, "cu_seqlens[2] = 3");
+    expect_error("non-monotonic cu_seqlens rejected",
+                 lina_softmax_forward(NULL, &b, q, k, v, o, lse), LINA_ERR_INVALID_ARG,
+                 "cu_seqlens[2] = 3");
     int64_t cu_short[] = {0, 5, 7};
     b = d, b.cu_seqlens = cu_short, b.n_seqs = 2;
     expect_error("cu_seqlens not ending at T rejected",
@@ -475,8 +503,8 @@ static void test_validation(void) {
     q[2] = NAN;
     expect_error("decode with NaN q rejected", lina_softmax_decode(NULL, c, 4, 0.0f, q, k, v, o),
                  LINA_ERR_NONFINITE, "q[2]");
-    test_report(lina_kv_cache_len(c, 0) == 0, "rejected decode leaves the cache unchanged", "len %d",
-                lina_kv_cache_len(c, 0));
+    test_report(lina_kv_cache_len(c, 0) == 0, "rejected decode leaves the cache unchanged",
+                "len %d", lina_kv_cache_len(c, 0));
     lina_kv_cache_free(c);
     free(q), free(k), free(v), free(o), free(lse), free(dq), free(dk), free(dv);
 }

@@ -119,7 +119,8 @@ static lina_status check_call(const char *fn, lina_ctx *ctx, const lina_fmap_des
                               int H, const float *x, const float *W, const int32_t *pos) {
     TRY(check_desc(fn, d));
     if (B < 1 || T < 1 || H < 1 || B > (1 << 24) || T > (1 << 30) || H > LINA_FMAP_MAX_DIM)
-        return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d, T = %d, H = %d must be >= 1", fn, B, T, H);
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d, T = %d, H = %d must be >= 1", fn, B, T,
+                         H);
     double rows = (double)B * T * H, out = lina_fmap_out_dim(d);
     if (rows * (out > d->D ? out : d->D) > 1e15)
         return lina_fail(LINA_ERR_OOM, "%s: B*T*H*out_dim = %.3g elements is too large", fn,
@@ -128,7 +129,8 @@ static lina_status check_call(const char *fn, lina_ctx *ctx, const lina_fmap_des
     if (!x) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer x is NULL", fn);
     if (check) TRY(check_input(fn, "x", x, (size_t)rows * d->D));
     if (has_params(d)) {
-        if (!W) return lina_fail(LINA_ERR_INVALID_ARG, "%s: W is required for %s", fn, names[d->kind]);
+        if (!W)
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: W is required for %s", fn, names[d->kind]);
         if (check) TRY(check_input(fn, "W", W, (size_t)d->M * d->D));
     }
     if (d->kind == LINA_FMAP_COSFORMER && pos) {
@@ -270,8 +272,10 @@ lina_status lina_fmap_backward(lina_ctx *ctx, const lina_fmap_desc *d, int B, in
     TRY(check_call(fn, ctx, d, B, T, H, x, W, pos));
     size_t rows = (size_t)B * T * H;
     int out = lina_fmap_out_dim(d);
-    if (lina_ctx_check_finite(ctx)) TRY(check_input(fn, "dy", dy, rows * out));
-    else if (!dy) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer dy is NULL", fn);
+    if (lina_ctx_check_finite(ctx))
+        TRY(check_input(fn, "dy", dy, rows * out));
+    else if (!dy)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer dy is NULL", fn);
     if (!dx) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer dx is NULL", fn);
     call_t a = {d, T, H, out, x, W, pos, NULL, dy, dx, NULL};
     if (d->kind == LINA_FMAP_HEDGEHOG) {

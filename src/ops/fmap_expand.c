@@ -23,11 +23,13 @@ static void taylor_forward(int D, const float *x, float *y) {
     float c1, c2;
     taylor_consts(D, &c1, &c2);
     y[0] = 1.0f;
-    for (int i = 0; i < D; i++) y[1 + i] = x[i] * c1;
+    for (int i = 0; i < D; i++)
+        y[1 + i] = x[i] * c1;
     float *yy = y + 1 + D; // (D, D) outer product
     for (int i = 0; i < D; i++) {
         float xi = x[i] * c2;
-        for (int j = 0; j < D; j++) yy[(size_t)i * D + j] = xi * x[j];
+        for (int j = 0; j < D; j++)
+            yy[(size_t)i * D + j] = xi * x[j];
     }
 }
 
@@ -38,7 +40,8 @@ static void taylor_backward(int D, const float *x, const float *dy, float *dx) {
     const float *dyy = dy + 1 + D;
     for (int i = 0; i < D; i++) {
         float acc = 0.0f;
-        for (int j = 0; j < D; j++) acc += (dyy[(size_t)i * D + j] + dyy[(size_t)j * D + i]) * x[j];
+        for (int j = 0; j < D; j++)
+            acc += (dyy[(size_t)i * D + j] + dyy[(size_t)j * D + i]) * x[j];
         dx[i] = c1 * dy[1 + i] + c2 * acc;
     }
 }
@@ -56,7 +59,8 @@ static void dpfp_forward(int D, int nu, const float *x, float *y, float *xp) {
     dpfp_signed(D, x, xp);
     for (int j = 1; j <= nu; j++) {
         float *yj = y + (size_t)(j - 1) * D2;
-        for (int i = 0; i < D2; i++) yj[i] = xp[i] * xp[((i - j) % D2 + D2) % D2];
+        for (int i = 0; i < D2; i++)
+            yj[i] = xp[i] * xp[((i - j) % D2 + D2) % D2];
     }
 }
 
@@ -74,7 +78,8 @@ static void dpfp_backward(int D, int nu, const float *x, const float *dy, float 
             dxp[s] += dyj[i] * xp[i];
         }
     }
-    for (int i = 0; i < D; i++) dx[i] = (x[i] > 0 ? dxp[i] : 0.0f) - (x[i] < 0 ? dxp[D + i] : 0.0f);
+    for (int i = 0; i < D; i++)
+        dx[i] = (x[i] > 0 ? dxp[i] : 0.0f) - (x[i] < 0 ? dxp[D + i] : 0.0f);
 }
 
 void lina_fmap_expand_forward(const lina_fmap_chunk *c) {
@@ -82,8 +87,10 @@ void lina_fmap_expand_forward(const lina_fmap_chunk *c) {
     for (int r = 0; r < c->rows; r++) {
         const float *x = c->x + (size_t)r * D;
         float *y = c->y + (size_t)r * c->out;
-        if (c->d->kind == LINA_FMAP_TAYLOR) taylor_forward(D, x, y);
-        else dpfp_forward(D, c->d->nu, x, y, c->ws);
+        if (c->d->kind == LINA_FMAP_TAYLOR)
+            taylor_forward(D, x, y);
+        else
+            dpfp_forward(D, c->d->nu, x, y, c->ws);
     }
 }
 
@@ -92,7 +99,9 @@ void lina_fmap_expand_backward(const lina_fmap_chunk *c) {
     for (int r = 0; r < c->rows; r++) {
         const float *x = c->x + (size_t)r * D, *dy = c->dy + (size_t)r * c->out;
         float *dx = c->dx + (size_t)r * D;
-        if (c->d->kind == LINA_FMAP_TAYLOR) taylor_backward(D, x, dy, dx);
-        else dpfp_backward(D, c->d->nu, x, dy, dx, c->ws, c->ws + 2 * D);
+        if (c->d->kind == LINA_FMAP_TAYLOR)
+            taylor_backward(D, x, dy, dx);
+        else
+            dpfp_backward(D, c->d->nu, x, dy, dx, c->ws, c->ws + 2 * D);
     }
 }

@@ -14,15 +14,15 @@
 
 typedef struct {
     const lina_fmap_desc *d;
-    int rows, out;     /* rows in this chunk; output dim */
-    const float *x;    /* (rows, D) */
-    const float *W;    /* FAVOR (M, D), HEDGEHOG (D, M), else NULL */
+    int rows, out;            /* rows in this chunk; output dim */
+    const float *x;           /* (rows, D) */
+    const float *W;           /* FAVOR (M, D), HEDGEHOG (D, M), else NULL */
     const float *cosv, *sinv; /* COSFORMER: (rows) cos / sin of the row's angle */
-    float *y;          /* (rows, out), forward */
-    const float *dy;   /* (rows, out), backward */
-    float *dx;         /* (rows, D), backward, overwritten */
-    float *dz;         /* HEDGEHOG backward: (rows, M) d(x W), kept for dW */
-    float *ws;         /* per-thread scratch of lina_fmap_ws_floats() */
+    float *y;                 /* (rows, out), forward */
+    const float *dy;          /* (rows, out), backward */
+    float *dx;                /* (rows, D), backward, overwritten */
+    float *dz;                /* HEDGEHOG backward: (rows, M) d(x W), kept for dW */
+    float *ws;                /* per-thread scratch of lina_fmap_ws_floats() */
 } lina_fmap_chunk;
 
 /* Scratch floats a chunk of the given map needs (per thread). */

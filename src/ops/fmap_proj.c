@@ -29,19 +29,22 @@ size_t lina_fmap_proj_ws_floats(const lina_fmap_desc *d) {
 /* softmax over n values in place */
 static void softmax_inplace(float *z, int n) {
     float m = z[0];
-    for (int i = 1; i < n; i++) m = z[i] > m ? z[i] : m;
+    for (int i = 1; i < n; i++)
+        m = z[i] > m ? z[i] : m;
     double s = 0;
     for (int i = 0; i < n; i++) {
         z[i] = expf(z[i] - m);
         s += z[i];
     }
     float inv = (float)(1.0 / s);
-    for (int i = 0; i < n; i++) z[i] *= inv;
+    for (int i = 0; i < n; i++)
+        z[i] *= inv;
 }
 
 static float sq_norm_half(const float *x, int D) {
     double s = 0;
-    for (int i = 0; i < D; i++) s += (double)x[i] * x[i];
+    for (int i = 0; i < D; i++)
+        s += (double)x[i] * x[i];
     return (float)(0.5 * s);
 }
 
@@ -55,14 +58,16 @@ void lina_fmap_proj_forward(const lina_fmap_chunk *c) {
         float inv = 1.0f / sqrtf((float)M);
         for (int r = 0; r < n; r++) {
             float *y = c->y + (size_t)r * c->out, h = sq_norm_half(c->x + (size_t)r * D, D);
-            for (int m = 0; m < M; m++) y[m] = expf(y[m] - h) * inv;
+            for (int m = 0; m < M; m++)
+                y[m] = expf(y[m] - h) * inv;
         }
     } else { /* HEDGEHOG: Z = X W (n, M) into the first half of y */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, M, D, 1.0f, c->x, D, c->W, M,
                     0.0f, c->y, c->out);
         for (int r = 0; r < n; r++) {
             float *y = c->y + (size_t)r * c->out;
-            for (int m = 0; m < M; m++) y[M + m] = -y[m];
+            for (int m = 0; m < M; m++)
+                y[M + m] = -y[m];
             softmax_inplace(y, M);
             softmax_inplace(y + M, M);
         }
@@ -83,23 +88,27 @@ void lina_fmap_proj_backward(const lina_fmap_chunk *c) {
         for (int r = 0; r < n; r++) {
             float *g = G + (size_t)r * M;
             const float *dy = c->dy + (size_t)r * c->out;
-            for (int m = 0; m < M; m++) g[m] *= dy[m];
+            for (int m = 0; m < M; m++)
+                g[m] *= dy[m];
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, M, 1.0f, G, M, c->W, D, 0.0f,
                     c->dx, D);
         for (int r = 0; r < n; r++) {
             const float *g = G + (size_t)r * M, *x = c->x + (size_t)r * D;
             double s = 0;
-            for (int m = 0; m < M; m++) s += g[m];
+            for (int m = 0; m < M; m++)
+                s += g[m];
             float *dx = c->dx + (size_t)r * D;
-            for (int i = 0; i < D; i++) dx[i] -= (float)s * x[i];
+            for (int i = 0; i < D; i++)
+                dx[i] -= (float)s * x[i];
         }
     } else {
         for (int r = 0; r < n; r++) {
             const float *a = G + (size_t)r * c->out, *b = a + M;
             const float *da = c->dy + (size_t)r * c->out, *db = da + M;
             double ada = 0, bdb = 0;
-            for (int m = 0; m < M; m++) ada += a[m] * da[m], bdb += b[m] * db[m];
+            for (int m = 0; m < M; m++)
+                ada += a[m] * da[m], bdb += b[m] * db[m];
             float *dz = c->dz + (size_t)r * M;
             for (int m = 0; m < M; m++)
                 dz[m] = a[m] * (da[m] - (float)ada) - b[m] * (db[m] - (float)bdb);
@@ -136,20 +145,25 @@ static lina_status favor_init(int M, int D, uint64_t seed, float *W) {
     double *blk = malloc(sizeof(double) * (size_t)D * D);
     if (!blk) return lina_fail(LINA_ERR_OOM, "lina_fmap_init_params: D = %d: out of memory", D);
     for (int m0 = 0; m0 < M; m0 += D) {
-        for (size_t i = 0; i < (size_t)D * D; i++) blk[i] = normal(&r);
+        for (size_t i = 0; i < (size_t)D * D; i++)
+            blk[i] = normal(&r);
         for (int i = 0; i < D; i++) { /* modified Gram-Schmidt, twice for stability */
             double *bi = blk + (size_t)i * D;
             for (int pass = 0; pass < 2; pass++)
                 for (int j = 0; j < i; j++) {
                     const double *bj = blk + (size_t)j * D;
                     double dot = 0;
-                    for (int c = 0; c < D; c++) dot += bi[c] * bj[c];
-                    for (int c = 0; c < D; c++) bi[c] -= dot * bj[c];
+                    for (int c = 0; c < D; c++)
+                        dot += bi[c] * bj[c];
+                    for (int c = 0; c < D; c++)
+                        bi[c] -= dot * bj[c];
                 }
             double nrm = 0;
-            for (int c = 0; c < D; c++) nrm += bi[c] * bi[c];
+            for (int c = 0; c < D; c++)
+                nrm += bi[c] * bi[c];
             nrm = sqrt(nrm);
-            for (int c = 0; c < D; c++) bi[c] /= nrm;
+            for (int c = 0; c < D; c++)
+                bi[c] /= nrm;
         }
         for (int i = 0; i < D && m0 + i < M; i++) {
             double chi = 0;
@@ -158,7 +172,8 @@ static lina_status favor_init(int M, int D, uint64_t seed, float *W) {
                 chi += g * g;
             }
             chi = sqrt(chi);
-            for (int c = 0; c < D; c++) W[(size_t)(m0 + i) * D + c] = (float)(chi * blk[(size_t)i * D + c]);
+            for (int c = 0; c < D; c++)
+                W[(size_t)(m0 + i) * D + c] = (float)(chi * blk[(size_t)i * D + c]);
         }
     }
     free(blk);

@@ -3,13 +3,14 @@
  * The cache holds, for each of n_seqs independent sequences, up to capacity
  * tokens of keys (capacity, HKV, K) and values (capacity, HKV, V). A decode
  * step appends one token per sequence and attends each query head h (kv head
- * h / (H / HKV)) over all cached tokens s < len:
+ * h / (H / HKV); a group of query heads shares one GEMM) over all cached tokens s < len:
  *   p_s = softmax_s(scale * q . k_s),   o = sum_s p_s v_s
  * which is exactly the causal forward's last row (no window).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -21,9 +22,9 @@
 
 struct lina_kv_cache {
     int n_seqs, HKV, K, V, capacity;
-    int *len;  // (n_seqs) tokens cached per sequence
-    float *k;  // (n_seqs, capacity, HKV, K)
-    float *v;  // (n_seqs, capacity, HKV, V)
+    int *len; // (n_seqs) tokens cached per sequence
+    float *k; // (n_seqs, capacity, HKV, K)
+    float *v; // (n_seqs, capacity, HKV, V)
 };
 
 lina_status lina_kv_cache_create(int n_seqs, int HKV, int K, int V, int capacity,
@@ -93,7 +94,8 @@ static float *cache_v(const lina_kv_cache *c, int seq, int t) {
 static lina_status check_finite(const char *fn, const char *name, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
-            return lina_fail(LINA_ERR_NONFINITE, "%s: %s[%zu] = %g is not finite", fn, name, i, x[i]);
+            return lina_fail(LINA_ERR_NONFINITE, "%s: %s[%zu] = %g is not finite", fn, name, i,
+                             x[i]);
     return LINA_OK;
 }
 
@@ -120,34 +122,32 @@ lina_status lina_kv_cache_append(lina_kv_cache *c, int seq, int n, const float *
     return LINA_OK;
 }
 
-/* One (sequence, query head): o (V) = softmax(scale q K^T) V over the cache.
- * p (capacity) is scratch for the scores. */
-static void decode_head(const lina_kv_cache *c, int seq, int hk, float scale, const float *q,
-                        float *o, float *p) {
-    int len = c->len[seq], K = c->K, V = c->V;
-    size_t sk = (size_t)c->HKV * K, sv = (size_t)c->HKV * V;
-    const float *k0 = cache_k(c, seq, 0) + (size_t)hk * K;
-    const float *v0 = cache_v(c, seq, 0) + (size_t)hk * V;
-    float m = -INFINITY;
-    for (int s = 0; s < len; s++) {
-        const float *ks = k0 + s * sk;
-        float dot = 0.0f;
-        for (int i = 0; i < K; i++) dot += q[i] * ks[i];
-        p[s] = scale * dot;
-        if (p[s] > m) m = p[s];
+/* One (sequence, kv head): the group's query heads at once,
+ *   S = scale Q K^T (group, len),  P = softmax rows of S,  O = P V (group, V)
+ * with Q rows q (group, K), the cache's keys/values of the head as strided rows.
+ * P (group, capacity) is scratch. */
+static void decode_group(const lina_kv_cache *c, int seq, int hk, int group, float scale,
+                         const float *q, float *o, float *P) {
+    int len = c->len[seq], K = c->K, V = c->V, HKV = c->HKV;
+    const float *k0 = cache_k(c, seq, 0) + (size_t)hk * K; // (len, K), stride HKV*K
+    const float *v0 = cache_v(c, seq, 0) + (size_t)hk * V; // (len, V), stride HKV*V
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, len, K, scale, q, K, k0, HKV * K,
+                0.0f, P, len);
+    for (int g = 0; g < group; g++) {
+        float *p = P + (size_t)g * len, m = -INFINITY;
+        for (int s = 0; s < len; s++)
+            m = p[s] > m ? p[s] : m;
+        double sum = 0;
+        for (int s = 0; s < len; s++) {
+            p[s] = expf(p[s] - m);
+            sum += p[s];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int s = 0; s < len; s++)
+            p[s] *= inv;
     }
-    double sum = 0;
-    for (int s = 0; s < len; s++) {
-        p[s] = expf(p[s] - m);
-        sum += p[s];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int c2 = 0; c2 < V; c2++) o[c2] = 0.0f;
-    for (int s = 0; s < len; s++) {
-        const float *vs = v0 + s * sv;
-        float w = p[s] * inv;
-        for (int c2 = 0; c2 < V; c2++) o[c2] += w * vs[c2];
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, V, len, 1.0f, P, len, v0, HKV * V,
+                0.0f, o, V);
 }
 
 lina_status lina_softmax_decode(lina_ctx *ctx, lina_kv_cache *c, int H, float scale, const float *q,
@@ -182,23 +182,30 @@ lina_status lina_softmax_decode(lina_ctx *ctx, lina_kv_cache *c, int H, float sc
         c->len[n]++;
     }
     if (scale == 0.0f) scale = 1.0f / sqrtf((float)c->K);
-    int jobs = N * H, group = H / c->HKV, nt = lina_ctx_threads(ctx);
+    int group = H / c->HKV, jobs = N * c->HKV, nt = lina_ctx_threads(ctx);
     if (nt > jobs) nt = jobs;
     if (nt < 1) nt = 1;
-    /* A step is cheap: only go parallel once there is enough work. */
-    if ((double)jobs * c->len[0] * (c->K + c->V) < 1e5) nt = 1;
-    lina_status st = lina_ctx_reserve(ctx, nt, (size_t)c->capacity);
+    double work = 0; /* a step is cheap: only go parallel once there is enough of it */
+    for (int n = 0; n < N; n++)
+        work += (double)c->len[n] * H * (c->K + c->V);
+    if (work < 2e5) nt = 1;
+    lina_status st = lina_ctx_reserve(ctx, nt, (size_t)group * c->capacity);
     if (st != LINA_OK) return st;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (int job = 0; job < jobs; job++) {
+#pragma omp parallel num_threads(nt)
+    {
 #ifdef _OPENMP
-        int tid = omp_get_thread_num();
+        /* OpenBLAS (OpenMP build) stays single-threaded inside our regions */
+        if (!omp_in_parallel()) omp_set_num_threads(1);
+        float *P = lina_ctx_thread_ws(ctx, omp_get_thread_num());
 #else
-        int tid = 0;
+        float *P = lina_ctx_thread_ws(ctx, 0);
 #endif
-        int n = job / H, h = job % H;
-        decode_head(c, n, h / group, scale, q + ((size_t)n * H + h) * c->K,
-                    o + ((size_t)n * H + h) * c->V, lina_ctx_thread_ws(ctx, tid));
+#pragma omp for schedule(dynamic, 1)
+        for (int job = 0; job < jobs; job++) {
+            int n = job / c->HKV, hk = job % c->HKV;
+            size_t row = (size_t)n * H + (size_t)hk * group; // first query head of the group
+            decode_group(c, n, hk, group, scale, q + row * c->K, o + row * c->V, P);
+        }
     }
     return LINA_OK;
 }

@@ -146,7 +146,8 @@ static inline __m512 exp512(__m512 y) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(kf), _mm512_set1_epi32(127)), 23);
+    __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(kf), _mm512_set1_epi32(127)), 23);
     __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
     return _mm512_maskz_mov_ps((__mmask16)~zero, res);
 }
@@ -184,15 +185,18 @@ static void exp_row_sub(float *x, int n, const float *sub) {
     int i = 0;
 #ifdef __AVX512F__
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(x + i, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(sub + i))));
+        _mm512_storeu_ps(x + i,
+                         exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(sub + i))));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        __m512 y = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, sub + i));
+        __m512 y =
+            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, sub + i));
         _mm512_mask_storeu_ps(x + i, k, exp512(y));
         i = n;
     }
 #endif
-    for (; i < n; i++) x[i] = expf(x[i] - sub[i]);
+    for (; i < n; i++)
+        x[i] = expf(x[i] - sub[i]);
 }
 
 /* x[i] *= a */
@@ -200,14 +204,16 @@ static void scale_row(float *x, int n, float a) {
     int i = 0;
 #ifdef __AVX512F__
     __m512 av = _mm512_set1_ps(a);
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), av));
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), av));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), av));
         i = n;
     }
 #endif
-    for (; i < n; i++) x[i] *= a;
+    for (; i < n; i++)
+        x[i] *= a;
 }
 
 /* p[i] *= dp[i] - D[i]  (dS = P (dP - D)) */
@@ -215,17 +221,20 @@ static void ds_row(float *p, const float *dp, const float *D, int n) {
     int i = 0;
 #ifdef __AVX512F__
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(p + i, _mm512_mul_ps(_mm512_loadu_ps(p + i),
-                                              _mm512_sub_ps(_mm512_loadu_ps(dp + i), _mm512_loadu_ps(D + i))));
+        _mm512_storeu_ps(
+            p + i, _mm512_mul_ps(_mm512_loadu_ps(p + i),
+                                 _mm512_sub_ps(_mm512_loadu_ps(dp + i), _mm512_loadu_ps(D + i))));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + i),
-                                 _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + i), _mm512_maskz_loadu_ps(k, D + i)));
+        __m512 x = _mm512_mul_ps(
+            _mm512_maskz_loadu_ps(k, p + i),
+            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + i), _mm512_maskz_loadu_ps(k, D + i)));
         _mm512_mask_storeu_ps(p + i, k, x);
         i = n;
     }
 #endif
-    for (; i < n; i++) p[i] *= dp[i] - D[i];
+    for (; i < n; i++)
+        p[i] *= dp[i] - D[i];
 }
 
 static float max_row(const float *x, int n) {
@@ -233,10 +242,12 @@ static float max_row(const float *x, int n) {
     int j = 0;
 #ifdef __AVX512F__
     __m512 mv = _mm512_set1_ps(-INFINITY);
-    for (; j + 16 <= n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + j));
+    for (; j + 16 <= n; j += 16)
+        mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + j));
     m = _mm512_reduce_max_ps(mv);
 #endif
-    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    for (; j < n; j++)
+        m = x[j] > m ? x[j] : m;
     return m;
 }
 
@@ -278,7 +289,8 @@ static lina_status check_desc(const char *fn, const lina_softmax_desc *d) {
     DIM_CHECK("V", d->V, 1);
 #undef DIM_CHECK
     if (d->B < 1 || d->B > (1 << 24))
-        return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d out of range [1, %d]", fn, d->B, 1 << 24);
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d out of range [1, %d]", fn, d->B,
+                         1 << 24);
     if (d->T < (d->cu_seqlens ? 0 : 1) || d->T > (1 << 30))
         return lina_fail(LINA_ERR_INVALID_ARG, "%s: T = %d out of range [%d, %d]", fn, d->T,
                          d->cu_seqlens ? 0 : 1, 1 << 30);
@@ -296,7 +308,8 @@ static lina_status check_desc(const char *fn, const lina_softmax_desc *d) {
                          biggest);
     if (d->cu_seqlens) {
         if (d->B != 1)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn, d->B);
+            return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn,
+                             d->B);
         if (d->n_seqs < 1 || d->n_seqs > (1 << 24))
             return lina_fail(LINA_ERR_INVALID_ARG, "%s: n_seqs = %d out of range [1, %d]", fn,
                              d->n_seqs, 1 << 24);
@@ -319,7 +332,7 @@ static lina_status check_desc(const char *fn, const lina_softmax_desc *d) {
 
 static lina_status check_input(const char *fn, lina_ctx *ctx, const char *name, const float *x,
                                size_t n) {
-    if (!x) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name);
+    if (!x) return n ? lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name) : LINA_OK;
     if (lina_ctx_check_finite(ctx) && !lina_all_finite(x, n)) {
         for (size_t i = 0; i < n; i++)
             if (!isfinite(x[i]))
@@ -359,7 +372,8 @@ static void transpose_rows(const float *x, ptrdiff_t stride, int len, int D, flo
     for (int t0 = 0; t0 < len; t0 += 32) {
         int t1 = min_i(len, t0 + 32);
         for (int i = 0; i < D; i++)
-            for (int t = t0; t < t1; t++) xt[(size_t)i * len + t] = x[(size_t)t * stride + i];
+            for (int t = t0; t < t1; t++)
+                xt[(size_t)i * len + t] = x[(size_t)t * stride + i];
     }
 }
 
@@ -368,7 +382,8 @@ static void untranspose_rows(const float *xt, int len, int D, float *x, ptrdiff_
     for (int t0 = 0; t0 < len; t0 += 32) {
         int t1 = min_i(len, t0 + 32);
         for (int t = t0; t < t1; t++)
-            for (int i = 0; i < D; i++) x[(size_t)t * stride + i] = xt[(size_t)i * len + t];
+            for (int i = 0; i < D; i++)
+                x[(size_t)t * stride + i] = xt[(size_t)i * len + t];
     }
 }
 
@@ -381,7 +396,8 @@ static void transpose_all(const plan_t *p, const float *x, int nh, int D, float 
         int len;
         seq_range(p->d, job / nh, &bos, &len);
         int h = job % nh;
-        transpose_rows(x + (bos * nh + h) * D, (ptrdiff_t)nh * D, len, D, panel(xt, bos, len, nh, h, D));
+        transpose_rows(x + (bos * nh + h) * D, (ptrdiff_t)nh * D, len, D,
+                       panel(xt, bos, len, nh, h, D));
     }
 }
 
@@ -433,13 +449,14 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
     int L;
     seq_range(d, n, &bos, &L);
     int nq = min_i(BQ, L - t0);
-    float *S = ws;                   // (BQ, BK) scores, then probabilities
-    float *acc = S + BQ * BK;        // (BQ, V) unnormalized output
-    float *m = acc + (size_t)BQ * V; // (BQ) running row max
-    float *l = m + BQ;               // (BQ) running row sum
-    const float *Qi = q + ((bos + t0) * H + h) * K;                 // (nq, K), stride H*K
-    const float *Kt = panel((float *)kt, bos, L, HKV, hk, K);       // (K, L)
-    for (int i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    float *S = ws;                                            // (BQ, BK) scores, then probabilities
+    float *acc = S + BQ * BK;                                 // (BQ, V) unnormalized output
+    float *m = acc + (size_t)BQ * V;                          // (BQ) running row max
+    float *l = m + BQ;                                        // (BQ) running row sum
+    const float *Qi = q + ((bos + t0) * H + h) * K;           // (nq, K), stride H*K
+    const float *Kt = panel((float *)kt, bos, L, HKV, hk, K); // (K, L)
+    for (int i = 0; i < nq; i++)
+        m[i] = -INFINITY, l[i] = 0.0f;
     memset(acc, 0, sizeof(float) * nq * V);
 
     int lo, hi;
@@ -471,7 +488,8 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
     for (int i = 0; i < nq; i++) {
         float *oi = o + ((bos + t0 + i) * H + h) * V;
         float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-        for (int c = 0; c < V; c++) oi[c] = acc[(size_t)i * V + c] * inv;
+        for (int c = 0; c < V; c++)
+            oi[c] = acc[(size_t)i * V + c] * inv;
         if (lse) lse[(bos + t0 + i) * H + h] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
     }
 }
@@ -483,7 +501,7 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
     if (!ctx) return lina_fail(LINA_ERR_OOM, "%s: no context", fn);
     plan_t p;
     TRY(check_common(fn, ctx, d, q, k, v, &p));
-    if (!o) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer o is NULL", fn);
+    if (!o && d->T > 0) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer o is NULL", fn);
     float *kt = lina_ctx_shared_ws(ctx, 0, (size_t)d->B * d->T * p.HKV * d->K + 1); // K^T panels
     if (!kt) return lina_fail(LINA_ERR_OOM, "%s: transposed keys: out of memory", fn);
     int n_blocks = 0;
@@ -535,15 +553,15 @@ static const float *block_grad(const plan_t *p, const bwd_args_t *a, int64_t bos
                                int s0, int nk, int t0, int nq, float *dVj, float *ws) {
     const lina_softmax_desc *d = p->d;
     int H = d->H, HKV = p->HKV, K = d->K, V = d->V, hk = h / p->group;
-    float *Pt = ws;               // (BK, BQ) P^T, then dS^T
-    float *dPt = Pt + BQ * BK;    // (BK, BQ) dP^T
-    float *lse_i = dPt + BQ * BK; // (BQ)
-    float *D_i = lse_i + BQ;      // (BQ)
-    const float *Kj = a->k + ((bos + s0) * HKV + hk) * K;                 // (nk, K), stride HKV*K
-    const float *Vj = a->v + ((bos + s0) * HKV + hk) * V;                 // (nk, V), stride HKV*V
-    const float *Qt = panel((float *)a->qt, bos, L, H, h, K) + t0;        // (K, nq), stride L
-    const float *dOt = panel((float *)a->dot, bos, L, H, h, V) + t0;      // (V, nq), stride L
-    const float *dOi = a->dout + ((bos + t0) * H + h) * V;               // (nq, V), stride H*V
+    float *Pt = ws;                                                  // (BK, BQ) P^T, then dS^T
+    float *dPt = Pt + BQ * BK;                                       // (BK, BQ) dP^T
+    float *lse_i = dPt + BQ * BK;                                    // (BQ)
+    float *D_i = lse_i + BQ;                                         // (BQ)
+    const float *Kj = a->k + ((bos + s0) * HKV + hk) * K;            // (nk, K), stride HKV*K
+    const float *Vj = a->v + ((bos + s0) * HKV + hk) * V;            // (nk, V), stride HKV*V
+    const float *Qt = panel((float *)a->qt, bos, L, H, h, K) + t0;   // (K, nq), stride L
+    const float *dOt = panel((float *)a->dot, bos, L, H, h, V) + t0; // (V, nq), stride L
+    const float *dOi = a->dout + ((bos + t0) * H + h) * V;           // (nq, V), stride H*V
     for (int i = 0; i < nq; i++) {
         lse_i[i] = a->lse[(bos + t0 + i) * H + h];
         D_i[i] = a->delta[(bos + t0 + i) * H + h];
@@ -551,13 +569,15 @@ static const float *block_grad(const plan_t *p, const bwd_args_t *a, int64_t bos
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, K, p->scale, Kj, HKV * K, Qt, L,
                 0.0f, Pt, BQ);
     apply_mask_t(d, t0, nq, s0, nk, Pt);
-    for (int j = 0; j < nk; j++) exp_row_sub(Pt + j * BQ, nq, lse_i);
+    for (int j = 0; j < nk; j++)
+        exp_row_sub(Pt + j * BQ, nq, lse_i);
     if (dVj)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, V, nq, 1.0f, Pt, BQ, dOi, H * V,
                     1.0f, dVj, HKV * V);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, V, 1.0f, Vj, HKV * V, dOt, L,
                 0.0f, dPt, BQ);
-    for (int j = 0; j < nk; j++) ds_row(Pt + j * BQ, dPt + j * BQ, D_i, nq);
+    for (int j = 0; j < nk; j++)
+        ds_row(Pt + j * BQ, dPt + j * BQ, D_i, nq);
     return Pt;
 }
 
@@ -572,12 +592,12 @@ static void add_dk(const plan_t *p, const bwd_args_t *a, int64_t bos, int h, int
 }
 
 /* dQ_i^T (K, nq) at dQt with leading dimension ld += scale K_j^T dS^T */
-static void add_dqt(const plan_t *p, const bwd_args_t *a, int64_t bos, int L, int hk, int s0, int nk,
-                    int nq, const float *dSt, float *dQt, int ld) {
+static void add_dqt(const plan_t *p, const bwd_args_t *a, int64_t bos, int L, int hk, int s0,
+                    int nk, int nq, const float *dSt, float *dQt, int ld) {
     int K = p->d->K;
     const float *Kt = panel((float *)a->kt, bos, L, p->HKV, hk, K) + s0; // (K, nk), stride L
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, nq, nk, p->scale, Kt, L, dSt, BQ, 1.0f,
-                dQt, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, nq, nk, p->scale, Kt, L, dSt, BQ,
+                1.0f, dQt, ld);
 }
 
 /* Fused path, one job per (sequence n, kv head hk): all key blocks in order,
@@ -606,7 +626,8 @@ static void backward_kv_head(const plan_t *p, int n, int hk, const bwd_args_t *a
     }
     for (int g = 0; g < p->group; g++) {
         int h = hk * p->group + g;
-        untranspose_rows(dQt + (size_t)g * K * L, L, K, a->dq + (bos * H + h) * K, (ptrdiff_t)H * K);
+        untranspose_rows(dQt + (size_t)g * K * L, L, K, a->dq + (bos * H + h) * K,
+                         (ptrdiff_t)H * K);
     }
 }
 
@@ -650,7 +671,8 @@ static void backward_query_block(const plan_t *p, int n, int h, int t0, const bw
         add_dqt(p, a, bos, L, hk, s0, nk, nq, dSt, dQt, BQ);
     }
     for (int i = 0; i < nq; i++)
-        for (int c = 0; c < K; c++) a->dq[((bos + t0 + i) * d->H + h) * K + c] = dQt[(size_t)c * BQ + i];
+        for (int c = 0; c < K; c++)
+            a->dq[((bos + t0 + i) * d->H + h) * K + c] = dQt[(size_t)c * BQ + i];
 }
 
 lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, const float *q,
@@ -664,18 +686,19 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
     size_t tokens = (size_t)d->B * d->T, rows = tokens * d->H;
     TRY(check_input(fn, ctx, "o", o, rows * d->V));
     TRY(check_input(fn, ctx, "dout", dout, rows * d->V));
-    if (!lse) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer lse is NULL", fn);
+    if (!lse && rows) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer lse is NULL", fn);
     if (lina_ctx_check_finite(ctx))
         for (size_t r = 0; r < rows; r++)
             if (isnan(lse[r]) || lse[r] == INFINITY)
                 return lina_fail(LINA_ERR_NONFINITE, "%s: lse[%zu] = %g is not finite", fn, r,
                                  lse[r]);
-    if (!dq || !dk || !dv) return lina_fail(LINA_ERR_INVALID_ARG, "%s: dq, dk and dv are required", fn);
+    if ((!dq || !dk || !dv) && rows)
+        return lina_fail(LINA_ERR_INVALID_ARG, "%s: dq, dk and dv are required", fn);
 
-    float *delta = lina_ctx_shared_ws(ctx, 0, rows);                  // (tokens, H) rowsum(dO * O)
-    float *qt = lina_ctx_shared_ws(ctx, 1, rows * d->K + 1);                 // Q^T panels
-    float *kt = lina_ctx_shared_ws(ctx, 2, tokens * p.HKV * d->K + 1);       // K^T panels
-    float *dot = lina_ctx_shared_ws(ctx, 3, rows * d->V + 1);                // dO^T panels
+    float *delta = lina_ctx_shared_ws(ctx, 0, rows + 1);               // (tokens, H) rowsum(dO * O)
+    float *qt = lina_ctx_shared_ws(ctx, 1, rows * d->K + 1);           // Q^T panels
+    float *kt = lina_ctx_shared_ws(ctx, 2, tokens * p.HKV * d->K + 1); // K^T panels
+    float *dot = lina_ctx_shared_ws(ctx, 3, rows * d->V + 1);          // dO^T panels
     if (!delta || !qt || !kt || !dot) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
     int max_len = 0;
     for (int n = 0; n < p.n_seqs; n++) {
@@ -691,7 +714,8 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
     int fused = threads == 1 || (double)rounds * threads <= 1.4 * n_heads;
     int n_kb = 0, n_qb = 0;
     qblock_t *kblocks = NULL, *qblocks = NULL; /* split path: key and query blocks */
-    if (!fused && (!(kblocks = list_blocks(&p, BK, &n_kb)) || !(qblocks = list_blocks(&p, BQ, &n_qb)))) {
+    if (!fused &&
+        (!(kblocks = list_blocks(&p, BK, &n_kb)) || !(qblocks = list_blocks(&p, BQ, &n_qb)))) {
         free(kblocks);
         return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
     }
@@ -711,7 +735,8 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
 #pragma omp for schedule(static)
         for (size_t r = 0; r < rows; r++) {
             double acc = 0;
-            for (int c = 0; c < V; c++) acc += (double)dout[r * V + c] * o[r * V + c];
+            for (int c = 0; c < V; c++)
+                acc += (double)dout[r * V + c] * o[r * V + c];
             delta[r] = (float)acc;
         }
 #pragma omp for schedule(static)
