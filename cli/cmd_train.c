@@ -39,7 +39,9 @@ static void train_usage(FILE *f) {
             "  --lr X (1e-3)      --min-lr X (lr/10)   --warmup N (steps/20)\n"
             "  --wd X (0.1)       --clip X (1.0, 0 = off)   --seed N (1)\n"
             "  --threads N        (default: all cores; results do not depend on it)\n"
-            "  --eval-every N (100)  --eval-batches N (8)  --save-every N (500)\n");
+            "  --eval-every N (100)  --eval-batches N (8)  --save-every N (500)\n"
+            "  --stop-at N        stop after step N with a checkpoint (--resume continues)\n"
+            "With --resume the run's hyperparameters come from DIR/train_state.json.\n");
 }
 
 typedef struct {
@@ -48,6 +50,7 @@ typedef struct {
     lina_train_config t;
     lina_adamw_config opt;
     int eval_every, eval_batches, save_every, warmup_set, min_lr_set;
+    int64_t stop_at; /* stop (with a checkpoint) after this step; 0 = run to --steps */
     char data_buf[4096];
 } train_opts;
 
@@ -165,6 +168,7 @@ static int parse_args(int argc, char **argv, train_opts *o) {
         else if (!strcmp(a, "--seq")) { if (!parse_int(a, VAL, 1, 1 << 20, &o->t.seq)) return 0; }
         else if (!strcmp(a, "--accum")) { if (!parse_int(a, VAL, 1, 1 << 16, &o->t.accum)) return 0; }
         else if (!strcmp(a, "--warmup")) { if (!parse_int(a, VAL, 0, 1 << 30, &steps)) return 0; o->t.warmup = steps; o->warmup_set = 1; }
+        else if (!strcmp(a, "--stop-at")) { if (!parse_int(a, VAL, 1, 1 << 30, &steps)) return 0; o->stop_at = steps; }
         else if (!strcmp(a, "--seed")) { if (!parse_int(a, VAL, 0, 2147483647, &seed)) return 0; o->t.seed = (uint64_t)seed; }
         else if (!strcmp(a, "--threads")) { if (!parse_int(a, VAL, 0, 256, &o->threads)) return 0; }
         else if (!strcmp(a, "--eval-every")) { if (!parse_int(a, VAL, 1, 1 << 30, &o->eval_every)) return 0; }
@@ -240,18 +244,22 @@ static int build_config(train_opts *o, lina_model_config *c) {
 /* ---- run state, log, plot ---- */
 
 static int write_run_state(const char *out, int64_t step, int64_t skipped, const train_opts *o) {
-    char path[4096], text[512];
+    char path[4096], text[1024];
     snprintf(path, sizeof path, "%s/train_state.json", out);
     snprintf(text, sizeof text,
              "{\n  \"step\": %lld,\n  \"skipped\": %lld,\n  \"seed\": %llu,\n  \"steps\": %lld,\n"
-             "  \"batch\": %d,\n  \"seq\": %d,\n  \"accum\": %d\n}\n",
+             "  \"warmup\": %lld,\n  \"batch\": %d,\n  \"seq\": %d,\n  \"accum\": %d,\n"
+             "  \"lr\": %.9g,\n  \"min_lr\": %.9g,\n  \"clip\": %.9g,\n  \"weight_decay\": %.9g\n}\n",
              (long long)step, (long long)skipped, (unsigned long long)o->t.seed,
-             (long long)o->t.steps, o->t.batch, o->t.seq, o->t.accum);
+             (long long)o->t.steps, (long long)o->t.warmup, o->t.batch, o->t.seq, o->t.accum,
+             o->t.lr, o->t.min_lr, o->t.clip, o->opt.weight_decay);
     return lina_write_file_atomic(path, text, strlen(text)) == LINA_OK;
 }
 
-static int read_run_state(const char *out, int64_t *step, int64_t *skipped) {
-    char path[4096], buf[2048];
+/* --resume: the step reached and the run's hyperparameters (they define the
+ * batches and the schedule, so they are not taken from the command line). */
+static int read_run_state(const char *out, int64_t *step, int64_t *skipped, train_opts *o) {
+    char path[4096], buf[4096];
     snprintf(path, sizeof path, "%s/train_state.json", out);
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
@@ -259,15 +267,31 @@ static int read_run_state(const char *out, int64_t *step, int64_t *skipped) {
     fclose(f);
     buf[n] = 0;
     cJSON *j = cJSON_Parse(buf);
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "skipped");
-    int ok = cJSON_IsNumber(s) && s->valuedouble >= 0;
-    if (ok) {
-        *step = (int64_t)s->valuedouble;
-        *skipped = cJSON_IsNumber(k) ? (int64_t)k->valuedouble : 0;
+    const char *keys[] = {"step", "skipped", "seed", "steps", "warmup", "batch", "seq", "accum",
+                          "lr", "min_lr", "clip", "weight_decay"};
+    double v[12];
+    int ok = j != NULL;
+    for (int i = 0; i < 12 && ok; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, keys[i]);
+        ok = cJSON_IsNumber(it) && it->valuedouble >= 0;
+        if (ok) v[i] = it->valuedouble;
     }
     cJSON_Delete(j);
-    return ok;
+    if (!ok || v[5] < 1 || v[6] < 1 || v[7] < 1) return 0;
+    *step = (int64_t)v[0];
+    *skipped = (int64_t)v[1];
+    o->t.seed = (uint64_t)v[2];
+    o->t.steps = (int64_t)v[3];
+    o->t.warmup = (int64_t)v[4];
+    o->t.batch = (int)v[5];
+    o->t.seq = (int)v[6];
+    o->t.accum = (int)v[7];
+    o->t.lr = (float)v[8];
+    o->t.min_lr = (float)v[9];
+    o->t.clip = (float)v[10];
+    o->opt.weight_decay = (float)v[11];
+    o->opt.lr = o->t.lr;
+    return 1;
 }
 
 static int save_checkpoint(const char *out, lina_model *m, lina_adamw *opt, int64_t step,
@@ -355,7 +379,7 @@ int cmd_train(int argc, char **argv) {
     int rc = 1;
     char path[4096];
     if (o.resume) {
-        if (!read_run_state(o.out, &start, &skipped)) {
+        if (!read_run_state(o.out, &start, &skipped, &o)) {
             fprintf(stderr, "lina train: --resume: no readable %s/train_state.json\n", o.out);
             goto done;
         }
@@ -404,7 +428,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (!o.resume) fprintf(log, "step,lr,train_loss,val_loss,grad_norm,tokens_per_s,elapsed_s\n");
-    int tty = isatty(2), nan_run = 0;
+    int tty = isatty(2), nan_run = 0, stopped = 0;
     double t0 = now_s(), tok_per_step = (double)o.t.batch * o.t.seq * o.t.accum;
     float last_loss = NAN;
     rc = 0;
@@ -450,16 +474,23 @@ int cmd_train(int argc, char **argv) {
                 val_s, r.grad_norm, tok_s, elapsed);
         if (done_steps % 10 == 0 || !tty) fflush(log);
         if (tty || done_steps % 10 == 0) progress(done_steps, o.t.steps, last_loss, tok_s, eta, tty);
-        if (done_steps % o.save_every == 0 || done_steps == o.t.steps) {
+        int stop = o.stop_at > 0 && done_steps >= o.stop_at;
+        if (done_steps % o.save_every == 0 || done_steps == o.t.steps || stop) {
             if (!save_checkpoint(o.out, m, opt, done_steps, skipped, &o)) {
                 rc = 1;
                 break;
             }
         }
+        if (stop) {
+            fprintf(stderr, "%slina train: stopped after step %lld (--stop-at); --resume continues\n",
+                    tty ? "\n" : "", (long long)done_steps);
+            stopped = 1;
+            break;
+        }
     }
     if (tty) fprintf(stderr, "\n");
     fclose(log);
-    if (rc == 0) {
+    if (rc == 0 && !stopped) {
         fprintf(stderr, "lina train: done, checkpoint in %s (%lld skipped steps)\n", o.out, (long long)skipped);
         plot(o.out);
     }
