@@ -26,7 +26,7 @@ static void gen_usage(FILE *f) {
             "  --top-k N           keep the N most likely bytes (default 0 = off)\n"
             "  --top-p X           nucleus sampling (default 1 = off)\n"
             "  --seed N            sampling seed (default 1)\n"
-            "  --threads N         threads (default: all cores)\n"
+            "  --threads N         threads (default 1: one token is too little work to share)\n"
             "  --load-state FILE   continue from a saved decoding state (the prompt is appended)\n"
             "  --save-state FILE   save the decoding state at the end (bit-exact; fork by loading twice)\n"
             "  --no-echo           do not print the prompt\n"
@@ -69,7 +69,7 @@ static int num_arg(const char *flag, const char *v, double lo, double hi, double
 
 int cmd_generate(int argc, char **argv) {
     const char *dir = NULL, *prompt = "\n", *save = NULL, *load = NULL;
-    double max_new = 200, temp = 0.8, top_k = 0, top_p = 1, seed = 1, threads = 0;
+    double max_new = 200, temp = 0.8, top_k = 0, top_p = 1, seed = 1, threads = 1;
     int echo = 1, stats = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -89,7 +89,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--top-k")) ok = num_arg(a, v, 0, 1 << 24, &top_k), i++;
         else if (!strcmp(a, "--top-p")) ok = num_arg(a, v, 0, 1, &top_p), i++;
         else if (!strcmp(a, "--seed")) ok = num_arg(a, v, 0, 9e15, &seed), i++;
-        else if (!strcmp(a, "--threads")) ok = num_arg(a, v, 0, 256, &threads), i++;
+        else if (!strcmp(a, "--threads")) ok = num_arg(a, v, 1, 256, &threads), i++;
         else if (!strcmp(a, "--no-echo")) echo = 0;
         else if (!strcmp(a, "--stats")) stats = 1;
         else if (a[0] != '-' && !dir) dir = a;
