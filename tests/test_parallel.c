@@ -97,18 +97,24 @@ static void results_free(results *r) {
     free(r->dh0);
 }
 
-/* Forward and backward in one form; with_state: h0, ht, dht and dh0 are used. */
-static lina_status run_form(const problem *p, lina_form form, int with_state, results *r) {
+/* Forward and backward in one form (ctx NULL: the default context);
+ * with_state: h0, ht, dht and dh0 are used. */
+static lina_status run_form_ctx(lina_ctx *ctx, const problem *p, lina_form form, int with_state,
+                                results *r) {
     lina_attn_desc d = p->d;
     d.form = form;
     lina_attn_fwd_args fa = {p->q, p->k, p->v, p->g, p->beta, with_state ? p->h0 : NULL, r->o,
                              with_state ? r->ht : NULL};
-    lina_status st = lina_attn_forward(NULL, &d, &fa);
+    lina_status st = lina_attn_forward(ctx, &d, &fa);
     if (st != LINA_OK) return st;
     lina_attn_bwd_args ba = {p->q, p->k, p->v, p->g, p->beta, with_state ? p->h0 : NULL, p->dout,
                              with_state ? p->dht : NULL, r->dq, r->dk, r->dv, r->dg, r->dbeta,
                              with_state ? r->dh0 : NULL};
-    return lina_attn_backward(NULL, &d, &ba);
+    return lina_attn_backward(ctx, &d, &ba);
+}
+
+static lina_status run_form(const problem *p, lina_form form, int with_state, results *r) {
+    return run_form_ctx(NULL, p, form, with_state, r);
 }
 
 static const char *gate_name(lina_gate g) {
@@ -292,10 +298,47 @@ static void test_repeat(void) {
     lina_status s2 = run_form(&p, LINA_FORM_PARALLEL, 1, &b);
     int same = s1 == LINA_OK && s2 == LINA_OK && !memcmp(a.dq, b.dq, sizeof(float) * p.nqk) &&
                !memcmp(a.dk, b.dk, sizeof(float) * p.nqk) && !memcmp(a.dg, b.dg, sizeof(float) * p.ng);
-    test_report(same, "repeat backward is bit-identical", "%s", same ? "" : "differs");
+    test_report(same, "repeated backward", "%s", same ? "bit-identical" : "results differ");
     results_free(&a);
     results_free(&b);
     problem_free(&p);
+}
+
+/* Results do not depend on the thread count: 1 vs 2 threads, bit for bit, on
+ * several jobs (threads across jobs) and on one job (BLAS threads inside). */
+static void test_threads(void) {
+    for (int many = 0; many < 2; many++) {
+        lina_attn_desc d = many ? desc(3, 50, 2, 4, 64, 60, LINA_GATE_VECTOR, LINA_UPDATE_DELTA)
+                                : desc(1, 200, 1, 0, 128, 128, LINA_GATE_SCALAR, LINA_UPDATE_DELTA);
+        problem p;
+        problem_init(&p, d, 800 + many, -1.0f);
+        results r[2];
+        lina_status st[2];
+        for (int n = 0; n < 2; n++) {
+            lina_ctx *ctx = NULL;
+            results_alloc(&p, &r[n]);
+            st[n] = lina_ctx_create(&ctx);
+            if (st[n] == LINA_OK) st[n] = lina_ctx_set_threads(ctx, n + 1);
+            if (st[n] == LINA_OK) st[n] = run_form_ctx(ctx, &p, LINA_FORM_PARALLEL, 1, &r[n]);
+            lina_ctx_free(ctx);
+        }
+        int same = st[0] == LINA_OK && st[1] == LINA_OK;
+#define SAME(field, n) same = same && !memcmp(r[0].field, r[1].field, sizeof(float) * (n))
+        SAME(o, p.nv);
+        SAME(ht, p.ns);
+        SAME(dq, p.nqk);
+        SAME(dk, p.nqk);
+        SAME(dv, p.nv);
+        SAME(dg, p.ng);
+        SAME(dbeta, p.nb);
+        SAME(dh0, p.ns);
+#undef SAME
+        test_report(same, many ? "1 vs 2 threads, 24 jobs" : "1 vs 2 threads, one job", "%s",
+                    same ? "bit-identical" : "results differ");
+        results_free(&r[0]);
+        results_free(&r[1]);
+        problem_free(&p);
+    }
 }
 
 /* L = sum(o * dout) + sum(ht * dht) in double, forward in the parallel form. */
@@ -396,5 +439,6 @@ int main(void) {
     test_normalized();
     test_alias();
     test_repeat();
+    test_threads();
     return test_finish();
 }
