@@ -213,6 +213,7 @@ static void test_matrix(void) {
             lina_gate gate = (lina_gate)g;
             uint64_t seed = 100 + 10 * u + g;
             compare("T1", desc(2, 1, 1, 0, 60, 64, gate, up), -1.0f, 1, seed);
+            compare("K1V1", desc(2, 9, 1, 2, 1, 1, gate, up), -1.0f, 1, seed + 6);
             compare("T2", desc(1, 2, 1, 0, 64, 60, gate, up), -1.0f, 1, seed + 1);
             compare("grouped", desc(1, 63, 2, 4, 64, 100, gate, up), -1.0f, 1, seed + 2);
             compare("decay20", desc(2, 65, 1, 0, 100, 60, gate, up), -20.0f, 1, seed + 3);
