@@ -8,6 +8,7 @@
 #include "lina/softmax.h"
 #include "lina/io.h"
 #include "lina/hf.h"
+#include "lina/tokenizer.h"
 #include "lina/model.h"
 #include "lina/icl.h"
 #include "lina/cuda.h" /* device API; returns LINA_ERR_UNSUPPORTED without CUDA */
