@@ -38,17 +38,21 @@ static size_t layout(const lina_attn_job *j, int C, int backward, cd_chunk *c, f
     PIECE(Kg, float, C * K);
     PIECE(Kd, float, C * K);
     PIECE(KdT, float, K * C);
+    PIECE(KT, float, vec ? 1 : K * C);
     PIECE(E, float, j->gate == LINA_GATE_SCALAR ? CC : 1);
     PIECE(M, float, CC);
     PIECE(Mq, float, CC);
     PIECE(L, float, CC);
     PIECE(LT, float, backward ? CC : 1);
+    PIECE(Dinv, float, (size_t)C * CD_SUB);
+    PIECE(Y, float, CD_SUB * (K + V));
     PIECE(X, float, C * (K + V));
     PIECE(U, float, C * V);
     PIECE(Fr, float, vec ? CD_SUB * K : 1);
     PIECE(R, float, vec ? 2 * CD_SUB * K : 1);
     PIECE(Fc, float, vec ? C * K : 1);
     PIECE(Kc, float, vec ? C * K : 1);
+    PIECE(KcT, float, vec ? K * C : 1);
     PIECE(Z, float, vec ? 2 * CD_SUB * (size_t)C : 1);
     PIECE(dR, float, vec && backward ? 2 * CD_SUB * K : 1);
     PIECE(dKc, float, vec && backward ? C * K : 1);
@@ -66,9 +70,16 @@ float *cd_chunk_carve(const lina_attn_job *j, int C, int backward, cd_chunk *c, 
 }
 
 /* b, gam, dec, gl and the gated copies Qg, Kg, Kd. Cumulative sums in double
- * so that small differences of large sums stay exact. */
+ * so that small differences of large sums stay exact. Token rows are strided
+ * (one or two rows per page with many heads), which defeats the hardware
+ * prefetchers: the rows of the next chunk are prefetched on the way. */
 static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     int K = j->K;
+    for (int r = 0; r < n && t0 + n + r < j->T; r++) {
+        cd_prefetch_row(cd_q(j, t0 + n + r), K);
+        cd_prefetch_row(cd_k(j, t0 + n + r), K);
+        if (j->gate == LINA_GATE_VECTOR) cd_prefetch_row(j->g + (ptrdiff_t)(t0 + n + r) * j->sg, K);
+    }
     if (j->gate == LINA_GATE_NONE) {
         for (int r = 0; r < n; r++) {
             memcpy(c->Qg + (size_t)r * K, cd_q(j, t0 + r), sizeof(float) * K);
@@ -119,10 +130,17 @@ static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n)
 static void scores_dense(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     int C = c->C, K = j->K;
     const float *q = cd_q(j, t0), *k = cd_k(j, t0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, K, 1.0f, k, j->sqk, k, j->sqk, 0.0f,
-                c->M, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, K, 1.0f, q, j->sqk, k, j->sqk, 0.0f,
-                c->Mq, C);
+    cd_transpose(k, j->sqk, n, K, c->KT, C);
+    /* only the lower triangle is used: rows [0, h) need columns [0, h) */
+    int h = (n + 1) / 2;
+    for (int half = 0; half < 2; half++) {
+        int r0 = half ? h : 0, rows = half ? n - h : h, cols = half ? n : h;
+        if (rows == 0) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, K, 1.0f,
+                    k + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f, c->M + (size_t)r0 * C, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, K, 1.0f,
+                    q + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f, c->Mq + (size_t)r0 * C, C);
+    }
     for (int r = 0; r < n; r++) {
         float *restrict m = c->M + (size_t)r * C, *restrict mq = c->Mq + (size_t)r * C;
         if (j->gate == LINA_GATE_SCALAR) {
@@ -137,11 +155,8 @@ static void scores_dense(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
             m[r] = 0.0f;
             for (int s = r + 1; s < n; s++) e[s] = m[s] = mq[s] = 0.0f;
         } else {
-#pragma omp simd
-            for (int s = 0; s < n; s++) {
-                m[s] = s < r ? m[s] : 0.0f;
-                mq[s] = s <= r ? mq[s] : 0.0f;
-            }
+            m[r] = 0.0f;
+            for (int s = r + 1; s < n; s++) m[s] = mq[s] = 0.0f;
         }
     }
 }
@@ -208,9 +223,11 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     for (int I0 = 0; I0 < n; I0 += CD_SUB) {
         int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n, nI = I1 - I0;
         int cols = subchunk_factors(j, c, t0, I0, I1);
-        if (cols > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 2 * nI, cols, K, 1.0f, c->R, K,
-                        c->Kc, K, 0.0f, c->Z, C);
+        if (cols > 0) {
+            cd_transpose(c->Kc, K, cols, K, c->KcT, C);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * nI, cols, K, 1.0f, c->R, K,
+                        c->KcT, C, 0.0f, c->Z, C);
+        }
         for (int r = I0; r < I1; r++) {
             float *m = c->M + (size_t)r * C, *mq = c->Mq + (size_t)r * C;
             const float *zm = c->Z + (size_t)(r - I0) * C, *zq = c->Z + (size_t)(nI + r - I0) * C;
@@ -226,8 +243,9 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
 
 /* L = diag(beta) M (and LT = L^T for the backward); X = diag(beta) [Kg | V]
  * solved in place: (I + L) X = B by blocks I = [I0, I1) of CD_SUB rows,
- *   X_I -= L_{I, <I0} X_{<I0}                    (one GEMM)
- *   X_r -= L_rs X_s,  I0 <= s < r, r in I       (substitution, rows of K+V) */
+ *   Y   = X_I - L_{I, <I0} X_{<I0}              (GEMM)
+ *   X_I = (I + L_II)^-1 Y                        (GEMM with the block inverse Dinv_I)
+ * Dinv_I by substitution on rows: D_r = e_r - sum_{I0<=s<r} L_rs D_s. */
 static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     int C = c->C, K = j->K, V = j->V, P = K + V;
     for (int r = 0; r < n; r++) {
@@ -235,6 +253,7 @@ static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
         const float *restrict m = c->M + (size_t)r * C, *restrict kg = c->Kg + (size_t)r * K;
         const float *restrict v = cd_v(j, t0 + r);
         float *restrict l = c->L + (size_t)r * C, *restrict x = c->X + (size_t)r * P;
+        if (t0 + n + r < j->T) cd_prefetch_row(cd_v(j, t0 + n + r), V);
 #pragma omp simd
         for (int s = 0; s < n; s++) l[s] = beta * m[s];
 #pragma omp simd
@@ -242,47 +261,44 @@ static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
 #pragma omp simd
         for (int e = 0; e < V; e++) x[K + e] = beta * v[e];
     }
-    if (c->backward)
-        for (int r = 0; r < n; r++)
-            for (int s = 0; s < n; s++) c->LT[(size_t)s * C + r] = c->L[(size_t)r * C + s];
+    if (c->backward) cd_transpose(c->L, C, n, n, c->LT, C);
     for (int I0 = 0; I0 < n; I0 += CD_SUB) {
-        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n;
-        if (I0 > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I1 - I0, P, I0, -1.0f,
-                        c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->X + (size_t)I0 * P, P);
-        for (int r = I0 + 1; r < I1; r++) {
-            float *restrict xr = c->X + (size_t)r * P;
-            for (int s = I0; s < r; s++) {
-                float l = c->L[(size_t)r * C + s];
-                const float *restrict xs = c->X + (size_t)s * P;
-#pragma omp simd
-                for (int e = 0; e < P; e++) xr[e] -= l * xs[e];
+        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n, nI = I1 - I0;
+        float *D = c->Dinv + (size_t)I0 * CD_SUB; /* (nI, nI) ld CD_SUB */
+        for (int r = 0; r < nI; r++) {
+            float *restrict dr = D + (size_t)r * CD_SUB;
+            const float *restrict l = c->L + (size_t)(I0 + r) * C + I0;
+            for (int x = 0; x < nI; x++) dr[x] = x == r ? 1.0f : 0.0f;
+            for (int s = 0; s < r; s++) {
+                const float *restrict ds = D + (size_t)s * CD_SUB;
+                for (int x = 0; x <= s; x++) dr[x] -= l[s] * ds[x];
             }
         }
+        for (int r = 0; r < nI; r++)
+            memcpy(c->Y + (size_t)r * P, c->X + (size_t)(I0 + r) * P, sizeof(float) * P);
+        if (I0 > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nI, P, I0, -1.0f,
+                        c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->Y, P);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nI, P, nI, 1.0f, D, CD_SUB, c->Y, P,
+                    0.0f, c->X + (size_t)I0 * P, P);
     }
 }
 
-/* dB = (I + L)^-T dX in place: dB_r = dX_r - sum_{s>r} L_sr dB_s, by blocks
- * from the bottom: dB_I -= (L_{>=I1, I})^T dB_{>=I1} (GEMM on LT), then
- * backward substitution inside the block. */
+/* dB = (I + L)^-T dX in place, by blocks from the bottom:
+ *   Y    = dX_I - (L_{>=I1, I})^T dB_{>=I1}      (GEMM on LT)
+ *   dB_I = Dinv_I^T Y */
 void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float *dX) {
     int C = c->C, P = j->K + j->V;
     int last = ((n - 1) / CD_SUB) * CD_SUB;
     for (int I0 = last; I0 >= 0; I0 -= CD_SUB) {
-        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n;
+        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n, nI = I1 - I0;
+        for (int r = 0; r < nI; r++)
+            memcpy(c->Y + (size_t)r * P, dX + (size_t)(I0 + r) * P, sizeof(float) * P);
         if (I1 < n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I1 - I0, P, n - I1, -1.0f,
-                        c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P, P, 1.0f,
-                        dX + (size_t)I0 * P, P);
-        for (int r = I1 - 2; r >= I0; r--) {
-            float *restrict dr = dX + (size_t)r * P;
-            for (int s = r + 1; s < I1; s++) {
-                float l = c->LT[(size_t)r * C + s];
-                const float *restrict ds = dX + (size_t)s * P;
-#pragma omp simd
-                for (int e = 0; e < P; e++) dr[e] -= l * ds[e];
-            }
-        }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nI, P, n - I1, -1.0f,
+                        c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P, P, 1.0f, c->Y, P);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nI, P, nI, 1.0f,
+                    c->Dinv + (size_t)I0 * CD_SUB, CD_SUB, c->Y, P, 0.0f, dX + (size_t)I0 * P, P);
     }
 }
 

@@ -44,10 +44,13 @@ typedef struct {
     float *Qg, *Kg, *Kd; /* (C, K): q e^{b_r}, k e^{b_r}, k e^{b_last - b_r} */
     float *E;    /* (C, C) SCALAR: e^{b_r - b_s} for s <= r, else 0 */
     float *KdT;  /* (K, C): Kd transposed */
+    float *KT;   /* (K, C) NONE / SCALAR: raw keys transposed */
     float *M;    /* (C, C) strictly lower: M_rs */
     float *Mq;   /* (C, C) lower with diagonal: Mq_rs */
     float *L;    /* (C, C) strictly lower: beta_r M_rs */
     float *LT;   /* (C, C) backward: L transposed */
+    float *Dinv; /* (C, CD_SUB): per block of CD_SUB rows, (I + L_II)^-1 (unit lower) */
+    float *Y;    /* (CD_SUB, K + V): scratch of the blocked solves */
     float *X;    /* (C, K + V): [W | Ut]; W = X (ld K+V), Ut = X + K (ld K+V) */
     float *U;    /* (C, V): Ut - W S_0 */
     /* VECTOR scratch for one sub-chunk I = [I0, I1) */
@@ -55,6 +58,7 @@ typedef struct {
     float *R;    /* (2 CD_SUB, K): rows [k_r; q_r] * Fr */
     float *Fc;   /* (C, K): e^{b_ref - b_s}, s < cols */
     float *Kc;   /* (C, K): k_s * Fc */
+    float *KcT;  /* (K, C): Kc transposed */
     float *Z;    /* (2 CD_SUB, C): [M; Mq] rows of I, or their gradients */
     float *dR;   /* (2 CD_SUB, K) backward: gradient of R */
     float *dKc;  /* (C, K) backward: gradient of Kc */
@@ -116,6 +120,18 @@ static inline float cd_expf(float x) {
         float f;
     } two_n = {((int)n + 127) << 23};
     return x < -87.0f ? 0.0f : p * two_n.f;
+}
+
+/* t (cols, rows) ld ldt = a^T, a (rows, cols) ld lda. Plain products of
+ * row-major matrices run OpenBLAS's small-matrix kernels; A B^T does not. */
+static inline void cd_transpose(const float *a, ptrdiff_t lda, int rows, int cols, float *t,
+                                ptrdiff_t ldt) {
+    for (int r = 0; r < rows; r++)
+        for (int x = 0; x < cols; x++) t[x * ldt + r] = a[r * lda + x];
+}
+
+static inline void cd_prefetch_row(const float *x, int floats) {
+    for (int f = 0; f < floats; f += 16) __builtin_prefetch(x + f, 0, 2);
 }
 
 static inline const float *cd_q(const lina_attn_job *j, int t) { return j->q + (ptrdiff_t)t * j->sqk; }

@@ -149,61 +149,83 @@ static void chunk_backward_qkg(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w,
     cd_scores_backward(j, c, t0, n, w->dM, w->dMq, w->dq, w->dkp, w->dkn);
     /* gated copies: Qg = q o gam, Kg = k o gam, Kd = k o dec */
     int vec = j->gate == LINA_GATE_VECTOR, gated = j->gate != LINA_GATE_NONE;
-    for (int r = 0; r < n; r++)
-        for (int kk = 0; kk < K; kk++) {
-            size_t i = (size_t)r * K + kk;
-            float gam = !gated ? 1.0f : vec ? c->gam[i] : c->gam[r];
-            float dec = !gated ? 1.0f : vec ? c->dec[i] : c->dec[r];
-            w->dq[i] += w->dQg[i] * gam;
-            w->dkp[i] += w->dKg[i] * gam;
-            w->dKd[i] *= dec; /* now the column-role dk through Kd */
-        }
-    if (gated) {
-        /* db_last seeds: gl o rowsum(dS o S_0) + sum_r k_r o dKd_r, then reverse cumsum. */
-        double acc_s = 0, *acc_v = w->acc; /* (K) VECTOR */
-        for (int kk = 0; kk < K; kk++) acc_v[kk] = 0;
-        for (int kk = 0; kk < K; kk++) {
-            double rs = 0;
-            for (int x = 0; x < V; x++) rs += (double)w->dS[(size_t)kk * V + x] * S0[(size_t)kk * V + x];
-            if (vec) acc_v[kk] += c->gl[kk] * rs;
-            else acc_s += rs;
-        }
-        if (!vec) acc_s *= c->gl[0];
-        for (int r = 0; r < n; r++) {
-            const float *k = cd_k(j, t0 + r), *dkd = w->dKd + (size_t)r * K;
+    for (int r = 0; r < n; r++) {
+        size_t o = (size_t)r * K;
+        float *restrict dq = w->dq + o, *restrict dkp = w->dkp + o, *restrict dkd = w->dKd + o;
+        const float *restrict dqg = w->dQg + o, *restrict dkg = w->dKg + o;
+        if (vec) {
+            const float *restrict gam = c->gam + o, *restrict dec = c->dec + o;
+#pragma omp simd
             for (int kk = 0; kk < K; kk++) {
-                if (vec) acc_v[kk] += (double)k[kk] * dkd[kk];
-                else acc_s += (double)k[kk] * dkd[kk];
+                dq[kk] += dqg[kk] * gam[kk];
+                dkp[kk] += dkg[kk] * gam[kk];
+                dkd[kk] *= dec[kk]; /* now the column-role dk through Kd */
+            }
+        } else {
+            float gam = gated ? c->gam[r] : 1.0f, dec = gated ? c->dec[r] : 1.0f;
+#pragma omp simd
+            for (int kk = 0; kk < K; kk++) {
+                dq[kk] += dqg[kk] * gam;
+                dkp[kk] += dkg[kk] * gam;
+                dkd[kk] *= dec;
             }
         }
+    }
+    if (gated) {
+        /* db_last seeds: gl o rowsum(dS o S_0) + sum_r k_r o dKd_r, then the
+         * reverse cumulative sum of db_r = q dq + k dkp - k dkn - k dKd. */
+        double *restrict acc = w->acc; /* (K) per channel; SCALAR sums them */
+        for (int kk = 0; kk < K; kk++) {
+            const float *restrict ds = w->dS + (size_t)kk * V, *restrict s0 = S0 + (size_t)kk * V;
+            double rs = 0;
+#pragma omp simd reduction(+ : rs)
+            for (int x = 0; x < V; x++) rs += (double)ds[x] * s0[x];
+            acc[kk] = (vec ? c->gl[kk] : c->gl[0]) * rs;
+        }
+        for (int r = 0; r < n; r++) {
+            const float *restrict k = cd_k(j, t0 + r), *restrict dkd = w->dKd + (size_t)r * K;
+#pragma omp simd
+            for (int kk = 0; kk < K; kk++) acc[kk] += (double)k[kk] * dkd[kk];
+        }
+        double acc_s = 0;
+        if (!vec)
+            for (int kk = 0; kk < K; kk++) acc_s += acc[kk];
         for (int r = n - 1; r >= 0; r--) {
-            const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
+            const float *restrict q = cd_q(j, t0 + r), *restrict k = cd_k(j, t0 + r);
             size_t o = (size_t)r * K;
-            float *dg = j->dg + (ptrdiff_t)(t0 + r) * j->sdg;
+            const float *restrict dq = w->dq + o, *restrict dkp = w->dkp + o;
+            const float *restrict dkn = w->dkn + o, *restrict dkd = w->dKd + o;
+            float *restrict dg = j->dg + (ptrdiff_t)(t0 + r) * j->sdg;
             if (vec) {
+#pragma omp simd
                 for (int kk = 0; kk < K; kk++) {
-                    acc_v[kk] += (double)q[kk] * w->dq[o + kk] + (double)k[kk] * w->dkp[o + kk] -
-                                 (double)k[kk] * w->dkn[o + kk] - (double)k[kk] * w->dKd[o + kk];
-                    dg[kk] = (float)acc_v[kk];
+                    acc[kk] += (double)q[kk] * dq[kk] + (double)k[kk] * dkp[kk] -
+                               (double)k[kk] * dkn[kk] - (double)k[kk] * dkd[kk];
+                    dg[kk] = (float)acc[kk];
                 }
             } else {
                 double db = 0;
+#pragma omp simd reduction(+ : db)
                 for (int kk = 0; kk < K; kk++)
-                    db += (double)q[kk] * w->dq[o + kk] + (double)k[kk] * w->dkp[o + kk] -
-                          (double)k[kk] * w->dkn[o + kk] - (double)k[kk] * w->dKd[o + kk];
+                    db += (double)q[kk] * dq[kk] + (double)k[kk] * dkp[kk] -
+                          (double)k[kk] * dkn[kk] - (double)k[kk] * dkd[kk];
                 acc_s += db;
                 dg[0] = (float)acc_s;
             }
         }
     }
     for (int r = 0; r < n; r++) {
-        float *dq = j->dq + (ptrdiff_t)(t0 + r) * j->sqk, *dk = j->dk + (ptrdiff_t)(t0 + r) * j->sqk;
-        const float *q = cd_q(j, t0 + r), *k = cd_k(j, t0 + r);
-        float d = w->diag[r];
+        float *restrict dq = j->dq + (ptrdiff_t)(t0 + r) * j->sqk;
+        float *restrict dk = j->dk + (ptrdiff_t)(t0 + r) * j->sqk;
+        const float *restrict q = cd_q(j, t0 + r), *restrict k = cd_k(j, t0 + r);
         size_t o = (size_t)r * K;
+        const float *restrict wdq = w->dq + o, *restrict dkp = w->dkp + o;
+        const float *restrict dkn = w->dkn + o, *restrict dkd = w->dKd + o;
+        float d = w->diag[r];
+#pragma omp simd
         for (int kk = 0; kk < K; kk++) {
-            dq[kk] += w->dq[o + kk] + d * k[kk];
-            dk[kk] += w->dkp[o + kk] + w->dkn[o + kk] + w->dKd[o + kk] + d * q[kk];
+            dq[kk] += wdq[kk] + d * k[kk];
+            dk[kk] += dkp[kk] + dkn[kk] + dkd[kk] + d * q[kk];
         }
     }
 }

@@ -32,8 +32,13 @@ static void chunk_output(const lina_attn_job *j, const cd_chunk *c, int t0, int 
     float *o = j->o + (ptrdiff_t)t0 * j->so;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, j->scale, c->Qg, K, S, V, 0.0f, o,
                 j->so);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, n, j->scale, c->Mq, c->C, c->U, V,
+    /* Mq is lower triangular: rows [0, h) only need U rows [0, h) */
+    int h = (n + 1) / 2;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, h, V, h, j->scale, c->Mq, c->C, c->U, V,
                 1.0f, o, j->so);
+    if (n > h)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n - h, V, n, j->scale,
+                    c->Mq + (size_t)h * c->C, c->C, c->U, V, 1.0f, o + (ptrdiff_t)h * j->so, j->so);
 }
 
 void lina_chunk_delta_forward(const lina_attn_job *j) {
