@@ -119,6 +119,7 @@ void lina_mixer_free(lina_mixer *mx) {
     if (!mx) return;
     free(mx->buf);
     free(mx->const_g);
+    free(mx->scores);
     free(mx);
 }
 

@@ -83,6 +83,7 @@ struct lina_mixer {
     int conv, l2, rope, fmap, silu_q, beta, out_gate;
     lina_gate gate;
     float *const_g; /* (H) RetNet log-decays */
+    float *scores;  /* (max_seq) softmax decoding scratch, allocated on first use */
 
     lina_param q_proj, k_proj, v_proj, o_proj, b_proj, a_proj, A_log, dt_bias, gk0, gk1, gk1_b,
         q_conv, k_conv, v_conv, g_proj, o_norm;

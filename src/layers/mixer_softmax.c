@@ -34,33 +34,34 @@ static lina_softmax_desc sm_desc(const lina_mixer *mx, int B, int T) {
     return d;
 }
 
-/* One query row q (H, K) over cached keys/values [0, len): o (H, V). */
+/* One query row q (H, K) over cached keys/values [0, len): o (H, V).
+ * Two passes per head: scores s_j = q . k_j / sqrt(K) into scratch (len), then
+ * p_j = exp(s_j - max) and o = sum p_j v_j / sum p_j. */
 static void attend_cache(const lina_mixer *mx, const lina_mixer_state *st, const float *q,
-                         float *o) {
+                         float *scores, float *o) {
     int H = mx->H, K = mx->K, V = mx->V, L = st->len;
-    double scale = 1.0 / sqrt((double)K);
+    float scale = 1.0f / sqrtf((float)K);
     for (int h = 0; h < H; h++) {
-        double mx_s = -INFINITY, sum = 0;
-        double accp[1024]; /* V <= 1024 checked by the forward */
-        for (int c = 0; c < V; c++) accp[c] = 0;
-        /* online softmax over the cache */
+        const float *qh = q + (size_t)h * K;
+        float mx_s = -INFINITY;
         for (int j = 0; j < L; j++) {
             const float *kj = st->kc + ((size_t)j * H + h) * K;
-            double s = 0;
-            for (int i = 0; i < K; i++) s += (double)q[h * K + i] * kj[i];
-            s *= scale;
-            if (s > mx_s) {
-                double r = exp(mx_s - s);
-                sum *= r;
-                for (int c = 0; c < V; c++) accp[c] *= r;
-                mx_s = s;
-            }
-            double p = exp(s - mx_s);
+            float s = 0;
+            for (int i = 0; i < K; i++) s += qh[i] * kj[i];
+            scores[j] = s * scale;
+            mx_s = scores[j] > mx_s ? scores[j] : mx_s;
+        }
+        float *oh = o + (size_t)h * V;
+        for (int c = 0; c < V; c++) oh[c] = 0;
+        double sum = 0;
+        for (int j = 0; j < L; j++) {
+            float p = expf(scores[j] - mx_s);
             sum += p;
             const float *vj = st->vc + ((size_t)j * H + h) * V;
-            for (int c = 0; c < V; c++) accp[c] += p * vj[c];
+            for (int c = 0; c < V; c++) oh[c] += p * vj[c];
         }
-        for (int c = 0; c < V; c++) o[h * V + c] = (float)(accp[c] / sum);
+        float inv = (float)(1.0 / sum);
+        for (int c = 0; c < V; c++) oh[c] *= inv;
     }
 }
 
@@ -68,7 +69,6 @@ lina_status lina_mixer_softmax_forward(lina_mixer *mx, lina_ctx *ctx, int B, int
                                        float *out, lina_mixer_state *st, int pos0) {
     int N = B * T, D = mx->D, H = mx->H, K = mx->K, V = mx->V, Ck = H * K, Cv = H * V;
     TRY(lina_mixer_softmax_alloc(mx, N));
-    if (V > 1024) return lina_fail(LINA_ERR_UNSUPPORTED, "softmax mixer: head_v_dim = %d > 1024", V);
     if (st && st->len + T > mx->max_seq)
         return lina_fail(LINA_ERR_INVALID_ARG,
                          "softmax attention: %d cached + %d new tokens exceed max_seq = %d "
@@ -92,11 +92,15 @@ lina_status lina_mixer_softmax_forward(lina_mixer *mx, lina_ctx *ctx, int B, int
             st->len = T;
         }
     } else {
+        if (!mx->scores) {
+            mx->scores = malloc(sizeof(float) * mx->max_seq);
+            if (!mx->scores) return lina_fail(LINA_ERR_OOM, "softmax decoding: out of memory");
+        }
         for (int t = 0; t < T; t++) {
             memcpy(st->kc + (size_t)st->len * Ck, mx->k + (size_t)t * Ck, sizeof(float) * Ck);
             memcpy(st->vc + (size_t)st->len * Cv, mx->v + (size_t)t * Cv, sizeof(float) * Cv);
             st->len++;
-            attend_cache(mx, st, mx->q + (size_t)t * Ck, mx->o + (size_t)t * Cv);
+            attend_cache(mx, st, mx->q + (size_t)t * Ck, mx->scores, mx->o + (size_t)t * Cv);
         }
     }
     lina_linear_forward(N, Cv, D, mx->o, mx->o_proj.w, NULL, out);

@@ -157,6 +157,10 @@ static lina_status alloc_activations(lina_model *m, int rows) {
 }
 
 lina_status lina_model_create(const lina_model_config *c, uint64_t seed, lina_model **out) {
+    return lina_lm_create(c, seed, 1, out);
+}
+
+lina_status lina_lm_create(const lina_model_config *c, uint64_t seed, int init, lina_model **out) {
     if (!c || !out) return lina_fail(LINA_ERR_INVALID_ARG, "lina_model_create: NULL argument");
     *out = NULL;
     lina_model *m = calloc(1, sizeof *m);
@@ -208,7 +212,7 @@ lina_status lina_model_create(const lina_model_config *c, uint64_t seed, lina_mo
         lina_tensor_entry *e = &m->reg.t[i];
         e->slot->w = m->params + e->offset;
         e->slot->g = m->grads + e->offset;
-        init_tensor(m, e, &rng);
+        if (init) init_tensor(m, e, &rng);
     }
     if (cfg->tie_embeddings) m->lm_head = m->embed;
     m->threads = lina_ctx_threads(m->ctx);

@@ -49,6 +49,9 @@ struct lina_model {
     int32_t *tokens, *targets;   /* (N) */
 };
 
+/* lina_model_create; init = 0 leaves the weights zero (a checkpoint fills them). */
+lina_status lina_lm_create(const lina_model_config *c, uint64_t seed, int init, lina_model **out);
+
 /* Run the trunk over B x T tokens (states: one per layer, or NULL; B == 1 with
  * states) and leave the final normed hidden rows in m->xf. */
 lina_status lina_lm_trunk(lina_model *m, int B, int T, const int32_t *tokens,

@@ -61,7 +61,7 @@ lina_status lina_model_load(const char *dir, lina_model **out) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     TRY(lina_model_config_load(path, &cfg));
     lina_model *m = NULL;
-    TRY(lina_model_create(&cfg, 0, &m));
+    TRY(lina_lm_create(&cfg, 0, 0, &m));
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     lina_st_file *f = NULL;
     lina_status st = lina_st_open(path, &f);
