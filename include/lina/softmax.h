@@ -17,7 +17,8 @@ typedef struct {
     int K, V;    /* head dims of q/k and v */
     float scale; /* 0 means 1/sqrt(K) */
     int causal;  /* 1 (default): token t attends to s <= t; 0: bidirectional (encoders) */
-    int window;  /* 0: unlimited; w > 0: attend to the last w keys only (sliding window) */
+    int window;  /* 0: unlimited; w > 0: attend to the last w keys only (sliding window),
+                    t - w < s <= t; bidirectional: |t - s| < w */
     const int64_t *cu_seqlens; /* packed varlen batch (B must be 1), or NULL */
     int n_seqs;
 } lina_softmax_desc;
