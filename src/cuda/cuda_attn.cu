@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cuda_runtime.h>
@@ -113,6 +114,22 @@ static lina_status check_limits(const char *fn, int64_t n_states, int HV, int64_
     return LINA_OK;
 }
 
+/* Keep freed workspace in the device's default pool (stream-ordered
+ * allocations then cost no driver calls after the first). Once per process. */
+static void configure_pool(void) {
+    static int done = 0;
+    if (done) return;
+    done = 1;
+    int dev = 0;
+    cudaMemPool_t pool;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetDefaultMemPool(&pool, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    uint64_t keep = UINT64_MAX;
+    if (cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) cudaGetLastError();
+}
+
 static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 static lina_cuda_attn_params make_params(const lina_attn_desc *d, lina_dtype dtype) {
@@ -169,25 +186,77 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     p.ht = a->ht;
     set_vec_flags(&p, dtype);
 
-    int64_t *cu_dev = NULL;
     cudaStream_t st = (cudaStream_t)stream;
+    const int recurrent = d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR;
+    const int split = !recurrent && !p.delta; /* the two-launch additive kernels */
+    int64_t n_chunks = 0;
+    if (split) {
+        const int64_t C = LINA_CUDA_SPLIT_CHUNK;
+        if (d->cu_seqlens)
+            for (int n = 0; n < d->n_seqs; n++) n_chunks += (d->cu_seqlens[n + 1] - d->cu_seqlens[n] + C - 1) / C;
+        else
+            n_chunks = (int64_t)d->B * ((d->T + C - 1) / C);
+        if (n_chunks * p.HV > INT_MAX)
+            return lina_fail(LINA_ERR_UNSUPPORTED, "%s: chunks * HV = %lld exceeds the grid limit %d", fn,
+                             (long long)(n_chunks * p.HV), INT_MAX);
+        p.n_chunks = (int)n_chunks;
+    }
+    /* one device allocation: [cu_seqlens (N+1) | chunk table (n_chunks, 2) | first chunks (N)] int64, then ws */
+    const int varlen = d->cu_seqlens != NULL;
+    size_t n_i64 = varlen ? (size_t)(d->n_seqs + 1) + (split ? 2 * (size_t)n_chunks + d->n_seqs : 0) : 0;
+    size_t ws_bytes = split ? (size_t)n_chunks * p.HV * p.K * p.V * (dtype == LINA_DTYPE_F32 ? 4 : 2) : 0;
+    size_t head_bytes = (n_i64 * sizeof(int64_t) + 255) / 256 * 256;
+    unsigned char *dev_buf = NULL;
     cudaError_t e;
-    if (d->cu_seqlens) {
-        size_t bytes = sizeof(int64_t) * (size_t)(d->n_seqs + 1);
-        e = cudaMallocAsync((void **)&cu_dev, bytes, st);
-        if (e != cudaSuccess) return cuda_fail(fn, "allocating cu_seqlens on the device", e);
-        e = cudaMemcpyAsync(cu_dev, d->cu_seqlens, bytes, cudaMemcpyHostToDevice, st);
+    if (head_bytes + ws_bytes) {
+        configure_pool();
+        e = cudaMallocAsync((void **)&dev_buf, head_bytes + ws_bytes, st);
         if (e != cudaSuccess) {
-            cudaFreeAsync(cu_dev, st);
+            cudaGetLastError();
+            return lina_fail(e == cudaErrorMemoryAllocation ? LINA_ERR_OOM : LINA_ERR_CUDA,
+                             "%s: cannot allocate %zu bytes of device workspace (chunk states): %s", fn,
+                             head_bytes + ws_bytes, cudaGetErrorString(e));
+        }
+    }
+    if (varlen) {
+        int64_t *h = (int64_t *)malloc(n_i64 * sizeof(int64_t));
+        if (!h) {
+            cudaFreeAsync(dev_buf, st);
+            return lina_fail(LINA_ERR_OOM, "%s: cannot allocate %zu host bytes for chunk tables", fn,
+                             n_i64 * sizeof(int64_t));
+        }
+        memcpy(h, d->cu_seqlens, sizeof(int64_t) * (size_t)(d->n_seqs + 1));
+        if (split) { /* chunk i: first token, length; sequence n: first chunk */
+            int64_t *tab = h + d->n_seqs + 1, *first = tab + 2 * n_chunks, i = 0;
+            for (int n = 0; n < d->n_seqs; n++) {
+                first[n] = i;
+                for (int64_t t = d->cu_seqlens[n]; t < d->cu_seqlens[n + 1]; t += LINA_CUDA_SPLIT_CHUNK, i++) {
+                    tab[2 * i] = t;
+                    tab[2 * i + 1] = d->cu_seqlens[n + 1] - t < LINA_CUDA_SPLIT_CHUNK ? d->cu_seqlens[n + 1] - t
+                                                                                      : LINA_CUDA_SPLIT_CHUNK;
+                }
+            }
+        }
+        /* pageable source: the call returns once h is staged, so it may be freed */
+        e = cudaMemcpyAsync(dev_buf, h, n_i64 * sizeof(int64_t), cudaMemcpyHostToDevice, st);
+        free(h);
+        if (e != cudaSuccess) {
+            cudaFreeAsync(dev_buf, st);
             return cuda_fail(fn, "copying cu_seqlens to the device", e);
         }
-        p.cu = cu_dev;
+        p.cu = (const int64_t *)dev_buf;
+        if (split) {
+            p.chunk_tab = p.cu + d->n_seqs + 1;
+            p.seq_chunk0 = p.chunk_tab + 2 * n_chunks;
+        }
     }
-    const int recurrent = d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR;
-    int rc = recurrent ? lina_cuda_recurrent_forward(&p, dtype, stream) : lina_cuda_chunk_forward(&p, dtype, stream);
-    if (cu_dev) cudaFreeAsync(cu_dev, st);
-    if (rc != cudaSuccess) return cuda_fail(fn, recurrent ? "recurrent kernel launch" : "chunk kernel launch",
-                                            (cudaError_t)rc);
+    if (split) p.ws = dev_buf + head_bytes;
+    int rc = recurrent ? lina_cuda_recurrent_forward(&p, dtype, stream)
+             : split   ? lina_cuda_chunk_add_forward(&p, dtype, stream)
+                       : lina_cuda_chunk_forward(&p, dtype, stream);
+    if (dev_buf) cudaFreeAsync(dev_buf, st);
+    if (rc != cudaSuccess)
+        return cuda_fail(fn, recurrent ? "recurrent kernel launch" : "chunk kernel launch", (cudaError_t)rc);
     return LINA_OK;
 }
 

@@ -18,6 +18,12 @@ typedef struct {
     int T;        /* tokens per batch row (without varlen) */
     int n_seqs;   /* N: batch rows, or varlen sequences */
     const int64_t *cu; /* device (n_seqs + 1) offsets, or NULL: sequence n starts at n*T */
+    /* chunk tables of the split kernels (attn_chunk_add.cu), chunk size LINA_CUDA_SPLIT_CHUNK:
+     * without varlen chunk i is computed from i; with varlen, device tables from the host */
+    int n_chunks;               /* chunks over all sequences */
+    const int64_t *chunk_tab;   /* varlen: (n_chunks, 2) first token, length */
+    const int64_t *seq_chunk0;  /* varlen: (n_seqs) index of each sequence's first chunk */
+    void *ws;                   /* (n_chunks, HV, K, V) element type: state at each chunk start */
     int gate;     /* lina_gate: NONE, CONST, SCALAR, VECTOR */
     int delta;    /* 1: delta update (uses beta) */
     float scale;
@@ -35,6 +41,10 @@ extern "C" {
 /* Kernel launchers; return the cudaError_t of the launch as int. */
 int lina_cuda_chunk_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 int lina_cuda_recurrent_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+#define LINA_CUDA_SPLIT_CHUNK 64
+/* Additive update (gates NONE / CONST / SCALAR) in two launches: chunk states
+ * (sequential over chunks) into p->ws, then outputs (parallel over chunks). */
+int lina_cuda_chunk_add_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
  * configuration fits in the device's shared memory (set *value_tile). */
 size_t lina_cuda_chunk_smem(const lina_cuda_attn_params *p, lina_dtype dtype, int max_smem,
