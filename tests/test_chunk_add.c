@@ -135,6 +135,9 @@ static void sweep(void) {
         {1, 65, 1, 0, 64, 64, 37, -0.05f},   /* odd chunk, gates near 0 */
         {1, 1000, 1, 0, 128, 128, 64, -1.0f}, /* long */
         {1, 1000, 1, 0, 64, 60, 64, -20.0f}, /* long, strong decay */
+        {2, 9, 1, 0, 3, 5, 1, -1.0f},        /* tiny dims, chunk 1 */
+        {1, 23, 1, 3, 7, 17, 5, -2.0f},      /* tiny dims, 3 value heads per key head */
+        {1, 300, 1, 0, 33, 20, 128, -0.3f},  /* chunk 128 */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int gate = LINA_GATE_NONE; gate <= LINA_GATE_VECTOR; gate++) {

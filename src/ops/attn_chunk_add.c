@@ -53,6 +53,8 @@ typedef struct {
     float *tmp;       /* (C, max(K, V)) */
     float *ddiag;     /* (C) diagonal of dA */
     float *erow;      /* (C) one row of decays e^{b_i - b_j} */
+    double *row, *col; /* (C) SCALAR: sums of G_ij = dA_ij A_ij over j < i (row) and i > j (col) */
+    double *inter, *state; /* (C) SCALAR: q_i . dq_inter_i and k_i . dk_state_i */
     int fact_s, fact_e, fact_jend; /* sub-chunk whose VECTOR factors Qr, Fr, Kr, Er hold, or -1 */
     float *pack;      /* (max(K, V), max(C, K)) transposed GEMM operand */
     float *Qc, *Kc;   /* (C, K) the chunk's q, k rows, contiguous */
@@ -73,7 +75,7 @@ static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECT
 static size_t chunk_ws_floats(int C, int K, int V, int Kg) {
     size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
     return 2 * 2 * CKg + 2 * round16(Kg) + 2 * CKg + round16(Kg) + 6 * CK + 2 * round16((size_t)C * C) +
-           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + 2 * round16(C) +
+           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + 10 * round16(C) +
            round16(mx * (C > K ? C : K)) + 2 * CK + 3 * round16((size_t)C * V);
 }
 
@@ -122,6 +124,10 @@ static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
     w.tmp = TAKE(round16((size_t)C * mx));
     w.ddiag = TAKE(round16(C));
     w.erow = TAKE(round16(C));
+    w.row = (double *)TAKE(2 * round16(C));
+    w.col = (double *)TAKE(2 * round16(C));
+    w.inter = (double *)TAKE(2 * round16(C));
+    w.state = (double *)TAKE(2 * round16(C));
     w.pack = TAKE(round16(mx * (C > K ? C : K)));
     w.Qc = TAKE(CK);
     w.Kc = TAKE(CK);
@@ -295,13 +301,16 @@ static void vector_diag_backward(const lina_attn_job *j, chunk_ws *w, const floa
 }
 
 /* Zero the upper triangle of X (L, L), row stride C; SCALAR: scale the rest by e^{b_i - b_j}. */
-static void causal_decay_mask(const lina_attn_job *j, const chunk_ws *w, float *X, int L, int C) {
+static void causal_decay_mask(const lina_attn_job *j, const chunk_ws *w, float *X, int L, int C,
+                              float factor) {
     for (int i = 0; i < L; i++) {
         float *xi = X + (size_t)i * C;
         if (j->gate == LINA_GATE_SCALAR) {
             for (int jj = 0; jj <= i; jj++) w->erow[jj] = (float)(w->b[i] - w->b[jj]);
             lina_exp_inplace(w->erow, (size_t)i + 1);
-            for (int jj = 0; jj <= i; jj++) xi[jj] *= w->erow[jj];
+            for (int jj = 0; jj <= i; jj++) xi[jj] = xi[jj] * w->erow[jj] * factor;
+        } else if (factor != 1.0f) {
+            for (int jj = 0; jj <= i; jj++) xi[jj] *= factor;
         }
         for (int jj = i + 1; jj < L; jj++) xi[jj] = 0.0f;
     }
@@ -314,7 +323,7 @@ static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, co
     if (j->gate != LINA_GATE_VECTOR) {
         lina_gemm_tri(LINA_TRI_C_LOWER, 0, 1, L, L, K, j->scale, q, j->K, k, j->K, 0.0f, w->A, C,
                       w->pack);
-        causal_decay_mask(j, w, w->A, L, C);
+        causal_decay_mask(j, w, w->A, L, C, 1.0f);
         return;
     }
     int sub = vector_sub_len(j, w, L);
@@ -327,7 +336,7 @@ static void chunk_scores(const lina_attn_job *j, chunk_ws *w, const float *q, co
                            w->A + (size_t)s * C, C, w->pack);
         if (jend == s) vector_diag_scores(j, w, q, k, s, e, C);
     }
-    causal_decay_mask(j, w, w->A, L, C);
+    causal_decay_mask(j, w, w->A, L, C, 1.0f);
 }
 
 /* Backward of the VECTOR scores: with M = w->dA (scaled, masked), add
@@ -502,25 +511,17 @@ static void chunk_dstate_contrib(const lina_attn_job *j, chunk_ws *w, int t0, in
     lina_gemm_tile(1, 0, j->K, j->V, L, j->scale, qg.p, qg.ld, w->dOc, j->V, 0.0f, dS, j->V, w->pack);
 }
 
-/* dg of the chunk from db_i = sum (q_i * dq_i - k_i * dk_i) (per channel for VECTOR,
- * summed over K for SCALAR), plus the state terms on the last token, then
- * dg_t = sum_{i >= t} db_i. last (Kg) holds the state terms. */
-static void chunk_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, const double *last) {
-    int K = j->K, Kg = gate_width(j);
-    const float *q = w->Qc, *k = w->Kc;
+/* VECTOR gate gradient of the chunk: per channel, db_i = q_i * dq_i - k_i * dk_i
+ * (this chunk's dq, dk), plus the state terms `last` (K) on the last token, then
+ * dg_t = sum_{i >= t} db_i. */
+static void vector_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, const double *last) {
+    int K = j->K, Kg = K;
     for (int i = 0; i < L; i++) {
-        const float *qi = q + (ptrdiff_t)i * j->K, *ki = k + (ptrdiff_t)i * j->K;
+        const float *qi = w->Qc + (size_t)i * K, *ki = w->Kc + (size_t)i * K;
         const float *dqi = w->dQc + (size_t)i * K, *dki = w->dKc + (size_t)i * K;
-        double *db = w->db + (size_t)i * Kg;
-        if (Kg == 1) {
-            double acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int c = 0; c < K; c++) acc += (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
-            db[0] = acc;
-        } else {
+        double *db = w->db + (size_t)i * K;
 #pragma omp simd
-            for (int c = 0; c < K; c++) db[c] = (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
-        }
+        for (int c = 0; c < K; c++) db[c] = (double)qi[c] * dqi[c] - (double)ki[c] * dki[c];
     }
     for (int c = 0; c < Kg; c++) w->db[(size_t)(L - 1) * Kg + c] += last[c];
     for (int i = L - 1; i >= 0; i--) {
@@ -533,12 +534,61 @@ static void chunk_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, 
     }
 }
 
+/* SCALAR gate gradient, term by term so that nothing cancels needlessly. With
+ * G_ij = dA_ij A_ij (j < i; dA the unscaled gradient of the scores), the gradient
+ * w.r.t. the log-gate g_t of a token t in the chunk is
+ *   dg_t = sum_{i >= t} q_i . dq_inter_i + sum_{j < t} k_j . dk_state_j
+ *          + e^{b_last} sum(dSn * S_prev) + sum_{i >= t > j} G_ij
+ * (the decays a token's gate enters: outputs at and after it, state
+ * contributions before it, score pairs across it). */
+static void scalar_pair_terms(chunk_ws *w, int L, int C) {
+    for (int i = 0; i < L; i++) w->row[i] = w->col[i] = 0;
+    for (int i = 1; i < L; i++) {
+        const float *dai = w->dA + (size_t)i * C, *ai = w->A + (size_t)i * C;
+        double acc = 0;
+        for (int jj = 0; jj < i; jj++) {
+            double gij = (double)dai[jj] * ai[jj];
+            acc += gij;
+            w->col[jj] += gij;
+        }
+        w->row[i] = acc;
+    }
+}
+
+static void scalar_token_terms(const lina_attn_job *j, chunk_ws *w, int L) {
+    int K = j->K;
+    for (int i = 0; i < L; i++) {
+        const float *qi = w->Qc + (size_t)i * K, *ki = w->Kc + (size_t)i * K;
+        const float *dqi = w->dQc + (size_t)i * K, *dki = w->dKc + (size_t)i * K;
+        double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (int c = 0; c < K; c++) {
+            a += (double)qi[c] * dqi[c];
+            b += (double)ki[c] * dki[c];
+        }
+        w->inter[i] = a, w->state[i] = b;
+    }
+}
+
+/* el_term: e^{b_last} sum(dSn * S_prev). */
+static void scalar_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, double el_term) {
+    double prefix_state = 0, suffix_inter = 0, crossing = 0;
+    for (int i = 0; i < L; i++) suffix_inter += w->inter[i];
+    for (int t = 0; t < L; t++) {
+        j->dg[(ptrdiff_t)(t0 + t) * j->sdg] = (float)(suffix_inter + prefix_state + el_term + crossing);
+        suffix_inter -= w->inter[t];
+        prefix_state += w->state[t];
+        crossing += w->col[t] - w->row[t];
+    }
+}
+
 /* All gradients of the chunk at t0 given the state before it (S_prev) and the
  * gradient w.r.t. the state after it (dSn):
  *   dV  = A^T dO + Kd dSn
  *   dA  = scale (dO V^T) masked (SCALAR: * e^{b_i - b_j})
  *   dQ  = scale (dO S_prev^T) * e^{b} + intra(dA),   dK = (V dSn^T) * e^{b_last - b} + intra(dA)
- *   dg  from chunk_gate_grad. dq, dk are accumulated into the job's buffers. */
+ *   dg  from scalar_gate_grad or vector_gate_grad. dq, dk are accumulated into the job's
+ *   buffers (value heads of a group share them). */
 static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int C,
                         const float *S_prev, const float *dSn) {
     int K = j->K, V = j->V;
@@ -551,26 +601,23 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
     lina_gemm_tile(0, 0, L, V, K, 1.0f, kd.p, kd.ld, dSn, V, 1.0f, dv, V, w->pack);
     store_rows(dv, V, L, j->dv + (ptrdiff_t)t0 * j->sdv, j->sdv);
 
-    lina_gemm_tri(LINA_TRI_C_LOWER, 0, 1, L, L, V, j->scale, dO, V, v, V, 0.0f, w->dA, C, w->pack);
-    causal_decay_mask(j, w, w->dA, L, C);
+    lina_gemm_tri(LINA_TRI_C_LOWER, 0, 1, L, L, V, 1.0f, dO, V, v, V, 0.0f, w->dA, C, w->pack);
+    if (j->gate == LINA_GATE_SCALAR) scalar_pair_terms(w, L, C);
+    causal_decay_mask(j, w, w->dA, L, C, j->scale);
 
     lina_gemm_tile(0, 1, L, K, V, j->scale, dO, V, S_prev, V, 0.0f, w->dQc, K, w->pack);
     scale_rows(j, w->dQc, w->eb, L);
     lina_gemm_tile(0, 1, L, K, V, 1.0f, v, V, dSn, V, 0.0f, w->dKc, K, w->pack);
     scale_rows(j, w->dKc, w->ed, L);
 
+    if (j->gate == LINA_GATE_SCALAR) scalar_token_terms(j, w, L);
     if (j->gate != LINA_GATE_NONE) {
-        /* state terms of db_last: sum_j k_j . dk_state_j + el * sum(dSn * S_prev), per row for
-         * VECTOR; taken before the intra-chunk part joins dKc */
+        /* state terms of db_last: sum_j k_j . dk_state_j + el * sum(dSn * S_prev), per row
+         * (VECTOR; taken before the intra-chunk part joins dKc), or just the latter (SCALAR) */
         int Kg = gate_width(j);
         double *dlast = w->dlast;
         for (int c = 0; c < Kg; c++) dlast[c] = 0;
-        if (Kg == 1) {
-            double acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (size_t x = 0; x < (size_t)L * K; x++) acc += (double)k[x] * w->dKc[x];
-            dlast[0] = acc;
-        } else {
+        if (Kg > 1) { /* (SCALAR: scalar_gate_grad sums these as prefixes) */
             for (int i = 0; i < L; i++) {
                 const float *ki = k + (size_t)i * K, *dki = w->dKc + (size_t)i * K;
 #pragma omp simd
@@ -586,9 +633,9 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
         }
     }
 
-    /* The diagonal of dA (no decay) adds q_i.k_i dA_ii to both q_i.dq_i and k_i.dk_i, which
-     * cancel in db_i; it joins dq, dk only after db is taken, so that strong decays
-     * (tiny true db) do not drown in the rounding of that cancellation. */
+    /* The diagonal of dA (no decay) adds q_i k_i dA_ii to both q_i * dq_i and k_i * dk_i,
+     * which cancel in the VECTOR db_i; it joins dq, dk only after db is taken, so that
+     * strong decays (tiny true db) do not drown in the rounding of that cancellation. */
     for (int i = 0; i < L; i++) {
         w->ddiag[i] = w->dA[(size_t)i * C + i];
         w->dA[(size_t)i * C + i] = 0.0f;
@@ -601,7 +648,8 @@ static void chunk_grads(const lina_attn_job *j, chunk_ws *w, int t0, int L, int 
         lina_gemm_tri(LINA_TRI_A_UPPER, 1, 0, L, K, L, 1.0f, w->dA, C, q, j->K, 1.0f, w->dKc, K,
                       w->pack);
     }
-    if (j->gate != LINA_GATE_NONE) chunk_gate_grad(j, w, t0, L, w->dlast);
+    if (j->gate == LINA_GATE_VECTOR) vector_gate_grad(j, w, t0, L, w->dlast);
+    if (j->gate == LINA_GATE_SCALAR) scalar_gate_grad(j, w, t0, L, w->dlast[0]);
     for (int i = 0; i < L; i++) {
         const float *qi = q + (ptrdiff_t)i * j->K, *ki = k + (ptrdiff_t)i * j->K;
         float m = w->ddiag[i];
