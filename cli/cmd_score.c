@@ -4,7 +4,9 @@
  *   lina score DIR --ids IDS.safetensors --out LOGITS.safetensors [--threads N]
  *       input_ids int64 [B, T] -> logits f32 [B, T, vocab], written atomically
  *   lina generate DIR --prompt-ids 1,2,3 --max-new N [--temperature 0] [--seed S] [--threads N]
- *       prints the new token ids, space-separated, on one line */
+ *       prints the new token ids, space-separated, on one line
+ *   lina generate DIR --prompt "text" [--tokenizer tokenizer.json] ...
+ *       encodes the prompt with the tokenizer (default DIR/tokenizer.json), prints the new text */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -152,12 +154,14 @@ static int64_t sample(const float *logits, int V, double temperature, uint64_t *
 
 static void generate_usage(FILE *f) {
     fprintf(f, "usage: lina generate DIR --prompt-ids 1,2,3 --max-new N [--temperature T] [--seed S] [--threads N]\n"
-               "  DIR: Hugging Face checkpoint (model_type gla | delta_net | mamba2); prints the new token ids\n"
+               "       lina generate DIR --prompt TEXT [--tokenizer tokenizer.json] --max-new N ...\n"
+               "  DIR: Hugging Face checkpoint (model_type gla | delta_net | mamba2); prints the new token ids,\n"
+               "  or with --prompt the new text (tokenizer: --tokenizer FILE, default DIR/tokenizer.json)\n"
                "  --temperature 0 (default) is greedy (argmax)\n");
 }
 
 int cmd_generate_hf(int argc, char **argv) {
-    const char *dir = NULL, *prompt_s = NULL;
+    const char *dir = NULL, *prompt_s = NULL, *prompt_text = NULL, *tok_path = NULL;
     long max_new = 32, threads = 0, seed = 1;
     double temperature = 0;
     for (int i = 1; i < argc; i++) {
@@ -168,6 +172,10 @@ int cmd_generate_hf(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--prompt-ids") && has) {
             prompt_s = argv[++i];
+        } else if (!strcmp(a, "--prompt") && has) {
+            prompt_text = argv[++i];
+        } else if (!strcmp(a, "--tokenizer") && has) {
+            tok_path = argv[++i];
         } else if (!strcmp(a, "--max-new") && has) {
             if (!parse_long(argv[++i], 0, 1 << 24, &max_new)) {
                 fprintf(stderr, "lina generate: --max-new '%s' is not a count\n", argv[i]);
@@ -198,14 +206,32 @@ int cmd_generate_hf(int argc, char **argv) {
             return 2;
         }
     }
-    if (!dir || !prompt_s) {
+    if (!dir || !prompt_s == !prompt_text) {
         generate_usage(stderr);
         return 2;
     }
     int64_t *prompt = NULL, *out = NULL;
-    int n_prompt = parse_ids(prompt_s, &prompt);
+    lina_tokenizer *tok = NULL;
+    int n_prompt = -1;
+    if (prompt_text) { /* text prompt: encode with the tokenizer */
+        char tpath[4096];
+        if (!tok_path) snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
+        lina_status ts = lina_tokenizer_load_hf(tok_path ? tok_path : tpath, &tok);
+        size_t n_ids = 0;
+        if (!ts) ts = lina_tokenizer_encode(tok, prompt_text, strlen(prompt_text), 1, &prompt, &n_ids);
+        if (ts) {
+            lina_tokenizer_free(tok);
+            return fail("generate", ts);
+        }
+        n_prompt = n_ids > 0 && n_ids < (1u << 30) ? (int)n_ids : -1;
+    } else {
+        n_prompt = parse_ids(prompt_s, &prompt);
+    }
     if (n_prompt < 1) {
-        fprintf(stderr, "lina generate: --prompt-ids '%s' is not a comma-separated list of integers\n", prompt_s);
+        lina_tokenizer_free(tok);
+        free(prompt);
+        fprintf(stderr, "lina generate: %s '%s' gives no token ids (--prompt-ids takes a comma-separated list)\n",
+                prompt_s ? "--prompt-ids" : "--prompt", prompt_s ? prompt_s : prompt_text);
         return 2;
     }
     lina_hf_model *m = NULL;
@@ -238,13 +264,23 @@ int cmd_generate_hf(int argc, char **argv) {
         }
     }
     if (st) goto done;
-    for (long i = 0; i < max_new; i++) printf("%s%lld", i ? " " : "", (long long)out[i]);
-    printf("\n");
+    if (tok) {
+        char *text = NULL;
+        size_t len = 0;
+        if ((st = lina_tokenizer_decode(tok, out, (size_t)max_new, &text, &len))) goto done;
+        fwrite(text, 1, len, stdout);
+        printf("\n");
+        free(text);
+    } else {
+        for (long i = 0; i < max_new; i++) printf("%s%lld", i ? " " : "", (long long)out[i]);
+        printf("\n");
+    }
     rc = 0;
 done:
     if (st) rc = fail("generate", st);
     lina_hf_state_free(s);
     lina_hf_free(m);
+    lina_tokenizer_free(tok);
     lina_ctx_free(ctx);
     free(prompt);
     free(out);

@@ -8,7 +8,10 @@
  *   per head h (group h / (Hm / G)), state S (N x P):
  *     S_t = exp(dt_t A_h) S_{t-1} + Bm_t (dt_t xs_t)^T,   A_h = -exp(A_log_h)
  *     y_t = S_t^T Cm_t + D_h xs_t
- *   y    = RMSNorm_I(y * silu(z)) * w              (gate applied before the norm)
+ *   y    = RMSNorm_I(y * silu(z)) * w              (gate applied before the norm; one RMS over all I
+ *                                                  channels as transformers' MambaRMSNormGated computes it,
+ *                                                  where mamba_ssm's Mamba2 takes one per group of I / G:
+ *                                                  the same for n_groups = 1, which public Mamba2 checkpoints use)
  *   out  = y W_out
  *
  * In lina's terms that is the SCALAR gate g = dt A, ADD update, q = Cm, k = Bm,
