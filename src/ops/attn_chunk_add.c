@@ -72,11 +72,45 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECTOR ? j->K : 1; }
 
-static size_t chunk_ws_floats(int C, int K, int V, int Kg) {
-    size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
-    return 2 * 2 * CKg + 2 * round16(Kg) + 2 * CKg + round16(Kg) + 6 * CK + 2 * round16((size_t)C * C) +
-           round16((size_t)K * V) + 2 * CK + round16((size_t)C * mx) + 10 * round16(C) +
-           round16(mx * (C > K ? C : K)) + 2 * CK + 3 * round16((size_t)C * V);
+
+/* Carves one thread's chunk scratch from base, or only measures it when base is
+ * NULL; returns its size in floats (every part 64-byte aligned). */
+static size_t carve_chunk_ws(float *base, int C, int K, int V, int Kg, chunk_ws *w) {
+    size_t off = 0, c = (size_t)C, mx = K > V ? K : V, pk = mx * (size_t)(C > K ? C : K);
+#define TAKE(n) (off += round16(n), base ? base + off - round16(n) : NULL)
+    w->b = (double *)TAKE(2 * c * Kg);
+    w->db = (double *)TAKE(2 * c * Kg);
+    w->dlast = (double *)TAKE(2 * (size_t)Kg);
+    w->row = (double *)TAKE(2 * c);
+    w->col = (double *)TAKE(2 * c);
+    w->inter = (double *)TAKE(2 * c);
+    w->state = (double *)TAKE(2 * c);
+    w->eb = TAKE(c * Kg);
+    w->ed = TAKE(c * Kg);
+    w->el = TAKE((size_t)Kg);
+    w->Qg = TAKE(c * K);
+    w->Kd = TAKE(c * K);
+    w->Qr = TAKE(c * K);
+    w->Fr = TAKE(c * K);
+    w->Kr = TAKE(c * K);
+    w->Er = TAKE(c * K);
+    w->A = TAKE(c * c);
+    w->dA = TAKE(c * c);
+    w->dS = TAKE((size_t)K * V);
+    w->dQc = TAKE(c * K);
+    w->dKc = TAKE(c * K);
+    w->tmp = TAKE(c * mx);
+    w->ddiag = TAKE(c);
+    w->erow = TAKE(c);
+    w->pack = TAKE(pk);
+    w->Qc = TAKE(c * K);
+    w->Kc = TAKE(c * K);
+    w->Vc = TAKE(c * V);
+    w->dOc = TAKE(c * V);
+    w->Oc = TAKE(c * V);
+#undef TAKE
+    w->fact_s = w->fact_e = w->fact_jend = -1;
+    return off;
 }
 
 static layout layout_of(const lina_attn_job *j, int backward) {
@@ -90,7 +124,8 @@ static layout layout_of(const lina_attn_job *j, int backward) {
     l.states = round16(kv * (backward || l.threads > 1 ? (size_t)l.nC + 1 : 1));
     l.dstates = backward ? round16(kv * ((size_t)l.nC + 1)) : 0;
     l.decays = round16((size_t)l.nC * l.Kg + 1);
-    l.chunk = chunk_ws_floats(l.C, j->K, j->V, l.Kg);
+    chunk_ws measure;
+    l.chunk = carve_chunk_ws(NULL, l.C, j->K, j->V, l.Kg, &measure);
     return l;
 }
 
@@ -99,44 +134,6 @@ size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) {
     return l.states + l.dstates + l.decays + l.chunk * l.threads + 16;
 }
 
-static chunk_ws carve_chunk_ws(float *p, int C, int K, int V, int Kg) {
-    chunk_ws w;
-    w.fact_s = w.fact_e = w.fact_jend = -1;
-    size_t CK = round16((size_t)C * K), CKg = round16((size_t)C * Kg), mx = K > V ? K : V;
-#define TAKE(n) (p += (n), p - (n))
-    w.b = (double *)TAKE(2 * CKg);
-    w.db = (double *)TAKE(2 * CKg);
-    w.dlast = (double *)TAKE(2 * round16(Kg));
-    w.eb = TAKE(CKg);
-    w.ed = TAKE(CKg);
-    w.el = TAKE(round16(Kg));
-    w.Qg = TAKE(CK);
-    w.Kd = TAKE(CK);
-    w.Qr = TAKE(CK);
-    w.Fr = TAKE(CK);
-    w.Kr = TAKE(CK);
-    w.Er = TAKE(CK);
-    w.A = TAKE(round16((size_t)C * C));
-    w.dA = TAKE(round16((size_t)C * C));
-    w.dS = TAKE(round16((size_t)K * V));
-    w.dQc = TAKE(CK);
-    w.dKc = TAKE(CK);
-    w.tmp = TAKE(round16((size_t)C * mx));
-    w.ddiag = TAKE(round16(C));
-    w.erow = TAKE(round16(C));
-    w.row = (double *)TAKE(2 * round16(C));
-    w.col = (double *)TAKE(2 * round16(C));
-    w.inter = (double *)TAKE(2 * round16(C));
-    w.state = (double *)TAKE(2 * round16(C));
-    w.pack = TAKE(round16(mx * (C > K ? C : K)));
-    w.Qc = TAKE(CK);
-    w.Kc = TAKE(CK);
-    w.Vc = TAKE(round16((size_t)C * V));
-    w.dOc = TAKE(round16((size_t)C * V));
-    w.Oc = TAKE(round16((size_t)C * V));
-#undef TAKE
-    return w;
-}
 
 /* ---- gates ---- */
 
@@ -427,7 +424,9 @@ static job_ws job_ws_of(const lina_attn_job *j, int backward) {
 }
 
 static chunk_ws thread_chunk_ws(const lina_attn_job *j, const job_ws *s, int tid) {
-    return carve_chunk_ws(s->chunk + (size_t)tid * s->l.chunk, s->l.C, j->K, j->V, s->l.Kg);
+    chunk_ws w;
+    carve_chunk_ws(s->chunk + (size_t)tid * s->l.chunk, s->l.C, j->K, j->V, s->l.Kg, &w);
+    return w;
 }
 
 static int thread_id(void) {
