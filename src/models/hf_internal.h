@@ -90,6 +90,9 @@ struct lina_hf_state {
     const lina_hf_model *model;
     int B, n_layers;
     hf_layer_state *layers; /* (n_layers) */
+    /* one-thread context for single-token steps: their work (B x heads small
+     * states) is far below what pays for waking a thread team */
+    lina_ctx *step_ctx;
 };
 
 /* ---- hf_config.c: config.json fields; errors name the file and the field ---- */

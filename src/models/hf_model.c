@@ -262,6 +262,7 @@ void lina_hf_state_free(lina_hf_state *s) {
         free(ls->S);
     }
     free(s->layers);
+    lina_ctx_free(s->step_ctx);
     free(s);
 }
 
@@ -276,6 +277,10 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
     s->B = B;
     s->n_layers = m->L;
     s->model = m;
+    if (lina_ctx_create(&s->step_ctx) != LINA_OK || lina_ctx_set_threads(s->step_ctx, 1) != LINA_OK) {
+        lina_hf_state_free(s);
+        return lina_fail(LINA_ERR_OOM, "lina_hf_state_create: cannot create a context");
+    }
     for (int l = 0; l < m->L; l++) {
         lina_status st = m->arch == HF_MAMBA2 ? hf_mamba2_state_alloc(m, B, &s->layers[l])
                                                : hf_fla_state_alloc(m, B, &s->layers[l]);
@@ -321,6 +326,7 @@ static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state 
     float *xn = x + N * D, *tmp = xn + N * D, *out = tmp + mlp_tmp; /* (N, D), (N, D), (2 N I), (N, D) */
     for (size_t r = 0; r < N; r++) memcpy(x + r * D, m->embed + (size_t)ids[r] * D, D * sizeof *x);
     lina_status st = LINA_OK;
+    if (T == 1 && B <= 4 && s->step_ctx) ctx = s->step_ctx;
     for (int l = 0; l < m->L && !st; l++) {
         const hf_layer *L = &m->layers[l];
         hf_rmsnorm((int)N, (int)D, x, L->attn_norm, m->norm_eps, xn);
