@@ -15,6 +15,27 @@ int cd_chunk_rows(const lina_attn_job *j) {
     return C < 1 ? 1 : C;
 }
 
+void cd_gemm(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
+             const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if ((double)M * N * Kd > 262144.0 && (M > 1 || N > 1)) {
+        if (M >= N) { /* rows of C: rows of op(A) */
+            int h = M / 2 >= 16 ? (M / 2 + 15) / 16 * 16 : M / 2;
+            cd_gemm(ta, tb, h, N, Kd, alpha, A, lda, B, ldb, beta, C, ldc);
+            cd_gemm(ta, tb, M - h, N, Kd, alpha, ta ? A + h : A + (ptrdiff_t)h * lda, lda, B, ldb,
+                    beta, C + (ptrdiff_t)h * ldc, ldc);
+        } else { /* columns of C: columns of op(B) */
+            int h = N / 2 >= 16 ? (N / 2 + 15) / 16 * 16 : N / 2;
+            cd_gemm(ta, tb, M, h, Kd, alpha, A, lda, B, ldb, beta, C, ldc);
+            cd_gemm(ta, tb, M, N - h, Kd, alpha, A, lda, tb ? B + (ptrdiff_t)h * ldb : B + h, ldb,
+                    beta, C + h, ldc);
+        }
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+                Kd, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
 size_t lina_chunk_delta_ws_floats(const lina_attn_job *j, int backward) {
     return backward ? cd_backward_floats(j) : cd_forward_floats(j);
 }
@@ -136,9 +157,9 @@ static void scores_dense(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     for (int half = 0; half < 2; half++) {
         int r0 = half ? h : 0, rows = half ? n - h : h, cols = half ? n : h;
         if (rows == 0) continue;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, K, 1.0f,
+        cd_gemm(0, 0, rows, cols, K, 1.0f,
                     k + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f, c->M + (size_t)r0 * C, C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, K, 1.0f,
+        cd_gemm(0, 0, rows, cols, K, 1.0f,
                     q + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f, c->Mq + (size_t)r0 * C, C);
     }
     for (int r = 0; r < n; r++) {
@@ -225,7 +246,7 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
         int cols = subchunk_factors(j, c, t0, I0, I1);
         if (cols > 0) {
             cd_transpose(c->Kc, K, cols, K, c->KcT, C);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * nI, cols, K, 1.0f, c->R, K,
+            cd_gemm(0, 0, 2 * nI, cols, K, 1.0f, c->R, K,
                         c->KcT, C, 0.0f, c->Z, C);
         }
         for (int r = I0; r < I1; r++) {
@@ -277,9 +298,9 @@ static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
         for (int r = 0; r < nI; r++)
             memcpy(c->Y + (size_t)r * P, c->X + (size_t)(I0 + r) * P, sizeof(float) * P);
         if (I0 > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nI, P, I0, -1.0f,
+            cd_gemm(0, 0, nI, P, I0, -1.0f,
                         c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->Y, P);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nI, P, nI, 1.0f, D, CD_SUB, c->Y, P,
+        cd_gemm(0, 0, nI, P, nI, 1.0f, D, CD_SUB, c->Y, P,
                     0.0f, c->X + (size_t)I0 * P, P);
     }
 }
@@ -295,9 +316,9 @@ void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float
         for (int r = 0; r < nI; r++)
             memcpy(c->Y + (size_t)r * P, dX + (size_t)(I0 + r) * P, sizeof(float) * P);
         if (I1 < n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nI, P, n - I1, -1.0f,
+            cd_gemm(0, 0, nI, P, n - I1, -1.0f,
                         c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P, P, 1.0f, c->Y, P);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nI, P, nI, 1.0f,
+        cd_gemm(1, 0, nI, P, nI, 1.0f,
                     c->Dinv + (size_t)I0 * CD_SUB, CD_SUB, c->Y, P, 0.0f, dX + (size_t)I0 * P, P);
     }
 }
@@ -317,7 +338,7 @@ void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S
     int K = j->K, V = j->V;
     for (int r = 0; r < n; r++)
         memcpy(c->U + (size_t)r * V, c->X + (size_t)r * (K + V) + K, sizeof(float) * V);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, -1.0f, c->X, K + V, S, V, 1.0f,
+    cd_gemm(0, 0, n, V, K, -1.0f, c->X, K + V, S, V, 1.0f,
                 c->U, V);
 }
 
@@ -332,7 +353,7 @@ void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S)
             for (int x = 0; x < V; x++) S[(size_t)kk * V + x] *= a;
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, V, n, 1.0f, c->KdT, c->C, c->U, V, 1.0f,
+    cd_gemm(0, 0, K, V, n, 1.0f, c->KdT, c->C, c->U, V, 1.0f,
                 S, V);
 }
 
@@ -348,13 +369,13 @@ static void scores_dense_backward(const lina_attn_job *j, cd_chunk *c, int t0, i
                 dM[(size_t)r * C + s] *= c->E[(size_t)r * C + s];
                 dMq[(size_t)r * C + s] *= c->E[(size_t)r * C + s];
             }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, n, 1.0f, dMq, C, k, j->sqk, 1.0f,
+    cd_gemm(0, 0, n, K, n, 1.0f, dMq, C, k, j->sqk, 1.0f,
                 dq, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f,
+    cd_gemm(0, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f,
                 dkp, K);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkn,
+    cd_gemm(1, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkn,
                 K);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, K, n, 1.0f, dMq, C, q, j->sqk, 1.0f, dkn,
+    cd_gemm(1, 0, n, K, n, 1.0f, dMq, C, q, j->sqk, 1.0f, dkn,
                 K);
 }
 
@@ -396,9 +417,9 @@ static void scores_vector_backward(const lina_attn_job *j, cd_chunk *c, int t0, 
                 memcpy(c->Z + (size_t)(r - I0) * C, dM + (size_t)r * C, sizeof(float) * cols);
                 memcpy(c->Z + (size_t)(nI + r - I0) * C, dMq + (size_t)r * C, sizeof(float) * cols);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * nI, K, cols, 1.0f, c->Z, C,
+            cd_gemm(0, 0, 2 * nI, K, cols, 1.0f, c->Z, C,
                         c->Kc, K, 0.0f, c->dR, K);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, K, 2 * nI, 1.0f, c->Z, C,
+            cd_gemm(1, 0, cols, K, 2 * nI, 1.0f, c->Z, C,
                         c->R, K, 0.0f, c->dKc, K);
             for (int r = I0; r < I1; r++) {
                 const float *fr = c->Fr + (size_t)(r - I0) * K, *drk = c->dR + (size_t)(r - I0) * K;

@@ -64,6 +64,14 @@ typedef struct {
     float *dKc;  /* (C, K) backward: gradient of Kc */
 } cd_chunk;
 
+/* Row-major C = alpha op(A) op(B) + beta C through cblas_sgemm, split along M
+ * or N into products of at most 64^3 multiply-adds: above that OpenBLAS (the
+ * OpenMP build) spawns its own threads when called outside a parallel region,
+ * which costs far more than these small products (and spins on busy cores).
+ * Each element of C keeps its single sum over k, so the split changes no bit. */
+void cd_gemm(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
+             const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
+
 /* Workspace of the forward and backward drivers (floats). */
 size_t cd_forward_floats(const lina_attn_job *j);
 size_t cd_backward_floats(const lina_attn_job *j);

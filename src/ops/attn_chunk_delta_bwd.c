@@ -21,7 +21,6 @@
  *   db_r     = q_r dq_r + k_r dkp_r - k_r dkn_r
  *   db_last += sum_r k_r (dKd o dec)_r + gl o rowsum(dS o S_0)
  * and dg_s = sum_{r >= s} db_r (b is a chunk-local cumulative sum). */
-#include <cblas.h>
 #include <string.h>
 
 #include "attn_chunk_delta.h"
@@ -76,18 +75,18 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     float sc = j->scale, *dU = w->dX + K, *dW = w->dX;
     cd_pseudo_values(j, c, n, S0);
     /* dU = Kd dS + scale Mq^T dO */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f,
+    cd_gemm(0, 0, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f,
                 dU, P);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f,
+    cd_gemm(1, 0, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f,
                 dU, P);
     /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower), dW = -dU S_0^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f,
+    cd_gemm(0, 1, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f,
                 w->dKd, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, sc, dout, j->sdo, S0, V, 0.0f,
+    cd_gemm(0, 1, n, K, V, sc, dout, j->sdo, S0, V, 0.0f,
                 w->dQg, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f,
+    cd_gemm(0, 1, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f,
                 w->dMq, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, V, -1.0f, dU, P, S0, V, 0.0f, dW, P);
+    cd_gemm(0, 1, n, K, V, -1.0f, dU, P, S0, V, 0.0f, dW, P);
     for (int r = 0; r < n; r++)
         for (int s = r + 1; s < n; s++) w->dMq[(size_t)r * C + s] = 0.0f;
     /* dS_0 = Gam_last dS + scale Qg^T dO - W^T dU */
@@ -99,13 +98,13 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
         float a = j->gate == LINA_GATE_SCALAR ? c->gl[0] : 1.0f;
         for (size_t i = 0; i < kv; i++) w->dSn[i] = a * w->dS[i];
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f,
+    cd_gemm(1, 0, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f,
                 w->dSn, V);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn,
+    cd_gemm(1, 0, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn,
                 V);
     /* dB = (I + L)^-T [dW | dU];  dL = -dB X^T (strictly lower, into dM) */
     cd_solve_transposed(j, c, n, w->dX);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, P, -1.0f, w->dX, P, c->X, P, 0.0f,
+    cd_gemm(0, 1, n, n, P, -1.0f, w->dX, P, c->X, P, 0.0f,
                 w->dM, C);
     for (int r = 0; r < n; r++) {
         float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];

@@ -6,7 +6,6 @@
  * With inner_threads > 1 the prep of a block of chunks runs in parallel (one
  * chunk per slot, the same code path per chunk, so results do not depend on
  * the thread count); the state recurrence then walks the block in order. */
-#include <cblas.h>
 #include <string.h>
 
 #include "attn_chunk_delta.h"
@@ -30,14 +29,14 @@ size_t cd_forward_floats(const lina_attn_job *j) {
 static void chunk_output(const lina_attn_job *j, const cd_chunk *c, int t0, int n, const float *S) {
     int K = j->K, V = j->V;
     float *o = j->o + (ptrdiff_t)t0 * j->so;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, V, K, j->scale, c->Qg, K, S, V, 0.0f, o,
+    cd_gemm(0, 0, n, V, K, j->scale, c->Qg, K, S, V, 0.0f, o,
                 j->so);
     /* Mq is lower triangular: rows [0, h) only need U rows [0, h) */
     int h = (n + 1) / 2;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, h, V, h, j->scale, c->Mq, c->C, c->U, V,
+    cd_gemm(0, 0, h, V, h, j->scale, c->Mq, c->C, c->U, V,
                 1.0f, o, j->so);
     if (n > h)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n - h, V, n, j->scale,
+        cd_gemm(0, 0, n - h, V, n, j->scale,
                     c->Mq + (size_t)h * c->C, c->C, c->U, V, 1.0f, o + (ptrdiff_t)h * j->so, j->so);
 }
 
