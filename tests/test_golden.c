@@ -38,7 +38,7 @@ static void check_model(const char *name) {
     lina_st_file *g = NULL;
     snprintf(tname, sizeof tname, "%s_load", name);
     lina_status st = lina_hf_load(dir, &m);
-    test_report(st == LINA_OK, tname, "%s", lina_last_error());
+    test_report(st == LINA_OK, tname, "%s", st ? lina_last_error() : "");
     if (st) return;
     st = lina_st_open(path, &g);
     snprintf(tname, sizeof tname, "%s_golden_file", name);
@@ -48,7 +48,7 @@ static void check_model(const char *name) {
                            *want = g ? need(g, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     int ok = st == LINA_OK && ids && ref && prompt && want && ref->shape[2] == lina_hf_vocab_size(m) &&
              ref->shape[0] == ids->shape[0] && ref->shape[1] == ids->shape[1];
-    test_report(ok, tname, "%s", st ? lina_last_error() : "unexpected tensors");
+    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
     if (!ok) {
         lina_st_close(g);
         lina_hf_free(m);
@@ -105,7 +105,7 @@ static void check_model(const char *name) {
     snprintf(tname, sizeof tname, "%s_greedy_%d_tokens_exact%s", name, n_new,
              reference_used_last_token ? "_from_last_prompt_token" : "");
     test_report(!st && first_diff < 0 && n_new > 0 && !memcmp(p, w, (size_t)np * sizeof *p), tname,
-                "%s first difference at new token %d: got %lld want %lld", st ? lina_last_error() : "", first_diff,
+                "%s first difference at new token %d (-1: none): got %lld want %lld", st ? lina_last_error() : "", first_diff,
                 first_diff >= 0 ? (long long)got[first_diff] : 0LL,
                 first_diff >= 0 ? (long long)w[np + first_diff] : 0LL);
     if (reference_used_last_token && np <= T && !memcmp(p, id, (size_t)np * sizeof *p)) {
@@ -243,7 +243,7 @@ static void test_bad_dirs(void) {
     write_tiny_delta_net(NULL, NULL, LINA_DTYPE_F32, 0);
     lina_hf_model *m = NULL;
     lina_status st = lina_hf_load(tmpdir, &m);
-    test_report(st == LINA_OK, "tiny_delta_net_loads", "%s", lina_last_error());
+    test_report(st == LINA_OK, "tiny_delta_net_loads", "%s", st ? lina_last_error() : "");
     if (m) { /* tiny model runs and gives finite logits; prompt in pieces == whole */
         int64_t ids[5] = {1, 2, 3, 15, 0};
         float a[5 * 16], b[5 * 16];
@@ -263,11 +263,11 @@ static void test_bad_dirs(void) {
     write_tiny_delta_net(NULL, NULL, LINA_DTYPE_BF16, 1);
     ok = ok && tiny_logits(got);
     test_report(ok && rel_rms(got, ref, 5 * 16) < 1e-6, "tiny_bf16_sharded_equals_f32", "%s rel rms %.3g",
-                lina_last_error(), ok ? rel_rms(got, ref, 5 * 16) : -1.0);
+                ok ? "" : lina_last_error(), ok ? rel_rms(got, ref, 5 * 16) : -1.0);
     write_tiny_delta_net(NULL, NULL, LINA_DTYPE_F16, 1);
     ok = ok && tiny_logits(got);
     test_report(ok && rel_rms(got, ref, 5 * 16) < 1e-6, "tiny_f16_sharded_equals_f32", "%s rel rms %.3g",
-                lina_last_error(), ok ? rel_rms(got, ref, 5 * 16) : -1.0);
+                ok ? "" : lina_last_error(), ok ? rel_rms(got, ref, 5 * 16) : -1.0);
     write_text("model.safetensors.index.json", "{\"weight_map\": {\"lm_head.weight\": \"../escape.safetensors\"}}");
     expect_load_error("bad_index_shard_path", LINA_ERR_FORMAT, "../escape");
     write_text("model.safetensors.index.json", "{\"weight_map\": {\"lm_head.weight\": \"missing.safetensors\"}}");
