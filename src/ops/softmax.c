@@ -4,6 +4,7 @@
  * blocks of BK keys with an online softmax (row max m, row sum l, output
  * accumulator acc):
  *   S   = scale * Q_i K_j^T                      (BQ, BK), masked -> -inf
+ *         (in base 2: S log2(e), exponentials 2^x, lse converted back)
  *   m'  = max(m, rowmax S);  P = exp(S - m')
  *   l   = l e^(m - m') + rowsum P;   acc = acc e^(m - m') + P V_j
  *   o   = acc / l;  lse = m + log l
@@ -70,7 +71,8 @@ lina_softmax_desc lina_softmax_desc_default(void) {
 typedef struct {
     const lina_softmax_desc *d;
     int HKV, group; /* kv heads; query heads per kv head */
-    float scale;
+    float scale;  /* score scale */
+    float scale2; /* scale * log2(e): scores are kept in base 2 */
     int n_seqs;
 } plan_t;
 
@@ -132,47 +134,43 @@ static void apply_mask_t(const lina_softmax_desc *d, int t0, int nq, int s0, int
 
 /* ---- exp over a row ---- */
 
-/* x[j] = exp(x[j] - m) for j < n (0 for x[j] = -inf); returns the sum.
- * exp(y) = 2^k e^r, k = round(y / ln 2), |r| <= ln2 / 2, e^r by its degree-7
- * Taylor polynomial (relative error < 1e-8 before rounding). */
+/* Scores are kept in base 2 (the score GEMM's alpha is scale * log2(e)), so the
+ * exponentials are 2^x: 2^x = 2^k 2^r, k = round(x), |r| <= 1/2, 2^r by its
+ * degree-7 Taylor polynomial in r (relative error < 1e-8 before rounding), 2^k
+ * applied by vscalefps. x is clamped at -150, so -inf gives exactly 0. */
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 #ifdef __AVX512F__
-static inline __m512 exp512(__m512 y) {
-    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2hi = _mm512_set1_ps(0.693145751953125f),
-                 ln2lo = _mm512_set1_ps(1.428606765330187e-06f);
-    __m512 too_small = _mm512_set1_ps(-87.0f);
-    __mmask16 zero = _mm512_cmp_ps_mask(y, too_small, _CMP_LT_OQ);
-    y = _mm512_max_ps(y, too_small);
-    __m512 kf = _mm512_roundscale_ps(_mm512_mul_ps(y, log2e), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(kf, ln2hi, y);
-    r = _mm512_fnmadd_ps(kf, ln2lo, r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+static inline __m512 exp2_512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+    __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(x, k);
+    __m512 p = _mm512_set1_ps(1.525273380405984e-05f); // ln2^7 / 7!
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.5403530393381606e-04f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558146428443e-03f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.618129107628477e-03f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.550410866482158e-02f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.402265069591007e-01f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.931471805599453e-01f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i e =
-        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(kf), _mm512_set1_epi32(127)), 23);
-    __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-    return _mm512_maskz_mov_ps((__mmask16)~zero, res);
+    return _mm512_scalef_ps(p, k);
 }
 #endif
 
-static float exp_row(float *x, int n, float m) {
+/* x[j] = 2^(x[j] - m) for j < n (0 for x[j] = -inf); returns the sum. */
+static float exp2_row(float *x, int n, float m) {
     int j = 0;
     float sum = 0.0f;
 #ifdef __AVX512F__
     __m512 acc = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);
     for (; j + 16 <= n; j += 16) {
-        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+        __m512 e = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
         _mm512_storeu_ps(x + j, e);
         acc = _mm512_add_ps(acc, e);
     }
     if (j < n) {
         __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
-        __m512 e = exp512(_mm512_sub_ps(_mm512_mask_loadu_ps(mv, k, x + j), mv));
+        __m512 e = exp2_512(_mm512_sub_ps(_mm512_mask_loadu_ps(mv, k, x + j), mv));
         e = _mm512_maskz_mov_ps(k, e);
         _mm512_mask_storeu_ps(x + j, k, e);
         acc = _mm512_add_ps(acc, e);
@@ -181,29 +179,29 @@ static float exp_row(float *x, int n, float m) {
     sum = _mm512_reduce_add_ps(acc);
 #endif
     for (; j < n; j++) {
-        x[j] = expf(x[j] - m);
+        x[j] = exp2f(x[j] - m);
         sum += x[j];
     }
     return sum;
 }
 
-/* x[i] = exp(x[i] - sub[i]) for i < n (0 for x[i] = -inf). */
-static void exp_row_sub(float *x, int n, const float *sub) {
+/* x[i] = 2^(x[i] - sub[i]) for i < n (0 for x[i] = -inf). */
+static void exp2_row_sub(float *x, int n, const float *sub) {
     int i = 0;
 #ifdef __AVX512F__
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(x + i,
-                         exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(sub + i))));
+                         exp2_512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(sub + i))));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
         __m512 y =
             _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, sub + i));
-        _mm512_mask_storeu_ps(x + i, k, exp512(y));
+        _mm512_mask_storeu_ps(x + i, k, exp2_512(y));
         i = n;
     }
 #endif
     for (; i < n; i++)
-        x[i] = expf(x[i] - sub[i]);
+        x[i] = exp2f(x[i] - sub[i]);
 }
 
 /* x[i] *= a */
@@ -356,6 +354,7 @@ static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_softma
     p->HKV = d->HKV ? d->HKV : d->H;
     p->group = d->H / p->HKV;
     p->scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)d->K);
+    p->scale2 = p->scale * LOG2E;
     p->n_seqs = d->cu_seqlens ? d->n_seqs : d->B;
     size_t tokens = (size_t)d->B * d->T;
     TRY(check_input(fn, ctx, "q", q, tokens * d->H * d->K));
@@ -471,7 +470,7 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
     for (int s0 = (lo / BK) * BK; s0 < hi; s0 += BK) {
         int nk = min_i(BK, L - s0);
         const float *Vj = v + ((bos + s0) * HKV + hk) * V; // (nk, V), stride HKV*V
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, nk, K, p->scale, Qi, H * K,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, nk, K, p->scale2, Qi, H * K,
                     Kt + s0, L, 0.0f, S, BK);
         apply_mask(d, t0, nq, s0, nk, S);
         int any = 0;
@@ -482,8 +481,8 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
                 memset(Si, 0, sizeof(float) * nk);
                 continue;
             }
-            float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - mn);
-            l[i] = l[i] * alpha + exp_row(Si, nk, mn);
+            float alpha = m[i] == -INFINITY ? 0.0f : exp2f(m[i] - mn);
+            l[i] = l[i] * alpha + exp2_row(Si, nk, mn);
             m[i] = mn;
             if (alpha != 1.0f) scale_row(acc + (size_t)i * V, V, alpha);
             any = 1;
@@ -497,7 +496,7 @@ static void forward_block(const plan_t *p, int n, int h, int t0, const float *q,
         float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
         for (int c = 0; c < V; c++)
             oi[c] = acc[(size_t)i * V + c] * inv;
-        if (lse) lse[(bos + t0 + i) * H + h] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+        if (lse) lse[(bos + t0 + i) * H + h] = l[i] > 0.0f ? (m[i] + log2f(l[i])) * LN2 : -INFINITY;
     }
 }
 
@@ -570,14 +569,14 @@ static const float *block_grad(const plan_t *p, const bwd_args_t *a, int64_t bos
     const float *dOt = panel((float *)a->dot, bos, L, H, h, V) + t0; // (V, nq), stride L
     const float *dOi = a->dout + ((bos + t0) * H + h) * V;           // (nq, V), stride H*V
     for (int i = 0; i < nq; i++) {
-        lse_i[i] = a->lse[(bos + t0 + i) * H + h];
+        lse_i[i] = a->lse[(bos + t0 + i) * H + h] * LOG2E; // base 2, like the scores
         D_i[i] = a->delta[(bos + t0 + i) * H + h];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, K, p->scale, Kj, HKV * K, Qt, L,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, nq, K, p->scale2, Kj, HKV * K, Qt, L,
                 0.0f, Pt, BQ);
     apply_mask_t(d, t0, nq, s0, nk, Pt);
     for (int j = 0; j < nk; j++)
-        exp_row_sub(Pt + j * BQ, nq, lse_i);
+        exp2_row_sub(Pt + j * BQ, nq, lse_i);
     if (dVj)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, V, nq, 1.0f, Pt, BQ, dOi, H * V,
                     1.0f, dVj, HKV * V);
