@@ -241,7 +241,37 @@ static void test_bad_input(void) {
     problem_free(&p);
 }
 
+/* Log-gates of -1e30 (a hard reset) give the same result in every form. */
+static void test_huge_gates(void) {
+    static const lina_form forms[] = {LINA_FORM_CHUNK, LINA_FORM_PARALLEL};
+    for (int u = 0; u < 2; u++)
+        for (int gk = LINA_GATE_SCALAR; gk <= LINA_GATE_VECTOR; gk++) {
+            lina_attn_desc d = lina_attn_desc_default();
+            d.T = 150, d.H = 2, d.K = 8, d.V = 6, d.update = u, d.gate = gk;
+            d.form = LINA_FORM_RECURRENT;
+            problem p;
+            problem_init(&p, d, 21, -0.5f);
+            for (size_t i = 0; i < p.ng; i += 7) p.g[i] = -1e30f;
+            forward(&p);
+            float *ref = alloc_floats(p.nv), *ref_ht = alloc_floats(p.ns);
+            memcpy(ref, p.o, sizeof(float) * p.nv);
+            memcpy(ref_ht, p.ht, sizeof(float) * p.ns);
+            for (int f = 0; f < 2; f++) {
+                p.d.form = forms[f];
+                forward(&p);
+                char name[128];
+                snprintf(name, sizeof name, "log-gates of -1e30: %s == recurrent [%s/%s]",
+                         forms[f] == LINA_FORM_CHUNK ? "chunk" : "parallel", u ? "delta" : "add",
+                         gk == LINA_GATE_SCALAR ? "scalar" : "vector");
+                check_close(name, p.o, ref, p.nv, 1e-5);
+            }
+            free(ref), free(ref_ht);
+            problem_free(&p);
+        }
+}
+
 int main(void) {
+    test_huge_gates();
     test_closed_form();
     static const struct {
         lina_update u;

@@ -7,7 +7,7 @@
 #include "internal.h"
 
 #define LINA_MAX_THREADS 256
-#define LINA_SHARED_SLOTS 4
+#define LINA_SHARED_SLOTS 6
 
 struct lina_ctx {
     int threads;

@@ -19,7 +19,7 @@ int lina_ctx_check_finite(const lina_ctx *ctx);
  * takes lina_ctx_thread_ws(ctx, tid). Shared scratch: lina_ctx_shared_ws. */
 lina_status lina_ctx_reserve(lina_ctx *ctx, int n_threads, size_t floats);
 float *lina_ctx_thread_ws(lina_ctx *ctx, int tid);
-/* A second, independent shared buffer (slot 0..3), e.g. for an augmented copy of v. */
+/* Shared buffers (slot 0..5) for whole-call copies: 0-3 normalization, 4 clamped gates. */
 float *lina_ctx_shared_ws(lina_ctx *ctx, int slot, size_t floats);
 
 /* Overflow-checked size products; return 0 on overflow. */
