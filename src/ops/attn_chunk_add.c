@@ -399,7 +399,9 @@ static void chunk_output(const lina_attn_job *j, chunk_ws *w, int t0, int L, int
                          const float *S_prev) {
     int V = j->V;
     chunk_scores(j, w, w->Qc, w->Kc, L, C);
-    cmat qg = gated_rows(j, w->Qc, w->eb, L, w->Qg);
+    /* one VECTOR sub-chunk spanning the chunk has its reference at the chunk start: Qr is q e^b */
+    cmat qg = w->fact_s == 0 && w->fact_e == L ? (cmat){w->Qr, j->K}
+                                                : gated_rows(j, w->Qc, w->eb, L, w->Qg);
     lina_gemm_tile(0, 0, L, V, j->K, j->scale, qg.p, qg.ld, S_prev, V, 0.0f, w->Oc, V, w->pack);
     lina_gemm_tri(LINA_TRI_A_LOWER, 0, 0, L, V, L, 1.0f, w->A, C, w->Vc, V, 1.0f, w->Oc, V, w->pack);
     store_rows(w->Oc, V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
