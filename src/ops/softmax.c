@@ -538,6 +538,7 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
  * then dQ^T: of the job's query heads (group, K, len) in the fused path, of one
  * query block (K, BQ) in the split path. */
 #define BWD_BLOCK_WS ((size_t)2 * BQ * BK + 2 * BQ)
+#define FUSED_MAX_WS (8.0 * 1024 * 1024) /* 32 MiB of dQ^T per thread */
 static size_t bwd_ws_floats(const plan_t *p, int max_len, int fused) {
     return BWD_BLOCK_WS + (size_t)p->d->K * (fused ? (size_t)p->group * max_len : BQ);
 }
@@ -714,10 +715,13 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
         max_len = max_i(max_len, len);
     }
     /* Fused (5 GEMMs per block pair) unless too few (sequence, kv head) jobs
-     * would leave threads idle: then split (7 GEMMs, but parallel over blocks). */
+     * would leave threads idle, or its per-thread dQ^T scratch (group, K, len)
+     * would pass FUSED_MAX_WS floats: then split (7 GEMMs, parallel over blocks,
+     * (K, BQ) scratch). Both give the same bits. */
     int n_heads = p.n_seqs * p.HKV, threads = max_i(1, lina_ctx_threads(ctx));
     int rounds = (n_heads + threads - 1) / threads;
-    int fused = threads == 1 || (double)rounds * threads <= 1.4 * n_heads;
+    int fused = (threads == 1 || (double)rounds * threads <= 1.4 * n_heads) &&
+                (double)p.group * d->K * max_len <= FUSED_MAX_WS;
     int n_kb = 0, n_qb = 0;
     qblock_t *kblocks = NULL, *qblocks = NULL; /* split path: key and query blocks */
     if (!fused &&
