@@ -305,6 +305,62 @@ static void test_bad_dirs(void) {
     remove(tmpdir);
 }
 
+/* ---- config variants: tests/data/hf_variants/ (make.py there: tiny checkpoints of
+ * the branches the golden models do not take, with logits from a float64
+ * PyTorch re-statement of each model's math) ---- */
+
+static void check_variant(const char *name) {
+    const char *data = getenv("LINA_TEST_DATA");
+    char dir[1200], path[1300], tname[128];
+    snprintf(dir, sizeof dir, "%s/hf_variants/%s", data && *data ? data : "tests/data", name);
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    lina_hf_model *m = NULL;
+    lina_st_file *f = NULL;
+    lina_status st = lina_hf_load(dir, &m);
+    if (!st) st = lina_st_open(path, &f);
+    const lina_tensor_view *ids = f ? need(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
+                           *ref = f ? need(f, "logits", LINA_DTYPE_F32, 3) : NULL;
+    snprintf(tname, sizeof tname, "variant_%s_load", name);
+    int ok = !st && ids && ref && ref->shape[2] == lina_hf_vocab_size(m);
+    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
+    if (ok) {
+        int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
+        size_t n = (size_t)B * T * V;
+        float *got = alloc_floats(n), *want = alloc_floats(n), *steps = alloc_floats(n);
+        int64_t *id = copy_ids(ids);
+        lina_tensor_to_f32(ref, want, (int64_t)n);
+        st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
+        snprintf(tname, sizeof tname, "variant_%s_logits_rel_rms_1e-4", name);
+        if (st) test_report(0, tname, "%s", lina_last_error());
+        else check_close(tname, got, want, n, 1e-4);
+        /* both rows at once, 3 single-token steps then the rest: state carried through step and chunk forms */
+        lina_hf_state *s = NULL;
+        int64_t *part = malloc((size_t)B * T * sizeof *part);
+        float *lg = alloc_floats(n);
+        st = lina_hf_state_create(m, B, &s);
+        int cuts[5] = {0, 1, 2, 3, T};
+        for (int c = 0; c < 4 && !st; c++) {
+            int len = cuts[c + 1] - cuts[c];
+            for (int b = 0; b < B; b++) memcpy(part + (size_t)b * len, id + (size_t)b * T + cuts[c], (size_t)len * sizeof *part);
+            st = lina_hf_forward(NULL, m, s, B, len, part, lg);
+            for (int b = 0; b < B && !st; b++)
+                memcpy(steps + ((size_t)b * T + cuts[c]) * V, lg + (size_t)b * len * V, (size_t)len * V * sizeof *lg);
+        }
+        snprintf(tname, sizeof tname, "variant_%s_steps_then_chunk", name);
+        if (st) test_report(0, tname, "%s", lina_last_error());
+        else check_close(tname, steps, want, n, 1e-4);
+        lina_hf_state_free(s);
+        free(part);
+        free(lg);
+        free(got);
+        free(want);
+        free(steps);
+        free(id);
+    }
+    lina_st_close(f);
+    lina_hf_free(m);
+}
+
 int main(void) {
     static const char *models[] = {"fla_gla", "fla_delta_net", "hf_mamba2"};
     char dir[1024];
@@ -315,6 +371,8 @@ int main(void) {
     } else {
         for (size_t i = 0; i < sizeof models / sizeof *models; i++) check_model(models[i]);
     }
+    static const char *variants[] = {"gla_kv_conv_tied", "delta_gate_elu_sum", "delta_relu_l2_conv", "mamba2_groups"};
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) check_variant(variants[i]);
     test_bad_dirs();
     return test_finish();
 }
