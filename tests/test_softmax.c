@@ -244,6 +244,7 @@ static void test_reference_cases(void) {
     check_case("T130 bidirectional window40", make(1, 130, 2, 2, 32, 48, 0, 40), 7);
     check_case("T200 window1", make(1, 200, 1, 1, 16, 16, 1, 1), 8);
     check_case("T100 K=V=128 gqa", make(1, 100, 4, 2, 128, 128, 1, 0), 12);
+    check_case("T1000 gqa window300", make(1, 1000, 2, 1, 64, 64, 1, 300), 13);
     lina_softmax_desc d = make(1, 37, 4, 2, 60, 64, 1, 0);
     d.scale = 0.3f;
     check_case("T37 scale 0.3", d, 9);
