@@ -106,6 +106,19 @@ for (B, T, H, D) in shapes:
                 row['fla_error'] = repr(e)[:300]
         print(json.dumps(row), flush=True)
         rows.append(row)
+    if B == 8:  # where lina's time goes, per kernel (CUPTI through torch.profiler)
+        from torch.profiler import profile, ProfilerActivity
+        for name, (gate, delta, kk, g, bb), _ in ops:
+            if gate == 'vector':
+                continue
+            run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
+            run(); torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    run()
+                torch.cuda.synchronize()
+            ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages() if e.device_time_total > 0]
+            print('profile', name, '; '.join(f'{k[:40]} {ms:.3f} ms x{c}' for k, ms, c in ks), flush=True)
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
 

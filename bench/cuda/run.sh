@@ -32,5 +32,5 @@ if [ -d "$ROOT/.whl" ]; then
         >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 fi
 echo "== lina vs fla (bf16 forward, median ms)"
-PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{'
+PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 exit $rc

@@ -152,10 +152,7 @@ __global__ void __launch_bounds__(CHUNK_THREADS, 1) chunk_fwd_kernel(lina_cuda_a
             beta_s[tid] = (DELTA && tid < lc) ? p.beta[tok * p.HV + hv] : 0.f;
         }
         __syncthreads();
-        if (tid == 0) { /* inclusive cumulative sum; padding rows repeat the last value (g = 0) */
-            float acc = 0.f;
-            for (int i = 0; i < C; i++) b_s[i] = acc += b_s[i];
-        }
+        warp0_cumsum<C>(b_s); /* inclusive; padding rows repeat the last value (g = 0) */
         __syncthreads();
 
         const T *u_src = v_s; /* the values the chunk adds: V, or U for the delta rule */

@@ -84,10 +84,7 @@ __device__ __forceinline__ void chunk_gates(const lina_cuda_attn_params &p, int6
         b[threadIdx.x] = g;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        float acc = 0.f;
-        for (int i = 0; i < CS; i++) b[i] = acc += b[i];
-    }
+    warp0_cumsum<CS>(b);
     __syncthreads();
 }
 
@@ -210,11 +207,26 @@ __global__ void __launch_bounds__(ADD_THREADS) add_output_kernel(lina_cuda_attn_
     int lc;
     chunk_range(p, i, &start, &lc);
     const int64_t sqk = (int64_t)p.H * p.K, sv = (int64_t)p.HV * p.V;
-    load_tile(q_s, L.ldk, (const T *)p.q + (start * p.H + h) * p.K, sqk, CS, KP, lc, p.K, p.vec_qk);
-    load_tile(k_s, L.ldk, (const T *)p.k + (start * p.H + h) * p.K, sqk, CS, KP, lc, p.K, p.vec_qk);
-    load_tile(v_s, L.ldv, (const T *)p.v + (start * p.HV + hv) * p.V + v0, sv, CS, VT, lc, vcols, p.vec_v);
-    load_tile(s_t, L.ldv, (const T *)p.ws + ((size_t)i * p.HV + hv) * p.K * p.V + v0, (int64_t)p.V, KP, VT,
-              p.K, vcols, p.vec_v);
+    const T *qg = (const T *)p.q + (start * p.H + h) * p.K, *kg = (const T *)p.k + (start * p.H + h) * p.K;
+    const T *vg = (const T *)p.v + (start * p.HV + hv) * p.V + v0;
+    const T *sg = (const T *)p.ws + ((size_t)i * p.HV + hv) * p.K * p.V + v0;
+    if constexpr (sizeof(T) == 2) { /* issue every load of the block before the first store */
+        tile_fetch<T, 8> fq, fk, fs; /* (64, <=256) and (<=256, 64) tiles: <= 8 units per thread */
+        tile_fetch<T, 2> fv;
+        fq.issue(qg, sqk, CS, KP, lc, p.K, p.vec_qk);
+        fk.issue(kg, sqk, CS, KP, lc, p.K, p.vec_qk);
+        fv.issue(vg, sv, CS, VT, lc, vcols, p.vec_v);
+        fs.issue(sg, (int64_t)p.V, KP, VT, p.K, vcols, p.vec_v);
+        fq.commit(q_s, L.ldk, CS, KP, p.vec_qk);
+        fk.commit(k_s, L.ldk, CS, KP, p.vec_qk);
+        fv.commit(v_s, L.ldv, CS, VT, p.vec_v);
+        fs.commit(s_t, L.ldv, KP, VT, p.vec_v);
+    } else {
+        load_tile(q_s, L.ldk, qg, sqk, CS, KP, lc, p.K, p.vec_qk);
+        load_tile(k_s, L.ldk, kg, sqk, CS, KP, lc, p.K, p.vec_qk);
+        load_tile(v_s, L.ldv, vg, sv, CS, VT, lc, vcols, p.vec_v);
+        load_tile(s_t, L.ldv, sg, (int64_t)p.V, KP, VT, p.K, vcols, p.vec_v);
+    }
     chunk_gates(p, start, lc, hv, b_s);
 
     tile_mm<T, false, true>(a_f, L.ldfa, q_s, L.ldk, k_s, L.ldk, CS, CS, KP, false); /* Q K^T */

@@ -31,13 +31,21 @@ __device__ __forceinline__ void load_tile(T *dst, int ldd, const T *src, int64_t
                                           int CP, int rows_valid, int cols_valid, bool vec) {
     const int nt = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
     if (vec) {
-        constexpr int VEC = 16 / sizeof(T);
-        const int units = CP / VEC;
-        for (int i = tid; i < R * units; i += nt) {
-            const int r = i / units, c = (i % units) * VEC;
-            uint4 x = make_uint4(0, 0, 0, 0);
-            if (r < rows_valid && c < cols_valid) x = *(const uint4 *)(src + r * stride + c);
-            *(uint4 *)(dst + r * ldd + c) = x;
+        constexpr int VEC = 16 / sizeof(T), GROUP = 8; /* GROUP loads in flight per thread */
+        const int units = CP / VEC, total = R * units;
+        for (int base = tid; base < total; base += GROUP * nt) {
+            uint4 x[GROUP];
+#pragma unroll
+            for (int u = 0; u < GROUP; u++) {
+                const int i = base + u * nt, r = i / units, c = (i % units) * VEC;
+                x[u] = make_uint4(0, 0, 0, 0);
+                if (i < total && r < rows_valid && c < cols_valid) x[u] = *(const uint4 *)(src + r * stride + c);
+            }
+#pragma unroll
+            for (int u = 0; u < GROUP; u++) {
+                const int i = base + u * nt;
+                if (i < total) *(uint4 *)(dst + (i / units) * ldd + (i % units) * VEC) = x[u];
+            }
         }
     } else {
         for (int i = tid; i < R * CP; i += nt) {
@@ -72,6 +80,28 @@ __device__ __forceinline__ void store_tile(T *dst, int64_t stride, const float *
             dst[r * stride + c] = from_f<T>(src[r * lds + c]);
         }
     }
+}
+
+/* Inclusive prefix sum of C (32 or 64) values in shared memory by warp 0
+ * (lane l holds C/32 consecutive values); the caller adds the barrier. */
+template <int C>
+__device__ __forceinline__ void warp0_cumsum(float *b) {
+    static_assert(C == 32 || C == 64, "chunk must be 32 or 64");
+    constexpr int PER = C / 32;
+    if (threadIdx.x >= 32 || threadIdx.y != 0) return;
+    const int lane = threadIdx.x;
+    float x[PER], own = 0.f;
+#pragma unroll
+    for (int j = 0; j < PER; j++) own += (x[j] = b[lane * PER + j]);
+    float incl = own;
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+        const float y = __shfl_up_sync(0xffffffffu, incl, off);
+        if (lane >= off) incl += y;
+    }
+    float acc = incl - own;
+#pragma unroll
+    for (int j = 0; j < PER; j++) b[lane * PER + j] = acc += x[j];
 }
 
 /* Sequence n of the batch: first token and length. */
