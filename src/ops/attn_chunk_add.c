@@ -47,7 +47,7 @@ typedef struct {
     float *Qr, *Fr;   /* (C, K) VECTOR scores: q * e^{b - b_r} and the factors e^{b - b_r} */
     float *Kr, *Er;   /* (C, K) VECTOR scores: k * e^{b_r - b} and the factors e^{b_r - b} */
     float *A;         /* (C, C) scores: scaled, decayed, causal-masked */
-    float *dA;        /* (C, C) gradient of the scores, scaled, decayed, masked */
+    float *dA;        /* (C, C) gradient of the scores: dO V^T, then scaled, decayed, masked */
     float *dS;        /* (K, V) a chunk's contribution to a state or state gradient */
     float *dQc, *dKc; /* (C, K) this chunk's contributions to dq, dk */
     float *tmp;       /* (C, max(K, V)) */
@@ -71,7 +71,6 @@ typedef struct {
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECTOR ? j->K : 1; }
-
 
 /* Carves one thread's chunk scratch from base, or only measures it when base is
  * NULL; returns its size in floats (every part 64-byte aligned). */
@@ -134,7 +133,6 @@ size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) {
     return l.states + l.dstates + l.decays + l.chunk * l.threads + 16;
 }
 
-
 /* ---- gates ---- */
 
 /* b, e^{b}, e^{b_last - b}, e^{b_last} of the chunk at t0 (nothing for NONE). */
@@ -167,17 +165,20 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     lina_exp_inplace(w->el, Kg);
 }
 
-/* X * f row-wise (SCALAR: f is (L)) or element-wise (VECTOR: f is (L, K)) into out (L, K). */
+/* X (L, K) * f row-wise (SCALAR: f is (L)) or element-wise (VECTOR: f is (L, K)) into
+ * out (L, K); without a gate, X itself. */
 static cmat gated_rows(const lina_attn_job *j, const float *x, const float *f, int L, float *out) {
     int K = j->K;
-    if (j->gate == LINA_GATE_NONE) return (cmat){x, j->K};
+    if (j->gate == LINA_GATE_NONE) return (cmat){x, K};
     for (int i = 0; i < L; i++) {
-        const float *xi = x + (ptrdiff_t)i * j->K;
+        const float *xi = x + (size_t)i * K;
         float *oi = out + (size_t)i * K;
         if (j->gate == LINA_GATE_VECTOR) {
             const float *fi = f + (size_t)i * K;
+#pragma omp simd
             for (int c = 0; c < K; c++) oi[c] = xi[c] * fi[c];
         } else {
+#pragma omp simd
             for (int c = 0; c < K; c++) oi[c] = xi[c] * f[i];
         }
     }
