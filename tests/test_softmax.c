@@ -236,6 +236,8 @@ static lina_softmax_desc make(int B, int T, int H, int HKV, int K, int V, int ca
 
 static void test_reference_cases(void) {
     check_case("T1", make(2, 1, 2, 2, 60, 64, 1, 0), 1);
+    check_case("T2", make(1, 2, 2, 1, 60, 64, 1, 0), 14);
+    check_case("T66 (tail block of 2)", make(1, 66, 2, 2, 64, 60, 1, 0), 15);
     check_case("T63 gqa", make(1, 63, 4, 1, 64, 60, 1, 0), 2);
     check_case("T65 gqa2", make(2, 65, 4, 2, 100, 64, 1, 0), 3);
     check_case("T300", make(1, 300, 2, 2, 64, 100, 1, 0), 4);
