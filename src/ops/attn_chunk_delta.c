@@ -78,7 +78,7 @@ static size_t layout(const lina_attn_job *j, int C, int backward, cd_chunk *c, f
     PIECE(dR, float, vec && backward ? 2 * CD_SUB * K : 1);
     PIECE(dKc, float, vec && backward ? C * K : 1);
 #undef PIECE
-    if (base) c->C = C, c->backward = backward;
+    if (base) c->C = C, c->backward = backward, c->keys_only = 0;
     return at;
 }
 
@@ -157,10 +157,11 @@ static void scores_dense(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     for (int half = 0; half < 2; half++) {
         int r0 = half ? h : 0, rows = half ? n - h : h, cols = half ? n : h;
         if (rows == 0) continue;
-        cd_gemm(0, 0, rows, cols, K, 1.0f,
-                    k + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f, c->M + (size_t)r0 * C, C);
-        cd_gemm(0, 0, rows, cols, K, 1.0f,
-                    q + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f, c->Mq + (size_t)r0 * C, C);
+        cd_gemm(0, 0, rows, cols, K, 1.0f, k + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f,
+                c->M + (size_t)r0 * C, C);
+        if (!c->keys_only)
+            cd_gemm(0, 0, rows, cols, K, 1.0f, q + (ptrdiff_t)r0 * j->sqk, j->sqk, c->KT, C, 0.0f,
+                    c->Mq + (size_t)r0 * C, C);
     }
     for (int r = 0; r < n; r++) {
         float *restrict m = c->M + (size_t)r * C, *restrict mq = c->Mq + (size_t)r * C;
@@ -246,8 +247,8 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
         int cols = subchunk_factors(j, c, t0, I0, I1);
         if (cols > 0) {
             cd_transpose(c->Kc, K, cols, K, c->KcT, C);
-            cd_gemm(0, 0, 2 * nI, cols, K, 1.0f, c->R, K,
-                        c->KcT, C, 0.0f, c->Z, C);
+            cd_gemm(0, 0, c->keys_only ? nI : 2 * nI, cols, K, 1.0f, c->R, K, c->KcT, C, 0.0f, c->Z,
+                    C);
         }
         for (int r = I0; r < I1; r++) {
             float *m = c->M + (size_t)r * C, *mq = c->Mq + (size_t)r * C;
@@ -298,10 +299,8 @@ static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
         for (int r = 0; r < nI; r++)
             memcpy(c->Y + (size_t)r * P, c->X + (size_t)(I0 + r) * P, sizeof(float) * P);
         if (I0 > 0)
-            cd_gemm(0, 0, nI, P, I0, -1.0f,
-                        c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->Y, P);
-        cd_gemm(0, 0, nI, P, nI, 1.0f, D, CD_SUB, c->Y, P,
-                    0.0f, c->X + (size_t)I0 * P, P);
+            cd_gemm(0, 0, nI, P, I0, -1.0f, c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->Y, P);
+        cd_gemm(0, 0, nI, P, nI, 1.0f, D, CD_SUB, c->Y, P, 0.0f, c->X + (size_t)I0 * P, P);
     }
 }
 
@@ -316,10 +315,10 @@ void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float
         for (int r = 0; r < nI; r++)
             memcpy(c->Y + (size_t)r * P, dX + (size_t)(I0 + r) * P, sizeof(float) * P);
         if (I1 < n)
-            cd_gemm(0, 0, nI, P, n - I1, -1.0f,
-                        c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P, P, 1.0f, c->Y, P);
-        cd_gemm(1, 0, nI, P, nI, 1.0f,
-                    c->Dinv + (size_t)I0 * CD_SUB, CD_SUB, c->Y, P, 0.0f, dX + (size_t)I0 * P, P);
+            cd_gemm(0, 0, nI, P, n - I1, -1.0f, c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P,
+                    P, 1.0f, c->Y, P);
+        cd_gemm(1, 0, nI, P, nI, 1.0f, c->Dinv + (size_t)I0 * CD_SUB, CD_SUB, c->Y, P, 0.0f,
+                dX + (size_t)I0 * P, P);
     }
 }
 
@@ -338,8 +337,7 @@ void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S
     int K = j->K, V = j->V;
     for (int r = 0; r < n; r++)
         memcpy(c->U + (size_t)r * V, c->X + (size_t)r * (K + V) + K, sizeof(float) * V);
-    cd_gemm(0, 0, n, V, K, -1.0f, c->X, K + V, S, V, 1.0f,
-                c->U, V);
+    cd_gemm(0, 0, n, V, K, -1.0f, c->X, K + V, S, V, 1.0f, c->U, V);
 }
 
 void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S) {
@@ -353,8 +351,7 @@ void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S)
             for (int x = 0; x < V; x++) S[(size_t)kk * V + x] *= a;
         }
     }
-    cd_gemm(0, 0, K, V, n, 1.0f, c->KdT, c->C, c->U, V, 1.0f,
-                S, V);
+    cd_gemm(0, 0, K, V, n, 1.0f, c->KdT, c->C, c->U, V, 1.0f, S, V);
 }
 
 /* ---- backward of the scores ---- */
@@ -369,14 +366,10 @@ static void scores_dense_backward(const lina_attn_job *j, cd_chunk *c, int t0, i
                 dM[(size_t)r * C + s] *= c->E[(size_t)r * C + s];
                 dMq[(size_t)r * C + s] *= c->E[(size_t)r * C + s];
             }
-    cd_gemm(0, 0, n, K, n, 1.0f, dMq, C, k, j->sqk, 1.0f,
-                dq, K);
-    cd_gemm(0, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f,
-                dkp, K);
-    cd_gemm(1, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkn,
-                K);
-    cd_gemm(1, 0, n, K, n, 1.0f, dMq, C, q, j->sqk, 1.0f, dkn,
-                K);
+    cd_gemm(0, 0, n, K, n, 1.0f, dMq, C, k, j->sqk, 1.0f, dq, K);
+    cd_gemm(0, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkp, K);
+    cd_gemm(1, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkn, K);
+    cd_gemm(1, 0, n, K, n, 1.0f, dMq, C, q, j->sqk, 1.0f, dkn, K);
 }
 
 static void diag_block_direct_backward(const lina_attn_job *j, cd_chunk *c, int t0, int I0, int I1,
@@ -417,10 +410,8 @@ static void scores_vector_backward(const lina_attn_job *j, cd_chunk *c, int t0, 
                 memcpy(c->Z + (size_t)(r - I0) * C, dM + (size_t)r * C, sizeof(float) * cols);
                 memcpy(c->Z + (size_t)(nI + r - I0) * C, dMq + (size_t)r * C, sizeof(float) * cols);
             }
-            cd_gemm(0, 0, 2 * nI, K, cols, 1.0f, c->Z, C,
-                        c->Kc, K, 0.0f, c->dR, K);
-            cd_gemm(1, 0, cols, K, 2 * nI, 1.0f, c->Z, C,
-                        c->R, K, 0.0f, c->dKc, K);
+            cd_gemm(0, 0, 2 * nI, K, cols, 1.0f, c->Z, C, c->Kc, K, 0.0f, c->dR, K);
+            cd_gemm(1, 0, cols, K, 2 * nI, 1.0f, c->Z, C, c->R, K, 0.0f, c->dKc, K);
             for (int r = I0; r < I1; r++) {
                 const float *fr = c->Fr + (size_t)(r - I0) * K, *drk = c->dR + (size_t)(r - I0) * K;
                 const float *drq = c->dR + (size_t)(nI + r - I0) * K;

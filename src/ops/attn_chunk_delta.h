@@ -37,6 +37,7 @@
  * with leading dimension K, V or C as noted. */
 typedef struct {
     int C, backward;
+    int keys_only; /* set by the caller: cd_prep may skip Mq (left undefined) */
     double *b;   /* (C) SCALAR or (C, K) VECTOR: cumulative log-gate b_r */
     float *gam;  /* (C) or (C, K): e^{b_r} */
     float *dec;  /* (C) or (C, K): e^{b_last - b_r} */

@@ -75,17 +75,12 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     float sc = j->scale, *dU = w->dX + K, *dW = w->dX;
     cd_pseudo_values(j, c, n, S0);
     /* dU = Kd dS + scale Mq^T dO */
-    cd_gemm(0, 0, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f,
-                dU, P);
-    cd_gemm(1, 0, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f,
-                dU, P);
+    cd_gemm(0, 0, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f, dU, P);
+    cd_gemm(1, 0, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f, dU, P);
     /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower), dW = -dU S_0^T */
-    cd_gemm(0, 1, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f,
-                w->dKd, K);
-    cd_gemm(0, 1, n, K, V, sc, dout, j->sdo, S0, V, 0.0f,
-                w->dQg, K);
-    cd_gemm(0, 1, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f,
-                w->dMq, C);
+    cd_gemm(0, 1, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f, w->dKd, K);
+    cd_gemm(0, 1, n, K, V, sc, dout, j->sdo, S0, V, 0.0f, w->dQg, K);
+    cd_gemm(0, 1, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f, w->dMq, C);
     cd_gemm(0, 1, n, K, V, -1.0f, dU, P, S0, V, 0.0f, dW, P);
     for (int r = 0; r < n; r++)
         for (int s = r + 1; s < n; s++) w->dMq[(size_t)r * C + s] = 0.0f;
@@ -98,14 +93,11 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
         float a = j->gate == LINA_GATE_SCALAR ? c->gl[0] : 1.0f;
         for (size_t i = 0; i < kv; i++) w->dSn[i] = a * w->dS[i];
     }
-    cd_gemm(1, 0, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f,
-                w->dSn, V);
-    cd_gemm(1, 0, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn,
-                V);
+    cd_gemm(1, 0, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f, w->dSn, V);
+    cd_gemm(1, 0, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn, V);
     /* dB = (I + L)^-T [dW | dU];  dL = -dB X^T (strictly lower, into dM) */
     cd_solve_transposed(j, c, n, w->dX);
-    cd_gemm(0, 1, n, n, P, -1.0f, w->dX, P, c->X, P, 0.0f,
-                w->dM, C);
+    cd_gemm(0, 1, n, n, P, -1.0f, w->dX, P, c->X, P, 0.0f, w->dM, C);
     for (int r = 0; r < n; r++) {
         float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
         const float *db = w->dX + (size_t)r * P, *kg = c->Kg + (size_t)r * K, *v = cd_v(j, t0 + r);
@@ -245,6 +237,7 @@ void lina_chunk_delta_backward(const lina_attn_job *j) {
     for (int i = 0; i < n_chunks; i++) {
         int t0 = i * C, n = T - t0 < C ? T - t0 : C;
         memcpy(w.states + (size_t)i * kv, S, sizeof(float) * kv);
+        c.keys_only = i + 1 < n_chunks; /* the states need W, Ut, Kd only */
         cd_prep(j, &c, t0, n);
         if (i + 1 < n_chunks) {
             cd_pseudo_values(j, &c, n, S);
@@ -258,6 +251,7 @@ void lina_chunk_delta_backward(const lina_attn_job *j) {
     for (int i = n_chunks - 1; i >= 0; i--) {
         int t0 = i * C, n = T - t0 < C ? T - t0 : C;
         const float *S0 = w.states + (size_t)i * kv;
+        c.keys_only = 0;
         if (i + 1 < n_chunks) cd_prep(j, &c, t0, n);
         chunk_backward_wy(j, &c, &w, t0, n, S0);
         chunk_backward_qkg(j, &c, &w, t0, n, S0);
