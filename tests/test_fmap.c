@@ -346,6 +346,30 @@ static void test_cosformer_closed_form(void) {
     free(q), free(k), free(pq), free(pk), free(got), free(want);
 }
 
+/* Hedgehog's W starts near the identity (so phi starts as a softmax of x
+ * itself), with seeded noise: same seed, same W; another seed, another W. */
+static void test_hedgehog_init(void) {
+    int D = 8, M = 12;
+    lina_fmap_desc d = lina_fmap_desc_default(LINA_FMAP_HEDGEHOG, D);
+    d.M = M;
+    float *W1 = alloc_floats(D * M), *W2 = alloc_floats(D * M), *W3 = alloc_floats(D * M);
+    lina_fmap_init_params(&d, 1, W1);
+    lina_fmap_init_params(&d, 1, W2);
+    lina_fmap_init_params(&d, 2, W3);
+    double off = 0, diag = 0;
+    for (int i = 0; i < D; i++)
+        for (int m = 0; m < M; m++) {
+            double e = W1[i * M + m] - (i == m ? 1.0 : 0.0);
+            off = fmax(off, fabs(e));
+            if (i == m) diag += W1[i * M + m] / D;
+        }
+    int seeded = !memcmp(W1, W2, sizeof(float) * D * M) && memcmp(W1, W3, sizeof(float) * D * M);
+    test_report(off < 0.1 && off > 0 && fabs(diag - 1) < 0.05 && seeded,
+                "hedgehog init: identity plus small seeded noise",
+                "max |W - I| %.3f, mean diagonal %.3f, seeded %d", off, diag, seeded);
+    free(W1), free(W2), free(W3);
+}
+
 /* ---- thread invariance (Hedgehog: GEMMs and the dW reduction) ---- */
 
 static void test_threads(void) {
@@ -436,6 +460,7 @@ int main(void) {
     test_taylor_identity();
     test_favor_kernel();
     test_cosformer_closed_form();
+    test_hedgehog_init();
     test_threads();
     test_validation();
     return test_finish();
