@@ -45,7 +45,8 @@ typedef struct {
     float *Qg;        /* (C, K) q * e^{b} */
     float *Kd;        /* (C, K) k * e^{b_last - b} */
     float *Qr, *Fr;   /* (C, K) VECTOR scores: q * e^{b - b_r} and the factors e^{b - b_r} */
-    float *Kr, *Er;   /* (C, K) VECTOR scores: k * e^{b_r - b} and the factors e^{b_r - b} */
+    float *Kr, *Er;   /* (C, K) VECTOR scores: k * e^{b_r - b} and the factors e^{b_r - b}
+                         (whole chunks, SCALAR too: Er = e^{-b}) */
     float *A;         /* (C, C) scores: scaled, decayed, causal-masked */
     float *dA;        /* (C, C) gradient of the scores: dO V^T, then scaled, decayed, masked */
     float *dS;        /* (K, V) a chunk's contribution to a state or state gradient */
@@ -56,6 +57,7 @@ typedef struct {
     double *row, *col; /* (C) SCALAR: sums of G_ij = dA_ij A_ij over j < i (row) and i > j (col) */
     double *inter, *state; /* (C) SCALAR: q_i . dq_inter_i and k_i . dk_state_i */
     int fact_s, fact_e, fact_jend; /* sub-chunk whose VECTOR factors Qr, Fr, Kr, Er hold, or -1 */
+    int whole;        /* the chunk's log-gates drop by at most SPAN_MAX (gate_prep) */
     float *pack;      /* (max(K, V), max(C, K)) transposed GEMM operand */
     float *Qc, *Kc;   /* (C, K) the chunk's q, k rows, contiguous */
     float *Vc, *dOc;  /* (C, V) its v, dout rows */
@@ -135,7 +137,8 @@ size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) {
 
 /* ---- gates ---- */
 
-/* b, e^{b}, e^{b_last - b}, e^{b_last} of the chunk at t0 (nothing for NONE). */
+/* b, e^{b}, e^{b_last - b}, e^{b_last} of the chunk at t0 (nothing for NONE); when the
+ * chunk decays by at most SPAN_MAX (whole), also Er = e^{-b} (C, Kg). */
 static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     w->fact_s = -1; /* the VECTOR score factors are stale */
     if (j->gate == LINA_GATE_NONE) return;
@@ -150,19 +153,31 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
             for (int c = 0; c < Kg; c++) b[c] = b[c - Kg] + g[c];
     }
     const double *last = w->b + (size_t)(L - 1) * Kg;
-    for (int i = 0; i < L; i++) {
-        const double *b = w->b + (size_t)i * Kg;
-        float *eb = w->eb + (size_t)i * Kg, *ed = w->ed + (size_t)i * Kg;
-#pragma omp simd
-        for (int c = 0; c < Kg; c++) {
-            eb[c] = (float)b[c];
-            ed[c] = (float)(last[c] - b[c]);
-        }
+    size_t n = (size_t)L * Kg;
+    w->whole = 1;
+    for (int c = 0; c < Kg; c++) {
+        w->el[c] = (float)last[c];
+        if (-last[c] > SPAN_MAX) w->whole = 0;
     }
-    for (int c = 0; c < Kg; c++) w->el[c] = (float)last[c];
-    lina_exp_inplace(w->eb, (size_t)L * Kg);
-    lina_exp_inplace(w->ed, (size_t)L * Kg);
     lina_exp_inplace(w->el, Kg);
+#pragma omp simd
+    for (size_t x = 0; x < n; x++) w->eb[x] = (float)w->b[x];
+    lina_exp_inplace(w->eb, n);
+    if (w->whole) { /* e^{b_last - b} = e^{b_last} e^{-b}, with e^{-b} <= e^SPAN_MAX */
+#pragma omp simd
+        for (size_t x = 0; x < n; x++) w->Er[x] = (float)(-w->b[x]);
+        lina_exp_inplace(w->Er, n);
+        for (int i = 0; i < L; i++)
+#pragma omp simd
+            for (int c = 0; c < Kg; c++)
+                w->ed[(size_t)i * Kg + c] = w->el[c] * w->Er[(size_t)i * Kg + c];
+    } else {
+        for (int i = 0; i < L; i++)
+#pragma omp simd
+            for (int c = 0; c < Kg; c++)
+                w->ed[(size_t)i * Kg + c] = (float)(last[c] - w->b[(size_t)i * Kg + c]);
+        lina_exp_inplace(w->ed, n);
+    }
 }
 
 /* X (L, K) * f row-wise (SCALAR: f is (L)) or element-wise (VECTOR: f is (L, K)) into
@@ -232,8 +247,11 @@ static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, c
     size_t r0 = (size_t)s * K, r1 = (size_t)e * K, nk = (size_t)jend * K;
     if (!br) { /* reference before the chunk: e^{b - 0} is e^b, already in eb */
         memcpy(w->Fr, w->eb, sizeof(float) * r1);
+        if (!w->whole) { /* (else gate_prep left e^{-b} in Er) */
 #pragma omp simd
-        for (size_t x = 0; x < nk; x++) w->Er[x] = (float)(-w->b[x]);
+            for (size_t x = 0; x < nk; x++) w->Er[x] = (float)(-w->b[x]);
+            lina_exp_inplace(w->Er, nk);
+        }
     } else {
         for (int i = s; i < e; i++) {
             const double *bi = w->b + (size_t)i * K;
@@ -248,8 +266,8 @@ static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, c
 #pragma omp simd
             for (int c = 0; c < K; c++) f[c] = (float)(br[c] - bj[c]);
         }
+        lina_exp_inplace(w->Er, nk);
     }
-    lina_exp_inplace(w->Er, nk);
 #pragma omp simd
     for (size_t x = r0; x < r1; x++) w->Qr[x] = q[x] * w->Fr[x];
 #pragma omp simd
@@ -303,7 +321,11 @@ static void causal_decay_mask(const lina_attn_job *j, const chunk_ws *w, float *
                               float factor) {
     for (int i = 0; i < L; i++) {
         float *xi = X + (size_t)i * C;
-        if (j->gate == LINA_GATE_SCALAR) {
+        if (j->gate == LINA_GATE_SCALAR && w->whole) { /* e^{b_i - b_j} = e^{b_i} e^{-b_j} */
+            float ebi = w->eb[i];
+#pragma omp simd
+            for (int jj = 0; jj <= i; jj++) xi[jj] = xi[jj] * (ebi * w->Er[jj]) * factor;
+        } else if (j->gate == LINA_GATE_SCALAR) {
             for (int jj = 0; jj <= i; jj++) w->erow[jj] = (float)(w->b[i] - w->b[jj]);
             lina_exp_inplace(w->erow, (size_t)i + 1);
             for (int jj = 0; jj <= i; jj++) xi[jj] = xi[jj] * w->erow[jj] * factor;
