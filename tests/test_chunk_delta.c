@@ -273,7 +273,71 @@ static void test_pieces(void) {
     problem_free(&p);
 }
 
+/* Central finite differences of L = sum(o dout) + sum(ht dht) through the
+ * chunk form itself (independent of the recurrent backward), tiny sizes, two
+ * chunks of 4 plus a partial one. */
+static double chunk_loss(problem *p, float *o, float *ht) {
+    lina_attn_desc d = p->d;
+    d.form = LINA_FORM_CHUNK;
+    lina_attn_fwd_args a = {p->q, p->k, p->v, p->g, p->beta, p->h0, o, ht};
+    if (lina_attn_forward(NULL, &d, &a) != LINA_OK) return NAN;
+    double l = 0;
+    for (size_t i = 0; i < p->nv; i++) l += (double)o[i] * p->dout[i];
+    for (size_t i = 0; i < p->ns; i++) l += (double)ht[i] * p->dht[i];
+    return l;
+}
+
+static void fd_one(const char *name, problem *p, float *x, size_t n, const float *grad, float *o,
+                   float *ht) {
+    float *fd = alloc_floats(n);
+    for (size_t i = 0; i < n; i++) {
+        float save = x[i], h = 1e-2f * fmaxf(1.0f, fabsf(save));
+        if (x == p->g && save + h > 0) { /* keep log-gates <= 0: one-sided, second order */
+            x[i] = save - 2 * h;
+            double lm2 = chunk_loss(p, o, ht);
+            x[i] = save - h;
+            double lm = chunk_loss(p, o, ht);
+            x[i] = save;
+            fd[i] = (float)((3 * chunk_loss(p, o, ht) - 4 * lm + lm2) / (2 * h));
+        } else {
+            x[i] = save + h;
+            double lp = chunk_loss(p, o, ht);
+            x[i] = save - h;
+            fd[i] = (float)((lp - chunk_loss(p, o, ht)) / (2 * h));
+        }
+        x[i] = save;
+    }
+    check_close(name, grad, fd, n, 3e-3);
+    free(fd);
+}
+
+static void test_finite_differences(lina_gate gate) {
+    problem p;
+    lina_attn_desc d = desc(11, 1, 2, 5, 3, gate, 4);
+    problem_init(&p, d, 61, -1.0f, 0);
+    results r;
+    results_alloc(&p, &r);
+    char name[96];
+    if (!run(NULL, &p, LINA_FORM_CHUNK, 1, 1, &r)) {
+        snprintf(name, sizeof name, "chunk delta fd [%s]", gate_name(gate));
+        test_report(0, name, "%s", lina_last_error());
+    } else {
+        float *o = alloc_floats(p.nv), *ht = alloc_floats(p.ns);
+#define FD(buf, n, grad)                                                                           \
+    snprintf(name, sizeof name, "chunk delta fd d%s [%s]", #buf, gate_name(gate));                 \
+    fd_one(name, &p, p.buf, n, r.grad, o, ht);
+        FD(q, p.nqk, dq) FD(k, p.nqk, dk) FD(v, p.nv, dv) FD(beta, p.nb, dbeta) FD(h0, p.ns, dh0)
+        if (gate != LINA_GATE_NONE) { FD(g, p.ng, dg) }
+#undef FD
+        free(o), free(ht);
+    }
+    results_free(&r);
+    problem_free(&p);
+}
+
 int main(void) {
+    test_finite_differences(LINA_GATE_SCALAR);
+    test_finite_differences(LINA_GATE_VECTOR);
     test_shapes();
     test_strong_gates();
     test_unnormalized_keys();
