@@ -13,8 +13,9 @@
  *   L = tril(diag(beta) M, -1),  T = (I + L)^-1 diag(beta):
  *   [W | Ut] = T [Kg | V],  U = Ut - W S_0          (Kg = rows k_r e^{b_r})
  * computed as the unit-lower triangular solve (I + L) X = diag(beta) [Kg | V]
- * (blocked: GEMM for the rows above a block, substitution inside it), so T is
- * never formed; the backward solves with (I + L)^T the same way.
+ * by blocks of CD_SUB rows (a GEMM for the rows above the block, then a GEMM
+ * with the inverse of the block's own 16 x 16 unit triangle), so T is never
+ * formed; the backward solves with (I + L)^T the same way.
  *   O  = scale (Qg S_0 + Mq U)                       (Qg = rows q_r e^{b_r})
  *   S_n = Gam_last S_0 + Kd^T U                      (Kd = rows k_r e^{b_last - b_r})
  * Only differences b_r - b_s with s <= r, or b_r alone, are exponentiated:
@@ -69,7 +70,7 @@ typedef struct {
  * or N into products of at most 64^3 multiply-adds: above that OpenBLAS (the
  * OpenMP build) spawns its own threads when called outside a parallel region,
  * which costs far more than these small products (and spins on busy cores).
- * Each element of C keeps its single sum over k, so the split changes no bit. */
+ * The split depends on the shapes only, never on threads. */
 void cd_gemm(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
              const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
 

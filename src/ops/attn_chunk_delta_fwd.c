@@ -1,5 +1,5 @@
 /* Chunkwise delta rule, forward (math in attn_chunk_delta.h). Per chunk:
- *   prep (state-independent): b, Qg, Kg, Kd, M, Mq, T, W = T Kg, Ut = T V
+ *   prep (state-independent): b, Qg, Kg, Kd, M, Mq, L, X = [W | Ut] (blocked solve)
  *   U   = Ut - W S                 (n, V) pseudo-values
  *   O   = scale (Qg S + Mq U)      (n, V), written in place with stride so
  *   S  <- Gam_last S + Kd^T U      (K, V)
