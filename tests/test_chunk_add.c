@@ -138,6 +138,7 @@ static void sweep(void) {
         {2, 9, 1, 0, 3, 5, 1, -1.0f},        /* tiny dims, chunk 1 */
         {1, 23, 1, 3, 7, 17, 5, -2.0f},      /* tiny dims, 3 value heads per key head */
         {1, 300, 1, 0, 33, 20, 128, -0.3f},  /* chunk 128 */
+        {2, 67, 2, 0, 8, 8, 64, -0.5f},      /* the shape of the layer tests */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int gate = LINA_GATE_NONE; gate <= LINA_GATE_VECTOR; gate++) {
