@@ -20,8 +20,8 @@
  * thread count. With fewer such jobs than threads the backward splits into a
  * pass over key blocks (dK, dV) and a pass over query blocks (dQ, recomputing
  * P and dS): same sums in the same order, bit-identical results.
- * All block products are NoTrans x NoTrans GEMMs on transposed copies of k
- * (and q, dout in the backward), see "transposed copies" below.
+ * All block products are NoTrans x NoTrans GEMMs on contiguous tiled copies of
+ * k, v (and q, dout in the backward), see "tiled copies" below.
  *
  * Masks (positions local to a sequence, query t, key s, window w):
  *   causal:      s <= t, and s > t - w when w > 0
