@@ -27,6 +27,7 @@ static void usage(FILE *f) {
             "  --steps N         Adam steps (default 2000)\n"
             "  --batch N         sequences per step (default 512)\n"
             "  --lr X            peak learning rate (default 2e-3; warm-up, cosine decay)\n"
+            "  --clip X          clip the global gradient norm at X, 0 = off (default 1)\n"
             "  --init-std X      initial parameter scale (default 0: automatic, by depth)\n"
             "  --seed N          seed for initialisation and data (default 1)\n"
             "  --eval N          fresh evaluation sequences (default 20000)\n"
@@ -70,7 +71,7 @@ static void on_progress(void *user, int step, int steps, double loss) {
 int cmd_icl(int argc, char **argv) {
     lina_icl_config c = lina_icl_config_default();
     int steps = 2000, batch = 512, eval_n = 20000, seed = 1, json = 0, quiet = 0, threads = 0;
-    float lr = 2e-3f;
+    float lr = 2e-3f, clip = 1.0f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = 1;
@@ -95,6 +96,7 @@ int cmd_icl(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) ok = parse_int(a, v, 0, 2147483647, &seed);
         else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 1, 256, &threads);
         else if (!strcmp(a, "--lr")) ok = parse_float(a, v, &lr);
+        else if (!strcmp(a, "--clip")) ok = parse_float(a, v, &clip);
         else if (!strcmp(a, "--init-std")) ok = parse_float(a, v, &c.init_std);
         else if (!strcmp(a, "--sigma-max")) ok = parse_float(a, v, &c.sigma_max);
         else if (!strcmp(a, "--param")) {
@@ -139,7 +141,7 @@ int cmd_icl(int argc, char **argv) {
     cli_progress bar;
     cli_progress_start(&bar, "icl train", steps);
     double t0 = cli_now();
-    lina_status st = lina_icl_train(m, steps, batch, lr, (uint64_t)seed * 7919 + 1,
+    lina_status st = lina_icl_train(m, steps, batch, lr, clip, (uint64_t)seed * 7919 + 1,
                                     quiet ? NULL : on_progress, &bar);
     double train_s = cli_now() - t0;
     lina_icl_eval_result r;
@@ -169,6 +171,7 @@ int cmd_icl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "steps", steps);
         cJSON_AddNumberToObject(o, "batch", batch);
         cJSON_AddNumberToObject(o, "lr", lr);
+        cJSON_AddNumberToObject(o, "clip", clip);
         cJSON_AddNumberToObject(o, "seed", seed);
         cJSON_AddNumberToObject(o, "eval", eval_n);
         cJSON_AddNumberToObject(o, "loss", r.loss);

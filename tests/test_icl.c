@@ -52,7 +52,7 @@ static void thread_independence(void) {
         omp_set_num_threads(t + 1);
         lina_icl_model *m;
         lina_icl_create(&c, 3, &m);
-        lina_icl_train(m, 20, 100, 1e-3f, 5, NULL, NULL);
+        lina_icl_train(m, 20, 100, 1e-3f, 1.0f, 5, NULL, NULL);
         params[t] = alloc_floats(lina_icl_n_params(m));
         memcpy(params[t], lina_icl_params(m), sizeof(float) * lina_icl_n_params(m));
         lina_icl_eval_result r;
@@ -76,7 +76,7 @@ static void one_layer_matches_gd(void) {
     c.d = 4, c.n_ctx = 10, c.layers = 1, c.param = LINA_ICL_GDPP;
     lina_icl_model *m;
     lina_icl_create(&c, 1, &m);
-    lina_icl_train(m, 600, 256, 5e-3f, 2, NULL, NULL);
+    lina_icl_train(m, 600, 256, 5e-3f, 1.0f, 2, NULL, NULL);
     lina_icl_eval_result r;
     lina_icl_eval(m, 20000, 3, &r);
     double gd = 0.5 * 4 * 5 / 15.0;

@@ -52,10 +52,11 @@ void lina_icl_sample(const lina_icl_config *c, uint64_t *rng_state, int B, float
 lina_status lina_icl_loss(lina_icl_model *m, int B, const float *tokens, const float *targets,
                           double *loss, float *grad);
 
-/* Adam training on fresh batches; progress callback may be NULL. */
+/* Adam training on fresh batches (warm-up, cosine decay to lr/10, global
+ * gradient-norm clipping at clip, 0 = off); progress callback may be NULL. */
 typedef void (*lina_icl_progress)(void *user, int step, int steps, double loss);
-lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, uint64_t seed,
-                           lina_icl_progress cb, void *user);
+lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, float clip,
+                           uint64_t seed, lina_icl_progress cb, void *user);
 
 typedef struct {
     double loss;          /* model */

@@ -325,11 +325,11 @@ lina_status lina_icl_loss(lina_icl_model *m, int B, const float *tokens, const f
     return LINA_OK;
 }
 
-lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, uint64_t seed,
-                           lina_icl_progress cb, void *user) {
-    if (!m || steps < 0 || batch < 1 || !(lr > 0) || !isfinite(lr))
-        return lina_fail(LINA_ERR_INVALID_ARG, "icl train: steps = %d, batch = %d, lr = %g", steps,
-                         batch, lr);
+lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, float clip,
+                           uint64_t seed, lina_icl_progress cb, void *user) {
+    if (!m || steps < 0 || batch < 1 || !(lr > 0) || !isfinite(lr) || !(clip >= 0))
+        return lina_fail(LINA_ERR_INVALID_ARG, "icl train: steps = %d, batch = %d, lr = %g, clip = %g",
+                         steps, batch, lr, clip);
     size_t tok = (size_t)(m->c.n_ctx + 1) * m->D, P = m->n_params;
     float *tokens = malloc(sizeof(float) * tok * batch), *targets = malloc(sizeof(float) * batch);
     float *sig = malloc(sizeof(float) * batch), *g = malloc(sizeof(float) * P);
@@ -352,6 +352,11 @@ lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, ui
             st = lina_fail(LINA_ERR_NONFINITE, "icl train: loss = %g at step %d (lower --lr)", loss, s);
             goto done;
         }
+        double norm = 0; /* global gradient-norm clipping: deep stacks see rare huge gradients */
+        for (size_t i = 0; i < P; i++) norm += (double)g[i] * g[i];
+        norm = sqrt(norm);
+        if (clip > 0 && norm > clip)
+            for (size_t i = 0; i < P; i++) g[i] *= (float)(clip / norm);
         double frac = (double)s / (steps > 1 ? steps - 1 : 1);
         double rate = s < warm ? lr * (s + 1.0) / warm : lr * (0.1 + 0.45 * (1 + cos(M_PI * frac)));
         double c1 = 1 - pow(b1, s + 1), c2 = 1 - pow(b2, s + 1);
