@@ -569,11 +569,12 @@ static void scalar_pair_terms(chunk_ws *w, int L, int C) {
     for (int i = 0; i < L; i++) w->row[i] = w->col[i] = 0;
     for (int i = 1; i < L; i++) {
         const float *dai = w->dA + (size_t)i * C, *ai = w->A + (size_t)i * C;
-        double acc = 0;
+        double acc = 0, *col = w->col;
+#pragma omp simd reduction(+ : acc)
         for (int jj = 0; jj < i; jj++) {
             double gij = (double)dai[jj] * ai[jj];
             acc += gij;
-            w->col[jj] += gij;
+            col[jj] += gij;
         }
         w->row[i] = acc;
     }
