@@ -208,6 +208,22 @@ static int same_bits(const float *a, const float *b, size_t n) {
     return (a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(float) * n) == 0);
 }
 
+/* One empty sequence on two threads (the job parallelizes inside): ht = h0, dh0 = dht. */
+static void empty_alone(void) {
+    static int64_t cu[2] = {0, 0};
+    lina_attn_desc d = lina_attn_desc_default();
+    d.T = 0, d.H = 1, d.K = 16, d.V = 8, d.gate = LINA_GATE_VECTOR, d.form = LINA_FORM_CHUNK;
+    d.cu_seqlens = cu, d.n_seqs = 1;
+    problem p;
+    problem_init(&p, d, 650, -1.0f);
+    result r = run(&p, LINA_FORM_CHUNK, 2, 1);
+    test_report(r.fwd == LINA_OK && r.bwd == LINA_OK && same_bits(r.ht, p.h0, p.ns) &&
+                    same_bits(r.dh0, p.dht, p.ns),
+                "empty sequence alone: ht == h0, dh0 == dht", "%s", lina_last_error());
+    result_free(&r);
+    problem_free(&p);
+}
+
 /* 1 vs 2 threads: bitwise identical (one job: chunks in parallel; four jobs: jobs in parallel). */
 static void thread_independence(void) {
     for (int H = 1; H <= 4; H += 3)
@@ -279,6 +295,7 @@ int main(void) {
     vector_paths();
     normalized();
     varlen();
+    empty_alone();
     thread_independence();
     pieces();
     no_states();
