@@ -65,8 +65,6 @@ static size_t layout(const lina_attn_job *j, int C, int backward, cd_chunk *c, f
     PIECE(Mq, float, CC);
     PIECE(L, float, CC);
     PIECE(LT, float, backward ? CC : 1);
-    PIECE(Dinv, float, (size_t)C * CD_SUB);
-    PIECE(Y, float, CD_SUB * (K + V));
     PIECE(X, float, C * (K + V));
     PIECE(U, float, C * V);
     PIECE(Fr, float, vec ? CD_SUB * K : 1);
@@ -263,11 +261,30 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     }
 }
 
+/* x_r -= sum_{s in [s0, s1)} l[s] x_s on rows of P floats (row stride P),
+ * 16 columns at a time with the partial sums held in registers. */
+static void rows_axpy(float *restrict xr, const float *restrict l, const float *X, int P, int s0,
+                      int s1) {
+    int e0 = 0;
+    for (; e0 + 16 <= P; e0 += 16) {
+        float acc[16];
+        for (int e = 0; e < 16; e++) acc[e] = xr[e0 + e];
+        for (int s = s0; s < s1; s++) {
+            const float *restrict xs = X + (size_t)s * P + e0;
+            float ls = l[s];
+#pragma omp simd
+            for (int e = 0; e < 16; e++) acc[e] -= ls * xs[e];
+        }
+        for (int e = 0; e < 16; e++) xr[e0 + e] = acc[e];
+    }
+    for (int s = s0; s < s1; s++)
+        for (int e = e0; e < P; e++) xr[e] -= l[s] * X[(size_t)s * P + e];
+}
+
 /* L = diag(beta) M (and LT = L^T for the backward); X = diag(beta) [Kg | V]
  * solved in place: (I + L) X = B by blocks I = [I0, I1) of CD_SUB rows,
- *   Y   = X_I - L_{I, <I0} X_{<I0}              (GEMM)
- *   X_I = (I + L_II)^-1 Y                        (GEMM with the block inverse Dinv_I)
- * Dinv_I by substitution on rows: D_r = e_r - sum_{I0<=s<r} L_rs D_s. */
+ *   X_I -= L_{I, <I0} X_{<I0}                    (GEMM)
+ *   X_r -= L_rs X_s,  I0 <= s < r                (substitution inside the block) */
 static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     int C = c->C, K = j->K, V = j->V, P = K + V;
     for (int r = 0; r < n; r++) {
@@ -285,40 +302,28 @@ static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
     }
     if (c->backward) cd_transpose(c->L, C, n, n, c->LT, C);
     for (int I0 = 0; I0 < n; I0 += CD_SUB) {
-        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n, nI = I1 - I0;
-        float *D = c->Dinv + (size_t)I0 * CD_SUB; /* (nI, nI) ld CD_SUB */
-        for (int r = 0; r < nI; r++) {
-            float *restrict dr = D + (size_t)r * CD_SUB;
-            const float *restrict l = c->L + (size_t)(I0 + r) * C + I0;
-            for (int x = 0; x < nI; x++) dr[x] = x == r ? 1.0f : 0.0f;
-            for (int s = 0; s < r; s++) {
-                const float *restrict ds = D + (size_t)s * CD_SUB;
-                for (int x = 0; x <= s; x++) dr[x] -= l[s] * ds[x];
-            }
-        }
-        for (int r = 0; r < nI; r++)
-            memcpy(c->Y + (size_t)r * P, c->X + (size_t)(I0 + r) * P, sizeof(float) * P);
+        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n;
         if (I0 > 0)
-            cd_gemm(0, 0, nI, P, I0, -1.0f, c->L + (size_t)I0 * C, C, c->X, P, 1.0f, c->Y, P);
-        cd_gemm(0, 0, nI, P, nI, 1.0f, D, CD_SUB, c->Y, P, 0.0f, c->X + (size_t)I0 * P, P);
+            cd_gemm(0, 0, I1 - I0, P, I0, -1.0f, c->L + (size_t)I0 * C, C, c->X, P, 1.0f,
+                    c->X + (size_t)I0 * P, P);
+        for (int r = I0 + 1; r < I1; r++)
+            rows_axpy(c->X + (size_t)r * P, c->L + (size_t)r * C, c->X, P, I0, r);
     }
 }
 
-/* dB = (I + L)^-T dX in place, by blocks from the bottom:
- *   Y    = dX_I - (L_{>=I1, I})^T dB_{>=I1}      (GEMM on LT)
- *   dB_I = Dinv_I^T Y */
+/* dB = (I + L)^-T dX in place: dB_r = dX_r - sum_{s>r} L_sr dB_s, by blocks
+ * from the bottom: dB_I -= (L_{>=I1, I})^T dB_{>=I1} (GEMM on LT), then
+ * backward substitution inside the block. */
 void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float *dX) {
     int C = c->C, P = j->K + j->V;
     int last = ((n - 1) / CD_SUB) * CD_SUB;
     for (int I0 = last; I0 >= 0; I0 -= CD_SUB) {
-        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n, nI = I1 - I0;
-        for (int r = 0; r < nI; r++)
-            memcpy(c->Y + (size_t)r * P, dX + (size_t)(I0 + r) * P, sizeof(float) * P);
+        int I1 = I0 + CD_SUB < n ? I0 + CD_SUB : n;
         if (I1 < n)
-            cd_gemm(0, 0, nI, P, n - I1, -1.0f, c->LT + (size_t)I0 * C + I1, C, dX + (size_t)I1 * P,
-                    P, 1.0f, c->Y, P);
-        cd_gemm(1, 0, nI, P, nI, 1.0f, c->Dinv + (size_t)I0 * CD_SUB, CD_SUB, c->Y, P, 0.0f,
-                dX + (size_t)I0 * P, P);
+            cd_gemm(0, 0, I1 - I0, P, n - I1, -1.0f, c->LT + (size_t)I0 * C + I1, C,
+                    dX + (size_t)I1 * P, P, 1.0f, dX + (size_t)I0 * P, P);
+        for (int r = I1 - 2; r >= I0; r--)
+            rows_axpy(dX + (size_t)r * P, c->LT + (size_t)r * C, dX, P, r + 1, I1);
     }
 }
 

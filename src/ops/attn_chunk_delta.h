@@ -13,9 +13,9 @@
  *   L = tril(diag(beta) M, -1),  T = (I + L)^-1 diag(beta):
  *   [W | Ut] = T [Kg | V],  U = Ut - W S_0          (Kg = rows k_r e^{b_r})
  * computed as the unit-lower triangular solve (I + L) X = diag(beta) [Kg | V]
- * by blocks of CD_SUB rows (a GEMM for the rows above the block, then a GEMM
- * with the inverse of the block's own 16 x 16 unit triangle), so T is never
- * formed; the backward solves with (I + L)^T the same way.
+ * by blocks of CD_SUB rows (a GEMM for the rows above the block, substitution
+ * inside it), so T is never formed; the backward solves with (I + L)^T the
+ * same way.
  *   O  = scale (Qg S_0 + Mq U)                       (Qg = rows q_r e^{b_r})
  *   S_n = Gam_last S_0 + Kd^T U                      (Kd = rows k_r e^{b_last - b_r})
  * Only differences b_r - b_s with s <= r, or b_r alone, are exponentiated:
@@ -51,8 +51,6 @@ typedef struct {
     float *Mq;   /* (C, C) lower with diagonal: Mq_rs */
     float *L;    /* (C, C) strictly lower: beta_r M_rs */
     float *LT;   /* (C, C) backward: L transposed */
-    float *Dinv; /* (C, CD_SUB): per block of CD_SUB rows, (I + L_II)^-1 (unit lower) */
-    float *Y;    /* (CD_SUB, K + V): scratch of the blocked solves */
     float *X;    /* (C, K + V): [W | Ut]; W = X (ld K+V), Ut = X + K (ld K+V) */
     float *U;    /* (C, V): Ut - W S_0 */
     /* VECTOR scratch for one sub-chunk I = [I0, I1) */
