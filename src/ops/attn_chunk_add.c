@@ -597,11 +597,10 @@ static void scalar_token_terms(const lina_attn_job *j, chunk_ws *w, int L) {
 
 /* el_term: e^{b_last} sum(dSn * S_prev). */
 static void scalar_gate_grad(const lina_attn_job *j, chunk_ws *w, int t0, int L, double el_term) {
-    double prefix_state = 0, suffix_inter = 0, crossing = 0;
-    for (int i = 0; i < L; i++) suffix_inter += w->inter[i];
+    for (int i = L - 2; i >= 0; i--) w->inter[i] += w->inter[i + 1]; /* suffix sums */
+    double prefix_state = 0, crossing = 0;
     for (int t = 0; t < L; t++) {
-        j->dg[(ptrdiff_t)(t0 + t) * j->sdg] = (float)(suffix_inter + prefix_state + el_term + crossing);
-        suffix_inter -= w->inter[t];
+        j->dg[(ptrdiff_t)(t0 + t) * j->sdg] = (float)(w->inter[t] + prefix_state + el_term + crossing);
         prefix_state += w->state[t];
         crossing += w->col[t] - w->row[t];
     }
