@@ -3,26 +3,16 @@
  *   U   = Ut - W S                 (n, V) pseudo-values
  *   O   = scale (Qg S + Mq U)      (n, V), written in place with stride so
  *   S  <- Gam_last S + Kd^T U      (K, V)
- * With inner_threads > 1 the prep of a block of chunks runs in parallel (one
- * chunk per slot, the same code path per chunk, so results do not depend on
- * the thread count); the state recurrence then walks the block in order. */
+ * inner_threads is not used: parallel prep of blocks of chunks (the WY part
+ * is state-independent) was bitwise identical but 5x slower on the shared
+ * 2-core machine, where the waiting OpenMP worker spins against the thread
+ * doing the state recurrence. */
 #include <string.h>
 
 #include "attn_chunk_delta.h"
 
-#define CD_MAX_SLOTS 32 /* chunks prepared in parallel per block */
-
-static int n_slots(const lina_attn_job *j, int C) {
-    int n_chunks = (j->T + C - 1) / C;
-    int slots = j->inner_threads > 1 ? 2 * j->inner_threads : 1;
-    if (slots > CD_MAX_SLOTS) slots = CD_MAX_SLOTS;
-    if (slots > n_chunks) slots = n_chunks;
-    return slots < 1 ? 1 : slots;
-}
-
 size_t cd_forward_floats(const lina_attn_job *j) {
-    int C = cd_chunk_rows(j);
-    return (size_t)n_slots(j, C) * cd_chunk_floats(j, C, 0) + cd_round((size_t)j->K * j->V);
+    return cd_chunk_floats(j, cd_chunk_rows(j), 0) + cd_round((size_t)j->K * j->V);
 }
 
 /* O for the chunk at t0 from the state S before it (c->U already computed). */
@@ -39,29 +29,18 @@ static void chunk_output(const lina_attn_job *j, const cd_chunk *c, int t0, int 
 }
 
 void lina_chunk_delta_forward(const lina_attn_job *j) {
-    int C = cd_chunk_rows(j), slots = n_slots(j, C), K = j->K, V = j->V;
-    size_t kv = (size_t)K * V;
-    cd_chunk c[CD_MAX_SLOTS];
-    float *p = j->ws;
-    for (int i = 0; i < slots; i++) p = cd_chunk_carve(j, C, 0, &c[i], p);
-    float *S = p; /* (K, V) running state */
+    int C = cd_chunk_rows(j);
+    size_t kv = (size_t)j->K * j->V;
+    cd_chunk c;
+    float *S = cd_chunk_carve(j, C, 0, &c, j->ws); /* (K, V) running state after the chunk buffers */
     if (j->h0) memcpy(S, j->h0, sizeof(float) * kv);
     else memset(S, 0, sizeof(float) * kv);
-
-    for (int t_block = 0; t_block < j->T; t_block += slots * C) {
-        int in_block = (j->T - t_block + C - 1) / C;
-        if (in_block > slots) in_block = slots;
-#pragma omp parallel for schedule(static, 1) num_threads(j->inner_threads) if (in_block > 1)
-        for (int i = 0; i < in_block; i++) {
-            int t0 = t_block + i * C, n = j->T - t0 < C ? j->T - t0 : C;
-            cd_prep(j, &c[i], t0, n);
-        }
-        for (int i = 0; i < in_block; i++) {
-            int t0 = t_block + i * C, n = j->T - t0 < C ? j->T - t0 : C;
-            cd_pseudo_values(j, &c[i], n, S);
-            if (j->o) chunk_output(j, &c[i], t0, n, S);
-            cd_state_update(j, &c[i], n, S);
-        }
+    for (int t0 = 0; t0 < j->T; t0 += C) {
+        int n = j->T - t0 < C ? j->T - t0 : C;
+        cd_prep(j, &c, t0, n);
+        cd_pseudo_values(j, &c, n, S);
+        if (j->o) chunk_output(j, &c, t0, n, S);
+        cd_state_update(j, &c, n, S);
     }
     if (j->ht) memcpy(j->ht, S, sizeof(float) * kv);
 }
