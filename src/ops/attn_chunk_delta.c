@@ -36,6 +36,28 @@ void cd_gemm(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, 
                 Kd, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
+void cd_gemm_tri(int ta, int n, int N, float alpha, const float *T, ptrdiff_t ldt, const float *B,
+                 ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc) {
+    int h = (n + 1) / 2;
+    if (!ta) { /* rows [0, h) of T B only see T[0:h, 0:h] */
+        cd_gemm(0, 0, h, N, h, alpha, T, ldt, B, ldb, beta, C, ldc);
+        cd_gemm(0, 0, n - h, N, n, alpha, T + (ptrdiff_t)h * ldt, ldt, B, ldb, beta,
+                C + (ptrdiff_t)h * ldc, ldc);
+    } else { /* rows [h, n) of T^T B only see T[h:n, h:n] */
+        cd_gemm(1, 0, h, N, n, alpha, T, ldt, B, ldb, beta, C, ldc);
+        cd_gemm(1, 0, n - h, N, n - h, alpha, T + (ptrdiff_t)h * ldt + h, ldt,
+                B + (ptrdiff_t)h * ldb, ldb, beta, C + (ptrdiff_t)h * ldc, ldc);
+    }
+}
+
+void cd_gemm_lower_out(int n, int Kd, float alpha, const float *A, ptrdiff_t lda, const float *B,
+                       ptrdiff_t ldb, float *C, ptrdiff_t ldc) {
+    int h = (n + 1) / 2;
+    cd_gemm(0, 1, h, h, Kd, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+    cd_gemm(0, 1, n - h, n, Kd, alpha, A + (ptrdiff_t)h * lda, lda, B, ldb, 0.0f,
+            C + (ptrdiff_t)h * ldc, ldc);
+}
+
 size_t lina_chunk_delta_ws_floats(const lina_attn_job *j, int backward) {
     return backward ? cd_backward_floats(j) : cd_forward_floats(j);
 }
@@ -371,10 +393,10 @@ static void scores_dense_backward(const lina_attn_job *j, cd_chunk *c, int t0, i
                 dM[(size_t)r * C + s] *= c->E[(size_t)r * C + s];
                 dMq[(size_t)r * C + s] *= c->E[(size_t)r * C + s];
             }
-    cd_gemm(0, 0, n, K, n, 1.0f, dMq, C, k, j->sqk, 1.0f, dq, K);
-    cd_gemm(0, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkp, K);
-    cd_gemm(1, 0, n, K, n, 1.0f, dM, C, k, j->sqk, 1.0f, dkn, K);
-    cd_gemm(1, 0, n, K, n, 1.0f, dMq, C, q, j->sqk, 1.0f, dkn, K);
+    cd_gemm_tri(0, n, K, 1.0f, dMq, C, k, j->sqk, 1.0f, dq, K);
+    cd_gemm_tri(0, n, K, 1.0f, dM, C, k, j->sqk, 1.0f, dkp, K);
+    cd_gemm_tri(1, n, K, 1.0f, dM, C, k, j->sqk, 1.0f, dkn, K);
+    cd_gemm_tri(1, n, K, 1.0f, dMq, C, q, j->sqk, 1.0f, dkn, K);
 }
 
 static void diag_block_direct_backward(const lina_attn_job *j, cd_chunk *c, int t0, int I0, int I1,

@@ -72,6 +72,15 @@ typedef struct {
 void cd_gemm(int ta, int tb, int M, int N, int Kd, float alpha, const float *A, ptrdiff_t lda,
              const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
 
+/* C = alpha op(T) B + beta C for T (n, n) lower triangular, op(T) = T (ta = 0)
+ * or T^T (ta = 1), B (n, N): the zero triangle of T is skipped (and not read). */
+void cd_gemm_tri(int ta, int n, int N, float alpha, const float *T, ptrdiff_t ldt, const float *B,
+                 ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
+/* C = alpha A B^T (A, B: (n, Kd)) where only the lower triangle of the (n, n)
+ * result is wanted: C[0:h, h:n] (h = ceil(n/2)) is left unwritten. */
+void cd_gemm_lower_out(int n, int Kd, float alpha, const float *A, ptrdiff_t lda, const float *B,
+                       ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+
 /* Workspace of the forward and backward drivers (floats). */
 size_t cd_forward_floats(const lina_attn_job *j);
 size_t cd_backward_floats(const lina_attn_job *j);

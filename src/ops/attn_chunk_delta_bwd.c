@@ -76,11 +76,11 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     cd_pseudo_values(j, c, n, S0);
     /* dU = Kd dS + scale Mq^T dO */
     cd_gemm(0, 0, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f, dU, P);
-    cd_gemm(1, 0, n, V, n, sc, c->Mq, C, dout, j->sdo, 1.0f, dU, P);
+    cd_gemm_tri(1, n, V, sc, c->Mq, C, dout, j->sdo, 1.0f, dU, P);
     /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower), dW = -dU S_0^T */
     cd_gemm(0, 1, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f, w->dKd, K);
     cd_gemm(0, 1, n, K, V, sc, dout, j->sdo, S0, V, 0.0f, w->dQg, K);
-    cd_gemm(0, 1, n, n, V, sc, dout, j->sdo, c->U, V, 0.0f, w->dMq, C);
+    cd_gemm_lower_out(n, V, sc, dout, j->sdo, c->U, V, w->dMq, C);
     cd_gemm(0, 1, n, K, V, -1.0f, dU, P, S0, V, 0.0f, dW, P);
     for (int r = 0; r < n; r++)
         for (int s = r + 1; s < n; s++) w->dMq[(size_t)r * C + s] = 0.0f;
@@ -97,7 +97,7 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     cd_gemm(1, 0, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn, V);
     /* dB = (I + L)^-T [dW | dU];  dL = -dB X^T (strictly lower, into dM) */
     cd_solve_transposed(j, c, n, w->dX);
-    cd_gemm(0, 1, n, n, P, -1.0f, w->dX, P, c->X, P, 0.0f, w->dM, C);
+    cd_gemm_lower_out(n, P, -1.0f, w->dX, P, c->X, P, w->dM, C);
     for (int r = 0; r < n; r++) {
         float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
         const float *db = w->dX + (size_t)r * P, *kg = c->Kg + (size_t)r * K, *v = cd_v(j, t0 + r);

@@ -20,12 +20,7 @@ static void chunk_output(const lina_attn_job *j, const cd_chunk *c, int t0, int 
     int K = j->K, V = j->V;
     float *o = j->o + (ptrdiff_t)t0 * j->so;
     cd_gemm(0, 0, n, V, K, j->scale, c->Qg, K, S, V, 0.0f, o, j->so);
-    /* Mq is lower triangular: rows [0, h) only need U rows [0, h) */
-    int h = (n + 1) / 2;
-    cd_gemm(0, 0, h, V, h, j->scale, c->Mq, c->C, c->U, V, 1.0f, o, j->so);
-    if (n > h)
-        cd_gemm(0, 0, n - h, V, n, j->scale, c->Mq + (size_t)h * c->C, c->C, c->U, V, 1.0f,
-                o + (ptrdiff_t)h * j->so, j->so);
+    cd_gemm_tri(0, n, V, j->scale, c->Mq, c->C, c->U, V, 1.0f, o, j->so);
 }
 
 void lina_chunk_delta_forward(const lina_attn_job *j) {
