@@ -182,6 +182,9 @@ static void test_shapes(void) {
         compare("odd", desc(65, 2, 0, 100, 64, g, 64), -3.0f, 0, 1, 0, 3);
         compare("odd chunk", desc(65, 1, 0, 64, 128, g, 13), -1e-3f, 0, 0, 1, 4);
     }
+    compare("chunk 1", desc(9, 1, 0, 8, 6, LINA_GATE_SCALAR, 1), -1.0f, 0, 1, 1, 8);
+    compare("chunk 1", desc(9, 1, 0, 8, 6, LINA_GATE_VECTOR, 1), -1.0f, 0, 1, 1, 9);
+    compare("chunk > T", desc(70, 1, 0, 20, 12, LINA_GATE_VECTOR, 1024), -1.0f, 0, 1, 1, 10);
     compare("long", desc(1000, 1, 0, 128, 64, LINA_GATE_SCALAR, 64), -0.1f, 0, 1, 1, 5);
     compare("long", desc(1000, 1, 0, 64, 100, LINA_GATE_VECTOR, 64), -0.05f, 0, 1, 1, 6);
     compare("long", desc(1000, 1, 0, 60, 64, LINA_GATE_NONE, 16), 0, 0, 1, 1, 7);
