@@ -417,17 +417,21 @@ static void chunk_state_contrib(const lina_attn_job *j, chunk_ws *w, int t0, int
                    dS, j->V, w->pack);
 }
 
-/* O = scale (Q * e^b) S_prev + A V for the chunk at t0. */
-static void chunk_output(const lina_attn_job *j, chunk_ws *w, int t0, int L, int C,
-                         const float *S_prev) {
+/* The chunk's outputs in two parts, O = A V + scale (Q * e^b) S_prev; the first
+ * needs no state. Both leave O in w->Oc; fl(A V + fl(scale Q S)) comes out the
+ * same whether the parts meet in Oc (fused) or through the job's o (phased). */
+static void chunk_output_intra(const lina_attn_job *j, chunk_ws *w, int L, int C) {
     int V = j->V;
     chunk_scores(j, w, w->Qc, w->Kc, L, C);
+    lina_gemm_tri(LINA_TRI_A_LOWER, 0, 0, L, V, L, 1.0f, w->A, C, w->Vc, V, 0.0f, w->Oc, V, w->pack);
+}
+
+static void chunk_output_inter(const lina_attn_job *j, chunk_ws *w, int L, const float *S_prev) {
     /* one VECTOR sub-chunk spanning the chunk has its reference at the chunk start: Qr is q e^b */
     cmat qg = w->fact_s == 0 && w->fact_e == L ? (cmat){w->Qr, j->K}
                                                 : gated_rows(j, w->Qc, w->eb, L, w->Qg);
-    lina_gemm_tile(0, 0, L, V, j->K, j->scale, qg.p, qg.ld, S_prev, V, 0.0f, w->Oc, V, w->pack);
-    lina_gemm_tri(LINA_TRI_A_LOWER, 0, 0, L, V, L, 1.0f, w->A, C, w->Vc, V, 1.0f, w->Oc, V, w->pack);
-    store_rows(w->Oc, V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
+    lina_gemm_tile(0, 0, L, j->V, j->K, j->scale, qg.p, qg.ld, S_prev, j->V, 1.0f, w->Oc, j->V,
+                   w->pack);
 }
 
 typedef struct {
@@ -468,8 +472,9 @@ static void chunk_range(const lina_attn_job *j, const layout *l, int n, int *t0,
 }
 
 /* states[n] for every chunk n (and states[nC], the final state), chunks' decays,
- * in parallel phases: contributions, then a sequential scan. */
-static void states_phased(const lina_attn_job *j, job_ws *s) {
+ * in parallel phases: contributions, then a sequential scan. With_intra: the
+ * chunks' intra-chunk outputs A V are written to o on the way. */
+static void states_phased(const lina_attn_job *j, job_ws *s, int with_intra) {
     size_t kv = (size_t)j->K * j->V;
     const layout *l = &s->l;
 #pragma omp parallel for schedule(static) num_threads(l->threads)
@@ -478,9 +483,13 @@ static void states_phased(const lina_attn_job *j, job_ws *s) {
         int t0, L;
         chunk_range(j, l, n, &t0, &L);
         gate_prep(j, t0, L, &w);
-        load_chunk(j, &w, t0, L, LOAD_K | LOAD_V);
+        load_chunk(j, &w, t0, L, with_intra ? LOAD_Q | LOAD_K | LOAD_V : LOAD_K | LOAD_V);
         chunk_state_contrib(j, &w, t0, L, s->states + (size_t)(n + 1) * kv);
         memcpy(s->decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
+        if (with_intra) {
+            chunk_output_intra(j, &w, L, l->C);
+            store_rows(w.Oc, j->V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
+        }
     }
     for (int n = 0; n < l->nC; n++)
         state_advance(j, s->decays + (size_t)n * l->Kg, s->states + (size_t)n * kv,
@@ -506,11 +515,16 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
             gate_prep(j, t0, L, &w);
             load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V);
             chunk_state_contrib(j, &w, t0, L, w.dS);
-            if (j->o) chunk_output(j, &w, t0, L, l->C, s.states);
+            if (j->o) {
+                chunk_output_intra(j, &w, L, l->C);
+                chunk_output_inter(j, &w, L, s.states);
+                store_rows(w.Oc, j->V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
+            }
             state_advance(j, w.el, s.states, w.dS, s.states);
         }
     } else {
-        states_phased(j, &s);
+        /* the intra-chunk outputs go to o with the chunk state contributions */
+        states_phased(j, &s, j->o != NULL);
         if (j->o) {
 #pragma omp parallel for schedule(static) num_threads(l->threads)
             for (int n = 0; n < l->nC; n++) {
@@ -518,8 +532,11 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
                 int t0, L;
                 chunk_range(j, l, n, &t0, &L);
                 gate_prep(j, t0, L, &w);
-                load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V);
-                chunk_output(j, &w, t0, L, l->C, s.states + (size_t)n * kv);
+                load_chunk(j, &w, t0, L, LOAD_Q);
+                float *o = j->o + (ptrdiff_t)t0 * j->so;
+                load_rows(o, j->so, L, j->V, w.Oc);
+                chunk_output_inter(j, &w, L, s.states + (size_t)n * kv);
+                store_rows(w.Oc, j->V, L, o, j->so);
             }
         }
         final = s.states + (size_t)l->nC * kv;
@@ -725,7 +742,7 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             state_advance(j, w.el, dSn, w.dS, s.dstates + (size_t)n * kv);
         }
     } else {
-        states_phased(j, &s);
+        states_phased(j, &s, 0);
 #pragma omp parallel for schedule(static) num_threads(l->threads)
         for (int n = 0; n < l->nC; n++) {
             chunk_ws w = thread_chunk_ws(j, &s, thread_id());
