@@ -98,7 +98,7 @@ static size_t layout(const lina_attn_job *j, int C, int backward, cd_chunk *c, f
     PIECE(dR, float, vec && backward ? 2 * CD_SUB * K : 1);
     PIECE(dKc, float, vec && backward ? C * K : 1);
 #undef PIECE
-    if (base) c->C = C, c->backward = backward, c->keys_only = 0;
+    if (base) c->C = C, c->backward = backward, c->keys_only = 0, c->reverse = 0;
     return at;
 }
 
@@ -113,13 +113,18 @@ float *cd_chunk_carve(const lina_attn_job *j, int C, int backward, cd_chunk *c, 
 /* b, gam, dec, gl and the gated copies Qg, Kg, Kd. Cumulative sums in double
  * so that small differences of large sums stay exact. Token rows are strided
  * (one or two rows per page with many heads), which defeats the hardware
- * prefetchers: the rows of the next chunk are prefetched on the way. */
+ * prefetchers: the rows of the chunk processed next (after it, or before it
+ * when c->reverse) are prefetched on the way. */
+static int next_chunk_start(const lina_attn_job *j, const cd_chunk *c, int t0, int n) {
+    return c->reverse ? (t0 - c->C > 0 ? t0 - c->C : 0) : t0 + n;
+}
+
 static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
-    int K = j->K;
-    for (int r = 0; r < n && t0 + n + r < j->T; r++) {
-        cd_prefetch_row(cd_q(j, t0 + n + r), K);
-        cd_prefetch_row(cd_k(j, t0 + n + r), K);
-        if (j->gate == LINA_GATE_VECTOR) cd_prefetch_row(j->g + (ptrdiff_t)(t0 + n + r) * j->sg, K);
+    int K = j->K, p0 = next_chunk_start(j, c, t0, n);
+    for (int t = p0; t < p0 + c->C && t < j->T && t != t0; t++) {
+        cd_prefetch_row(cd_q(j, t), K);
+        cd_prefetch_row(cd_k(j, t), K);
+        if (j->gate == LINA_GATE_VECTOR) cd_prefetch_row(j->g + (ptrdiff_t)t * j->sg, K);
     }
     if (j->gate == LINA_GATE_NONE) {
         for (int r = 0; r < n; r++) {
@@ -308,13 +313,13 @@ static void rows_axpy(float *restrict xr, const float *restrict l, const float *
  *   X_I -= L_{I, <I0} X_{<I0}                    (GEMM)
  *   X_r -= L_rs X_s,  I0 <= s < r                (substitution inside the block) */
 static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
-    int C = c->C, K = j->K, V = j->V, P = K + V;
+    int C = c->C, K = j->K, V = j->V, P = K + V, p0 = next_chunk_start(j, c, t0, n);
     for (int r = 0; r < n; r++) {
         float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
         const float *restrict m = c->M + (size_t)r * C, *restrict kg = c->Kg + (size_t)r * K;
         const float *restrict v = cd_v(j, t0 + r);
         float *restrict l = c->L + (size_t)r * C, *restrict x = c->X + (size_t)r * P;
-        if (t0 + n + r < j->T) cd_prefetch_row(cd_v(j, t0 + n + r), V);
+        if (p0 + r < j->T && p0 != t0) cd_prefetch_row(cd_v(j, p0 + r), V);
 #pragma omp simd
         for (int s = 0; s < n; s++) l[s] = beta * m[s];
 #pragma omp simd

@@ -39,6 +39,7 @@
 typedef struct {
     int C, backward;
     int keys_only; /* set by the caller: cd_prep may skip Mq (left undefined) */
+    int reverse;   /* set by the caller: chunks are visited backwards (prefetch direction) */
     double *b;   /* (C) SCALAR or (C, K) VECTOR: cumulative log-gate b_r */
     float *gam;  /* (C) or (C, K): e^{b_r} */
     float *dec;  /* (C) or (C, K): e^{b_last - b_r} */

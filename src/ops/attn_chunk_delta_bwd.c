@@ -73,6 +73,8 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     int K = j->K, V = j->V, C = c->C, P = K + V;
     const float *dout = j->dout + (ptrdiff_t)t0 * j->sdo;
     float sc = j->scale, *dU = w->dX + K, *dW = w->dX;
+    for (int t = t0 - C > 0 ? t0 - C : 0; t < t0; t++) /* rows of the chunk done next */
+        cd_prefetch_row(j->dout + (ptrdiff_t)t * j->sdo, V);
     cd_pseudo_values(j, c, n, S0);
     /* dU = Kd dS + scale Mq^T dO */
     cd_gemm(0, 0, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f, dU, P);
@@ -252,6 +254,7 @@ void lina_chunk_delta_backward(const lina_attn_job *j) {
         int t0 = i * C, n = T - t0 < C ? T - t0 : C;
         const float *S0 = w.states + (size_t)i * kv;
         c.keys_only = 0;
+        c.reverse = 1;
         if (i + 1 < n_chunks) cd_prep(j, &c, t0, n);
         chunk_backward_wy(j, &c, &w, t0, n, S0);
         chunk_backward_qkg(j, &c, &w, t0, n, S0);
