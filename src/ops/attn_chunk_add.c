@@ -53,7 +53,7 @@ typedef struct {
     float *dQc, *dKc; /* (C, K) this chunk's contributions to dq, dk */
     float *tmp;       /* (C, max(K, V)) */
     float *ddiag;     /* (C) diagonal of dA */
-    float *erow;      /* (C) one row of decays e^{b_i - b_j} */
+    float *erow, *erow_lo; /* (C) one row of decays e^{b_i - b_j}; low parts of its exponents */
     double *row, *col; /* (C) SCALAR: sums of G_ij = dA_ij A_ij over j < i (row) and i > j (col) */
     double *inter, *state; /* (C) SCALAR: q_i . dq_inter_i and k_i . dk_state_i */
     int fact_s, fact_e, fact_jend; /* sub-chunk whose VECTOR factors Qr, Fr, Kr, Er hold, or -1 */
@@ -73,6 +73,12 @@ typedef struct {
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static int gate_width(const lina_attn_job *j) { return j->gate == LINA_GATE_VECTOR ? j->K : 1; }
+
+/* A double exponent as two floats for lina_exp_split: hi = (float)d, lo = d - hi. */
+static inline void split(double d, float *hi, float *lo) {
+    *hi = (float)d;
+    *lo = (float)(d - (double)*hi);
+}
 
 /* Carves one thread's chunk scratch from base, or only measures it when base is
  * NULL; returns its size in floats (every part 64-byte aligned). */
@@ -103,6 +109,7 @@ static size_t carve_chunk_ws(float *base, int C, int K, int V, int Kg, chunk_ws 
     w->tmp = TAKE(c * mx);
     w->ddiag = TAKE(c);
     w->erow = TAKE(c);
+    w->erow_lo = TAKE(c);
     w->pack = TAKE(pk);
     w->Qc = TAKE(c * K);
     w->Kc = TAKE(c * K);
@@ -155,18 +162,19 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     const double *last = w->b + (size_t)(L - 1) * Kg;
     size_t n = (size_t)L * Kg;
     w->whole = 1;
+    float *lo = w->tmp; /* (L, Kg) low parts of the exponents */
     for (int c = 0; c < Kg; c++) {
-        w->el[c] = (float)last[c];
+        split(last[c], &w->el[c], &lo[c]);
         if (-last[c] > SPAN_MAX) w->whole = 0;
     }
-    lina_exp_inplace(w->el, Kg);
+    lina_exp_split(w->el, lo, Kg);
 #pragma omp simd
-    for (size_t x = 0; x < n; x++) w->eb[x] = (float)w->b[x];
-    lina_exp_inplace(w->eb, n);
+    for (size_t x = 0; x < n; x++) split(w->b[x], &w->eb[x], &lo[x]);
+    lina_exp_split(w->eb, lo, n);
     if (w->whole) { /* e^{b_last - b} = e^{b_last} e^{-b}, with e^{-b} <= e^SPAN_MAX */
 #pragma omp simd
-        for (size_t x = 0; x < n; x++) w->Er[x] = (float)(-w->b[x]);
-        lina_exp_inplace(w->Er, n);
+        for (size_t x = 0; x < n; x++) split(-w->b[x], &w->Er[x], &lo[x]);
+        lina_exp_split(w->Er, lo, n);
         for (int i = 0; i < L; i++)
 #pragma omp simd
             for (int c = 0; c < Kg; c++)
@@ -174,9 +182,11 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     } else {
         for (int i = 0; i < L; i++)
 #pragma omp simd
-            for (int c = 0; c < Kg; c++)
-                w->ed[(size_t)i * Kg + c] = (float)(last[c] - w->b[(size_t)i * Kg + c]);
-        lina_exp_inplace(w->ed, n);
+            for (int c = 0; c < Kg; c++) {
+                size_t x = (size_t)i * Kg + c;
+                split(last[c] - w->b[x], &w->ed[x], &lo[x]);
+            }
+        lina_exp_split(w->ed, lo, n);
     }
 }
 
@@ -245,28 +255,29 @@ static int vector_factors(const lina_attn_job *j, chunk_ws *w, const float *q, c
         if ((br ? br[c] : 0.0) - be[c] > SPAN_MAX) diag = 0;
     int jend = diag ? e : s;
     size_t r0 = (size_t)s * K, r1 = (size_t)e * K, nk = (size_t)jend * K;
+    float *lo = w->tmp; /* low parts of the exponents */
     if (!br) { /* reference before the chunk: e^{b - 0} is e^b, already in eb */
         memcpy(w->Fr, w->eb, sizeof(float) * r1);
         if (!w->whole) { /* (else gate_prep left e^{-b} in Er) */
 #pragma omp simd
-            for (size_t x = 0; x < nk; x++) w->Er[x] = (float)(-w->b[x]);
-            lina_exp_inplace(w->Er, nk);
+            for (size_t x = 0; x < nk; x++) split(-w->b[x], &w->Er[x], &lo[x]);
+            lina_exp_split(w->Er, lo, nk);
         }
     } else {
         for (int i = s; i < e; i++) {
             const double *bi = w->b + (size_t)i * K;
-            float *f = w->Fr + (size_t)i * K;
+            float *f = w->Fr + (size_t)i * K, *l = lo + (size_t)(i - s) * K;
 #pragma omp simd
-            for (int c = 0; c < K; c++) f[c] = (float)(bi[c] - br[c]);
+            for (int c = 0; c < K; c++) split(bi[c] - br[c], &f[c], &l[c]);
         }
-        lina_exp_inplace(w->Fr + r0, r1 - r0);
+        lina_exp_split(w->Fr + r0, lo, r1 - r0);
         for (int jj = 0; jj < jend; jj++) {
             const double *bj = w->b + (size_t)jj * K;
-            float *f = w->Er + (size_t)jj * K;
+            float *f = w->Er + (size_t)jj * K, *l = lo + (size_t)jj * K;
 #pragma omp simd
-            for (int c = 0; c < K; c++) f[c] = (float)(br[c] - bj[c]);
+            for (int c = 0; c < K; c++) split(br[c] - bj[c], &f[c], &l[c]);
         }
-        lina_exp_inplace(w->Er, nk);
+        lina_exp_split(w->Er, lo, nk);
     }
 #pragma omp simd
     for (size_t x = r0; x < r1; x++) w->Qr[x] = q[x] * w->Fr[x];
@@ -326,8 +337,8 @@ static void causal_decay_mask(const lina_attn_job *j, const chunk_ws *w, float *
 #pragma omp simd
             for (int jj = 0; jj <= i; jj++) xi[jj] = xi[jj] * (ebi * w->Er[jj]) * factor;
         } else if (j->gate == LINA_GATE_SCALAR) {
-            for (int jj = 0; jj <= i; jj++) w->erow[jj] = (float)(w->b[i] - w->b[jj]);
-            lina_exp_inplace(w->erow, (size_t)i + 1);
+            for (int jj = 0; jj <= i; jj++) split(w->b[i] - w->b[jj], &w->erow[jj], &w->erow_lo[jj]);
+            lina_exp_split(w->erow, w->erow_lo, (size_t)i + 1);
             for (int jj = 0; jj <= i; jj++) xi[jj] = xi[jj] * w->erow[jj] * factor;
         } else if (factor != 1.0f) {
             for (int jj = 0; jj <= i; jj++) xi[jj] *= factor;

@@ -165,12 +165,32 @@ void lina_exp_inplace(float *x, size_t n) {
     }
 }
 
+void lina_exp_split(float *hi, const float *lo, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_loadu_ps(hi + i));
+        _mm512_storeu_ps(hi + i, _mm512_fmadd_ps(e, _mm512_loadu_ps(lo + i), e));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp16(_mm512_maskz_loadu_ps(m, hi + i));
+        _mm512_mask_storeu_ps(hi + i, m, _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(m, lo + i), e));
+    }
+}
+
 #else
 #include <cblas.h>
 #include <math.h>
 
 void lina_exp_inplace(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = expf(x[i]);
+}
+
+void lina_exp_split(float *hi, const float *lo, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float e = expf(hi[i]);
+        hi[i] = fmaf(e, lo[i], e);
+    }
 }
 
 void lina_gemm_tri(lina_tri tri, int ta, int tb, int M, int N, int Kd, float alpha, const float *A,

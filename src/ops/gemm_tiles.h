@@ -32,4 +32,9 @@ void lina_gemm_tri(lina_tri tri, int ta, int tb, int M, int N, int Kd, float alp
  * and position-independent, like the GEMMs. */
 void lina_exp_inplace(float *x, size_t n);
 
+/* hi[i] = e^{hi[i] + lo[i]} for an argument split in two floats (|lo| tiny, e.g.
+ * a double d as hi = (float)d, lo = (float)(d - hi)): e^hi (1 + lo), so the
+ * digits lost in rounding d to float do not become errors of the exponential. */
+void lina_exp_split(float *hi, const float *lo, size_t n);
+
 #endif
