@@ -289,23 +289,28 @@ static void scores_vector(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
 }
 
 /* x_r -= sum_{s in [s0, s1)} l[s] x_s on rows of P floats (row stride P),
- * 16 columns at a time with the partial sums held in registers. */
+ * 32 columns at a time with the partial sums in registers (measured best of
+ * 16, 32, 64, 128). */
 static void rows_axpy(float *restrict xr, const float *restrict l, const float *X, int P, int s0,
                       int s1) {
     int e0 = 0;
-    for (; e0 + 16 <= P; e0 += 16) {
-        float acc[16];
-        for (int e = 0; e < 16; e++) acc[e] = xr[e0 + e];
+    for (; e0 + 32 <= P; e0 += 32) {
+        float acc[32];
+        for (int e = 0; e < 32; e++) acc[e] = xr[e0 + e];
         for (int s = s0; s < s1; s++) {
             const float *restrict xs = X + (size_t)s * P + e0;
             float ls = l[s];
 #pragma omp simd
-            for (int e = 0; e < 16; e++) acc[e] -= ls * xs[e];
+            for (int e = 0; e < 32; e++) acc[e] -= ls * xs[e];
         }
-        for (int e = 0; e < 16; e++) xr[e0 + e] = acc[e];
+        for (int e = 0; e < 32; e++) xr[e0 + e] = acc[e];
     }
-    for (int s = s0; s < s1; s++)
-        for (int e = e0; e < P; e++) xr[e] -= l[s] * X[(size_t)s * P + e];
+    for (int s = s0; s < s1; s++) {
+        const float *restrict xs = X + (size_t)s * P;
+        float ls = l[s];
+#pragma omp simd
+        for (int e = e0; e < P; e++) xr[e] -= ls * xs[e];
+    }
 }
 
 /* L = diag(beta) M (and LT = L^T for the backward); X = diag(beta) [Kg | V]
