@@ -170,16 +170,19 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     lina_exp_split(w->el, lo, Kg);
 #pragma omp simd
     for (size_t x = 0; x < n; x++) split(w->b[x], &w->eb[x], &lo[x]);
-    lina_exp_split(w->eb, lo, n);
     if (w->whole) { /* e^{b_last - b} = e^{b_last} e^{-b}, with e^{-b} <= e^SPAN_MAX */
 #pragma omp simd
-        for (size_t x = 0; x < n; x++) split(-w->b[x], &w->Er[x], &lo[x]);
+        for (size_t x = 0; x < n; x++) w->Er[x] = -w->eb[x]; /* -b split as (-hi, -lo) */
+        lina_exp_split(w->eb, lo, n);
+#pragma omp simd
+        for (size_t x = 0; x < n; x++) lo[x] = -lo[x];
         lina_exp_split(w->Er, lo, n);
         for (int i = 0; i < L; i++)
 #pragma omp simd
             for (int c = 0; c < Kg; c++)
                 w->ed[(size_t)i * Kg + c] = w->el[c] * w->Er[(size_t)i * Kg + c];
     } else {
+        lina_exp_split(w->eb, lo, n);
         for (int i = 0; i < L; i++)
 #pragma omp simd
             for (int c = 0; c < Kg; c++) {
