@@ -151,9 +151,16 @@ static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n)
         return;
     }
     for (int r = 0; r < n; r++) {
-        const float *g = j->g + (ptrdiff_t)(t0 + r) * j->sg;
-        double *b = c->b + (size_t)r * K;
-        for (int kk = 0; kk < K; kk++) b[kk] = (r ? b[kk - K] : 0.0) + g[kk];
+        const float *restrict g = j->g + (ptrdiff_t)(t0 + r) * j->sg;
+        double *restrict b = c->b + (size_t)r * K;
+        const double *restrict prev = r ? b - K : NULL;
+        if (r) {
+#pragma omp simd
+            for (int kk = 0; kk < K; kk++) b[kk] = prev[kk] + g[kk];
+        } else {
+#pragma omp simd
+            for (int kk = 0; kk < K; kk++) b[kk] = g[kk];
+        }
     }
     const double *bl = c->b + (size_t)(n - 1) * K;
     for (int r = 0; r < n; r++) {
