@@ -214,8 +214,8 @@ static void test_varlen(void) {
     }
 }
 
-/* Same results with 1 and 2 threads, bit for bit: one job (inner threads)
- * and several jobs (outer threads). */
+/* Same results with 1 and 2 threads, bit for bit: one job (the dispatcher
+ * offers it inner threads) and several jobs (outer threads). */
 static void test_threads(void) {
     for (int heads = 1; heads <= 3; heads += 2) {
         problem p;

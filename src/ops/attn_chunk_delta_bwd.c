@@ -89,8 +89,12 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     /* dS_0 = Gam_last dS + scale Qg^T dO - W^T dU */
     size_t kv = (size_t)K * V;
     if (j->gate == LINA_GATE_VECTOR) {
-        for (int kk = 0; kk < K; kk++)
-            for (int x = 0; x < V; x++) w->dSn[(size_t)kk * V + x] = c->gl[kk] * w->dS[(size_t)kk * V + x];
+        for (int kk = 0; kk < K; kk++) {
+            float a = c->gl[kk], *restrict dst = w->dSn + (size_t)kk * V;
+            const float *restrict src = w->dS + (size_t)kk * V;
+#pragma omp simd
+            for (int x = 0; x < V; x++) dst[x] = a * src[x];
+        }
     } else {
         float a = j->gate == LINA_GATE_SCALAR ? c->gl[0] : 1.0f;
         for (size_t i = 0; i < kv; i++) w->dSn[i] = a * w->dS[i];
@@ -102,20 +106,23 @@ static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, 
     cd_gemm_lower_out(n, P, -1.0f, w->dX, P, c->X, P, w->dM, C);
     for (int r = 0; r < n; r++) {
         float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
-        const float *db = w->dX + (size_t)r * P, *kg = c->Kg + (size_t)r * K, *v = cd_v(j, t0 + r);
-        const float *m = c->M + (size_t)r * C;
-        float *dm = w->dM + (size_t)r * C, *dkg = w->dKg + (size_t)r * K;
-        float *dv = j->dv + (ptrdiff_t)(t0 + r) * j->sdv;
+        const float *restrict db = w->dX + (size_t)r * P, *restrict kg = c->Kg + (size_t)r * K;
+        const float *restrict v = cd_v(j, t0 + r), *restrict m = c->M + (size_t)r * C;
+        float *restrict dm = w->dM + (size_t)r * C, *restrict dkg = w->dKg + (size_t)r * K;
+        float *restrict dv = j->dv + (ptrdiff_t)(t0 + r) * j->sdv;
         double acc = 0;
+#pragma omp simd reduction(+ : acc)
         for (int s = 0; s < r; s++) {
             acc += (double)dm[s] * m[s];
             dm[s] *= beta;
         }
         for (int s = r; s < n; s++) dm[s] = 0.0f;
+#pragma omp simd reduction(+ : acc)
         for (int kk = 0; kk < K; kk++) {
             acc += (double)db[kk] * kg[kk];
             dkg[kk] = beta * db[kk];
         }
+#pragma omp simd reduction(+ : acc)
         for (int e = 0; e < V; e++) {
             acc += (double)db[K + e] * v[e];
             dv[e] = beta * db[K + e];
