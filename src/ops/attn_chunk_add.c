@@ -150,9 +150,12 @@ static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
     w->fact_s = -1; /* the VECTOR score factors are stale */
     if (j->gate == LINA_GATE_NONE) return;
     int Kg = gate_width(j);
+    int prefetch = Kg > 1 && t0 + L < j->T; /* VECTOR: rows of the next chunk, as load_rows */
     for (int i = 0; i < L; i++) {
         const float *g = j->g + (ptrdiff_t)(t0 + i) * j->sg;
         double *b = w->b + (size_t)i * Kg;
+        if (prefetch && t0 + L + i < j->T)
+            for (int c = 0; c < Kg; c += 16) __builtin_prefetch(g + (ptrdiff_t)L * j->sg + c, 0, 2);
         if (i == 0)
             for (int c = 0; c < Kg; c++) b[c] = g[c];
         else
