@@ -106,7 +106,7 @@ for (B, T, H, D) in shapes:
                 row['fla_error'] = repr(e)[:300]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    if B == 8:  # where lina's time goes, per kernel (CUPTI through torch.profiler)
+    if os.environ.get('LINA_BENCH_DETAIL', '1') == '1':  # per-kernel times (CUPTI via torch.profiler), tile variants
         from torch.profiler import profile, ProfilerActivity
         for name, (gate, delta, kk, g, bb), _ in ops:
             if gate == 'vector':
@@ -119,6 +119,18 @@ for (B, T, H, D) in shapes:
                 torch.cuda.synchronize()
             ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages() if e.device_time_total > 0]
             print('profile', name, '; '.join(f'{k[:40]} {ms:.3f} ms x{c}' for k, ms, c in ks), flush=True)
+        # value-tile sizes of the two additive kernels (env overrides read per call)
+        run, _ = lina_call(B, T, H, D, 'none', False, q, k, v, None, None, o)
+        for vs in (16, 32, 64):
+            for vo in (32, 64):
+                os.environ['LINA_CUDA_VT_STATE'], os.environ['LINA_CUDA_VT_OUT'] = str(vs), str(vo)
+                print(f'tiles linear_attn VT_STATE={vs} VT_OUT={vo}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_VT_STATE'], os.environ['LINA_CUDA_VT_OUT']
+        os.environ['LINA_CUDA_ADD_FUSED'] = '1'
+        for gate, gg in (('none', None), ('scalar', gs)):
+            run, _ = lina_call(B, T, H, D, gate, False, q, k, v, gg, None, o)
+            print(f'fused kernel, additive, gate {gate}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_ADD_FUSED']
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
 

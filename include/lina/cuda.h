@@ -19,10 +19,20 @@
  * `stream` is a cudaStream_t passed as void* (NULL: the legacy default stream).
  * Calls are asynchronous with respect to the host, like any kernel launch.
  *
+ * Memory: the additive chunk kernels take a stream-ordered workspace
+ * (cudaMallocAsync, freed on the stream after the call) holding the state at
+ * every chunk start, (chunks, HV, K, V) in dtype; the first call sets the
+ * release threshold of the device's default memory pool to "keep", so later
+ * calls reuse it. A failed allocation returns LINA_ERR_OOM naming the size.
+ * Gates are not checked on the device (the CPU API rejects g > 0): log gates
+ * must be finite and <= 0.
+ * There is no backward pass on the GPU yet.
+ *
  * Not supported on the GPU (LINA_ERR_UNSUPPORTED with a message): normalize,
  * form PARALLEL, K or V above 256. The chunk size is fixed by the kernels
- * (64 for 16-bit inputs, 32 or 64 for fp32) and d->chunk is ignored: the
- * result is the same function. A VECTOR gate runs the token-by-token kernel.
+ * (64, or 32 for the fp32 delta rule when shared memory is short) and
+ * d->chunk is ignored: the result is the same function. A VECTOR gate runs
+ * the token-by-token kernel.
  */
 #ifndef LINA_CUDA_H
 #define LINA_CUDA_H

@@ -152,7 +152,11 @@ __global__ void __launch_bounds__(CHUNK_THREADS, 1) chunk_fwd_kernel(lina_cuda_a
             beta_s[tid] = (DELTA && tid < lc) ? p.beta[tok * p.HV + hv] : 0.f;
         }
         __syncthreads();
-        warp0_cumsum<C>(b_s); /* inclusive; padding rows repeat the last value (g = 0) */
+        if (p.gate == LINA_GATE_CONST) { /* b_i = min(i + 1, lc) g, without summation error */
+            if (tid < C) b_s[tid] = (float)min(tid + 1, lc) * p.g[hv];
+        } else {
+            warp0_cumsum<C>(b_s); /* inclusive; padding rows repeat the last value (g = 0) */
+        }
         __syncthreads();
 
         const T *u_src = v_s; /* the values the chunk adds: V, or U for the delta rule */

@@ -84,7 +84,11 @@ __device__ __forceinline__ void chunk_gates(const lina_cuda_attn_params &p, int6
         b[threadIdx.x] = g;
     }
     __syncthreads();
-    warp0_cumsum<CS>(b);
+    if (p.gate == LINA_GATE_CONST) { /* b_i = min(i + 1, lc) g, without summation error */
+        if (threadIdx.x < CS) b[threadIdx.x] = (float)min((int)threadIdx.x + 1, lc) * p.g[hv];
+    } else {
+        warp0_cumsum<CS>(b);
+    }
     __syncthreads();
 }
 
@@ -128,12 +132,13 @@ struct tile_fetch {
     }
 };
 
-/* Units per thread: K tile C x 256 fp32 = 16, V tile C x 64 fp32 = 4. */
-#define FETCH_K 16
-#define FETCH_V 4
+/* 16-byte units per thread for a K tile (C, <= 256) and a V tile (C, <= 64):
+ * fp32 16 and 4, 16-bit 8 and 2. */
+#define FETCH_K (32 / (int)sizeof(T))
+#define FETCH_V (8 / (int)sizeof(T))
 
 template <typename T>
-__global__ void __launch_bounds__(ADD_THREADS) add_states_kernel(lina_cuda_attn_params p, int VT) {
+__global__ void __launch_bounds__(ADD_THREADS, 2) add_states_kernel(lina_cuda_attn_params p, int VT) {
     extern __shared__ __align__(128) unsigned char smem[];
     const add_layout L = add_layout_make(p.K, VT, sizeof(T), 0);
     T *k_s = (T *)(smem + L.k), *v_s = (T *)(smem + L.v), *s_t = (T *)(smem + L.st);
@@ -194,7 +199,7 @@ __global__ void __launch_bounds__(ADD_THREADS) add_states_kernel(lina_cuda_attn_
 }
 
 template <typename T>
-__global__ void __launch_bounds__(ADD_THREADS) add_output_kernel(lina_cuda_attn_params p, int VT) {
+__global__ void __launch_bounds__(ADD_THREADS, 2) add_output_kernel(lina_cuda_attn_params p, int VT) {
     extern __shared__ __align__(128) unsigned char smem[];
     const add_layout L = add_layout_make(p.K, VT, sizeof(T), 1);
     T *q_s = (T *)(smem + L.q), *k_s = (T *)(smem + L.k), *v_s = (T *)(smem + L.v);
@@ -210,23 +215,10 @@ __global__ void __launch_bounds__(ADD_THREADS) add_output_kernel(lina_cuda_attn_
     const T *qg = (const T *)p.q + (start * p.H + h) * p.K, *kg = (const T *)p.k + (start * p.H + h) * p.K;
     const T *vg = (const T *)p.v + (start * p.HV + hv) * p.V + v0;
     const T *sg = (const T *)p.ws + ((size_t)i * p.HV + hv) * p.K * p.V + v0;
-    if constexpr (sizeof(T) == 2) { /* issue every load of the block before the first store */
-        tile_fetch<T, 8> fq, fk, fs; /* (64, <=256) and (<=256, 64) tiles: <= 8 units per thread */
-        tile_fetch<T, 2> fv;
-        fq.issue(qg, sqk, CS, KP, lc, p.K, p.vec_qk);
-        fk.issue(kg, sqk, CS, KP, lc, p.K, p.vec_qk);
-        fv.issue(vg, sv, CS, VT, lc, vcols, p.vec_v);
-        fs.issue(sg, (int64_t)p.V, KP, VT, p.K, vcols, p.vec_v);
-        fq.commit(q_s, L.ldk, CS, KP, p.vec_qk);
-        fk.commit(k_s, L.ldk, CS, KP, p.vec_qk);
-        fv.commit(v_s, L.ldv, CS, VT, p.vec_v);
-        fs.commit(s_t, L.ldv, KP, VT, p.vec_v);
-    } else {
-        load_tile(q_s, L.ldk, qg, sqk, CS, KP, lc, p.K, p.vec_qk);
-        load_tile(k_s, L.ldk, kg, sqk, CS, KP, lc, p.K, p.vec_qk);
-        load_tile(v_s, L.ldv, vg, sv, CS, VT, lc, vcols, p.vec_v);
-        load_tile(s_t, L.ldv, sg, (int64_t)p.V, KP, VT, p.K, vcols, p.vec_v);
-    }
+    load_tile(q_s, L.ldk, qg, sqk, CS, KP, lc, p.K, p.vec_qk);
+    load_tile(k_s, L.ldk, kg, sqk, CS, KP, lc, p.K, p.vec_qk);
+    load_tile(v_s, L.ldv, vg, sv, CS, VT, lc, vcols, p.vec_v);
+    load_tile(s_t, L.ldv, sg, (int64_t)p.V, KP, VT, p.K, vcols, p.vec_v);
     chunk_gates(p, start, lc, hv, b_s);
 
     tile_mm<T, false, true>(a_f, L.ldfa, q_s, L.ldk, k_s, L.ldk, CS, CS, KP, false); /* Q K^T */

@@ -188,7 +188,9 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
 
     cudaStream_t st = (cudaStream_t)stream;
     const int recurrent = d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR;
-    const int split = !recurrent && !p.delta; /* the two-launch additive kernels */
+    /* the two-launch additive kernels; LINA_CUDA_ADD_FUSED=1 selects the fused one (benchmarks) */
+    const char *fused_env = getenv("LINA_CUDA_ADD_FUSED");
+    const int split = !recurrent && !p.delta && !(fused_env && atoi(fused_env) == 1);
     int64_t n_chunks = 0;
     if (split) {
         const int64_t C = LINA_CUDA_SPLIT_CHUNK;
