@@ -16,7 +16,7 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
-typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2 } hf_arch;
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET } hf_arch;
 
 /* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
 typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
@@ -35,15 +35,16 @@ typedef struct {
     hf_conv q_conv, k_conv, v_conv;        /* when use_short_conv */
     const float *gk0, *gk1, *gk1_b;        /* GLA gate: (r, D), (Hkv*Kh, r), (Hkv*Kh) */
     const float *g_proj;                   /* output gate (H*Vh, D) or NULL */
-    const float *b_proj;                   /* DeltaNet beta (H, D) or NULL */
+    const float *b_proj;                   /* DeltaNet beta (H, D) or NULL; Gated DeltaNet (HV, D) */
+    const float *a_proj;                   /* Gated DeltaNet decay input (HV, D) */
     const float *o_norm;                   /* (Vh) or NULL (no affine weight) */
     const float *o_proj;                   /* (D, H*Vh) */
     const float *mlp_norm, *mlp_gate, *mlp_up, *mlp_down; /* (D), (I, D), (I, D), (D, I) */
     /* Mamba2 */
     const float *in_proj;   /* (P, D), P = 2 d_mlp + I + conv_dim + H */
     hf_conv conv;           /* over conv_dim = I + 2 G N channels */
-    const float *dt_bias;   /* (H) */
-    const float *A_log;     /* (H) */
+    const float *dt_bias;   /* (H); Gated DeltaNet (HV) */
+    const float *A_log;     /* (H); Gated DeltaNet (HV) */
     const float *Dskip;     /* (H) */
     const float *gnorm;     /* (I) gated RMSNorm weight */
     const float *out_proj;  /* (D, I) */
@@ -64,6 +65,7 @@ struct lina_hf_model {
     int use_beta, allow_neg_eigval, use_gate, qk_l2; /* DeltaNet */
     hf_act qk_act;
     int I_mlp; /* SwiGLU width */
+    int HV;    /* Gated DeltaNet value heads (num_v_heads, a multiple of H) */
 
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
@@ -84,6 +86,9 @@ typedef struct {
     float *conv_q, *conv_k, *conv_v; /* (B, W-1, C) history of the pre-conv inputs, oldest first */
     float *conv;                     /* Mamba2: (B, W-1, conv_dim) */
     float *S;                        /* (B, HV, K, V) attention state */
+    /* element counts of the buffers above, set by the allocators that reset
+     * generically (0: lina_hf_state_reset uses the architecture's shapes) */
+    size_t n_conv_q, n_conv_k, n_conv_v, n_S;
 } hf_layer_state;
 
 struct lina_hf_state {
@@ -139,5 +144,10 @@ lina_status hf_mamba2_load_layer(lina_hf_model *m, hf_weights *w, int l);
 lina_status hf_mamba2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
                             const float *xn, float *x);
 lina_status hf_mamba2_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+/* hf_gdn.c: fla GatedDeltaNet ("gated_deltanet") */
+lina_status hf_gdn_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                         const float *xn, float *x);
+lina_status hf_gdn_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
 
 #endif

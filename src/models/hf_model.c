@@ -106,6 +106,35 @@ static lina_status parse_delta_net(lina_hf_model *m, const cJSON *cfg, const cha
     return fla_mlp_width(m, cfg, path);
 }
 
+/* fla GatedDeltaNetConfig: head_dim, num_heads, num_v_heads, expand_v, use_gate, use_short_conv */
+static lina_status parse_gated_deltanet(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    double ev, eps;
+    TRY(hf_cfg_int(cfg, path, "num_heads", 0, 6, &m->H));
+    TRY(positive(path, "num_heads", m->H));
+    TRY(hf_cfg_int(cfg, path, "head_dim", 0, 256, &m->Kh));
+    TRY(positive(path, "head_dim", m->Kh));
+    TRY(hf_cfg_int(cfg, path, "num_v_heads", 0, m->H, &m->HV));
+    TRY(positive(path, "num_v_heads", m->HV));
+    if (m->HV % m->H)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': num_v_heads = %d must be a multiple of num_heads = %d", path, m->HV,
+                         m->H);
+    TRY(hf_cfg_float(cfg, path, "expand_v", 0, 2.0, &ev));
+    double vh = m->Kh * ev;
+    if (!(vh >= 1) || fabs(vh - floor(vh + 0.5)) > 1e-5 * vh)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': head_dim %d * expand_v %g is not a whole number of channels", path,
+                         m->Kh, ev);
+    m->Vh = (int)floor(vh + 0.5);
+    m->Hkv = m->H;
+    TRY(hf_cfg_bool(cfg, path, "use_gate", 1, &m->use_gate));
+    TRY(hf_cfg_bool(cfg, path, "use_short_conv", 1, &m->use_short_conv));
+    TRY(hf_cfg_bool(cfg, path, "allow_neg_eigval", 0, &m->allow_neg_eigval));
+    TRY(hf_cfg_int(cfg, path, "conv_size", 0, 4, &m->conv_size));
+    TRY(positive(path, "conv_size", m->conv_size));
+    TRY(hf_cfg_float(cfg, path, "norm_eps", 0, 1e-6, &eps));
+    m->norm_eps = (float)eps;
+    return fla_mlp_width(m, cfg, path);
+}
+
 static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
     int expand, use_bias, rms_norm;
     double eps;
@@ -188,9 +217,11 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         if (!strcmp(type, "gla")) m->arch = HF_GLA;
         else if (!strcmp(type, "delta_net")) m->arch = HF_DELTA_NET;
         else if (!strcmp(type, "mamba2")) m->arch = HF_MAMBA2;
+        else if (!strcmp(type, "gated_deltanet")) m->arch = HF_GATED_DELTANET;
         else
-            st = lina_fail(LINA_ERR_UNSUPPORTED, "'%s': model_type '%s' is not supported (gla, delta_net, mamba2)",
-                           path, type);
+            st = lina_fail(LINA_ERR_UNSUPPORTED,
+                           "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, mamba2)", path,
+                           type);
     }
     if (!st) snprintf(m->model_type, sizeof m->model_type, "%s", type);
     if (!st) st = hf_cfg_int(cfg, path, "vocab_size", 1, 0, &m->vocab);
@@ -200,9 +231,10 @@ static lina_status load(lina_hf_model *m, const char *dir) {
     if (!st) st = hf_cfg_int(cfg, path, "num_hidden_layers", 1, 0, &m->L);
     if (!st) st = positive(path, "num_hidden_layers", m->L);
     if (!st) st = hf_cfg_bool(cfg, path, "tie_word_embeddings", 0, &tie);
-    if (!st) st = m->arch == HF_GLA        ? parse_gla(m, cfg, path)
-                  : m->arch == HF_DELTA_NET ? parse_delta_net(m, cfg, path)
-                                            : parse_mamba2(m, cfg, path);
+    if (!st) st = m->arch == HF_GLA              ? parse_gla(m, cfg, path)
+                  : m->arch == HF_DELTA_NET       ? parse_delta_net(m, cfg, path)
+                  : m->arch == HF_GATED_DELTANET ? parse_gated_deltanet(m, cfg, path)
+                                                  : parse_mamba2(m, cfg, path);
     cJSON_Delete(cfg);
     TRY(st);
 
@@ -222,7 +254,10 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         if (tie) m->lm_head = m->embed;
         else st = hf_weights_get(w, m, "lm_head.weight", 2, emb, 1, &m->lm_head);
     }
-    for (int l = 0; l < m->L && !st; l++) st = mamba ? hf_mamba2_load_layer(m, w, l) : hf_fla_load_layer(m, w, l);
+    for (int l = 0; l < m->L && !st; l++)
+        st = mamba                           ? hf_mamba2_load_layer(m, w, l)
+             : m->arch == HF_GATED_DELTANET ? hf_gdn_load_layer(m, w, l)
+                                             : hf_fla_load_layer(m, w, l);
     hf_weights_close(w);
     return st;
 }
@@ -282,8 +317,9 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
         return lina_fail(LINA_ERR_OOM, "lina_hf_state_create: cannot create a context");
     }
     for (int l = 0; l < m->L; l++) {
-        lina_status st = m->arch == HF_MAMBA2 ? hf_mamba2_state_alloc(m, B, &s->layers[l])
-                                               : hf_fla_state_alloc(m, B, &s->layers[l]);
+        lina_status st = m->arch == HF_MAMBA2           ? hf_mamba2_state_alloc(m, B, &s->layers[l])
+                         : m->arch == HF_GATED_DELTANET ? hf_gdn_state_alloc(m, B, &s->layers[l])
+                                                         : hf_fla_state_alloc(m, B, &s->layers[l]);
         if (st) {
             lina_hf_state_free(s);
             return st;
@@ -299,7 +335,12 @@ void lina_hf_state_reset(lina_hf_state *s) {
     size_t B = (size_t)s->B, Wm1 = (size_t)m->conv_size - 1;
     for (int l = 0; l < s->n_layers; l++) {
         hf_layer_state *ls = &s->layers[l];
-        if (m->arch == HF_MAMBA2) {
+        if (ls->n_S) { /* allocators that record their sizes */
+            if (ls->conv_q) memset(ls->conv_q, 0, ls->n_conv_q * sizeof(float));
+            if (ls->conv_k) memset(ls->conv_k, 0, ls->n_conv_k * sizeof(float));
+            if (ls->conv_v) memset(ls->conv_v, 0, ls->n_conv_v * sizeof(float));
+            memset(ls->S, 0, ls->n_S * sizeof(float));
+        } else if (m->arch == HF_MAMBA2) {
             memset(ls->conv, 0, B * Wm1 * m->m_conv_dim * sizeof(float));
             memset(ls->S, 0, B * m->m_heads * m->m_N * m->m_head_dim * sizeof(float));
         } else {
@@ -330,8 +371,9 @@ static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state 
     for (int l = 0; l < m->L && !st; l++) {
         const hf_layer *L = &m->layers[l];
         hf_rmsnorm((int)N, (int)D, x, L->attn_norm, m->norm_eps, xn);
-        st = mlp ? hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
-                 : hf_mamba2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
+        st = !mlp                           ? hf_mamba2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+             : m->arch == HF_GATED_DELTANET ? hf_gdn_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+                                             : hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
         if (!st && mlp) {
             hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);
             hf_swiglu((int)N, (int)D, m->I_mlp, xn, L->mlp_gate, L->mlp_up, L->mlp_down, tmp, out);

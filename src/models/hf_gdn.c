@@ -1,0 +1,175 @@
+/* flash-linear-attention GatedDeltaNet token mixer (model_type "gated_deltanet",
+ * fla/layers/gated_deltanet.py), written from its published math.
+ *
+ * H q/k heads of Kh = head_dim channels, HV = num_v_heads value heads of
+ * Vh = head_dim * expand_v channels; value head i reads q/k head i / (HV / H).
+ *   q, k, v = silu(conv(x Wq)), silu(conv(x Wk)), silu(conv(x Wv))   (silu only without short conv)
+ *   q, k    = L2-normalized per head: x / sqrt(|x|^2 + 1e-6)
+ *   beta    = sigmoid(x Wb)            (times 2 with allow_neg_eigval)       (HV)
+ *   g       = -exp(A_log) softplus(x Wa + dt_bias)   log decay per value head (HV)
+ *   S_t     = e^{g_t} S_{t-1} + beta_t k_t (v_t - e^{g_t} S_{t-1}^T k_t)^T,  o_t = Kh^-1/2 S_t^T q_t
+ *   o       = RMSNorm_Vh(o) * w [* silu(x Wg) with use_gate],   out = o Wo
+ * In lina's terms: SCALAR gate, DELTA update, H key heads shared by HV value heads. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/internal.h"
+#include "hf_internal.h"
+
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        lina_status st_ = (x);                                                                                         \
+        if (st_) return st_;                                                                                           \
+    } while (0)
+
+static lina_status get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0, int64_t d1,
+                       int64_t d2, int required, const float **out) {
+    char name[256];
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);
+    int64_t shape[3] = {d0, d1, d2};
+    return hf_weights_get(w, m, name, ndim, shape, required, out);
+}
+
+static lina_status get_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv) {
+    char suffix[96];
+    cv->C = C;
+    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.weight", which);
+    TRY(get(w, m, l, suffix, 3, C, 1, m->conv_size, 1, &cv->w));
+    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.bias", which); /* conv_bias: absent by default */
+    return get(w, m, l, suffix, 1, C, 0, 0, 0, &cv->b);
+}
+
+lina_status hf_gdn_load_layer(lina_hf_model *m, hf_weights *w, int l) {
+    hf_layer *L = &m->layers[l];
+    int D = m->D, qk = m->H * m->Kh, vv = m->HV * m->Vh;
+    TRY(get(w, m, l, "attn_norm.weight", 1, D, 0, 0, 1, &L->attn_norm));
+    TRY(get(w, m, l, "attn.q_proj.weight", 2, qk, D, 0, 1, &L->q_proj));
+    TRY(get(w, m, l, "attn.k_proj.weight", 2, qk, D, 0, 1, &L->k_proj));
+    TRY(get(w, m, l, "attn.v_proj.weight", 2, vv, D, 0, 1, &L->v_proj));
+    TRY(get(w, m, l, "attn.a_proj.weight", 2, m->HV, D, 0, 1, &L->a_proj));
+    TRY(get(w, m, l, "attn.b_proj.weight", 2, m->HV, D, 0, 1, &L->b_proj));
+    TRY(get(w, m, l, "attn.A_log", 1, m->HV, 0, 0, 1, &L->A_log));
+    TRY(get(w, m, l, "attn.dt_bias", 1, m->HV, 0, 0, 1, &L->dt_bias));
+    if (m->use_short_conv) {
+        TRY(get_conv(w, m, l, "q", qk, &L->q_conv));
+        TRY(get_conv(w, m, l, "k", qk, &L->k_conv));
+        TRY(get_conv(w, m, l, "v", vv, &L->v_conv));
+    }
+    if (m->use_gate) TRY(get(w, m, l, "attn.g_proj.weight", 2, vv, D, 0, 1, &L->g_proj));
+    TRY(get(w, m, l, "attn.o_norm.weight", 1, m->Vh, 0, 0, 1, &L->o_norm));
+    TRY(get(w, m, l, "attn.o_proj.weight", 2, D, vv, 0, 1, &L->o_proj));
+    TRY(get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
+    TRY(get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
+    TRY(get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
+    TRY(get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down));
+    return LINA_OK;
+}
+
+lina_status hf_gdn_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st) {
+    size_t Wm1 = m->use_short_conv ? (size_t)m->conv_size - 1 : 0;
+    size_t qk = (size_t)m->H * m->Kh, vv = (size_t)m->HV * m->Vh;
+    if (Wm1 > 0) {
+        st->n_conv_q = st->n_conv_k = (size_t)B * Wm1 * qk;
+        st->n_conv_v = (size_t)B * Wm1 * vv;
+        st->conv_q = calloc(st->n_conv_q, sizeof(float));
+        st->conv_k = calloc(st->n_conv_k, sizeof(float));
+        st->conv_v = calloc(st->n_conv_v, sizeof(float));
+        if (!st->conv_q || !st->conv_k || !st->conv_v) return lina_fail(LINA_ERR_OOM, "hf state: out of memory");
+    }
+    st->n_S = (size_t)B * m->HV * m->Kh * m->Vh;
+    st->S = calloc(st->n_S, sizeof(float));
+    if (!st->S) return lina_fail(LINA_ERR_OOM, "hf state: out of memory");
+    return LINA_OK;
+}
+
+/* rows of n: x / sqrt(sum x^2 + 1e-6) */
+static void l2_normalize_rows(size_t rows, int n, float *x) {
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * n;
+        double s = 0;
+        for (int i = 0; i < n; i++) s += (double)xr[i] * xr[i];
+        float f = (float)(1.0 / sqrt(s + 1e-6));
+        for (int i = 0; i < n; i++) xr[i] *= f;
+    }
+}
+
+lina_status hf_gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                         const float *xn, float *x) {
+    const hf_layer *L = &m->layers[l];
+    int D = m->D, H = m->H, HV = m->HV, Kh = m->Kh, Vh = m->Vh, W = m->conv_size;
+    size_t N = (size_t)B * T, qk = (size_t)H * Kh, vv = (size_t)HV * Vh;
+    size_t widest = qk > vv ? qk : vv;
+    if (widest < (size_t)D) widest = (size_t)D;
+    /* scratch: q, k (N, qk), v, o, gate (N, vv), pre-conv / output rows (N, widest), beta, g (N, HV) */
+    size_t total = N * (2 * qk + 3 * vv + widest + 2 * (size_t)HV);
+    float *buf = malloc(total * sizeof *buf);
+    if (!buf) return lina_fail(LINA_ERR_OOM, "layer %d: out of memory for %zu floats of scratch", l, total);
+    float *q = buf, *k = q + N * qk, *v = k + N * qk, *o = v + N * vv, *gate = o + N * vv, *pre = gate + N * vv,
+          *beta = pre + N * widest, *g = beta + N * HV;
+
+    if (m->use_short_conv) {
+        hf_linear((int)N, D, (int)qk, xn, L->q_proj, NULL, pre);
+        hf_conv_forward(B, T, &L->q_conv, W, pre, st->conv_q, 1, q);
+        hf_linear((int)N, D, (int)qk, xn, L->k_proj, NULL, pre);
+        hf_conv_forward(B, T, &L->k_conv, W, pre, st->conv_k, 1, k);
+        hf_linear((int)N, D, (int)vv, xn, L->v_proj, NULL, pre);
+        hf_conv_forward(B, T, &L->v_conv, W, pre, st->conv_v, 1, v);
+    } else {
+        hf_linear((int)N, D, (int)qk, xn, L->q_proj, NULL, q);
+        hf_linear((int)N, D, (int)qk, xn, L->k_proj, NULL, k);
+        hf_linear((int)N, D, (int)vv, xn, L->v_proj, NULL, v);
+        for (size_t i = 0; i < N * qk; i++) {
+            q[i] = hf_silu(q[i]);
+            k[i] = hf_silu(k[i]);
+        }
+        for (size_t i = 0; i < N * vv; i++) v[i] = hf_silu(v[i]);
+    }
+    l2_normalize_rows(N * H, Kh, q);
+    l2_normalize_rows(N * H, Kh, k);
+    hf_linear((int)N, D, HV, xn, L->b_proj, NULL, beta);
+    hf_linear((int)N, D, HV, xn, L->a_proj, NULL, g);
+    for (size_t r = 0; r < N; r++)
+        for (int h = 0; h < HV; h++) {
+            size_t i = r * HV + h;
+            beta[i] = hf_sigmoid(beta[i]) * (m->allow_neg_eigval ? 2.0f : 1.0f);
+            g[i] = -expf(L->A_log[h]) * hf_softplus(g[i] + L->dt_bias[h]);
+        }
+
+    lina_attn_desc d = lina_attn_desc_default();
+    d.B = B;
+    d.T = T;
+    d.H = H;
+    d.HV = HV;
+    d.K = Kh;
+    d.V = Vh;
+    d.gate = LINA_GATE_SCALAR;
+    d.update = LINA_UPDATE_DELTA;
+    d.scale = 1.0f / sqrtf((float)Kh);
+    d.form = LINA_FORM_AUTO;
+    lina_status st_attn;
+    if (T == 1) {
+        st_attn = lina_attn_step(ctx, &d, q, k, v, g, beta, st->S, o);
+    } else {
+        lina_attn_fwd_args a = {q, k, v, g, beta, st->S, o, st->S};
+        st_attn = lina_attn_forward(ctx, &d, &a);
+    }
+    if (st_attn) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", lina_last_error());
+        free(buf);
+        return lina_fail(st_attn, "layer %d attention: %s", l, why);
+    }
+
+    /* per-head RMSNorm, output gate, output projection, residual */
+    hf_rmsnorm((int)(N * HV), Vh, o, L->o_norm, m->norm_eps, o);
+    if (L->g_proj) {
+        hf_linear((int)N, D, (int)vv, xn, L->g_proj, NULL, gate);
+        for (size_t i = 0; i < N * vv; i++) o[i] *= hf_silu(gate[i]);
+    }
+    hf_linear((int)N, (int)vv, D, o, L->o_proj, NULL, pre);
+    for (size_t i = 0; i < N * (size_t)D; i++) x[i] += pre[i];
+    free(buf);
+    return LINA_OK;
+}

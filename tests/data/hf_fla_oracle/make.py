@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""Tiny fla-layout checkpoints of architectures whose fla implementations need
+Triton/GPU (so cannot run here), with reference logits from a self-written
+float64 PyTorch re-statement of fla's layer math (token-by-token recurrence).
+These are independent oracles written from fla's source, NOT fla outputs.
+
+    gdn_gva_conv       GatedDeltaNet: num_v_heads 4 over 2 q/k heads, expand_v 1.5,
+                       short conv, output gate, tied embeddings
+    gdn_nogate_negeig  GatedDeltaNet: no short conv, no output gate, allow_neg_eigval
+
+Run with /usr/bin/python3 (Debian's python3-torch) from the repository root:
+    /usr/bin/python3 tests/data/hf_fla_oracle/make.py
+"""
+import json
+import os
+import struct
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+torch.manual_seed(4321)
+B, T = 2, 41
+N_NEW = 12
+
+
+def save_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        t = t.contiguous()
+        dt = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        raw = t.numpy().tobytes()
+        header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def rnd(*shape, std=0.3):
+    return torch.randn(*shape, dtype=torch.float64) * std
+
+
+def rmsnorm(x, w, eps):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def short_conv_silu(x, w):
+    """x (B, T, C), w (C, 1, W): causal depthwise conv (zeros before t = 0), then silu"""
+    W = w.shape[-1]
+    return F.silu(F.conv1d(F.pad(x.transpose(1, 2), (W - 1, 0)), w, groups=x.shape[-1]).transpose(1, 2))
+
+
+def l2norm(x):
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+
+def gated_delta_recurrence(q, k, v, g, beta, scale):
+    """q, k (B, T, H, K); v (B, T, HV, V); g, beta (B, T, HV); value head i uses q/k head i // (HV / H)"""
+    Bn, Tn, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    q, k = q.repeat_interleave(HV // H, dim=2), k.repeat_interleave(HV // H, dim=2)
+    S = torch.zeros(Bn, HV, K, V, dtype=q.dtype)
+    out = []
+    for t in range(Tn):
+        S = S * torch.exp(g[:, t])[..., None, None]
+        kt = k[:, t]
+        u = v[:, t] - torch.einsum("bhkv,bhk->bhv", S, kt)
+        S = S + beta[:, t][..., None, None] * torch.einsum("bhk,bhv->bhkv", kt, u)
+        out.append(scale * torch.einsum("bhkv,bhk->bhv", S, q[:, t]))
+    return torch.stack(out, 1)
+
+
+def gdn_mixer(x, p, pre, cfg):
+    H, Kh = cfg["num_heads"], cfg["head_dim"]
+    HV = cfg.get("num_v_heads") or H
+    Vh = int(Kh * cfg["expand_v"])
+    q, k, v = (F.linear(x, p[pre + n + "_proj.weight"]) for n in "qkv")
+    if cfg["use_short_conv"]:
+        q, k, v = (short_conv_silu(t, p[pre + n + "_conv1d.weight"]) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+    else:
+        q, k, v = F.silu(q), F.silu(k), F.silu(v)
+    Bn, Tn = x.shape[:2]
+    q, k, v = l2norm(q.view(Bn, Tn, H, Kh)), l2norm(k.view(Bn, Tn, H, Kh)), v.view(Bn, Tn, HV, Vh)
+    beta = torch.sigmoid(F.linear(x, p[pre + "b_proj.weight"]))
+    if cfg["allow_neg_eigval"]:
+        beta = beta * 2
+    g = -torch.exp(p[pre + "A_log"]) * F.softplus(F.linear(x, p[pre + "a_proj.weight"]) + p[pre + "dt_bias"])
+    o = gated_delta_recurrence(q, k, v, g, beta, Kh ** -0.5)
+    o = rmsnorm(o, p[pre + "o_norm.weight"], cfg["norm_eps"])
+    if cfg["use_gate"]:
+        o = o * F.silu(F.linear(x, p[pre + "g_proj.weight"]).view(Bn, Tn, HV, Vh))
+    return F.linear(o.reshape(Bn, Tn, HV * Vh), p[pre + "o_proj.weight"])
+
+
+def swiglu(x, p, pre):
+    return F.linear(F.silu(F.linear(x, p[pre + "gate_proj.weight"])) * F.linear(x, p[pre + "up_proj.weight"]),
+                    p[pre + "down_proj.weight"])
+
+
+def fla_model(p, cfg, ids, mixer):
+    x = p["model.embeddings.weight"][ids]
+    for l in range(cfg["num_hidden_layers"]):
+        pre = f"model.layers.{l}."
+        x = x + mixer(rmsnorm(x, p[pre + "attn_norm.weight"], cfg["norm_eps"]), p, pre + "attn.", cfg)
+        x = x + swiglu(rmsnorm(x, p[pre + "mlp_norm.weight"], cfg["norm_eps"]), p, pre + "mlp.")
+    x = rmsnorm(x, p["model.norm.weight"], cfg["norm_eps"])
+    head = p["model.embeddings.weight"] if cfg.get("tie_word_embeddings") else p["lm_head.weight"]
+    return F.linear(x, head)
+
+
+def common_params(cfg):
+    D, V = cfg["hidden_size"], cfg["vocab_size"]
+    inter = cfg["intermediate_size"]
+    p = {"model.embeddings.weight": rnd(V, D, std=1.0), "model.norm.weight": 1 + rnd(D, std=0.1)}
+    if not cfg.get("tie_word_embeddings"):
+        p["lm_head.weight"] = rnd(V, D)
+    for l in range(cfg["num_hidden_layers"]):
+        p[f"model.layers.{l}.attn_norm.weight"] = 1 + rnd(D, std=0.1)
+        p[f"model.layers.{l}.mlp_norm.weight"] = 1 + rnd(D, std=0.1)
+        p[f"model.layers.{l}.mlp.gate_proj.weight"] = rnd(inter, D)
+        p[f"model.layers.{l}.mlp.up_proj.weight"] = rnd(inter, D)
+        p[f"model.layers.{l}.mlp.down_proj.weight"] = rnd(D, inter, std=0.05)
+    return p
+
+
+def gdn_params(cfg):
+    p = common_params(cfg)
+    D, H, Kh = cfg["hidden_size"], cfg["num_heads"], cfg["head_dim"]
+    HV = cfg.get("num_v_heads") or H
+    Vd = HV * int(Kh * cfg["expand_v"])
+    for l in range(cfg["num_hidden_layers"]):
+        a = f"model.layers.{l}.attn."
+        p[a + "q_proj.weight"], p[a + "k_proj.weight"], p[a + "v_proj.weight"] = rnd(H * Kh, D), rnd(H * Kh, D), rnd(Vd, D)
+        p[a + "a_proj.weight"], p[a + "b_proj.weight"] = rnd(HV, D), rnd(HV, D)
+        p[a + "A_log"] = torch.log(torch.linspace(0.5, 8, HV, dtype=torch.float64))
+        p[a + "dt_bias"] = rnd(HV, std=0.5) - 2
+        if cfg["use_short_conv"]:
+            for n, c in (("q", H * Kh), ("k", H * Kh), ("v", Vd)):
+                p[a + n + "_conv1d.weight"] = rnd(c, 1, cfg["conv_size"], std=0.5)
+        if cfg["use_gate"]:
+            p[a + "g_proj.weight"] = rnd(Vd, D)
+        p[a + "o_norm.weight"] = 1 + rnd(Vd // HV, std=0.1)
+        p[a + "o_proj.weight"] = rnd(D, Vd)
+    return p
+
+
+FLA_COMMON = dict(vocab_size=48, hidden_size=24, num_hidden_layers=2, norm_eps=1e-6, hidden_ratio=4,
+                  intermediate_size=40, conv_size=4, hidden_act="swish", fuse_norm=False)
+VARIANTS = {
+    "gdn_gva_conv": (gdn_mixer, gdn_params,
+                     dict(FLA_COMMON, model_type="gated_deltanet", num_heads=2, num_v_heads=4, head_dim=6,
+                          expand_v=1.5, use_gate=True, use_short_conv=True, allow_neg_eigval=False,
+                          tie_word_embeddings=True)),
+    "gdn_nogate_negeig": (gdn_mixer, gdn_params,
+                          dict(FLA_COMMON, model_type="gated_deltanet", num_heads=3, head_dim=8, expand_v=1.0,
+                               use_gate=False, use_short_conv=False, allow_neg_eigval=True,
+                               tie_word_embeddings=False)),
+}
+
+for name, (mixer, params, cfg) in VARIANTS.items():
+    d = os.path.join(HERE, name)
+    os.makedirs(d, exist_ok=True)
+    p = {k: v.float().double() for k, v in params(cfg).items()}  # exactly representable in f32
+    ids = torch.randint(0, cfg["vocab_size"], (B, T))
+    with torch.no_grad():
+        logits = fla_model(p, cfg, ids, mixer)
+        seq = ids[:1, :8]  # greedy: argmax of the last position, appended, N_NEW times
+        for _ in range(N_NEW):
+            seq = torch.cat([seq, fla_model(p, cfg, seq, mixer)[:, -1].argmax(-1, keepdim=True)], 1)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    save_safetensors(os.path.join(d, "model.safetensors"), {k: v.float() for k, v in sorted(p.items())})
+    save_safetensors(os.path.join(d, "expected.safetensors"), {"input_ids": ids, "logits": logits.float(),
+                                                                "greedy_prompt": ids[:1, :8].clone(),
+                                                                "greedy_output": seq})
+    print(name, "logits std %.3f" % logits.std().item())
