@@ -1,8 +1,9 @@
 /* Chunkwise delta rule, the state-independent part of a chunk: cumulative
  * gates, the intra-chunk scores M and Mq (and their backward), the WY/UT
  * representation [W | Ut] = (I + tril(diag(beta) M, -1))^-1 diag(beta) [Kg | V]
- * by a blocked triangular solve (and its transpose for the backward). The math is in attn_chunk_delta.h; forward and backward drivers
- * are attn_chunk_delta_fwd.c and attn_chunk_delta_bwd.c. */
+ * by a blocked triangular solve (and its transpose for the backward), and
+ * the small-GEMM helpers. The math is in attn_chunk_delta.h; the forward and
+ * backward drivers are attn_chunk_delta_fwd.c and attn_chunk_delta_bwd.c. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -115,13 +116,21 @@ float *cd_chunk_carve(const lina_attn_job *j, int C, int backward, cd_chunk *c, 
  * (one or two rows per page with many heads), which defeats the hardware
  * prefetchers: the rows of the chunk processed next (after it, or before it
  * when c->reverse) are prefetched on the way. */
-static int next_chunk_start(const lina_attn_job *j, const cd_chunk *c, int t0, int n) {
-    return c->reverse ? (t0 - c->C > 0 ? t0 - c->C : 0) : t0 + n;
+static void next_chunk_rows(const lina_attn_job *j, const cd_chunk *c, int t0, int n, int *p0,
+                            int *p1) {
+    if (c->reverse) {
+        *p0 = t0 - c->C > 0 ? t0 - c->C : 0;
+        *p1 = t0;
+    } else {
+        *p0 = t0 + n;
+        *p1 = t0 + n + c->C < j->T ? t0 + n + c->C : j->T;
+    }
 }
 
 static void gates_and_copies(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
-    int K = j->K, p0 = next_chunk_start(j, c, t0, n);
-    for (int t = p0; t < p0 + c->C && t < j->T && t != t0; t++) {
+    int K = j->K, p0, p1;
+    next_chunk_rows(j, c, t0, n, &p0, &p1);
+    for (int t = p0; t < p1; t++) {
         cd_prefetch_row(cd_q(j, t), K);
         cd_prefetch_row(cd_k(j, t), K);
         if (j->gate == LINA_GATE_VECTOR) cd_prefetch_row(j->g + (ptrdiff_t)t * j->sg, K);
@@ -325,13 +334,14 @@ static void rows_axpy(float *restrict xr, const float *restrict l, const float *
  *   X_I -= L_{I, <I0} X_{<I0}                    (GEMM)
  *   X_r -= L_rs X_s,  I0 <= s < r                (substitution inside the block) */
 static void wy_solve(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
-    int C = c->C, K = j->K, V = j->V, P = K + V, p0 = next_chunk_start(j, c, t0, n);
+    int C = c->C, K = j->K, V = j->V, P = K + V, p0, p1;
+    next_chunk_rows(j, c, t0, n, &p0, &p1);
     for (int r = 0; r < n; r++) {
         float beta = j->beta[(ptrdiff_t)(t0 + r) * j->sb];
         const float *restrict m = c->M + (size_t)r * C, *restrict kg = c->Kg + (size_t)r * K;
         const float *restrict v = cd_v(j, t0 + r);
         float *restrict l = c->L + (size_t)r * C, *restrict x = c->X + (size_t)r * P;
-        if (p0 + r < j->T && p0 != t0) cd_prefetch_row(cd_v(j, p0 + r), V);
+        if (p0 + r < p1) cd_prefetch_row(cd_v(j, p0 + r), V);
 #pragma omp simd
         for (int s = 0; s < n; s++) l[s] = beta * m[s];
 #pragma omp simd
