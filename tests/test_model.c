@@ -197,6 +197,17 @@ static void test_generation(const fixture *f, loaded *L) {
         check_close(name, lg + (size_t)(split - 1) * V, full + (size_t)(split - 1) * V,
                     (size_t)(T - split + 1) * V, 1e-4);
 
+    /* the prompt in two pieces: the second prefill continues the state (h0, conv history, positions) */
+    lina_gen_state_reset(s);
+    float piece[256];
+    st = lina_model_prefill(m, s, 25, L->inp, NULL);
+    if (st == LINA_OK) st = lina_model_prefill(m, s, 15, L->inp + 25, piece);
+    snprintf(name, sizeof name, "%s prefill(25) + prefill(15) == forward", f->name);
+    if (st != LINA_OK)
+        test_report(0, name, "%s", lina_last_error());
+    else
+        check_close(name, piece, full + (size_t)39 * V, V, 1e-4);
+
     /* save / load / fork: bit-exact continuations */
     char path[256];
     snprintf(path, sizeof path, "/tmp/lina_test_state_%d.safetensors", (int)getpid());
