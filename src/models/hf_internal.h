@@ -16,7 +16,7 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
-typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET } hf_arch;
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET } hf_arch;
 
 /* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
 typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
@@ -66,6 +66,8 @@ struct lina_hf_model {
     hf_act qk_act;
     int I_mlp; /* SwiGLU width */
     int HV;    /* Gated DeltaNet value heads (num_v_heads, a multiple of H) */
+    int norm_affine; /* RetNet elementwise_affine: the per-head output norm has a weight */
+    float rope_base; /* RetNet rotary base (fla RotaryEmbedding: 10000) */
 
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
@@ -89,6 +91,7 @@ typedef struct {
     /* element counts of the buffers above, set by the allocators that reset
      * generically (0: lina_hf_state_reset uses the architecture's shapes) */
     size_t n_conv_q, n_conv_k, n_conv_v, n_S;
+    int64_t pos; /* tokens seen so far (rotary position of the next one; RetNet) */
 } hf_layer_state;
 
 struct lina_hf_state {
@@ -149,5 +152,10 @@ lina_status hf_gdn_load_layer(lina_hf_model *m, hf_weights *w, int l);
 lina_status hf_gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
                          const float *xn, float *x);
 lina_status hf_gdn_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+/* hf_retnet.c: fla MultiScaleRetention ("retnet"); q/k feature map in m->qk_act */
+lina_status hf_retnet_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_retnet_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                            const float *xn, float *x);
+lina_status hf_retnet_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
 
 #endif

@@ -135,6 +135,44 @@ static lina_status parse_gated_deltanet(lina_hf_model *m, const cJSON *cfg, cons
     return fla_mlp_width(m, cfg, path);
 }
 
+/* fla RetNetConfig. Its RetNetBlock passes neither use_short_conv nor conv_size
+ * to MultiScaleRetention, so public RetNet checkpoints never have short convs. */
+static lina_status parse_retnet(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    double ek, ev, eps;
+    TRY(hf_cfg_int(cfg, path, "num_heads", 0, 8, &m->H));
+    TRY(positive(path, "num_heads", m->H));
+    TRY(hf_cfg_int(cfg, path, "num_kv_heads", 0, m->H, &m->Hkv));
+    if (m->Hkv < 1 || m->H % m->Hkv)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': num_kv_heads = %d must divide num_heads = %d", path, m->Hkv, m->H);
+    TRY(hf_cfg_float(cfg, path, "expand_k", 0, 1.0, &ek));
+    TRY(hf_cfg_float(cfg, path, "expand_v", 0, 2.0, &ev));
+    int key_dim = (int)(m->D * ek), value_dim = (int)(m->D * ev);
+    if (key_dim < m->H || key_dim % m->H || value_dim < m->H || value_dim % m->H)
+        return lina_fail(LINA_ERR_FORMAT,
+                         "'%s': key dim %d / value dim %d (expand_k %g, expand_v %g) not divisible by num_heads %d",
+                         path, key_dim, value_dim, ek, ev, m->H);
+    m->Kh = key_dim / m->H;
+    m->Vh = value_dim / m->H;
+    if (m->Kh % 2)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': head key dim %d (expand_k %g) must be even for the rotary embedding",
+                         path, m->Kh, ek);
+    m->HV = m->H;
+    m->use_short_conv = 0;
+    m->conv_size = 1;
+    m->rope_base = 10000.0f;
+    TRY(hf_cfg_bool(cfg, path, "use_output_gate", 1, &m->use_output_gate));
+    TRY(hf_cfg_bool(cfg, path, "elementwise_affine", 1, &m->norm_affine));
+    const char *fmap;
+    TRY(hf_cfg_str(cfg, path, "feature_map", NULL, &fmap));
+    if (!fmap) m->qk_act = HF_ACT_IDENTITY;
+    else if (!strcmp(fmap, "relu")) m->qk_act = HF_ACT_RELU;
+    else if (!strcmp(fmap, "swish") || !strcmp(fmap, "silu")) m->qk_act = HF_ACT_SILU;
+    else return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': feature_map '%s' is not one of null, relu, swish", path, fmap);
+    TRY(hf_cfg_float(cfg, path, "norm_eps", 0, 1e-6, &eps));
+    m->norm_eps = (float)eps;
+    return fla_mlp_width(m, cfg, path);
+}
+
 static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
     int expand, use_bias, rms_norm;
     double eps;
@@ -218,10 +256,11 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         else if (!strcmp(type, "delta_net")) m->arch = HF_DELTA_NET;
         else if (!strcmp(type, "mamba2")) m->arch = HF_MAMBA2;
         else if (!strcmp(type, "gated_deltanet")) m->arch = HF_GATED_DELTANET;
+        else if (!strcmp(type, "retnet")) m->arch = HF_RETNET;
         else
             st = lina_fail(LINA_ERR_UNSUPPORTED,
-                           "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, mamba2)", path,
-                           type);
+                           "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, retnet, mamba2)",
+                           path, type);
     }
     if (!st) snprintf(m->model_type, sizeof m->model_type, "%s", type);
     if (!st) st = hf_cfg_int(cfg, path, "vocab_size", 1, 0, &m->vocab);
@@ -234,6 +273,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
     if (!st) st = m->arch == HF_GLA              ? parse_gla(m, cfg, path)
                   : m->arch == HF_DELTA_NET       ? parse_delta_net(m, cfg, path)
                   : m->arch == HF_GATED_DELTANET ? parse_gated_deltanet(m, cfg, path)
+                  : m->arch == HF_RETNET          ? parse_retnet(m, cfg, path)
                                                   : parse_mamba2(m, cfg, path);
     cJSON_Delete(cfg);
     TRY(st);
@@ -257,6 +297,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
     for (int l = 0; l < m->L && !st; l++)
         st = mamba                           ? hf_mamba2_load_layer(m, w, l)
              : m->arch == HF_GATED_DELTANET ? hf_gdn_load_layer(m, w, l)
+             : m->arch == HF_RETNET          ? hf_retnet_load_layer(m, w, l)
                                              : hf_fla_load_layer(m, w, l);
     hf_weights_close(w);
     return st;
@@ -319,6 +360,7 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
     for (int l = 0; l < m->L; l++) {
         lina_status st = m->arch == HF_MAMBA2           ? hf_mamba2_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_GATED_DELTANET ? hf_gdn_state_alloc(m, B, &s->layers[l])
+                         : m->arch == HF_RETNET          ? hf_retnet_state_alloc(m, B, &s->layers[l])
                                                          : hf_fla_state_alloc(m, B, &s->layers[l]);
         if (st) {
             lina_hf_state_free(s);
@@ -340,6 +382,7 @@ void lina_hf_state_reset(lina_hf_state *s) {
             if (ls->conv_k) memset(ls->conv_k, 0, ls->n_conv_k * sizeof(float));
             if (ls->conv_v) memset(ls->conv_v, 0, ls->n_conv_v * sizeof(float));
             memset(ls->S, 0, ls->n_S * sizeof(float));
+            ls->pos = 0;
         } else if (m->arch == HF_MAMBA2) {
             memset(ls->conv, 0, B * Wm1 * m->m_conv_dim * sizeof(float));
             memset(ls->S, 0, B * m->m_heads * m->m_N * m->m_head_dim * sizeof(float));
@@ -373,6 +416,7 @@ static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state 
         hf_rmsnorm((int)N, (int)D, x, L->attn_norm, m->norm_eps, xn);
         st = !mlp                           ? hf_mamba2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_GATED_DELTANET ? hf_gdn_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+             : m->arch == HF_RETNET          ? hf_retnet_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
                                              : hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
         if (!st && mlp) {
             hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);

@@ -7,6 +7,8 @@ These are independent oracles written from fla's source, NOT fla outputs.
     gdn_gva_conv       GatedDeltaNet: num_v_heads 4 over 2 q/k heads, expand_v 1.5,
                        short conv, output gate, tied embeddings
     gdn_nogate_negeig  GatedDeltaNet: no short conv, no output gate, allow_neg_eigval
+    retnet_kv_gate     RetNet: num_kv_heads 2 of 4, output gate (separate g_norm), expand_v 2
+    retnet_relu_plain  RetNet: relu feature map, no output gate, no norm weight, tied embeddings
 
 Run with /usr/bin/python3 (Debian's python3-torch) from the repository root:
     /usr/bin/python3 tests/data/hf_fla_oracle/make.py
@@ -95,6 +97,48 @@ def gdn_mixer(x, p, pre, cfg):
     return F.linear(o.reshape(Bn, Tn, HV * Vh), p[pre + "o_proj.weight"])
 
 
+def rotary(x):
+    """x (B, T, H, d): fla RotaryEmbedding (base 10000, non-interleaved halves) at positions 0..T-1"""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    ang = torch.arange(x.shape[1], dtype=torch.float64)[:, None] * inv_freq  # (T, d/2)
+    c, s = torch.cos(ang)[None, :, None], torch.sin(ang)[None, :, None]
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)
+
+
+def retention(q, k, v, scale):
+    """q, k (B, T, H, K), v (B, T, H, V): S_t = gamma_h S_{t-1} + k_t v_t^T, gamma_h = 1 - 2^(-5-h)"""
+    Bn, Tn, H, K = q.shape
+    gamma = 1 - 2.0 ** (-5.0 - torch.arange(H, dtype=torch.float64))
+    S = torch.zeros(Bn, H, K, v.shape[-1], dtype=q.dtype)
+    out = []
+    for t in range(Tn):
+        S = S * gamma[None, :, None, None] + torch.einsum("bhk,bhv->bhkv", k[:, t], v[:, t])
+        out.append(scale * torch.einsum("bhkv,bhk->bhv", S, q[:, t]))
+    return torch.stack(out, 1)
+
+
+def retnet_mixer(x, p, pre, cfg):
+    H, D = cfg["num_heads"], cfg["hidden_size"]
+    Hkv = cfg.get("num_kv_heads") or H
+    G = H // Hkv
+    Kh, Vh = int(D * cfg["expand_k"]) // H, int(D * cfg["expand_v"]) // H
+    q, k, v = (F.linear(x, p[pre + n + "_proj.weight"]) for n in "qkv")
+    Bn, Tn = x.shape[:2]
+    q, k, v = q.view(Bn, Tn, H, Kh), k.view(Bn, Tn, Hkv, Kh), v.view(Bn, Tn, Hkv, Vh)
+    if cfg["feature_map"] == "relu":
+        q, k = q.relu(), k.relu()
+    q, k = rotary(q), rotary(k)
+    k, v = k.repeat_interleave(G, dim=2), v.repeat_interleave(G, dim=2)  # kv head h serves query heads h*G..
+    o = retention(q, k, v, Kh ** -0.5)
+    w = p[pre + "g_norm.weight"] if cfg["elementwise_affine"] else 1.0
+    o = rmsnorm(o, w, cfg["norm_eps"]).reshape(Bn, Tn, H * Vh)
+    if cfg["use_output_gate"]:
+        o = o * F.silu(F.linear(x, p[pre + "g_proj.weight"]))
+    return F.linear(o, p[pre + "o_proj.weight"])
+
+
 def swiglu(x, p, pre):
     return F.linear(F.silu(F.linear(x, p[pre + "gate_proj.weight"])) * F.linear(x, p[pre + "up_proj.weight"]),
                     p[pre + "down_proj.weight"])
@@ -147,6 +191,23 @@ def gdn_params(cfg):
     return p
 
 
+def retnet_params(cfg):
+    p = common_params(cfg)
+    D, H = cfg["hidden_size"], cfg["num_heads"]
+    Hkv = cfg.get("num_kv_heads") or H
+    Kd, Vd = int(D * cfg["expand_k"]), int(D * cfg["expand_v"])
+    for l in range(cfg["num_hidden_layers"]):
+        a = f"model.layers.{l}.attn."
+        p[a + "q_proj.weight"], p[a + "k_proj.weight"] = rnd(Kd, D), rnd(Kd * Hkv // H, D)
+        p[a + "v_proj.weight"] = rnd(Vd * Hkv // H, D)
+        if cfg["use_output_gate"]:
+            p[a + "g_proj.weight"] = rnd(Vd, D)
+        if cfg["elementwise_affine"]:
+            p[a + "g_norm.weight"] = 1 + rnd(Vd // H, std=0.1)
+        p[a + "o_proj.weight"] = rnd(D, Vd)
+    return p
+
+
 FLA_COMMON = dict(vocab_size=48, hidden_size=24, num_hidden_layers=2, norm_eps=1e-6, hidden_ratio=4,
                   intermediate_size=40, conv_size=4, hidden_act="swish", fuse_norm=False)
 VARIANTS = {
@@ -158,6 +219,14 @@ VARIANTS = {
                           dict(FLA_COMMON, model_type="gated_deltanet", num_heads=3, head_dim=8, expand_v=1.0,
                                use_gate=False, use_short_conv=False, allow_neg_eigval=True,
                                tie_word_embeddings=False)),
+    "retnet_kv_gate": (retnet_mixer, retnet_params,
+                       dict(FLA_COMMON, model_type="retnet", num_heads=4, num_kv_heads=2, expand_k=1.0, expand_v=2.0,
+                            feature_map=None, use_output_gate=True, elementwise_affine=True,
+                            tie_word_embeddings=False)),
+    "retnet_relu_plain": (retnet_mixer, retnet_params,
+                          dict(FLA_COMMON, model_type="retnet", num_heads=3, expand_k=0.5, expand_v=1.0,
+                               feature_map="relu", use_output_gate=False, elementwise_affine=False,
+                               tie_word_embeddings=True)),
 }
 
 for name, (mixer, params, cfg) in VARIANTS.items():
