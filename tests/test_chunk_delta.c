@@ -338,7 +338,21 @@ static void test_finite_differences(lina_gate gate) {
     problem_free(&p);
 }
 
+/* Small random shapes, including K = 1, V = 1 and chunk 1 .. T+2. */
+static void test_random_shapes(void) {
+    test_rng r;
+    rng_seed(&r, 71);
+    for (int i = 0; i < 24; i++) {
+        int T = 1 + (int)(rng_uniform(&r) * 40), K = 1 + (int)(rng_uniform(&r) * 9);
+        int V = 1 + (int)(rng_uniform(&r) * 9), chunk = 1 + (int)(rng_uniform(&r) * (T + 2));
+        lina_gate gate = (lina_gate)(i % 4);
+        compare("random", desc(T, 1, 1 + i % 2, K, V, gate, chunk), -3.0f * rng_uniform(&r), 0,
+                i % 3 != 0, i % 2 == 0, 100 + i);
+    }
+}
+
 int main(void) {
+    test_random_shapes();
     test_finite_differences(LINA_GATE_SCALAR);
     test_finite_differences(LINA_GATE_VECTOR);
     test_shapes();
