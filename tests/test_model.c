@@ -306,6 +306,53 @@ static void test_bad_input(void) {
     lina_model_free(m);
 }
 
+/* A non-finite loss (NaN weight in the head) or a NaN inside a mixer (the op
+ * rejects it) skips the update and leaves every other weight untouched. */
+static void test_nan_skip(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/lina_test_nan_%d.txt", (int)getpid());
+    FILE *f = fopen(path, "w");
+    for (int i = 0; f && i < 300; i++) fprintf(f, "some text %d\n", i);
+    if (f) fclose(f);
+    lina_text_data *data = NULL;
+    lina_model *m = NULL;
+    lina_adamw *opt = NULL;
+    lina_model_config c = lina_model_config_default();
+    c.dim = 16;
+    c.n_heads = 2;
+    lina_adamw_config oc = lina_adamw_default();
+    lina_train_config tc = {.batch = 2, .seq = 16, .accum = 2, .steps = 10, .warmup = 1, .lr = 1e-3f,
+                            .min_lr = 1e-4f, .clip = 1.0f, .seed = 3};
+    lina_status st = lina_text_data_load(path, 0.1f, &data);
+    if (st == LINA_OK) st = lina_model_create(&c, 5, &m);
+    if (st == LINA_OK) st = lina_adamw_create(m, &oc, &opt);
+    const char *targets[2] = {"lm_head.weight", "model.layers.1.attn.q_proj.weight"};
+    for (int i = 0; i < 2 && st == LINA_OK; i++) {
+        size_t n, np = lina_model_n_params(m);
+        float *w = lina_model_find(m, targets[i], &n), saved = w[3];
+        w[3] = NAN;
+        float *before = alloc_floats(np);
+        memcpy(before, lina_model_params(m), np * sizeof(float));
+        lina_train_result r;
+        st = lina_train_step(m, opt, data, &tc, 0, &r);
+        char name[200];
+        snprintf(name, sizeof name, "NaN in %s: step skipped, weights untouched", targets[i]);
+        int untouched = !memcmp(before, lina_model_params(m), np * sizeof(float));
+        test_report(st == LINA_OK && r.skipped && untouched, name, "%s",
+                    st != LINA_OK ? lina_last_error() : untouched ? "" : "weights changed");
+        w[3] = saved;
+        if (st == LINA_OK) st = lina_train_step(m, opt, data, &tc, 0, &r);
+        snprintf(name, sizeof name, "after restoring %s the step runs", targets[i]);
+        test_report(st == LINA_OK && !r.skipped && isfinite(r.loss), name, "loss %g", r.loss);
+        free(before);
+    }
+    if (st != LINA_OK) test_report(0, "NaN skip", "%s", lina_last_error());
+    lina_adamw_free(opt);
+    lina_model_free(m);
+    lina_text_data_free(data);
+    unlink(path);
+}
+
 /* ---- the CLI: train, resume, generate, bad input (skipped if build/lina is absent) ---- */
 
 static int run(const char *cmd) {
@@ -401,6 +448,7 @@ int main(void) {
         lina_model_free(L.m);
     }
     test_bad_input();
+    test_nan_skip();
     test_cli();
     return test_finish();
 }
