@@ -2,7 +2,7 @@
 # On the H200 (device tool): build lina with CUDA, run the GPU tests, then
 # time lina's CUDA kernels and fla's Triton kernels side by side.
 #   bash bench/cuda/run.sh [quick]     (carry .whl (fla wheels) and .deb (libcjson1,
-#   libcjson-dev: `apt-get download`); results under $OUT; SANITIZE=1 adds compute-sanitizer)
+#   libcjson-dev: `apt-get download`); results under $OUT; CUDA_SANITIZER=1 adds compute-sanitizer)
 # quick: skip the full test list (sanitizer-sized tests only).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +28,7 @@ if [ -d "$ROOT/.whl" ]; then
 fi
 echo "== lina vs fla (bf16 forward, median ms)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
-if [ "${SANITIZE:-0}" = 1 ]; then
+if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
     echo "== compute-sanitizer (memcheck, quick test list)"
     timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
     grep -E 'ERROR SUMMARY|^FAIL' "$OUT/sanitizer.log" | head; tail -1 "$OUT/sanitizer.log"

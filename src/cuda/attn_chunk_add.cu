@@ -133,9 +133,10 @@ struct tile_fetch {
 };
 
 /* 16-byte units per thread for a K tile (C, <= 256) and a V tile (C, <= 64):
+ * 64 * 256 * sizeof(T) / 16 / 256 and 64 * 64 * sizeof(T) / 16 / 256, i.e.
  * fp32 16 and 4, 16-bit 8 and 2. */
-#define FETCH_K (32 / (int)sizeof(T))
-#define FETCH_V (8 / (int)sizeof(T))
+#define FETCH_K (4 * (int)sizeof(T))
+#define FETCH_V ((int)sizeof(T))
 
 template <typename T>
 __global__ void __launch_bounds__(ADD_THREADS, 2) add_states_kernel(lina_cuda_attn_params p, int VT) {
@@ -277,7 +278,10 @@ extern "C" int lina_cuda_chunk_add_forward(const lina_cuda_attn_params *p, lina_
     const int ts = dtype == LINA_DTYPE_F32 ? 4 : 2;
     /* value tiles: LINA_CUDA_VT_STATE / LINA_CUDA_VT_OUT override the defaults (benchmarks) */
     const char *es = getenv("LINA_CUDA_VT_STATE"), *eo = getenv("LINA_CUDA_VT_OUT");
-    int want_s = es ? atoi(es) : 32, want_o = eo ? atoi(eo) : (ts == 4 ? 32 : 64);
+    /* measured on the H200 (docs/CUDA.md, run 4): 64-column state tiles win with
+     * >= 128 (sequence, head) pairs, 32 below (more blocks for the sequential kernel) */
+    const int wide = (int64_t)p->n_seqs * p->HV >= 128;
+    int want_s = es ? atoi(es) : (wide ? 64 : 32), want_o = eo ? atoi(eo) : (ts == 4 ? 32 : 64);
     size_t sm_s = 0, sm_o = 0;
     int vt_s = pick_vt(want_s >= 16 && want_s <= 64 ? want_s : 32, p->K, p->V, ts, 0, max_smem, &sm_s);
     int vt_o = pick_vt(want_o >= 16 && want_o <= 64 ? want_o : 64, p->K, p->V, ts, 1, max_smem, &sm_o);
