@@ -146,16 +146,18 @@ size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward) {
 
 /* b, e^{b}, e^{b_last - b}, e^{b_last} of the chunk at t0 (nothing for NONE); when the
  * chunk decays by at most SPAN_MAX (whole), also Er = e^{-b} (C, Kg). */
-static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w) {
+static void gate_prep(const lina_attn_job *j, int t0, int L, chunk_ws *w, int dir) {
     w->fact_s = -1; /* the VECTOR score factors are stale */
     if (j->gate == LINA_GATE_NONE) return;
     int Kg = gate_width(j);
-    int prefetch = Kg > 1 && t0 + L < j->T; /* VECTOR: rows of the next chunk, as load_rows */
+    /* VECTOR: the rows of the chunk this thread takes next, as load_chunk */
+    int C = j->chunk > 0 ? j->chunk : 64, next = dir > 0 ? L : -C;
+    int Ln = Kg == 1 ? 0 : dir > 0 ? j->T - (t0 + L) : t0;
     for (int i = 0; i < L; i++) {
         const float *g = j->g + (ptrdiff_t)(t0 + i) * j->sg;
         double *b = w->b + (size_t)i * Kg;
-        if (prefetch && t0 + L + i < j->T)
-            for (int c = 0; c < Kg; c += 16) __builtin_prefetch(g + (ptrdiff_t)L * j->sg + c, 0, 2);
+        if (i < Ln)
+            for (int c = 0; c < Kg; c += 16) __builtin_prefetch(g + (ptrdiff_t)next * j->sg + c, 0, 2);
         if (i == 0)
             for (int c = 0; c < Kg; c++) b[c] = g[c];
         else
@@ -405,12 +407,14 @@ static void vector_scores_backward(const lina_attn_job *j, chunk_ws *w, const fl
 /* ---- chunk rows ---- */
 
 /* dst (L, n) contiguous = L rows of n floats at src, row stride ls. Each copied row
- * asks for the same row of the next chunk (its first L_next rows), so the strided
- * rows of the next chunk arrive while this one computes (measured: -10% forward). */
-static void load_rows(const float *src, ptrdiff_t ls, int L, int n, float *dst, int L_next) {
+ * asks for one row of the chunk this thread takes next (L_next rows from row `next`
+ * relative to src), so the strided rows arrive while this chunk computes
+ * (measured: -10% forward). */
+static void load_rows(const float *src, ptrdiff_t ls, int L, int n, float *dst, ptrdiff_t next,
+                      int L_next) {
     for (int i = 0; i < L; i++) {
         if (i < L_next)
-            for (int c = 0; c < n; c += 16) __builtin_prefetch(src + (ptrdiff_t)(L + i) * ls + c, 0, 2);
+            for (int c = 0; c < n; c += 16) __builtin_prefetch(src + (next + i) * ls + c, 0, 2);
         memcpy(dst + (size_t)i * n, src + i * ls, sizeof(float) * n);
     }
 }
@@ -424,13 +428,16 @@ static void store_rows(const float *src, int n, int L, float *dst, ptrdiff_t ld)
  * job's rows are H*K or HV*V floats apart, which would alias in L1 across a tile. */
 enum { LOAD_Q = 1, LOAD_K = 2, LOAD_V = 4, LOAD_DOUT = 8 };
 
-static void load_chunk(const lina_attn_job *j, chunk_ws *w, int t0, int L, int which) {
-    int Ln = j->T - (t0 + L);
-    Ln = Ln < 0 ? 0 : Ln < L ? Ln : L;
-    if (which & LOAD_Q) load_rows(j->q + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Qc, Ln);
-    if (which & LOAD_K) load_rows(j->k + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Kc, Ln);
-    if (which & LOAD_V) load_rows(j->v + (ptrdiff_t)t0 * j->sv, j->sv, L, j->V, w->Vc, Ln);
-    if (which & LOAD_DOUT) load_rows(j->dout + (ptrdiff_t)t0 * j->sdo, j->sdo, L, j->V, w->dOc, Ln);
+/* The chunk at t0, and a prefetch of the one after it (dir > 0) or before it (dir < 0). */
+static void load_chunk(const lina_attn_job *j, chunk_ws *w, int t0, int L, int which, int dir) {
+    int C = j->chunk > 0 ? j->chunk : 64, next = dir > 0 ? L : -C;
+    int Ln = dir > 0 ? j->T - (t0 + L) : t0;
+    Ln = Ln < 0 ? 0 : Ln < C ? Ln : C;
+    if (which & LOAD_Q) load_rows(j->q + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Qc, next, Ln);
+    if (which & LOAD_K) load_rows(j->k + (ptrdiff_t)t0 * j->sqk, j->sqk, L, j->K, w->Kc, next, Ln);
+    if (which & LOAD_V) load_rows(j->v + (ptrdiff_t)t0 * j->sv, j->sv, L, j->V, w->Vc, next, Ln);
+    if (which & LOAD_DOUT)
+        load_rows(j->dout + (ptrdiff_t)t0 * j->sdo, j->sdo, L, j->V, w->dOc, next, Ln);
 }
 
 /* ---- forward pieces ---- */
@@ -507,8 +514,8 @@ static void states_phased(const lina_attn_job *j, job_ws *s, int with_intra) {
         chunk_ws w = thread_chunk_ws(j, s, thread_id());
         int t0, L;
         chunk_range(j, l, n, &t0, &L);
-        gate_prep(j, t0, L, &w);
-        load_chunk(j, &w, t0, L, with_intra ? LOAD_Q | LOAD_K | LOAD_V : LOAD_K | LOAD_V);
+        gate_prep(j, t0, L, &w, 1);
+        load_chunk(j, &w, t0, L, with_intra ? LOAD_Q | LOAD_K | LOAD_V : LOAD_K | LOAD_V, 1);
         chunk_state_contrib(j, &w, t0, L, s->states + (size_t)(n + 1) * kv);
         memcpy(s->decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
         if (with_intra) {
@@ -537,8 +544,8 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
         for (int n = 0; n < l->nC; n++) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
-            gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V);
+            gate_prep(j, t0, L, &w, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V, 1);
             chunk_state_contrib(j, &w, t0, L, w.dS);
             if (j->o) {
                 chunk_output_intra(j, &w, L, l->C);
@@ -556,10 +563,10 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
                 chunk_ws w = thread_chunk_ws(j, &s, thread_id());
                 int t0, L;
                 chunk_range(j, l, n, &t0, &L);
-                gate_prep(j, t0, L, &w);
-                load_chunk(j, &w, t0, L, LOAD_Q);
+                gate_prep(j, t0, L, &w, 1);
+                load_chunk(j, &w, t0, L, LOAD_Q, 1);
                 float *o = j->o + (ptrdiff_t)t0 * j->so;
-                load_rows(o, j->so, L, j->V, w.Oc, 0);
+                load_rows(o, j->so, L, j->V, w.Oc, 0, 0);
                 chunk_output_inter(j, &w, L, s.states + (size_t)n * kv);
                 store_rows(w.Oc, j->V, L, o, j->so);
             }
@@ -750,8 +757,8 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
         for (int n = 0; n < l->nC; n++) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
-            gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, LOAD_K | LOAD_V);
+            gate_prep(j, t0, L, &w, 1);
+            load_chunk(j, &w, t0, L, LOAD_K | LOAD_V, 1);
             chunk_state_contrib(j, &w, t0, L, w.dS);
             memcpy(s.decays + (size_t)n * l->Kg, w.el, sizeof(float) * l->Kg);
             state_advance(j, w.el, s.states + (size_t)n * kv, w.dS, s.states + (size_t)(n + 1) * kv);
@@ -759,8 +766,8 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
         for (int n = l->nC - 1; n >= 0; n--) {
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
-            gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V | LOAD_DOUT);
+            gate_prep(j, t0, L, &w, -1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V | LOAD_DOUT, -1);
             const float *dSn = s.dstates + (size_t)(n + 1) * kv;
             chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, dSn);
             chunk_dstate_contrib(j, &w, t0, L, w.dS);
@@ -773,8 +780,8 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             chunk_ws w = thread_chunk_ws(j, &s, thread_id());
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
-            gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_DOUT);
+            gate_prep(j, t0, L, &w, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_DOUT, 1);
             chunk_dstate_contrib(j, &w, t0, L, s.dstates + (size_t)n * kv);
         }
         for (int n = l->nC - 1; n >= 0; n--)
@@ -785,8 +792,8 @@ void lina_chunk_add_backward(const lina_attn_job *j) {
             chunk_ws w = thread_chunk_ws(j, &s, thread_id());
             int t0, L;
             chunk_range(j, l, n, &t0, &L);
-            gate_prep(j, t0, L, &w);
-            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V | LOAD_DOUT);
+            gate_prep(j, t0, L, &w, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V | LOAD_DOUT, 1);
             chunk_grads(j, &w, t0, L, l->C, s.states + (size_t)n * kv, s.dstates + (size_t)(n + 1) * kv);
         }
     }
