@@ -4,6 +4,7 @@
 
 #include "lina/core.h"
 #include "lina/ops.h"
+#include "lina/dplr.h"
 #include "lina/fmap.h"
 #include "lina/softmax.h"
 #include "lina/io.h"
