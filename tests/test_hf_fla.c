@@ -166,7 +166,8 @@ static void expect_error(const char *tname, const char *fixture, const char *fro
 }
 
 int main(void) {
-    static const char *models[] = {"gdn_gva_conv", "gdn_nogate_negeig", "retnet_kv_gate", "retnet_relu_plain"};
+    static const char *models[] = {"gdn_gva_conv", "gdn_nogate_negeig", "retnet_kv_gate", "retnet_relu_plain",
+                                   "hgrn2_lb_conv", "hgrn2_plain"};
     for (size_t i = 0; i < sizeof models / sizeof *models; i++) check_model(models[i]);
     expect_error("gdn_bad_num_v_heads", "gdn_gva_conv", "\"num_v_heads\": 4", "\"num_v_heads\": 3", "num_v_heads");
     expect_error("gdn_bad_expand_v", "gdn_gva_conv", "\"expand_v\": 1.5", "\"expand_v\": 1.25", "expand_v");
@@ -177,5 +178,7 @@ int main(void) {
                  "gated_deltanet_v9");
     expect_error("retnet_bad_feature_map", "retnet_relu_plain", "\"relu\"", "\"hedgehog\"", "hedgehog");
     expect_error("retnet_odd_rotary_dim", "retnet_relu_plain", "\"num_heads\": 3", "\"num_heads\": 4", "rotary");
+    expect_error("hgrn2_missing_lower_bounds", "hgrn2_plain", "\"use_lower_bound\": false", "\"use_lower_bound\": true",
+                 "model.lower_bounds");
     return test_finish();
 }

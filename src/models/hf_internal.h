@@ -16,7 +16,7 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
-typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET } hf_arch;
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2 } hf_arch;
 
 /* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
 typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
@@ -37,6 +37,9 @@ typedef struct {
     const float *g_proj;                   /* output gate (H*Vh, D) or NULL */
     const float *b_proj;                   /* DeltaNet beta (H, D) or NULL; Gated DeltaNet (HV, D) */
     const float *a_proj;                   /* Gated DeltaNet decay input (HV, D) */
+    const float *f_proj, *i_proj;          /* HGRN2 forget (H*Kh, D) and input (D, D) projections (q in q_proj) */
+    hf_conv f_conv, i_conv;                /* HGRN2 short convs (no activation) */
+    const float *lower_bound;              /* HGRN2 forget-gate lower bound of this layer (H*Kh) or NULL */
     const float *o_norm;                   /* (Vh) or NULL (no affine weight) */
     const float *o_proj;                   /* (D, H*Vh) */
     const float *mlp_norm, *mlp_gate, *mlp_up, *mlp_down; /* (D), (I, D), (I, D), (D, I) */
@@ -68,6 +71,7 @@ struct lina_hf_model {
     int HV;    /* Gated DeltaNet value heads (num_v_heads, a multiple of H) */
     int norm_affine; /* RetNet elementwise_affine: the per-head output norm has a weight */
     float rope_base; /* RetNet rotary base (fla RotaryEmbedding: 10000) */
+    int use_lower_bound; /* HGRN2: model.lower_bounds (L, D) */
 
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
@@ -157,5 +161,10 @@ lina_status hf_retnet_load_layer(lina_hf_model *m, hf_weights *w, int l);
 lina_status hf_retnet_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
                             const float *xn, float *x);
 lina_status hf_retnet_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+/* hf_hgrn2.c: fla HGRN2Attention ("hgrn2") */
+lina_status hf_hgrn2_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_hgrn2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                           const float *xn, float *x);
+lina_status hf_hgrn2_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
 
 #endif

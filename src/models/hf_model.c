@@ -173,6 +173,39 @@ static lina_status parse_retnet(lina_hf_model *m, const cJSON *cfg, const char *
     return fla_mlp_width(m, cfg, path);
 }
 
+/* fla HGRN2Config: expand_ratio (head forget dim) wins over num_heads, as in HGRN2Attention */
+static lina_status parse_hgrn2(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    int ratio, heads;
+    double eps;
+    TRY(hf_cfg_int(cfg, path, "expand_ratio", 0, 128, &ratio));
+    TRY(hf_cfg_int(cfg, path, "num_heads", 0, 0, &heads));
+    const cJSON *er = cJSON_GetObjectItemCaseSensitive(cfg, "expand_ratio");
+    if (er && cJSON_IsNull(er)) { /* explicitly null: derived from num_heads */
+        if (heads < 1)
+            return lina_fail(LINA_ERR_FORMAT, "'%s': expand_ratio is null and num_heads = %d is not >= 1", path, heads);
+        ratio = m->D / heads;
+    }
+    TRY(positive(path, "expand_ratio", ratio));
+    m->H = m->D / ratio;
+    if (m->H < 1 || m->D % m->H)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': hidden_size %d / expand_ratio %d gives %d heads, which must divide it",
+                         path, m->D, ratio, m->H);
+    m->Kh = ratio;
+    m->Vh = m->D / m->H;
+    m->Hkv = m->HV = m->H;
+    TRY(hf_cfg_bool(cfg, path, "use_short_conv", 0, &m->use_short_conv));
+    TRY(hf_cfg_int(cfg, path, "conv_size", 0, 4, &m->conv_size));
+    TRY(positive(path, "conv_size", m->conv_size));
+    TRY(hf_cfg_bool(cfg, path, "use_lower_bound", 1, &m->use_lower_bound));
+    if (m->use_lower_bound && m->H * m->Kh != m->D)
+        return lina_fail(LINA_ERR_FORMAT, "'%s': use_lower_bound needs heads %d * expand_ratio %d == hidden_size %d",
+                         path, m->H, m->Kh, m->D);
+    TRY(hf_cfg_bool(cfg, path, "elementwise_affine", 1, &m->norm_affine));
+    TRY(hf_cfg_float(cfg, path, "norm_eps", 0, 1e-6, &eps));
+    m->norm_eps = (float)eps;
+    return fla_mlp_width(m, cfg, path);
+}
+
 static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
     int expand, use_bias, rms_norm;
     double eps;
@@ -257,9 +290,11 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         else if (!strcmp(type, "mamba2")) m->arch = HF_MAMBA2;
         else if (!strcmp(type, "gated_deltanet")) m->arch = HF_GATED_DELTANET;
         else if (!strcmp(type, "retnet")) m->arch = HF_RETNET;
+        else if (!strcmp(type, "hgrn2")) m->arch = HF_HGRN2;
         else
             st = lina_fail(LINA_ERR_UNSUPPORTED,
-                           "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, retnet, mamba2)",
+                           "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, retnet, hgrn2, "
+                           "mamba2)",
                            path, type);
     }
     if (!st) snprintf(m->model_type, sizeof m->model_type, "%s", type);
@@ -274,6 +309,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
                   : m->arch == HF_DELTA_NET       ? parse_delta_net(m, cfg, path)
                   : m->arch == HF_GATED_DELTANET ? parse_gated_deltanet(m, cfg, path)
                   : m->arch == HF_RETNET          ? parse_retnet(m, cfg, path)
+                  : m->arch == HF_HGRN2           ? parse_hgrn2(m, cfg, path)
                                                   : parse_mamba2(m, cfg, path);
     cJSON_Delete(cfg);
     TRY(st);
@@ -298,6 +334,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         st = mamba                           ? hf_mamba2_load_layer(m, w, l)
              : m->arch == HF_GATED_DELTANET ? hf_gdn_load_layer(m, w, l)
              : m->arch == HF_RETNET          ? hf_retnet_load_layer(m, w, l)
+             : m->arch == HF_HGRN2           ? hf_hgrn2_load_layer(m, w, l)
                                              : hf_fla_load_layer(m, w, l);
     hf_weights_close(w);
     return st;
@@ -361,6 +398,7 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
         lina_status st = m->arch == HF_MAMBA2           ? hf_mamba2_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_GATED_DELTANET ? hf_gdn_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_RETNET          ? hf_retnet_state_alloc(m, B, &s->layers[l])
+                         : m->arch == HF_HGRN2           ? hf_hgrn2_state_alloc(m, B, &s->layers[l])
                                                          : hf_fla_state_alloc(m, B, &s->layers[l]);
         if (st) {
             lina_hf_state_free(s);
@@ -417,6 +455,7 @@ static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state 
         st = !mlp                           ? hf_mamba2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_GATED_DELTANET ? hf_gdn_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_RETNET          ? hf_retnet_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+             : m->arch == HF_HGRN2           ? hf_hgrn2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
                                              : hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
         if (!st && mlp) {
             hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);

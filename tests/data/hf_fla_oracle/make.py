@@ -9,6 +9,8 @@ These are independent oracles written from fla's source, NOT fla outputs.
     gdn_nogate_negeig  GatedDeltaNet: no short conv, no output gate, allow_neg_eigval
     retnet_kv_gate     RetNet: num_kv_heads 2 of 4, output gate (separate g_norm), expand_v 2
     retnet_relu_plain  RetNet: relu feature map, no output gate, no norm weight, tied embeddings
+    hgrn2_lb_conv      HGRN2: lower bounds, short convs, 3 layers
+    hgrn2_plain        HGRN2: no lower bound, no conv, no norm weight, expand_ratio null (from num_heads)
 
 Run with /usr/bin/python3 (Debian's python3-torch) from the repository root:
     /usr/bin/python3 tests/data/hf_fla_oracle/make.py
@@ -139,6 +141,45 @@ def retnet_mixer(x, p, pre, cfg):
     return F.linear(o, p[pre + "o_proj.weight"])
 
 
+def gla_recurrence(q, k, v, g, scale):
+    """q, k, g (B, T, H, K), v (B, T, H, V): S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T"""
+    Bn, Tn, H, K = q.shape
+    S = torch.zeros(Bn, H, K, v.shape[-1], dtype=q.dtype)
+    out = []
+    for t in range(Tn):
+        S = S * torch.exp(g[:, t])[..., None] + torch.einsum("bhk,bhv->bhkv", k[:, t], v[:, t])
+        out.append(scale * torch.einsum("bhkv,bhk->bhv", S, q[:, t]))
+    return torch.stack(out, 1)
+
+
+def hgrn2_heads(cfg):
+    D = cfg["hidden_size"]
+    ratio = cfg["expand_ratio"] if cfg["expand_ratio"] is not None else D // cfg["num_heads"]
+    return D // ratio, ratio
+
+
+def hgrn2_mixer(x, p, pre, cfg, lower_bound=None):
+    H, Kh = hgrn2_heads(cfg)
+    Vh = cfg["hidden_size"] // H
+    q, f, i = (F.linear(x, p[pre + n + "_proj.weight"]) for n in "qfi")
+    if cfg["use_short_conv"]:
+        q, f, i = (plain_conv(t, p[pre + n + "_conv1d.weight"]) for t, n in ((q, "q"), (f, "f"), (i, "i")))
+    q, g = F.silu(q), F.logsigmoid(f)
+    if lower_bound is not None:
+        g = torch.logaddexp(lower_bound.log(), torch.log1p(-lower_bound) + g)
+    k = 1 - g.exp()
+    Bn, Tn = x.shape[:2]
+    o = gla_recurrence(q.view(Bn, Tn, H, Kh), k.view(Bn, Tn, H, Kh), i.view(Bn, Tn, H, Vh), g.view(Bn, Tn, H, Kh),
+                       Kh ** -0.5).reshape(Bn, Tn, H * Vh)
+    o = rmsnorm(o, p[pre + "g_norm.weight"] if cfg["elementwise_affine"] else 1.0, cfg["norm_eps"])
+    return F.linear(o, p[pre + "o_proj.weight"])
+
+
+def plain_conv(x, w):
+    W = w.shape[-1]
+    return F.conv1d(F.pad(x.transpose(1, 2), (W - 1, 0)), w, groups=x.shape[-1]).transpose(1, 2)
+
+
 def swiglu(x, p, pre):
     return F.linear(F.silu(F.linear(x, p[pre + "gate_proj.weight"])) * F.linear(x, p[pre + "up_proj.weight"]),
                     p[pre + "down_proj.weight"])
@@ -146,9 +187,16 @@ def swiglu(x, p, pre):
 
 def fla_model(p, cfg, ids, mixer):
     x = p["model.embeddings.weight"][ids]
+    if cfg.get("use_lower_bound"):  # HGRN2: per-layer lower bounds from softmax over layers, cumulated
+        lbs = p["model.lower_bounds"].softmax(0)
+        lbs = lbs.cumsum(0) - lbs[0]
     for l in range(cfg["num_hidden_layers"]):
         pre = f"model.layers.{l}."
-        x = x + mixer(rmsnorm(x, p[pre + "attn_norm.weight"], cfg["norm_eps"]), p, pre + "attn.", cfg)
+        h = rmsnorm(x, p[pre + "attn_norm.weight"], cfg["norm_eps"])
+        if cfg.get("use_lower_bound") and l > 0:
+            x = x + mixer(h, p, pre + "attn.", cfg, lbs[l])
+        else:
+            x = x + mixer(h, p, pre + "attn.", cfg)
         x = x + swiglu(rmsnorm(x, p[pre + "mlp_norm.weight"], cfg["norm_eps"]), p, pre + "mlp.")
     x = rmsnorm(x, p["model.norm.weight"], cfg["norm_eps"])
     head = p["model.embeddings.weight"] if cfg.get("tie_word_embeddings") else p["lm_head.weight"]
@@ -208,6 +256,24 @@ def retnet_params(cfg):
     return p
 
 
+def hgrn2_params(cfg):
+    p = common_params(cfg)
+    D, L = cfg["hidden_size"], cfg["num_hidden_layers"]
+    H, Kh = hgrn2_heads(cfg)
+    if cfg["use_lower_bound"]:
+        p["model.lower_bounds"] = rnd(L, D, std=1.0)
+    for l in range(L):
+        a = f"model.layers.{l}.attn."
+        p[a + "q_proj.weight"], p[a + "f_proj.weight"], p[a + "i_proj.weight"] = rnd(H * Kh, D), rnd(H * Kh, D), rnd(D, D)
+        if cfg["use_short_conv"]:
+            for n, c in (("q", H * Kh), ("f", H * Kh), ("i", D)):
+                p[a + n + "_conv1d.weight"] = rnd(c, 1, cfg["conv_size"], std=0.5)
+        if cfg["elementwise_affine"]:
+            p[a + "g_norm.weight"] = 1 + rnd(D, std=0.1)
+        p[a + "o_proj.weight"] = rnd(D, D)
+    return p
+
+
 FLA_COMMON = dict(vocab_size=48, hidden_size=24, num_hidden_layers=2, norm_eps=1e-6, hidden_ratio=4,
                   intermediate_size=40, conv_size=4, hidden_act="swish", fuse_norm=False)
 VARIANTS = {
@@ -227,6 +293,13 @@ VARIANTS = {
                           dict(FLA_COMMON, model_type="retnet", num_heads=3, expand_k=0.5, expand_v=1.0,
                                feature_map="relu", use_output_gate=False, elementwise_affine=False,
                                tie_word_embeddings=True)),
+    "hgrn2_lb_conv": (hgrn2_mixer, hgrn2_params,
+                      dict(FLA_COMMON, model_type="hgrn2", num_hidden_layers=3, expand_ratio=8, num_heads=None,
+                           use_short_conv=True, use_lower_bound=True, elementwise_affine=True,
+                           tie_word_embeddings=False)),
+    "hgrn2_plain": (hgrn2_mixer, hgrn2_params,
+                    dict(FLA_COMMON, model_type="hgrn2", expand_ratio=None, num_heads=4, use_short_conv=False,
+                         use_lower_bound=False, elementwise_affine=False, tie_word_embeddings=True)),
 }
 
 for name, (mixer, params, cfg) in VARIANTS.items():
