@@ -171,20 +171,32 @@ static lina_status check_gates(const char *fn, const lina_attn_desc *d, const fl
     *needs_clamp = 0;
     if (d->gate == LINA_GATE_NONE) return LINA_OK;
     if (!g) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer g is NULL with a gate", fn);
+    /* one branch-free pass for the common case; the slow loop names the culprit */
+    float lo = 0.0f, hi = -1.0f;
+    int nan = 0;
     for (size_t i = 0; i < n; i++) {
+        float x = g[i];
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        nan |= x != x;
+    }
+    if (!nan && hi <= 0.0f && isfinite(lo)) {
+        *needs_clamp = lo < LINA_GATE_FLOOR;
+        return LINA_OK;
+    }
+    for (size_t i = 0; i < n; i++)
         if (!(g[i] <= 0.0f) || !isfinite(g[i]))
             return lina_fail(LINA_ERR_INVALID_ARG,
                              "%s: log-gate g[%zu] = %g must be finite and <= 0", fn, i, g[i]);
-        if (g[i] < LINA_GATE_FLOOR) *needs_clamp = 1;
-    }
     return LINA_OK;
 }
 
-/* The gates every form sees: g itself, or a copy clamped at LINA_GATE_FLOOR. */
-static const float *effective_gates(lina_ctx *ctx, const lina_attn_desc *d, const float *g) {
-    int clamp;
+/* The gates every form sees: g itself, or (clamp set by check_gates) a copy
+ * clamped at LINA_GATE_FLOOR. */
+static const float *effective_gates(lina_ctx *ctx, const lina_attn_desc *d, const float *g,
+                                    int clamp) {
+    if (!clamp) return g;
     size_t n = sizes_of(d).g;
-    if (check_gates("", d, g, n, &clamp) != LINA_OK || !clamp) return g;
     float *c = lina_ctx_shared_ws(ctx, 4, n);
     if (!c) return NULL;
     for (size_t i = 0; i < n; i++) c[i] = g[i] < LINA_GATE_FLOOR ? LINA_GATE_FLOOR : g[i];
@@ -197,16 +209,16 @@ static const float *effective_gates(lina_ctx *ctx, const lina_attn_desc *d, cons
         if (st_ != LINA_OK) return st_;                                                            \
     } while (0)
 
+/* *clamp: some log-gate is below LINA_GATE_FLOOR (see effective_gates). */
 static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_attn_desc *d,
                                 const float *q, const float *k, const float *v, const float *g,
-                                const float *beta, const float *h0) {
+                                const float *beta, const float *h0, int *clamp) {
     TRY(check_desc(fn, d));
     sizes_t s = sizes_of(d);
     TRY(check_input(fn, ctx, "q", q, s.qk, 1));
     TRY(check_input(fn, ctx, "k", k, s.qk, 1));
     TRY(check_input(fn, ctx, "v", v, s.v, 1));
-    int clamp;
-    TRY(check_gates(fn, d, g, s.g, &clamp));
+    TRY(check_gates(fn, d, g, s.g, clamp));
     TRY(check_input(fn, ctx, "beta", beta, s.beta, d->update == LINA_UPDATE_DELTA));
     TRY(check_input(fn, ctx, "h0", h0, s.state, 0));
     return LINA_OK;
@@ -400,12 +412,13 @@ lina_status lina_attn_forward(lina_ctx *ctx, const lina_attn_desc *d, const lina
     if (!ctx) ctx = lina_ctx_default();
     if (!ctx) return lina_fail(LINA_ERR_OOM, "%s: no context", fn);
     if (!a) return lina_fail(LINA_ERR_INVALID_ARG, "%s: args is NULL", fn);
-    TRY(check_common(fn, ctx, d, a->q, a->k, a->v, a->g, a->beta, a->h0));
+    int clamp;
+    TRY(check_common(fn, ctx, d, a->q, a->k, a->v, a->g, a->beta, a->h0, &clamp));
     if (!a->o) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer o is NULL", fn);
     plan_t p;
     TRY(plan_init(ctx, d, a->v, a->o, &p));
     lina_attn_fwd_args fa = *a;
-    fa.g = effective_gates(ctx, d, a->g);
+    fa.g = effective_gates(ctx, d, a->g, clamp);
     if (d->gate != LINA_GATE_NONE && !fa.g) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
     TRY(forward_jobs(ctx, &p, &fa));
     if (d->normalize) normalize_output(d, p.HV, p.o, a->o);
@@ -417,7 +430,8 @@ lina_status lina_attn_backward(lina_ctx *ctx, const lina_attn_desc *d, const lin
     if (!ctx) ctx = lina_ctx_default();
     if (!ctx) return lina_fail(LINA_ERR_OOM, "%s: no context", fn);
     if (!a) return lina_fail(LINA_ERR_INVALID_ARG, "%s: args is NULL", fn);
-    TRY(check_common(fn, ctx, d, a->q, a->k, a->v, a->g, a->beta, a->h0));
+    int clamp;
+    TRY(check_common(fn, ctx, d, a->q, a->k, a->v, a->g, a->beta, a->h0, &clamp));
     sizes_t s = sizes_of(d);
     TRY(check_input(fn, ctx, "dout", a->dout, s.v, 1));
     TRY(check_input(fn, ctx, "dht", a->dht, s.state, 0));
@@ -430,7 +444,7 @@ lina_status lina_attn_backward(lina_ctx *ctx, const lina_attn_desc *d, const lin
 
     plan_t p;
     TRY(plan_init(ctx, d, a->v, NULL, &p));
-    const float *g = effective_gates(ctx, d, a->g);
+    const float *g = effective_gates(ctx, d, a->g, clamp);
     if (d->gate != LINA_GATE_NONE && !g) return lina_fail(LINA_ERR_OOM, "%s: out of memory", fn);
     size_t tokens = (size_t)d->B * d->T, rows = tokens * p.HV;
     p.dout = a->dout;
