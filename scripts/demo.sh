@@ -5,7 +5,9 @@
 set -euo pipefail
 build=${1:-build}
 out=${LINA_DEMO_OUT:-runs/demo}
-"$build/lina" train --out "$out" --steps "${LINA_DEMO_STEPS:-600}"
+"$build/lina" train --out "$out" --preset tiny --mixer gated_deltanet --steps "${LINA_DEMO_STEPS:-2000}" \
+    --batch 8 --seq 128 --lr 2e-3
 "$build/lina" generate "$out" --prompt "${LINA_DEMO_PROMPT:-ROMEO:}" --max-new 400 --temperature 0.8 --top-k 40 --seed 1
 echo
-echo "lina demo: model, training log (train_log.csv) and curves (train_curves.png) are in $out/"
+echo "lina demo: the model (config.json, model.safetensors), the training log (log.csv) and"
+echo "curves (curves.png) are in $out/; continue with: $build/lina generate $out --prompt 'KING:'"
