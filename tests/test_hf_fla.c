@@ -167,7 +167,8 @@ static void expect_error(const char *tname, const char *fixture, const char *fro
 
 int main(void) {
     static const char *models[] = {"gdn_gva_conv", "gdn_nogate_negeig", "retnet_kv_gate", "retnet_relu_plain",
-                                   "hgrn2_lb_conv", "hgrn2_plain"};
+                                   "hgrn2_lb_conv", "hgrn2_plain", "la_hadamard_kv", "la_hedgehog_tied",
+                                   "la_elu_sumnorm", "la_dpfp", "la_t2r"};
     for (size_t i = 0; i < sizeof models / sizeof *models; i++) check_model(models[i]);
     expect_error("gdn_bad_num_v_heads", "gdn_gva_conv", "\"num_v_heads\": 4", "\"num_v_heads\": 3", "num_v_heads");
     expect_error("gdn_bad_expand_v", "gdn_gva_conv", "\"expand_v\": 1.5", "\"expand_v\": 1.25", "expand_v");
@@ -180,5 +181,8 @@ int main(void) {
     expect_error("retnet_odd_rotary_dim", "retnet_relu_plain", "\"num_heads\": 3", "\"num_heads\": 4", "rotary");
     expect_error("hgrn2_missing_lower_bounds", "hgrn2_plain", "\"use_lower_bound\": false", "\"use_lower_bound\": true",
                  "model.lower_bounds");
+    expect_error("la_bad_feature_map", "la_t2r", "\"t2r\"", "\"rebased\"", "rebased");
+    expect_error("la_untied_needs_k_map", "la_hedgehog_tied", "\"tie_feature_map_qk\": true",
+                 "\"tie_feature_map_qk\": false", "feature_map_k.layer.weight");
     return test_finish();
 }

@@ -6,6 +6,12 @@
  *   "gla"       flash-linear-attention GLAForCausalLM
  *   "delta_net" flash-linear-attention DeltaNetForCausalLM
  *   "mamba2"    Hugging Face transformers Mamba2ForCausalLM
+ *   "gated_deltanet" fla GatedDeltaNetForCausalLM
+ *   "retnet"         fla RetNetForCausalLM (MultiScaleRetention)
+ *   "hgrn2"          fla HGRN2ForCausalLM
+ *   "linear_attn"    fla LinearAttentionForCausalLM
+ * (the last four are checked against self-written float64 oracles of fla's
+ * math, tests/data/hf_fla_oracle/, since fla runs them only on GPUs)
  *
  * A model is read-only after loading; the recurrent state of a batch of
  * sequences (short-convolution history and attention states) lives in a

@@ -16,7 +16,7 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
-typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2 } hf_arch;
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2, HF_LINEAR_ATTN } hf_arch;
 
 /* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
 typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
@@ -40,6 +40,7 @@ typedef struct {
     const float *f_proj, *i_proj;          /* HGRN2 forget (H*Kh, D) and input (D, D) projections (q in q_proj) */
     hf_conv f_conv, i_conv;                /* HGRN2 short convs (no activation) */
     const float *lower_bound;              /* HGRN2 forget-gate lower bound of this layer (H*Kh) or NULL */
+    const float *fmap_w[2][2], *fmap_b[2][2]; /* linear_attn feature maps [q | k][layer1 | layer2] */
     const float *o_norm;                   /* (Vh) or NULL (no affine weight) */
     const float *o_proj;                   /* (D, H*Vh) */
     const float *mlp_norm, *mlp_gate, *mlp_up, *mlp_down; /* (D), (I, D), (I, D), (D, I) */
@@ -72,6 +73,9 @@ struct lina_hf_model {
     int norm_affine; /* RetNet elementwise_affine: the per-head output norm has a weight */
     float rope_base; /* RetNet rotary base (fla RotaryEmbedding: 10000) */
     int use_lower_bound; /* HGRN2: model.lower_bounds (L, D) */
+    /* linear_attn: feature map (hf_la_fmap in hf_linear_attn.c), its output dim, q/k sum
+     * normalization, normalized attention (norm_feature_map) */
+    int la_fmap, la_Kf, la_norm_q, la_norm_k, la_normalize, la_tie_fmap;
 
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
@@ -166,5 +170,11 @@ lina_status hf_hgrn2_load_layer(lina_hf_model *m, hf_weights *w, int l);
 lina_status hf_hgrn2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
                            const float *xn, float *x);
 lina_status hf_hgrn2_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+/* hf_linear_attn.c: fla LinearAttention ("linear_attn") */
+lina_status hf_la_parse(lina_hf_model *m, const cJSON *cfg, const char *path);
+lina_status hf_la_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_la_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                        const float *xn, float *x);
+lina_status hf_la_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
 
 #endif

@@ -206,6 +206,11 @@ static lina_status parse_hgrn2(lina_hf_model *m, const cJSON *cfg, const char *p
     return fla_mlp_width(m, cfg, path);
 }
 
+static lina_status parse_linear_attn(lina_hf_model *m, const cJSON *cfg, const char *path) {
+    TRY(hf_la_parse(m, cfg, path));
+    return fla_mlp_width(m, cfg, path);
+}
+
 static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
     int expand, use_bias, rms_norm;
     double eps;
@@ -291,10 +296,11 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         else if (!strcmp(type, "gated_deltanet")) m->arch = HF_GATED_DELTANET;
         else if (!strcmp(type, "retnet")) m->arch = HF_RETNET;
         else if (!strcmp(type, "hgrn2")) m->arch = HF_HGRN2;
+        else if (!strcmp(type, "linear_attn")) m->arch = HF_LINEAR_ATTN;
         else
             st = lina_fail(LINA_ERR_UNSUPPORTED,
                            "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, retnet, hgrn2, "
-                           "mamba2)",
+                           "linear_attn, mamba2)",
                            path, type);
     }
     if (!st) snprintf(m->model_type, sizeof m->model_type, "%s", type);
@@ -310,6 +316,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
                   : m->arch == HF_GATED_DELTANET ? parse_gated_deltanet(m, cfg, path)
                   : m->arch == HF_RETNET          ? parse_retnet(m, cfg, path)
                   : m->arch == HF_HGRN2           ? parse_hgrn2(m, cfg, path)
+                  : m->arch == HF_LINEAR_ATTN     ? parse_linear_attn(m, cfg, path)
                                                   : parse_mamba2(m, cfg, path);
     cJSON_Delete(cfg);
     TRY(st);
@@ -335,6 +342,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
              : m->arch == HF_GATED_DELTANET ? hf_gdn_load_layer(m, w, l)
              : m->arch == HF_RETNET          ? hf_retnet_load_layer(m, w, l)
              : m->arch == HF_HGRN2           ? hf_hgrn2_load_layer(m, w, l)
+             : m->arch == HF_LINEAR_ATTN     ? hf_la_load_layer(m, w, l)
                                              : hf_fla_load_layer(m, w, l);
     hf_weights_close(w);
     return st;
@@ -399,6 +407,7 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
                          : m->arch == HF_GATED_DELTANET ? hf_gdn_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_RETNET          ? hf_retnet_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_HGRN2           ? hf_hgrn2_state_alloc(m, B, &s->layers[l])
+                         : m->arch == HF_LINEAR_ATTN     ? hf_la_state_alloc(m, B, &s->layers[l])
                                                          : hf_fla_state_alloc(m, B, &s->layers[l]);
         if (st) {
             lina_hf_state_free(s);
@@ -456,6 +465,7 @@ static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state 
              : m->arch == HF_GATED_DELTANET ? hf_gdn_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_RETNET          ? hf_retnet_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_HGRN2           ? hf_hgrn2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+             : m->arch == HF_LINEAR_ATTN     ? hf_la_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
                                              : hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
         if (!st && mlp) {
             hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);

@@ -11,6 +11,12 @@ These are independent oracles written from fla's source, NOT fla outputs.
     retnet_relu_plain  RetNet: relu feature map, no output gate, no norm weight, tied embeddings
     hgrn2_lb_conv      HGRN2: lower bounds, short convs, 3 layers
     hgrn2_plain        HGRN2: no lower bound, no conv, no norm weight, expand_ratio null (from num_heads)
+    la_hadamard_kv     LinearAttention: elementwise_product maps, num_kv_heads 2 of 4
+    la_hedgehog_tied   LinearAttention: hedgehog map shared by q and k (saved once), norm_feature_map,
+                       no norm weight
+    la_elu_sumnorm     LinearAttention: elu + 1, norm_q, norm_k, norm_feature_map
+    la_dpfp            LinearAttention: dpfp (nu 4), expand_v 2
+    la_t2r             LinearAttention: t2r, tied embeddings
 
 Run with /usr/bin/python3 (Debian's python3-torch) from the repository root:
     /usr/bin/python3 tests/data/hf_fla_oracle/make.py
@@ -180,6 +186,62 @@ def plain_conv(x, w):
     return F.conv1d(F.pad(x.transpose(1, 2), (W - 1, 0)), w, groups=x.shape[-1]).transpose(1, 2)
 
 
+def la_fmap(kind, x, p, pre):
+    """fla feature maps on the last dim; pre names the module (attn.feature_map_q.)"""
+    if kind == "identity":
+        return x
+    if kind == "relu":
+        return x.relu()
+    if kind == "elu":
+        return F.elu(x) + 1
+    if kind == "elementwise_product":
+        return F.linear(x, p[pre + "layer1.weight"], p[pre + "layer1.bias"]) * \
+            F.linear(x, p[pre + "layer2.weight"], p[pre + "layer2.bias"])
+    if kind == "t2r":
+        return F.linear(x, p[pre + "layer.weight"]).relu()
+    if kind == "hedgehog":
+        y = 2 * F.linear(x, p[pre + "layer.weight"], p[pre + "layer.bias"])
+        return torch.cat([y, -y], -1).softmax(-1)
+    if kind == "dpfp":
+        r = x.relu()
+        z = torch.cat([r, -r], -1)
+        return torch.cat([z * z.roll(shifts=j, dims=-1) for j in range(1, 5)], -1)
+    raise ValueError(kind)
+
+
+def linear_attn_mixer(x, p, pre, cfg):
+    H, D = cfg["num_heads"], cfg["hidden_size"]
+    Hkv = cfg.get("num_kv_heads") or H
+    G = H // Hkv
+    Kh, Vh = int(D * cfg["expand_k"]) // H, int(D * cfg["expand_v"]) // H
+    q, k, v = (F.linear(x, p[pre + n + "_proj.weight"]) for n in "qkv")
+    Bn, Tn = x.shape[:2]
+    q = q.view(Bn, Tn, H, Kh)
+    k = k.view(Bn, Tn, Hkv, Kh).repeat_interleave(G, dim=2)
+    v = v.view(Bn, Tn, Hkv, Vh).repeat_interleave(G, dim=2)
+    kq = pre + "feature_map_q."
+    kk = pre + ("feature_map_q." if cfg["tie_feature_map_qk"] else "feature_map_k.")
+    q, k = la_fmap(cfg["feature_map"], q, p, kq), la_fmap(cfg["feature_map"], k, p, kk)
+    if cfg["norm_q"]:
+        q = q / (q.sum(-1, True) + 1e-4)
+    if cfg["norm_k"]:
+        k = k / (k.sum(-1, True) + 1e-4)
+    scale = q.shape[-1] ** -0.5
+    S = torch.zeros(Bn, H, q.shape[-1], Vh, dtype=x.dtype)
+    z = torch.zeros(Bn, H, q.shape[-1], dtype=x.dtype)
+    out = []
+    for t in range(Tn):
+        S = S + torch.einsum("bhk,bhv->bhkv", k[:, t], v[:, t])
+        z = z + k[:, t]
+        o = scale * torch.einsum("bhkv,bhk->bhv", S, q[:, t])
+        if cfg["norm_feature_map"]:
+            o = o / (scale * (q[:, t] * z).sum(-1, keepdim=True) + 1e-10)
+        out.append(o)
+    o = torch.stack(out, 1)
+    o = rmsnorm(o, p[pre + "norm.weight"] if cfg["elementwise_affine"] else 1.0, cfg["norm_eps"])
+    return F.linear(o.reshape(Bn, Tn, H * Vh), p[pre + "o_proj.weight"])
+
+
 def swiglu(x, p, pre):
     return F.linear(F.silu(F.linear(x, p[pre + "gate_proj.weight"])) * F.linear(x, p[pre + "up_proj.weight"]),
                     p[pre + "down_proj.weight"])
@@ -274,6 +336,34 @@ def hgrn2_params(cfg):
     return p
 
 
+def linear_attn_params(cfg):
+    p = common_params(cfg)
+    D, H = cfg["hidden_size"], cfg["num_heads"]
+    Hkv = cfg.get("num_kv_heads") or H
+    Kd, Vd = int(D * cfg["expand_k"]), int(D * cfg["expand_v"])
+    Kh = Kd // H
+    for l in range(cfg["num_hidden_layers"]):
+        a = f"model.layers.{l}.attn."
+        p[a + "q_proj.weight"], p[a + "k_proj.weight"] = rnd(Kd, D), rnd(Kd * Hkv // H, D)
+        p[a + "v_proj.weight"] = rnd(Vd * Hkv // H, D)
+        for which in ("q", "k")[: 1 if cfg["tie_feature_map_qk"] else 2]:
+            m = a + "feature_map_" + which + "."
+            if cfg["feature_map"] == "elementwise_product":
+                for n in ("layer1", "layer2"):
+                    p[m + n + ".weight"], p[m + n + ".bias"] = rnd(Kh, Kh, std=0.5), rnd(Kh, std=0.5)
+            elif cfg["feature_map"] == "hedgehog":
+                p[m + "layer.weight"], p[m + "layer.bias"] = torch.eye(Kh, dtype=torch.float64) + rnd(Kh, Kh), rnd(Kh)
+            elif cfg["feature_map"] == "t2r":
+                p[m + "layer.weight"] = rnd(Kh, Kh, std=0.5)
+        if cfg["elementwise_affine"]:
+            p[a + "norm.weight"] = 1 + rnd(Vd // H, std=0.1)
+        p[a + "o_proj.weight"] = rnd(D, Vd)
+    return p
+
+
+LA = dict(model_type="linear_attn", num_heads=4, num_kv_heads=None, expand_k=1.0, expand_v=1.0,
+          tie_feature_map_qk=False, norm_q=False, norm_k=False, norm_feature_map=False, elementwise_affine=True,
+          tie_word_embeddings=False)
 FLA_COMMON = dict(vocab_size=48, hidden_size=24, num_hidden_layers=2, norm_eps=1e-6, hidden_ratio=4,
                   intermediate_size=40, conv_size=4, hidden_act="swish", fuse_norm=False)
 VARIANTS = {
@@ -300,6 +390,18 @@ VARIANTS = {
     "hgrn2_plain": (hgrn2_mixer, hgrn2_params,
                     dict(FLA_COMMON, model_type="hgrn2", expand_ratio=None, num_heads=4, use_short_conv=False,
                          use_lower_bound=False, elementwise_affine=False, tie_word_embeddings=True)),
+    "la_hadamard_kv": (linear_attn_mixer, linear_attn_params,
+                       dict(FLA_COMMON, **dict(LA, feature_map="elementwise_product", num_kv_heads=2))),
+    "la_hedgehog_tied": (linear_attn_mixer, linear_attn_params,
+                         dict(FLA_COMMON, **dict(LA, feature_map="hedgehog", num_heads=3, tie_feature_map_qk=True,
+                                                 norm_feature_map=True, elementwise_affine=False))),
+    "la_elu_sumnorm": (linear_attn_mixer, linear_attn_params,
+                       dict(FLA_COMMON, **dict(LA, feature_map="elu", norm_q=True, norm_k=True,
+                                               norm_feature_map=True))),
+    "la_dpfp": (linear_attn_mixer, linear_attn_params,
+                dict(FLA_COMMON, **dict(LA, feature_map="dpfp", num_heads=6, expand_v=2.0))),
+    "la_t2r": (linear_attn_mixer, linear_attn_params,
+               dict(FLA_COMMON, **dict(LA, feature_map="t2r", tie_word_embeddings=True))),
 }
 
 for name, (mixer, params, cfg) in VARIANTS.items():
