@@ -128,7 +128,7 @@ test-sanitize:
 
 # The main job on a built-in default: train a small model, then generate from it.
 demo:
-	@bash scripts/ensure_deps.sh build
+	@bash scripts/ensure_deps.sh demo
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh $(BUILD)
 

@@ -24,7 +24,8 @@ static void train_usage(FILE *f) {
             "Train a byte-level linear-transformer language model (docs/MODELS.md).\n\n"
             "data and output:\n"
             "  --data FILE        text file (default: $LINA_SHARED/data/tinyshakespeare.txt,\n"
-            "                     ../shared/data/tinyshakespeare.txt, or Debian's bible-kjv-text)\n"
+            "                     ../shared/data/tinyshakespeare.txt, or the KJV Bible from\n"
+            "                     Debian's bible-kjv, extracted to $TMPDIR/lina-kjv.txt)\n"
             "  --out DIR          checkpoints, log.csv, curves.png (default: out)\n"
             "  --resume           continue the run in --out bit-exactly\n"
             "model:\n"
@@ -74,21 +75,23 @@ static void repo_root(char *out, size_t n) {
     snprintf(out, n, "%s", exe);
 }
 
-/* The largest regular file of a directory (Debian's bible-kjv-text layout is not fixed). */
-static int largest_file(const char *dir, char *out, size_t n) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "ls -S %s 2>/dev/null", dir);
-    FILE *p = popen(cmd, "r");
-    if (!p) return 0;
-    char name[1024];
-    int found = 0;
-    while (!found && fgets(name, sizeof name, p)) {
-        name[strcspn(name, "\n")] = 0;
-        snprintf(out, n, "%s/%s", dir, name);
-        found = file_exists(out) && !strstr(name, ".gz");
+/* The King James Bible as plain text, extracted once with Debian's `bible`
+ * program (package bible-kjv, which reads bible-kjv-text's compressed data)
+ * into a cache file. */
+static int kjv_text(char *out, size_t n) {
+    if (!file_exists("/usr/bin/bible")) return 0;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(out, n, "%s/lina-kjv.txt", tmp && *tmp ? tmp : "/tmp");
+    if (file_exists(out)) return 1;
+    char part[4200], cmd[8600];
+    snprintf(part, sizeof part, "%s.%d.part", out, (int)getpid());
+    snprintf(cmd, sizeof cmd, "/usr/bin/bible -f 'Genesis1:1-Revelation22:21' > '%s' 2>/dev/null", part);
+    fprintf(stderr, "lina train: extracting the King James Bible (Debian bible-kjv) to %s\n", out);
+    if (system(cmd) != 0 || rename(part, out) != 0) {
+        remove(part);
+        return 0;
     }
-    pclose(p);
-    return found;
+    return 1;
 }
 
 static const char *default_data(train_opts *o) {
@@ -103,9 +106,7 @@ static const char *default_data(train_opts *o) {
     if (root[0] && file_exists(o->data_buf)) return o->data_buf;
     snprintf(o->data_buf, sizeof o->data_buf, "../shared/data/tinyshakespeare.txt");
     if (file_exists(o->data_buf)) return o->data_buf;
-    const char *dirs[] = {"/usr/share/bible-kjv-text", "/usr/share/bible-kjv", "/usr/share/doc/bible-kjv-text"};
-    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
-        if (largest_file(dirs[i], o->data_buf, sizeof o->data_buf)) return o->data_buf;
+    if (kjv_text(o->data_buf, sizeof o->data_buf)) return o->data_buf;
     return NULL;
 }
 
@@ -359,7 +360,7 @@ int cmd_train(int argc, char **argv) {
     if (!o.data) {
         fprintf(stderr, "lina train: no --data given and no default corpus found (looked for "
                         "$LINA_SHARED/data/tinyshakespeare.txt, ../shared/data/tinyshakespeare.txt, "
-                        "/usr/share/bible-kjv-text); pass --data FILE\n");
+                        "or the King James Bible (apt-get install bible-kjv)); pass --data FILE\n");
         return 1;
     }
     lina_text_data *data = NULL;

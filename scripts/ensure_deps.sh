@@ -5,6 +5,12 @@ set -u
 what=${1:-build}
 pkgs=(build-essential libopenblas-openmp-dev libcjson-dev)
 [ "$what" = test ] || [ "$what" = bench ] && pkgs+=(python3-torch gnuplot-nox)
+# the demo's corpus: tinyshakespeare from ../shared, else the King James Bible
+if [ "$what" = demo ]; then
+    pkgs+=(gnuplot-nox)
+    here=$(cd "$(dirname "$0")/.." && pwd)
+    [ -f "${LINA_SHARED:-$here/../shared}/data/tinyshakespeare.txt" ] || pkgs+=(bible-kjv)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
