@@ -16,7 +16,7 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
-typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2, HF_LINEAR_ATTN } hf_arch;
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2, HF_LINEAR_ATTN, HF_RWKV7 } hf_arch;
 
 /* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
 typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
@@ -80,6 +80,8 @@ struct lina_hf_model {
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
     float dt_min, dt_max; /* time_step_limit */
+
+    struct hf_rwkv7_model *rwkv7; /* RWKV-7 weights and config (hf_rwkv7.c), owned through bufs */
 
     const float *embed;   /* (vocab, D) */
     const float *norm_f;  /* (D) */
@@ -176,5 +178,13 @@ lina_status hf_la_load_layer(lina_hf_model *m, hf_weights *w, int l);
 lina_status hf_la_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
                         const float *xn, float *x);
 lina_status hf_la_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+/* hf_rwkv7.c: fla RWKV-7 ("rwkv7", "rwkv7_fla"), a whole-model forward: its
+ * blocks (LayerNorms, token shift, channel-mix FFN, v_first) differ from the
+ * shared residual stack. */
+lina_status hf_rwkv7_parse(lina_hf_model *m, const cJSON *cfg, const char *path);
+lina_status hf_rwkv7_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_rwkv7_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
+lina_status hf_rwkv7_forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state *s, int B, int T,
+                             const int64_t *ids, float *logits, int last_only);
 
 #endif

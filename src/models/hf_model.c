@@ -295,6 +295,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         else if (!strcmp(type, "mamba2")) m->arch = HF_MAMBA2;
         else if (!strcmp(type, "gated_deltanet")) m->arch = HF_GATED_DELTANET;
         else if (!strcmp(type, "retnet")) m->arch = HF_RETNET;
+        else if (!strcmp(type, "rwkv7") || !strcmp(type, "rwkv7_fla")) m->arch = HF_RWKV7;
         else if (!strcmp(type, "hgrn2")) m->arch = HF_HGRN2;
         else if (!strcmp(type, "linear_attn")) m->arch = HF_LINEAR_ATTN;
         else
@@ -315,6 +316,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
                   : m->arch == HF_DELTA_NET       ? parse_delta_net(m, cfg, path)
                   : m->arch == HF_GATED_DELTANET ? parse_gated_deltanet(m, cfg, path)
                   : m->arch == HF_RETNET          ? parse_retnet(m, cfg, path)
+                  : m->arch == HF_RWKV7           ? hf_rwkv7_parse(m, cfg, path)
                   : m->arch == HF_HGRN2           ? parse_hgrn2(m, cfg, path)
                   : m->arch == HF_LINEAR_ATTN     ? parse_linear_attn(m, cfg, path)
                                                   : parse_mamba2(m, cfg, path);
@@ -341,6 +343,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         st = mamba                           ? hf_mamba2_load_layer(m, w, l)
              : m->arch == HF_GATED_DELTANET ? hf_gdn_load_layer(m, w, l)
              : m->arch == HF_RETNET          ? hf_retnet_load_layer(m, w, l)
+             : m->arch == HF_RWKV7           ? hf_rwkv7_load_layer(m, w, l)
              : m->arch == HF_HGRN2           ? hf_hgrn2_load_layer(m, w, l)
              : m->arch == HF_LINEAR_ATTN     ? hf_la_load_layer(m, w, l)
                                              : hf_fla_load_layer(m, w, l);
@@ -406,6 +409,7 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
         lina_status st = m->arch == HF_MAMBA2           ? hf_mamba2_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_GATED_DELTANET ? hf_gdn_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_RETNET          ? hf_retnet_state_alloc(m, B, &s->layers[l])
+                         : m->arch == HF_RWKV7           ? hf_rwkv7_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_HGRN2           ? hf_hgrn2_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_LINEAR_ATTN     ? hf_la_state_alloc(m, B, &s->layers[l])
                                                          : hf_fla_state_alloc(m, B, &s->layers[l]);
@@ -449,6 +453,7 @@ void lina_hf_state_reset(lina_hf_state *s) {
 /* logits for every position (last_only == 0) or for the last position of each row (B, vocab). */
 static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state *s, int B, int T, const int64_t *ids,
                            float *logits, int last_only) {
+    if (m->arch == HF_RWKV7) return hf_rwkv7_forward(ctx, m, s, B, T, ids, logits, last_only);
     size_t N = (size_t)B * T, D = (size_t)m->D;
     int mlp = m->arch != HF_MAMBA2;
     size_t mlp_tmp = mlp ? 2 * N * m->I_mlp : 0;
