@@ -47,6 +47,18 @@ lina_status lina_tokenizer_encode(const lina_tokenizer *t, const char *text, siz
 lina_status lina_tokenizer_decode(const lina_tokenizer *t, const int64_t *ids, size_t n_ids, char **text,
                                   size_t *len);
 
+/* The RWKV "world" tokenizer (rwkv_vocab_v20230424.txt: `id 'repr' bytelen`
+ * lines, src/tokenizer/rwkv_world.c): greedy longest match over the bytes,
+ * no pre-tokenizer. Ids start at 1; decoding concatenates token bytes. */
+typedef struct lina_rwkv_tokenizer lina_rwkv_tokenizer;
+lina_status lina_rwkv_tokenizer_load(const char *vocab_txt, lina_rwkv_tokenizer **out);
+void lina_rwkv_tokenizer_free(lina_rwkv_tokenizer *t);
+int lina_rwkv_tokenizer_vocab_size(const lina_rwkv_tokenizer *t); /* largest id + 1 */
+lina_status lina_rwkv_tokenizer_encode(const lina_rwkv_tokenizer *t, const char *text, size_t len, int64_t **ids,
+                                       size_t *n_ids);
+lina_status lina_rwkv_tokenizer_decode(const lina_rwkv_tokenizer *t, const int64_t *ids, size_t n_ids, char **text,
+                                       size_t *len);
+
 #ifdef __cplusplus
 }
 #endif
