@@ -12,6 +12,8 @@
  *   "linear_attn"    fla LinearAttentionForCausalLM
  * (the last four are checked against self-written float64 oracles of fla's
  * math, tests/data/hf_fla_oracle/, since fla runs them only on GPUs)
+ *   "qwen3_next"     Hugging Face transformers Qwen3NextForCausalLM (Gated DeltaNet +
+ *                    gated softmax attention layers, sparse MoE with a shared expert)
  *
  * A model is read-only after loading; the recurrent state of a batch of
  * sequences (short-convolution history and attention states) lives in a

@@ -16,7 +16,8 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
-typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2, HF_LINEAR_ATTN, HF_RWKV7 } hf_arch;
+typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2, HF_LINEAR_ATTN, HF_RWKV7,
+               HF_QWEN3_NEXT } hf_arch;
 
 /* fla activations of q/k before the recurrence (DeltaNet qk_activation). */
 typedef enum { HF_ACT_SILU, HF_ACT_RELU, HF_ACT_ELU_P1, HF_ACT_IDENTITY } hf_act;
@@ -41,6 +42,14 @@ typedef struct {
     hf_conv f_conv, i_conv;                /* HGRN2 short convs (no activation) */
     const float *lower_bound;              /* HGRN2 forget-gate lower bound of this layer (H*Kh) or NULL */
     const float *fmap_w[2][2], *fmap_b[2][2]; /* linear_attn feature maps [q | k][layer1 | layer2] */
+    /* Qwen3-Next (hf_qwen3_next.c); norm weights are stored as 1 + w */
+    int q3n_full_attn;                     /* 1: gated softmax attention, 0: Gated DeltaNet */
+    const float *in_qkvz, *in_ba;          /* GDN (2 Kd + 2 Vd, D), (2 HV, D), grouped per key head */
+    const float *q_norm, *k_norm;          /* attention (hd) each */
+    int mlp_width;                         /* dense MLP or shared-expert width */
+    int n_experts;                         /* 0: dense MLP (mlp_gate/up/down) */
+    const float *router, *shared_gate;     /* (E, D), (1, D) */
+    const float **ex_gate, **ex_up, **ex_down; /* (E) pointers to (I, D), (I, D), (D, I); array owned by the model */
     const float *o_norm;                   /* (Vh) or NULL (no affine weight) */
     const float *o_proj;                   /* (D, H*Vh) */
     const float *mlp_norm, *mlp_gate, *mlp_up, *mlp_down; /* (D), (I, D), (I, D), (D, I) */
@@ -76,6 +85,11 @@ struct lina_hf_model {
     /* linear_attn: feature map (hf_la_fmap in hf_linear_attn.c), its output dim, q/k sum
      * normalization, normalized attention (norm_feature_map) */
     int la_fmap, la_Kf, la_norm_q, la_norm_k, la_normalize, la_tie_fmap;
+    /* Qwen3-Next: attention heads/kv heads/head dim, rotary dims and base; GDN heads; MoE */
+    int qa_H, qa_Hkv, qa_hd, qa_rot;
+    float qa_theta;
+    int ql_Hk, ql_HV, ql_dk, ql_dv;
+    int moe_E, moe_topk, moe_I, moe_norm_topk;
 
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
@@ -101,7 +115,9 @@ typedef struct {
     /* element counts of the buffers above, set by the allocators that reset
      * generically (0: lina_hf_state_reset uses the architecture's shapes) */
     size_t n_conv_q, n_conv_k, n_conv_v, n_S;
-    int64_t pos; /* tokens seen so far (rotary position of the next one; RetNet) */
+    int64_t pos; /* tokens seen so far (rotary position of the next one; RetNet, Qwen3-Next) */
+    float *kc, *vc; /* Qwen3-Next softmax layers: (B, kv_cap, Hkv, hd) keys and values so far */
+    int64_t kv_cap;
 } hf_layer_state;
 
 struct lina_hf_state {
@@ -186,5 +202,15 @@ lina_status hf_rwkv7_load_layer(lina_hf_model *m, hf_weights *w, int l);
 lina_status hf_rwkv7_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st);
 lina_status hf_rwkv7_forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state *s, int B, int T,
                              const int64_t *ids, float *logits, int last_only);
+/* hf_qwen3_next.c: Hugging Face Qwen3NextForCausalLM ("qwen3_next") */
+lina_status hf_q3n_parse(lina_hf_model *m, const cJSON *cfg, const char *path);
+lina_status hf_q3n_load_layer(lina_hf_model *m, hf_weights *w, int l);
+lina_status hf_q3n_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
+                         const float *xn, float *x);
+/* x += MoE or dense MLP of xn (N rows) */
+lina_status hf_q3n_mlp(const lina_hf_model *m, int l, int N, const float *xn, float *x);
+lina_status hf_q3n_state_alloc(const lina_hf_model *m, int l, int B, hf_layer_state *st);
+/* after loading: norm weights w -> 1 + w (Qwen3NextRMSNorm) */
+void hf_q3n_fix_norms(lina_hf_model *m);
 
 #endif

@@ -298,10 +298,11 @@ static lina_status load(lina_hf_model *m, const char *dir) {
         else if (!strcmp(type, "rwkv7") || !strcmp(type, "rwkv7_fla")) m->arch = HF_RWKV7;
         else if (!strcmp(type, "hgrn2")) m->arch = HF_HGRN2;
         else if (!strcmp(type, "linear_attn")) m->arch = HF_LINEAR_ATTN;
+        else if (!strcmp(type, "qwen3_next")) m->arch = HF_QWEN3_NEXT;
         else
             st = lina_fail(LINA_ERR_UNSUPPORTED,
                            "'%s': model_type '%s' is not supported (gla, delta_net, gated_deltanet, retnet, hgrn2, "
-                           "linear_attn, mamba2)",
+                           "linear_attn, mamba2, qwen3_next)",
                            path, type);
     }
     if (!st) snprintf(m->model_type, sizeof m->model_type, "%s", type);
@@ -319,11 +320,12 @@ static lina_status load(lina_hf_model *m, const char *dir) {
                   : m->arch == HF_RWKV7           ? hf_rwkv7_parse(m, cfg, path)
                   : m->arch == HF_HGRN2           ? parse_hgrn2(m, cfg, path)
                   : m->arch == HF_LINEAR_ATTN     ? parse_linear_attn(m, cfg, path)
+                  : m->arch == HF_QWEN3_NEXT      ? hf_q3n_parse(m, cfg, path)
                                                   : parse_mamba2(m, cfg, path);
     cJSON_Delete(cfg);
     TRY(st);
 
-    m->layers = calloc((size_t)m->L, sizeof *m->layers);
+    if (!m->layers) m->layers = calloc((size_t)m->L, sizeof *m->layers); /* qwen3_next's parse made them */
     if (!m->layers) return lina_fail(LINA_ERR_OOM, "out of memory for %d layers", m->L);
     hf_weights *w = NULL;
     TRY(hf_weights_open(dir, &w));
@@ -331,7 +333,7 @@ static lina_status load(lina_hf_model *m, const char *dir) {
     const char *prefix = mamba ? "backbone" : "model";
     char name[256];
     int64_t emb[2] = {m->vocab, m->D}, d1[1] = {m->D};
-    snprintf(name, sizeof name, "%s.embeddings.weight", prefix);
+    snprintf(name, sizeof name, m->arch == HF_QWEN3_NEXT ? "%s.embed_tokens.weight" : "%s.embeddings.weight", prefix);
     st = hf_weights_get(w, m, name, 2, emb, 1, &m->embed);
     snprintf(name, sizeof name, mamba ? "%s.norm_f.weight" : "%s.norm.weight", prefix);
     if (!st) st = hf_weights_get(w, m, name, 1, d1, 1, &m->norm_f);
@@ -346,8 +348,10 @@ static lina_status load(lina_hf_model *m, const char *dir) {
              : m->arch == HF_RWKV7           ? hf_rwkv7_load_layer(m, w, l)
              : m->arch == HF_HGRN2           ? hf_hgrn2_load_layer(m, w, l)
              : m->arch == HF_LINEAR_ATTN     ? hf_la_load_layer(m, w, l)
+             : m->arch == HF_QWEN3_NEXT      ? hf_q3n_load_layer(m, w, l)
                                              : hf_fla_load_layer(m, w, l);
     hf_weights_close(w);
+    if (!st && m->arch == HF_QWEN3_NEXT) hf_q3n_fix_norms(m);
     return st;
 }
 
@@ -384,6 +388,8 @@ void lina_hf_state_free(lina_hf_state *s) {
         free(ls->conv_v);
         free(ls->conv);
         free(ls->S);
+        free(ls->kc);
+        free(ls->vc);
     }
     free(s->layers);
     lina_ctx_free(s->step_ctx);
@@ -412,6 +418,7 @@ lina_status lina_hf_state_create(const lina_hf_model *m, int B, lina_hf_state **
                          : m->arch == HF_RWKV7           ? hf_rwkv7_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_HGRN2           ? hf_hgrn2_state_alloc(m, B, &s->layers[l])
                          : m->arch == HF_LINEAR_ATTN     ? hf_la_state_alloc(m, B, &s->layers[l])
+                         : m->arch == HF_QWEN3_NEXT      ? hf_q3n_state_alloc(m, l, B, &s->layers[l])
                                                          : hf_fla_state_alloc(m, B, &s->layers[l]);
         if (st) {
             lina_hf_state_free(s);
@@ -428,6 +435,10 @@ void lina_hf_state_reset(lina_hf_state *s) {
     size_t B = (size_t)s->B, Wm1 = (size_t)m->conv_size - 1;
     for (int l = 0; l < s->n_layers; l++) {
         hf_layer_state *ls = &s->layers[l];
+        if (ls->kc) { /* key/value history: forgotten by its length */
+            ls->pos = 0;
+            continue;
+        }
         if (ls->n_S) { /* allocators that record their sizes */
             if (ls->conv_q) memset(ls->conv_q, 0, ls->n_conv_q * sizeof(float));
             if (ls->conv_k) memset(ls->conv_k, 0, ls->n_conv_k * sizeof(float));
@@ -471,8 +482,12 @@ static lina_status forward(lina_ctx *ctx, const lina_hf_model *m, lina_hf_state 
              : m->arch == HF_RETNET          ? hf_retnet_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_HGRN2           ? hf_hgrn2_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
              : m->arch == HF_LINEAR_ATTN     ? hf_la_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
+             : m->arch == HF_QWEN3_NEXT      ? hf_q3n_mixer(ctx, m, l, &s->layers[l], B, T, xn, x)
                                              : hf_fla_mixer(ctx, m, l, &s->layers[l], B, T, xn, x);
-        if (!st && mlp) {
+        if (!st && m->arch == HF_QWEN3_NEXT) {
+            hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);
+            st = hf_q3n_mlp(m, l, (int)N, xn, x);
+        } else if (!st && mlp) {
             hf_rmsnorm((int)N, (int)D, x, L->mlp_norm, m->norm_eps, xn);
             hf_swiglu((int)N, (int)D, m->I_mlp, xn, L->mlp_gate, L->mlp_up, L->mlp_down, tmp, out);
             for (size_t i = 0; i < N * D; i++) x[i] += out[i];
