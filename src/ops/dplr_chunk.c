@@ -49,33 +49,53 @@ size_t lina_dplr_chunk_carve(const lina_dplr_job *j, float *ws, lina_dplr_chunk 
     TAKE(Aak, cc);
     TAKE(Aab, cc);
     TAKE(U, round16(C * j->V));
+    TAKE(scratch, 8 * ck);
 #undef TAKE
     return used;
 }
 
 /* A1[t,s] = sum_c X_t[c] Y1_s[c] e^{Gx_t[c] - G_s[c]}, A2 likewise with Y2, for
  * s < t (strict) or s <= t; zero above. Rows of X, Y1, Y2 have stride ld; Gx, G
- * are (n, K); A1, A2 (n, C). */
+ * are (n, K); A1, A2 (n, C); scratch (3 C K). Blocks of PAIR_BLOCK rows: the
+ * diagonal block explicitly (two matrices sharing each exponential), the
+ * rectangle left of it as GEMMs (dplr_internal.h). */
 static void pair_scores2(int n, int K, int C, const float *X, const double *Gx, const float *Y1,
                          const float *Y2, const double *G, ptrdiff_t ld, int strict, float *A1,
-                         float *A2) {
-    for (int t = 0; t < n; t++) {
-        int end = strict ? t : t + 1;
-        const float *x = X + t * ld;
-        const double *gx = Gx + (size_t)t * K;
-        for (int s = 0; s < end; s++) {
-            const float *y1 = Y1 + s * ld, *y2 = Y2 + s * ld;
-            const double *g = G + (size_t)s * K;
-            float acc1 = 0, acc2 = 0;
-            for (int c = 0; c < K; c++) {
-                float xe = x[c] * expf((float)(gx[c] - g[c]));
-                acc1 += xe * y1[c];
-                acc2 += xe * y2[c];
+                         float *A2, float *scratch) {
+    float *Xs = scratch, *Ys1 = Xs + (size_t)C * K, *Ys2 = Ys1 + (size_t)C * K;
+    for (int j0 = 0; j0 < n; j0 += PAIR_BLOCK) {
+        int j1 = j0 + PAIR_BLOCK < n ? j0 + PAIR_BLOCK : n;
+        for (int t = j0; t < j1; t++) {
+            int end = strict ? t : t + 1;
+            const float *x = X + t * ld;
+            const double *gx = Gx + (size_t)t * K;
+            for (int s = j0; s < end; s++) {
+                const float *y1 = Y1 + s * ld, *y2 = Y2 + s * ld;
+                const double *g = G + (size_t)s * K;
+                float acc1 = 0, acc2 = 0;
+                for (int c = 0; c < K; c++) {
+                    float xe = x[c] * expf((float)(gx[c] - g[c]));
+                    acc1 += xe * y1[c];
+                    acc2 += xe * y2[c];
+                }
+                A1[t * C + s] = acc1;
+                A2[t * C + s] = acc2;
             }
-            A1[t * C + s] = acc1;
-            A2[t * C + s] = acc2;
+            for (int s = end; s < C; s++) A1[t * C + s] = A2[t * C + s] = 0;
         }
-        for (int s = end; s < C; s++) A1[t * C + s] = A2[t * C + s] = 0;
+        if (j0 == 0) continue;
+        const double *R = G + (size_t)(j0 - 1) * K;
+        for (int t = j0; t < j1; t++)
+            for (int c = 0; c < K; c++)
+                Xs[(size_t)(t - j0) * K + c] = X[t * ld + c] * expf((float)(Gx[(size_t)t * K + c] - R[c]));
+        for (int s = 0; s < j0; s++)
+            for (int c = 0; c < K; c++) {
+                float e = expf((float)(R[c] - G[(size_t)s * K + c]));
+                Ys1[(size_t)s * K + c] = Y1[s * ld + c] * e;
+                Ys2[(size_t)s * K + c] = Y2[s * ld + c] * e;
+            }
+        lina_dplr_gemm(0, 1, j1 - j0, j0, K, 1.0f, Xs, K, Ys1, K, 0.0f, A1 + (size_t)j0 * C, C);
+        lina_dplr_gemm(0, 1, j1 - j0, j0, K, 1.0f, Xs, K, Ys2, K, 0.0f, A2 + (size_t)j0 * C, C);
     }
 }
 
@@ -103,8 +123,10 @@ void lina_dplr_chunk_prepare(const lina_dplr_job *j, int t0, int n, lina_dplr_ch
             c->Bc[t * K + i] = b[i] * tail;
         }
     }
-    pair_scores2(n, K, C, j->r + off, c->G, j->k + off, j->b + off, c->G, ld, 0, c->Aqk, c->Aqb);
-    pair_scores2(n, K, C, j->a + off, c->Gp, j->k + off, j->b + off, c->G, ld, 1, c->Aak, c->Aab);
+    pair_scores2(n, K, C, j->r + off, c->G, j->k + off, j->b + off, c->G, ld, 0, c->Aqk, c->Aqb,
+                 c->scratch);
+    pair_scores2(n, K, C, j->a + off, c->Gp, j->k + off, j->b + off, c->G, ld, 1, c->Aak, c->Aab,
+                 c->scratch);
 }
 
 void lina_dplr_chunk_solve_u(const lina_dplr_job *j, int t0, int n, const float *S0,

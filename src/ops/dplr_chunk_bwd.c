@@ -15,32 +15,80 @@
 
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
-/* Backward of pair_scores2 (dplr_chunk.c): accumulates into dX, dGx, dY1, dY2, dG. */
+/* Backward of pair_scores2 (dplr_chunk.c), in the same blocks: accumulates into
+ * dX, dGx, dY1, dY2, dG (all (n, K), stride K); scratch (8 C K). For the
+ * rectangles A = Xs Ys^T with Xs = X e^{Gx - R}, Ys = Y e^{R - G}, R = G_{r-1}:
+ *   dXs = dA1 Ys1 + dA2 Ys2,  dYs = dA^T Xs,  and each factor's exponent gets
+ *   +-(its row times its gradient), R's share going to dG_{r-1}. */
 static void pair_scores2_bwd(int n, int K, int C, const float *X, const double *Gx,
-                             const float *Y1, const float *Y2, const double *G, ptrdiff_t ld, int strict,
-                             const float *dA1, const float *dA2, float *dX, float *dGx, float *dY1,
-                             float *dY2, float *dG) {
-    for (int t = 0; t < n; t++) {
-        int end = strict ? t : t + 1;
-        const float *x = X + t * ld;
-        const double *gx = Gx + (size_t)t * K;
-        float *dx = dX + (size_t)t * K, *dgx = dGx + (size_t)t * K;
-        for (int s = 0; s < end; s++) {
-            float d1 = dA1[t * C + s], d2 = dA2[t * C + s];
-            if (d1 == 0.0f && d2 == 0.0f) continue;
-            const float *y1 = Y1 + s * ld, *y2 = Y2 + s * ld;
-            const double *g = G + (size_t)s * K;
-            float *dy1 = dY1 + (size_t)s * K, *dy2 = dY2 + (size_t)s * K, *dg = dG + (size_t)s * K;
-            for (int c = 0; c < K; c++) {
-                float e = expf((float)(gx[c] - g[c])), xe = x[c] * e;
-                float p = xe * (d1 * y1[c] + d2 * y2[c]);
-                dx[c] += e * (d1 * y1[c] + d2 * y2[c]);
-                dy1[c] += d1 * xe;
-                dy2[c] += d2 * xe;
-                dgx[c] += p;
-                dg[c] -= p;
+                             const float *Y1, const float *Y2, const double *G, ptrdiff_t ld,
+                             int strict, const float *dA1, const float *dA2, float *dX, float *dGx,
+                             float *dY1, float *dY2, float *dG, float *scratch) {
+    size_t ck = (size_t)C * K;
+    float *Ex = scratch, *Ey = Ex + ck, *Xs = Ey + ck, *Ys1 = Xs + ck, *Ys2 = Ys1 + ck;
+    float *dXs = Ys2 + ck, *dYs1 = dXs + ck, *dYs2 = dYs1 + ck;
+    for (int j0 = 0; j0 < n; j0 += PAIR_BLOCK) {
+        int j1 = j0 + PAIR_BLOCK < n ? j0 + PAIR_BLOCK : n, nb = j1 - j0;
+        for (int t = j0; t < j1; t++) { /* the diagonal block */
+            int end = strict ? t : t + 1;
+            const float *x = X + t * ld;
+            const double *gx = Gx + (size_t)t * K;
+            float *dx = dX + (size_t)t * K, *dgx = dGx + (size_t)t * K;
+            for (int s = j0; s < end; s++) {
+                float d1 = dA1[t * C + s], d2 = dA2[t * C + s];
+                if (d1 == 0.0f && d2 == 0.0f) continue;
+                const float *y1 = Y1 + s * ld, *y2 = Y2 + s * ld;
+                const double *g = G + (size_t)s * K;
+                float *dy1 = dY1 + (size_t)s * K, *dy2 = dY2 + (size_t)s * K, *dg = dG + (size_t)s * K;
+                for (int c = 0; c < K; c++) {
+                    float e = expf((float)(gx[c] - g[c])), xe = x[c] * e;
+                    float p = xe * (d1 * y1[c] + d2 * y2[c]);
+                    dx[c] += e * (d1 * y1[c] + d2 * y2[c]);
+                    dy1[c] += d1 * xe;
+                    dy2[c] += d2 * xe;
+                    dgx[c] += p;
+                    dg[c] -= p;
+                }
             }
         }
+        if (j0 == 0) continue;
+        const double *R = G + (size_t)(j0 - 1) * K;
+        float *dR = dG + (size_t)(j0 - 1) * K;
+        for (int t = j0; t < j1; t++)
+            for (int c = 0; c < K; c++) {
+                size_t i = (size_t)(t - j0) * K + c;
+                Ex[i] = expf((float)(Gx[(size_t)t * K + c] - R[c]));
+                Xs[i] = X[t * ld + c] * Ex[i];
+            }
+        for (int s = 0; s < j0; s++)
+            for (int c = 0; c < K; c++) {
+                size_t i = (size_t)s * K + c;
+                Ey[i] = expf((float)(R[c] - G[i]));
+                Ys1[i] = Y1[s * ld + c] * Ey[i];
+                Ys2[i] = Y2[s * ld + c] * Ey[i];
+            }
+        const float *d1 = dA1 + (size_t)j0 * C, *d2 = dA2 + (size_t)j0 * C; /* (nb, j0) blocks */
+        lina_dplr_gemm(0, 0, nb, K, j0, 1.0f, d1, C, Ys1, K, 0.0f, dXs, K);
+        lina_dplr_gemm(0, 0, nb, K, j0, 1.0f, d2, C, Ys2, K, 1.0f, dXs, K);
+        lina_dplr_gemm(1, 0, j0, K, nb, 1.0f, d1, C, Xs, K, 0.0f, dYs1, K);
+        lina_dplr_gemm(1, 0, j0, K, nb, 1.0f, d2, C, Xs, K, 0.0f, dYs2, K);
+        for (int t = j0; t < j1; t++)
+            for (int c = 0; c < K; c++) {
+                size_t i = (size_t)(t - j0) * K + c, o = (size_t)t * K + c;
+                float p = dXs[i] * Xs[i];
+                dX[o] += dXs[i] * Ex[i];
+                dGx[o] += p;
+                dR[c] -= p;
+            }
+        for (int s = 0; s < j0; s++)
+            for (int c = 0; c < K; c++) {
+                size_t i = (size_t)s * K + c;
+                float p = dYs1[i] * Ys1[i] + dYs2[i] * Ys2[i];
+                dY1[i] += dYs1[i] * Ey[i];
+                dY2[i] += dYs2[i] * Ey[i];
+                dG[i] -= p;
+                dR[c] += p;
+            }
     }
 }
 
@@ -146,9 +194,9 @@ void lina_dplr_chunk_backward(const lina_dplr_job *j) {
             }
         /* the score matrices */
         pair_scores2_bwd(n, K, C, j->r + offk, c.G, j->k + offk, j->b + offk, c.G, j->sk, 0, dAqk,
-                         dAqb, dr, dG, dk, db, dG);
+                         dAqb, dr, dG, dk, db, dG, c.scratch);
         pair_scores2_bwd(n, K, C, j->a + offk, c.Gp, j->k + offk, j->b + offk, c.G, j->sk, 1, dAak,
-                         dAab, da, dGp, dk, db, dG);
+                         dAab, da, dGp, dk, db, dG, c.scratch);
 
         for (int i = 0; i < K; i++) {
             double accG = 0, accGp = 0;

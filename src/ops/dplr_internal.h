@@ -48,13 +48,20 @@ void lina_dplr_recurrent_backward(const lina_dplr_job *j);
  *   O = scale (Qt S0 + Aqk V + Aqb U)
  *   S_n = e^{GC} o S0 + Kc^T V + Bc^T U
  * where Axy[t,s] = sum_c x_t[c] y_s[c] e^{Gx_t[c] - G_s[c]} over s <= t (qk, qb:
- * Gx = G) or s < t (ak, ab: Gx = G'). Every exponent is <= 0: nothing overflows. */
+ * Gx = G) or s < t (ak, ab: Gx = G'). Every exponent is <= 0: nothing overflows.
+ * The score matrices are summed explicitly within blocks of 16 rows; below
+ * them, with R = G_{r-1} at the first row r of the block of t,
+ *   e^{Gx_t - G_s} = e^{Gx_t - R} e^{R - G_s}   (both factors <= 1),
+ * so those rectangles are GEMMs of decay-scaled rows. */
+#define PAIR_BLOCK 16 /* rows of the explicitly summed diagonal blocks of the score matrices */
+
 typedef struct {
     double *G, *Gp, *GC;     /* (C, K), (C, K), (K): double, so that differences of
                                 sums of magnitude ~1000 keep their low bits */
     float *Qt, *At, *Kc, *Bc; /* (C, K) each */
     float *Aqk, *Aqb, *Aak, *Aab; /* (C, C) each, row t, column s */
     float *U;                /* (C, V) */
+    float *scratch;          /* (8 C K) for the blocked score matrices */
 } lina_dplr_chunk;
 
 int lina_dplr_chunk_rows(const lina_dplr_job *j);
