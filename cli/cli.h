@@ -11,5 +11,6 @@ int cmd_icl(int argc, char **argv);
 int cmd_generate_hf(int argc, char **argv);
 int cmd_score(int argc, char **argv); /* logits of a Hugging Face checkpoint (cli/cmd_score.c) */
 int cmd_tokenize(int argc, char **argv); /* byte-level BPE encode/decode (cli/cmd_tokenize.c) */
+int cmd_convert(int argc, char **argv);  /* lina <-> fla checkpoints (cli/cmd_convert.c) */
 
 #endif

@@ -16,6 +16,7 @@ static const struct {
     {"icl", "in-context linear regression with linear self-attention (Vladymyrov et al. 2024)", cmd_icl},
     {"score", "logits of a Hugging Face gla/delta_net/mamba2 checkpoint (lina score --help)", cmd_score},
     {"tokenize", "byte-level BPE encode/decode: tokenizer.json or tiktoken (lina tokenize --help)", cmd_tokenize},
+    {"convert", "lina checkpoint <-> fla gated_deltanet/delta_net/gla layout (lina convert --help)", cmd_convert},
 };
 
 static void usage(FILE *f) {
