@@ -2,7 +2,8 @@
  * backward (dplr_chunk_bwd.c). The math is in dplr_internal.h. Dense products
  * go through cblas_sgemm; the four intra-chunk score matrices carry a decay
  * per key channel and pair (e^{G_t - G_s}, always <= 1), so they are summed
- * explicitly, two matrices sharing each exponential. */
+ * explicitly within 16-row blocks (from one table of decays) and as GEMMs of
+ * decay-scaled rows below them. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -29,6 +30,38 @@ void lina_dplr_gemm(int ta, int tb, int M, int N, int Kd, float alpha, const flo
 
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
+size_t lina_dplr_pair_table_floats(size_t C, size_t K) {
+    size_t blocks = (C + PAIR_BLOCK - 1) / PAIR_BLOCK;
+    return blocks * (PAIR_BLOCK * (PAIR_BLOCK + 1) / 2) * K;
+}
+
+/* E (see dplr_internal.h) for the n rows of the chunk: E[s][s] = 1 and
+ * E[t][s] = E[t-1][s] e^{w_t}, one exponential per row and channel (at most 15
+ * roundings per entry; every factor <= 1, so nothing overflows). */
+static void pair_table(const lina_dplr_job *j, int t0, int n, float *E) {
+    int K = j->K;
+    for (int j0 = 0; j0 < n; j0 += PAIR_BLOCK) {
+        int j1 = j0 + PAIR_BLOCK < n ? j0 + PAIR_BLOCK : n;
+        float *Eb = E + (size_t)(j0 / PAIR_BLOCK) * (PAIR_BLOCK * (PAIR_BLOCK + 1) / 2) * K;
+        for (int t = j0; t < j1; t++) {
+            const float *w = j->w + (ptrdiff_t)(t0 + t) * j->sk;
+            float *diag = Eb + (size_t)(PAIR_TRI(t - j0) + t - j0) * K;
+            for (int c = 0; c < K; c++) diag[c] = 1.0f;
+            if (t == j0) continue;
+            float *dec = diag; /* e^{w_t} first, in the diagonal slot (rewritten below) */
+            for (int c = 0; c < K; c++) dec[c] = expf(lina_dplr_w(w[c]));
+            const float *prev = Eb + (size_t)PAIR_TRI(t - 1 - j0) * K;
+            float *row = Eb + (size_t)PAIR_TRI(t - j0) * K;
+            for (int s = j0; s < t; s++) {
+                const float *p = prev + (size_t)(s - j0) * K;
+                float *e = row + (size_t)(s - j0) * K;
+                for (int c = 0; c < K; c++) e[c] = p[c] * dec[c];
+            }
+            for (int c = 0; c < K; c++) diag[c] = 1.0f;
+        }
+    }
+}
+
 size_t lina_dplr_chunk_carve(const lina_dplr_job *j, float *ws, lina_dplr_chunk *c) {
     size_t C = lina_dplr_chunk_rows(j), ck = round16(C * j->K), cc = round16(C * C);
     size_t used = 0;
@@ -50,6 +83,7 @@ size_t lina_dplr_chunk_carve(const lina_dplr_job *j, float *ws, lina_dplr_chunk 
     TAKE(Aab, cc);
     TAKE(U, round16(C * j->V));
     TAKE(scratch, 8 * ck);
+    TAKE(E, round16(lina_dplr_pair_table_floats(C, j->K)));
 #undef TAKE
     return used;
 }
@@ -57,24 +91,24 @@ size_t lina_dplr_chunk_carve(const lina_dplr_job *j, float *ws, lina_dplr_chunk 
 /* A1[t,s] = sum_c X_t[c] Y1_s[c] e^{Gx_t[c] - G_s[c]}, A2 likewise with Y2, for
  * s < t (strict) or s <= t; zero above. Rows of X, Y1, Y2 have stride ld; Gx, G
  * are (n, K); A1, A2 (n, C); scratch (3 C K). Blocks of PAIR_BLOCK rows: the
- * diagonal block explicitly (two matrices sharing each exponential), the
+ * diagonal block explicitly from the table E, the
  * rectangle left of it as GEMMs (dplr_internal.h). */
 static void pair_scores2(int n, int K, int C, const float *X, const double *Gx, const float *Y1,
                          const float *Y2, const double *G, ptrdiff_t ld, int strict, float *A1,
-                         float *A2, float *scratch) {
+                         float *A2, const float *E, float *scratch) {
     float *Xs = scratch, *Ys1 = Xs + (size_t)C * K, *Ys2 = Ys1 + (size_t)C * K;
     for (int j0 = 0; j0 < n; j0 += PAIR_BLOCK) {
         int j1 = j0 + PAIR_BLOCK < n ? j0 + PAIR_BLOCK : n;
+        const float *Eb = E + (size_t)(j0 / PAIR_BLOCK) * (PAIR_BLOCK * (PAIR_BLOCK + 1) / 2) * K;
         for (int t = j0; t < j1; t++) {
-            int end = strict ? t : t + 1;
+            int end = strict ? t : t + 1, te = t - strict - j0; /* strict: Gx_t = G_{t-1} */
             const float *x = X + t * ld;
-            const double *gx = Gx + (size_t)t * K;
             for (int s = j0; s < end; s++) {
                 const float *y1 = Y1 + s * ld, *y2 = Y2 + s * ld;
-                const double *g = G + (size_t)s * K;
+                const float *e = Eb + (size_t)(PAIR_TRI(te) + s - j0) * K;
                 float acc1 = 0, acc2 = 0;
                 for (int c = 0; c < K; c++) {
-                    float xe = x[c] * expf((float)(gx[c] - g[c]));
+                    float xe = x[c] * e[c];
                     acc1 += xe * y1[c];
                     acc2 += xe * y2[c];
                 }
@@ -123,10 +157,11 @@ void lina_dplr_chunk_prepare(const lina_dplr_job *j, int t0, int n, lina_dplr_ch
             c->Bc[t * K + i] = b[i] * tail;
         }
     }
+    pair_table(j, t0, n, c->E);
     pair_scores2(n, K, C, j->r + off, c->G, j->k + off, j->b + off, c->G, ld, 0, c->Aqk, c->Aqb,
-                 c->scratch);
+                 c->E, c->scratch);
     pair_scores2(n, K, C, j->a + off, c->Gp, j->k + off, j->b + off, c->G, ld, 1, c->Aak, c->Aab,
-                 c->scratch);
+                 c->E, c->scratch);
 }
 
 void lina_dplr_chunk_solve_u(const lina_dplr_job *j, int t0, int n, const float *S0,

@@ -23,27 +23,27 @@ static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 static void pair_scores2_bwd(int n, int K, int C, const float *X, const double *Gx,
                              const float *Y1, const float *Y2, const double *G, ptrdiff_t ld,
                              int strict, const float *dA1, const float *dA2, float *dX, float *dGx,
-                             float *dY1, float *dY2, float *dG, float *scratch) {
+                             float *dY1, float *dY2, float *dG, const float *E, float *scratch) {
     size_t ck = (size_t)C * K;
     float *Ex = scratch, *Ey = Ex + ck, *Xs = Ey + ck, *Ys1 = Xs + ck, *Ys2 = Ys1 + ck;
     float *dXs = Ys2 + ck, *dYs1 = dXs + ck, *dYs2 = dYs1 + ck;
     for (int j0 = 0; j0 < n; j0 += PAIR_BLOCK) {
         int j1 = j0 + PAIR_BLOCK < n ? j0 + PAIR_BLOCK : n, nb = j1 - j0;
+        const float *Eb = E + (size_t)(j0 / PAIR_BLOCK) * (PAIR_BLOCK * (PAIR_BLOCK + 1) / 2) * K;
         for (int t = j0; t < j1; t++) { /* the diagonal block */
-            int end = strict ? t : t + 1;
+            int end = strict ? t : t + 1, te = t - strict - j0;
             const float *x = X + t * ld;
-            const double *gx = Gx + (size_t)t * K;
             float *dx = dX + (size_t)t * K, *dgx = dGx + (size_t)t * K;
             for (int s = j0; s < end; s++) {
                 float d1 = dA1[t * C + s], d2 = dA2[t * C + s];
                 if (d1 == 0.0f && d2 == 0.0f) continue;
                 const float *y1 = Y1 + s * ld, *y2 = Y2 + s * ld;
-                const double *g = G + (size_t)s * K;
+                const float *e = Eb + (size_t)(PAIR_TRI(te) + s - j0) * K;
                 float *dy1 = dY1 + (size_t)s * K, *dy2 = dY2 + (size_t)s * K, *dg = dG + (size_t)s * K;
                 for (int c = 0; c < K; c++) {
-                    float e = expf((float)(gx[c] - g[c])), xe = x[c] * e;
-                    float p = xe * (d1 * y1[c] + d2 * y2[c]);
-                    dx[c] += e * (d1 * y1[c] + d2 * y2[c]);
+                    float xe = x[c] * e[c], dy = d1 * y1[c] + d2 * y2[c];
+                    float p = xe * dy;
+                    dx[c] += e[c] * dy;
                     dy1[c] += d1 * xe;
                     dy2[c] += d2 * xe;
                     dgx[c] += p;
@@ -194,9 +194,9 @@ void lina_dplr_chunk_backward(const lina_dplr_job *j) {
             }
         /* the score matrices */
         pair_scores2_bwd(n, K, C, j->r + offk, c.G, j->k + offk, j->b + offk, c.G, j->sk, 0, dAqk,
-                         dAqb, dr, dG, dk, db, dG, c.scratch);
+                         dAqb, dr, dG, dk, db, dG, c.E, c.scratch);
         pair_scores2_bwd(n, K, C, j->a + offk, c.Gp, j->k + offk, j->b + offk, c.G, j->sk, 1, dAak,
-                         dAab, da, dGp, dk, db, dG, c.scratch);
+                         dAab, da, dGp, dk, db, dG, c.E, c.scratch);
 
         for (int i = 0; i < K; i++) {
             double accG = 0, accGp = 0;

@@ -52,8 +52,10 @@ void lina_dplr_recurrent_backward(const lina_dplr_job *j);
  * The score matrices are summed explicitly within blocks of 16 rows; below
  * them, with R = G_{r-1} at the first row r of the block of t,
  *   e^{Gx_t - G_s} = e^{Gx_t - R} e^{R - G_s}   (both factors <= 1),
- * so those rectangles are GEMMs of decay-scaled rows. */
+ * so those rectangles are GEMMs of decay-scaled rows. Inside the blocks,
+ * e^{G'_t - G_s} = e^{G_{t-1} - G_s}: one table E serves all four matrices. */
 #define PAIR_BLOCK 16 /* rows of the explicitly summed diagonal blocks of the score matrices */
+#define PAIR_TRI(tt) ((tt) * ((tt) + 1) / 2)
 
 typedef struct {
     double *G, *Gp, *GC;     /* (C, K), (C, K), (K): double, so that differences of
@@ -62,9 +64,14 @@ typedef struct {
     float *Aqk, *Aqb, *Aak, *Aab; /* (C, C) each, row t, column s */
     float *U;                /* (C, V) */
     float *scratch;          /* (8 C K) for the blocked score matrices */
+    float *E;                /* e^{G_t - G_s} for s <= t inside each 16-row block: block b,
+                                pair (t, s) at ((b PB(PB+1)/2) + tt(tt+1)/2 + ss) K, tt, ss
+                                the rows inside the block (PB = PAIR_BLOCK) */
 } lina_dplr_chunk;
 
 int lina_dplr_chunk_rows(const lina_dplr_job *j);
+/* Floats of the table E for chunks of C rows. */
+size_t lina_dplr_pair_table_floats(size_t C, size_t K);
 /* Carve a lina_dplr_chunk out of ws; returns the floats used. */
 size_t lina_dplr_chunk_carve(const lina_dplr_job *j, float *ws, lina_dplr_chunk *c);
 /* Gates, scaled rows and the four score matrices of rows [t0, t0+n). */
