@@ -10,6 +10,8 @@
  *   "retnet"         fla RetNetForCausalLM (MultiScaleRetention)
  *   "hgrn2"          fla HGRN2ForCausalLM
  *   "linear_attn"    fla LinearAttentionForCausalLM
+ *   "rwkv7"          fla RWKV7ForCausalLM (also "rwkv7_fla"; DPLR op of lina/dplr.h;
+ *                    checked against a self-written float64 reference only)
  * (the last four are checked against self-written float64 oracles of fla's
  * math, tests/data/hf_fla_oracle/, since fla runs them only on GPUs)
  *   "qwen3_next"     Hugging Face transformers Qwen3NextForCausalLM (Gated DeltaNet +
