@@ -75,6 +75,17 @@ static void test_reference(void) {
         st = run_pieces(m, B, T, id, cuts, 5, got);
         if (st) test_report(0, "rwkv7 steps then chunks", "%s", lina_last_error());
         else check_close("rwkv7 3 steps + 2 chunks == reference", got, want, n, 1e-3);
+        /* a reset state behaves as a fresh one (token shifts and DPLR states zeroed) */
+        lina_hf_state *s = NULL;
+        float *again = alloc_floats(n);
+        st = lina_hf_state_create(m, B, &s);
+        if (!st) st = lina_hf_forward(NULL, m, s, B, T, id, got);
+        lina_hf_state_reset(s);
+        if (!st) st = lina_hf_forward(NULL, m, s, B, T, id, again);
+        test_report(!st && !memcmp(got, again, n * sizeof *got), "rwkv7 state reset == fresh state", "%s",
+                    st ? lina_last_error() : "");
+        lina_hf_state_free(s);
+        free(again);
         int np = (int)prompt->shape[1], n_new = (int)greedy->shape[1] - np;
         int64_t *out = calloc((size_t)n_new, sizeof *out);
         const int64_t *g = (const int64_t *)greedy->data;
