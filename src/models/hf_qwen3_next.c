@@ -510,54 +510,75 @@ lina_status hf_q3n_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_
 
 /* ---- MLPs ---- */
 
+/* router: per row the top-k experts (largest probability first; the lower index on ties) and
+ * their weights, renormalized to sum 1 with norm_topk_prob. prob (E) scratch. */
+static void route(const lina_hf_model *m, const hf_layer *L, const float *xr, float *prob, int *chosen, float *wsel) {
+    int D = m->D, E = L->n_experts, K = m->moe_topk;
+    hf_linear(1, D, E, xr, L->router, NULL, prob);
+    float mx = prob[0];
+    for (int e = 1; e < E; e++) mx = fmaxf(mx, prob[e]);
+    double sum = 0;
+    for (int e = 0; e < E; e++) sum += (prob[e] = expf(prob[e] - mx));
+    for (int e = 0; e < E; e++) prob[e] = (float)(prob[e] / sum);
+    float wsum = 0;
+    for (int kk = 0; kk < K; kk++) {
+        int best = -1;
+        for (int e = 0; e < E; e++)
+            if (prob[e] >= 0 && (best < 0 || prob[e] > prob[best])) best = e;
+        chosen[kk] = best;
+        wsel[kk] = prob[best];
+        wsum += prob[best];
+        prob[best] = -1.0f; /* taken */
+    }
+    if (m->moe_norm_topk)
+        for (int kk = 0; kk < K; kk++) wsel[kk] /= wsum;
+}
+
 lina_status hf_q3n_mlp(const lina_hf_model *m, int l, int N, const float *xn, float *x) {
     const hf_layer *L = &m->layers[l];
-    int D = m->D, E = L->n_experts, I = m->moe_I, W = L->mlp_width;
+    int D = m->D, E = L->n_experts, I = m->moe_I, W = L->mlp_width, K = E ? m->moe_topk : 0;
     int widest = W > I ? W : I;
-    /* scratch: SwiGLU temp (2 widest), one row's output (D), router probabilities (E), out rows (N, D) */
-    size_t total = 2 * (size_t)N * widest + (size_t)N * D + (size_t)E + (size_t)N * D;
-    float *buf = malloc(total * sizeof *buf);
-    if (!buf) return lina_fail(LINA_ERR_OOM, "layer %d MLP: out of memory for %zu floats", l, total);
-    float *tmp = buf, *row_out = tmp + 2 * (size_t)N * widest, *prob = row_out + (size_t)N * D, *out = prob + E;
-    hf_swiglu(N, D, W, xn, L->mlp_gate, L->mlp_up, L->mlp_down, tmp, out); /* dense or shared expert */
+    /* scratch: SwiGLU temp (2 N widest), out rows (N, D), gathered rows and their expert outputs (N, D) x2,
+     * router probabilities (E), per row the chosen experts and weights (N, K), one expert's row list (N) */
+    size_t nf = 2 * (size_t)N * widest + 3 * (size_t)N * D + (size_t)E + (size_t)N * K;
+    float *buf = malloc(nf * sizeof *buf);
+    int *ibuf = malloc(((size_t)N * K + (size_t)N + 1) * sizeof *ibuf);
+    if (!buf || !ibuf) {
+        free(buf);
+        free(ibuf);
+        return lina_fail(LINA_ERR_OOM, "layer %d MLP: out of memory for %zu floats", l, nf);
+    }
+    float *tmp = buf, *out = tmp + 2 * (size_t)N * widest, *xg = out + (size_t)N * D, *yg = xg + (size_t)N * D,
+          *prob = yg + (size_t)N * D, *wsel = prob + E;
+    int *chosen = ibuf, *rows = ibuf + (size_t)N * K;
+    hf_swiglu(N, D, W, xn, L->mlp_gate, L->mlp_up, L->mlp_down, tmp, out); /* dense MLP or shared expert */
     if (E) {
         for (int r = 0; r < N; r++) {
-            const float *xr = xn + (size_t)r * D;
-            float *o = out + (size_t)r * D;
             float zg;
-            hf_linear(1, D, 1, xr, L->shared_gate, NULL, &zg);
+            hf_linear(1, D, 1, xn + (size_t)r * D, L->shared_gate, NULL, &zg);
             float sg = hf_sigmoid(zg);
-            for (int i = 0; i < D; i++) o[i] *= sg;
-            /* router softmax, top-k (largest first; the lower index on ties) */
-            hf_linear(1, D, E, xr, L->router, NULL, prob);
-            float mx = prob[0];
-            for (int e = 1; e < E; e++) mx = fmaxf(mx, prob[e]);
-            double sum = 0;
-            for (int e = 0; e < E; e++) sum += (prob[e] = expf(prob[e] - mx));
-            for (int e = 0; e < E; e++) prob[e] = (float)(prob[e] / sum);
-            int chosen[64];
-            float wsel[64], wsum = 0;
-            int K = m->moe_topk < 64 ? m->moe_topk : 64;
-            for (int kk = 0; kk < K; kk++) {
-                int best = -1;
-                for (int e = 0; e < E; e++) {
-                    int used = 0;
-                    for (int j = 0; j < kk; j++) used |= chosen[j] == e;
-                    if (!used && (best < 0 || prob[e] > prob[best])) best = e;
-                }
-                chosen[kk] = best;
-                wsel[kk] = prob[best];
-                wsum += prob[best];
-            }
-            for (int kk = 0; kk < K; kk++) {
-                float wk = m->moe_norm_topk ? wsel[kk] / wsum : wsel[kk];
-                int e = chosen[kk];
-                hf_swiglu(1, D, I, xr, L->ex_gate[e], L->ex_up[e], L->ex_down[e], tmp, row_out);
-                for (int i = 0; i < D; i++) o[i] += wk * row_out[i];
+            for (int i = 0; i < D; i++) out[(size_t)r * D + i] *= sg;
+            route(m, L, xn + (size_t)r * D, prob, chosen + (size_t)r * K, wsel + (size_t)r * K);
+        }
+        /* each expert once over the rows routed to it */
+        for (int e = 0; e < E; e++) {
+            int n = 0;
+            for (int r = 0; r < N; r++)
+                for (int kk = 0; kk < K; kk++)
+                    if (chosen[(size_t)r * K + kk] == e) rows[n++] = r * K + kk;
+            if (!n) continue;
+            for (int j = 0; j < n; j++)
+                memcpy(xg + (size_t)j * D, xn + (size_t)(rows[j] / K) * D, (size_t)D * sizeof *xg);
+            hf_swiglu(n, D, I, xg, L->ex_gate[e], L->ex_up[e], L->ex_down[e], tmp, yg);
+            for (int j = 0; j < n; j++) {
+                float wk = wsel[rows[j]];
+                float *o = out + (size_t)(rows[j] / K) * D;
+                for (int i = 0; i < D; i++) o[i] += wk * yg[(size_t)j * D + i];
             }
         }
     }
     for (size_t i = 0; i < (size_t)N * D; i++) x[i] += out[i];
     free(buf);
+    free(ibuf);
     return LINA_OK;
 }
