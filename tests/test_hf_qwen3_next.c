@@ -153,7 +153,114 @@ static void check_bad_ids(void) {
     lina_hf_free(m);
 }
 
+/* The same model with the experts saved fused (transformers' in-memory layout:
+ * mlp.experts.gate_up_proj (E, 2I, D) = [gate; up] per expert, mlp.experts.down_proj
+ * (E, D, I)) gives bit-identical logits. */
+static void check_fused_experts(void) {
+    char src[1400], dir[300], path[400], cmd[2000];
+    snprintf(dir, sizeof dir, "/tmp/lina_test_q3n_fused_%d", (int)getpid());
+    mkdir(dir, 0700);
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/'", fixture_dir(), dir);
+    int ok = system(cmd) == 0;
+    snprintf(src, sizeof src, "%s/model.safetensors", fixture_dir());
+    lina_st_file *f = NULL;
+    lina_st_writer *w = NULL;
+    lina_status st = lina_st_open(src, &f);
+    if (!st) st = lina_st_writer_create(&w);
+    float *fused[2][64] = {{0}};
+    int n_fused = 0;
+    for (int i = 0; !st && i < lina_st_count(f); i++) {
+        const lina_tensor_view *t = lina_st_tensor(f, i);
+        int l, e;
+        char which[16];
+        if (sscanf(t->name, "model.layers.%d.mlp.experts.%d.%15[a-z]_proj.weight", &l, &e, which) == 3) continue;
+        st = lina_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    for (int l = 0; !st && l < 64; l++) {
+        char name[160];
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.0.gate_proj.weight", l);
+        const lina_tensor_view *g0 = lina_st_find(f, name);
+        if (!g0) continue;
+        int64_t I = g0->shape[0], D = g0->shape[1];
+        int E = 0;
+        for (;; E++) {
+            snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.gate_proj.weight", l, E);
+            if (!lina_st_find(f, name)) break;
+        }
+        float *gu = alloc_floats((size_t)E * 2 * I * D), *dn = alloc_floats((size_t)E * D * I);
+        fused[0][n_fused] = gu;
+        fused[1][n_fused++] = dn;
+        for (int e = 0; e < E && !st; e++) {
+            static const char *parts[3] = {"gate", "up", "down"};
+            for (int p = 0; p < 3 && !st; p++) {
+                snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s_proj.weight", l, e, parts[p]);
+                const lina_tensor_view *t = lina_st_find(f, name);
+                float *dst = p == 2 ? dn + (size_t)e * D * I : gu + ((size_t)e * 2 + p) * I * D;
+                st = t ? lina_tensor_to_f32(t, dst, I * D) : LINA_ERR_FORMAT;
+            }
+        }
+        int64_t s1[3] = {E, 2 * I, D}, s2[3] = {E, D, I};
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.gate_up_proj", l);
+        if (!st) st = lina_st_writer_add(w, name, LINA_DTYPE_F32, 3, s1, gu);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.down_proj", l);
+        if (!st) st = lina_st_writer_add(w, name, LINA_DTYPE_F32, 3, s2, dn);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!st) st = lina_st_writer_save(w, path);
+    lina_st_writer_free(w);
+    lina_st_close(f);
+    for (int i = 0; i < n_fused; i++) {
+        free(fused[0][i]);
+        free(fused[1][i]);
+    }
+    lina_hf_model *a = NULL, *b = NULL;
+    if (!st) st = lina_hf_load(fixture_dir(), &a);
+    if (!st) st = lina_hf_load(dir, &b);
+    int64_t ids[2 * 9];
+    for (int i = 0; i < 18; i++) ids[i] = (i * 37 + 5) % 256;
+    float *la = alloc_floats(18 * 256), *lb = alloc_floats(18 * 256);
+    if (!st) st = lina_hf_forward(NULL, a, NULL, 2, 9, ids, la);
+    if (!st) st = lina_hf_forward(NULL, b, NULL, 2, 9, ids, lb);
+    int same = ok && !st && n_fused > 0 && !memcmp(la, lb, 18 * 256 * sizeof *la);
+    test_report(same, "qwen3_next_fused_experts_identical", "%s", st ? lina_last_error() : same ? "" : "differ");
+    free(la);
+    free(lb);
+    lina_hf_free(a);
+    lina_hf_free(b);
+    remove(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    remove(path);
+    remove(dir);
+}
+
+/* layer_types derived from full_attention_interval give the same model */
+static void check_interval(void) {
+    lina_hf_model *a = NULL, *b = NULL;
+    int copied = edited_copy("\"layer_types\": [\n    \"linear_attention\",\n    \"full_attention\",\n    "
+                             "\"linear_attention\",\n    \"full_attention\"\n  ]",
+                             "\"full_attention_interval\": 2");
+    lina_status st = copied ? lina_hf_load(tmpdir, &b) : LINA_ERR_IO;
+    if (!st) st = lina_hf_load(fixture_dir(), &a);
+    int64_t ids[7] = {3, 1, 4, 1, 5, 9, 2};
+    float la[7 * 256], lb[7 * 256];
+    if (!st) st = lina_hf_forward(NULL, a, NULL, 1, 7, ids, la);
+    if (!st) st = lina_hf_forward(NULL, b, NULL, 1, 7, ids, lb);
+    int same = copied && !st && !memcmp(la, lb, sizeof la);
+    test_report(same, "qwen3_next_full_attention_interval", "%s",
+                !copied ? "could not edit the config" : st ? lina_last_error() : same ? "" : "differ");
+    lina_hf_free(a);
+    lina_hf_free(b);
+    char path[400];
+    snprintf(path, sizeof path, "%s/config.json", tmpdir);
+    remove(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmpdir);
+    remove(path);
+    remove(tmpdir);
+}
+
 int main(void) {
+    check_interval();
+    check_fused_experts();
     check_golden();
     check_bad_ids();
     expect_error("qwen3_next_bad_layer_type", "\"full_attention\"\n", "\"sliding_attention\"\n", "layer_types[3]");
