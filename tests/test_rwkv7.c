@@ -47,9 +47,9 @@ static lina_status run_pieces(const lina_hf_model *m, int B, int T, const int64_
     return st;
 }
 
-static void test_reference(void) {
-    char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s/rwkv7", data_dir());
+static void test_reference(const char *sub, const char *tag) {
+    char dir[1024], path[1100], tname[160];
+    snprintf(dir, sizeof dir, "%s/%s", data_dir(), sub);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     lina_hf_model *m = NULL;
     lina_st_file *f = NULL;
@@ -60,7 +60,8 @@ static void test_reference(void) {
                            *prompt = f ? need(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
                            *greedy = f ? need(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     int ok = !st && ids && ref && prompt && greedy && ref->shape[2] == lina_hf_vocab_size(m);
-    test_report(ok, "rwkv7 checkpoint and reference load", "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
+    snprintf(tname, sizeof tname, "rwkv7 checkpoint and reference load [%s]", tag);
+    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
     if (ok) {
         int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
         size_t n = (size_t)B * T * V;
@@ -68,13 +69,15 @@ static void test_reference(void) {
         int64_t *id = copy_ids(ids);
         lina_tensor_to_f32(ref, want, (int64_t)n);
         st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
-        if (st) test_report(0, "rwkv7 logits == self-written float64 reference", "%s", lina_last_error());
-        else check_close("rwkv7 logits == self-written float64 reference (B=2, T=70)", got, want, n, 1e-3);
+        snprintf(tname, sizeof tname, "rwkv7 logits == self-written float64 reference (B=2, T=70) [%s]", tag);
+        if (st) test_report(0, tname, "%s", lina_last_error());
+        else check_close(tname, got, want, n, 1e-3);
         /* single-token steps, then chunks: token shift, DPLR state and v_first carried */
         int cuts[6] = {0, 1, 2, 3, 40, T};
         st = run_pieces(m, B, T, id, cuts, 5, got);
-        if (st) test_report(0, "rwkv7 steps then chunks", "%s", lina_last_error());
-        else check_close("rwkv7 3 steps + 2 chunks == reference", got, want, n, 1e-3);
+        snprintf(tname, sizeof tname, "rwkv7 3 steps + 2 chunks == reference [%s]", tag);
+        if (st) test_report(0, tname, "%s", lina_last_error());
+        else check_close(tname, got, want, n, 1e-3);
         /* a reset state behaves as a fresh one (token shifts and DPLR states zeroed) */
         lina_hf_state *s = NULL;
         float *again = alloc_floats(n);
@@ -82,7 +85,8 @@ static void test_reference(void) {
         if (!st) st = lina_hf_forward(NULL, m, s, B, T, id, got);
         lina_hf_state_reset(s);
         if (!st) st = lina_hf_forward(NULL, m, s, B, T, id, again);
-        test_report(!st && !memcmp(got, again, n * sizeof *got), "rwkv7 state reset == fresh state", "%s",
+        snprintf(tname, sizeof tname, "rwkv7 state reset == fresh state [%s]", tag);
+        test_report(!st && !memcmp(got, again, n * sizeof *got), tname, "%s",
                     st ? lina_last_error() : "");
         lina_hf_state_free(s);
         free(again);
@@ -95,7 +99,8 @@ static void test_reference(void) {
         if (!same && !st)
             snprintf(msg, sizeof msg, "got %lld %lld %lld ..., want %lld %lld %lld ...", (long long)out[0],
                      (long long)out[1], (long long)out[2], (long long)g[np], (long long)g[np + 1], (long long)g[np + 2]);
-        test_report(same, "rwkv7 greedy continuation == reference (8 tokens)", "%s", st ? lina_last_error() : msg);
+        snprintf(tname, sizeof tname, "rwkv7 greedy continuation == reference (8 tokens) [%s]", tag);
+        test_report(same, tname, "%s", st ? lina_last_error() : msg);
         free(out);
         free(got);
         free(want);
@@ -129,7 +134,8 @@ static void expect_config_error(const char *tname, const char *json, const char 
 }
 
 int main(void) {
-    test_reference();
+    test_reference("rwkv7", "fuse_norm, separate x_r..x_g");
+    test_reference("rwkv7/v1", "rwkv7_fla, F.normalize, packed x_x, hidden_ratio 3.5, no norm bias");
     expect_config_error("rwkv7 hybrid attn layers refused",
                         "{\"model_type\": \"rwkv7\", \"vocab_size\": 8, \"hidden_size\": 16, \"num_hidden_layers\": 1, "
                         "\"head_dim\": 8, \"attn\": {\"layers\": [0], \"num_heads\": 2}}",

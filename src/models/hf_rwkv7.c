@@ -12,10 +12,12 @@
  *     layer 0: v_first = v;  else v += (v_first - v) sigmoid(V2 V1 x_v + b)
  *     a = sigmoid(A2 A1 x_a + b);  g = G2 sigmoid(G1 x_g)
  *     kk = normalize_per_head(k * k_k);  k = k (1 + (a - 1) k_a)
+ *          (fuse_norm: k / sqrt(|k|^2 + 1e-6) as fla's l2_norm; else F.normalize)
  *     o = DPLR(r, logw, k, v, a = -kk, b = kk * a), scale 1    (lina/dplr.h)
  *     o = (GroupNorm_H(o) [eps = hd norm_eps] + sum_head(r k r_k) v) * g;  x += Wo o
  *     h = LN_ffn(x);  x += Wvalue relu(Wkey (h + delta_h mu_k))^2    (own token shift)
  *   logits = lm_head(LN(x))
+ * Version-1 checkpoints (one packed attn.x_x) load too, as fla migrates them.
  * State per layer: the DPLR state (B, H, hd, hd) in S, the attention and FFN
  * token-shift rows (B, D) in conv_q and conv_k. */
 #include <math.h>
@@ -46,6 +48,7 @@ typedef struct {
 struct hf_rwkv7_model {
     int rank_w, rank_a, rank_v, rank_g;
     int norm_bias, norm_first;
+    int fuse_norm; /* kk: fla l2_norm x / sqrt(|x|^2 + 1e-6) (true) or F.normalize x / max(|x|, 1e-12) */
     const float *norm_f_b; /* final LayerNorm bias or NULL */
     rwkv7_layer *layers;   /* (L), in the same allocation */
 };
@@ -112,10 +115,15 @@ lina_status hf_rwkv7_parse(lina_hf_model *m, const cJSON *cfg, const char *path)
     TRY(hf_cfg_str(cfg, path, "hidden_act", "sqrelu", &act));
     if (strcmp(act, "sqrelu"))
         return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': hidden_act '%s' is not supported (sqrelu only)", path, act);
-    int ratio, inter;
-    TRY(hf_cfg_int(cfg, path, "hidden_ratio", 0, 4, &ratio));
+    int inter;
+    double ratio;
+    TRY(hf_cfg_float(cfg, path, "hidden_ratio", 0, 4.0, &ratio));
     TRY(hf_cfg_int(cfg, path, "intermediate_size", 0, 0, &inter));
-    if (inter <= 0) inter = 32 * ((D * ratio + 31) / 32);
+    if (inter <= 0) { /* RWKV7FeedForward: int(D * hidden_ratio) rounded up to a multiple of 32 */
+        if (!(ratio > 0 && ratio < 1e6))
+            return lina_fail(LINA_ERR_FORMAT, "'%s': hidden_ratio = %g must be > 0", path, ratio);
+        inter = 32 * (((int)(D * ratio) + 31) / 32);
+    }
     if (inter < 1) return lina_fail(LINA_ERR_FORMAT, "'%s': intermediate_size = %d must be >= 1", path, inter);
     m->I_mlp = inter;
     double eps;
@@ -138,6 +146,7 @@ lina_status hf_rwkv7_parse(lina_hf_model *m, const cJSON *cfg, const char *path)
     TRY(rank_of(cfg, path, "gate_low_rank_dim", 5.0, D, 1.0, &r->rank_g));
     TRY(hf_cfg_bool(cfg, path, "norm_bias", 1, &r->norm_bias));
     TRY(hf_cfg_bool(cfg, path, "norm_first", 1, &r->norm_first));
+    TRY(hf_cfg_bool(cfg, path, "fuse_norm", 1, &r->fuse_norm));
     m->conv_size = 2; /* the token shift is a width-2 history (for lina_hf_state_reset's generic path) */
     return LINA_OK;
 }
@@ -183,10 +192,18 @@ lina_status hf_rwkv7_load_layer(lina_hf_model *m, hf_weights *w, int l) {
     TRY(get_norm(w, m, l, "attn_norm", &L->attn_w, &L->attn_b));
     TRY(get_norm(w, m, l, "ffn_norm", &L->ffn_w, &L->ffn_b));
     static const char mix[6] = {'r', 'w', 'k', 'v', 'a', 'g'};
+    const float *packed = NULL; /* version-1 checkpoints: attn.x_x (6, 1, 1, D) packs x_r..x_g */
+    char xname[64];
+    snprintf(xname, sizeof xname, "model.layers.%d.attn.x_x", l);
+    if (hf_weights_has(w, xname)) {
+        int64_t shape[4] = {6, 1, 1, D};
+        TRY(hf_weights_get(w, m, xname, 4, shape, 1, &packed));
+    }
     for (int i = 0; i < 6; i++) {
         char n[32];
         snprintf(n, sizeof n, "attn.x_%c", mix[i]);
-        TRY(get(w, m, l, n, 3, 1, 1, D, 1, &L->mu[i]));
+        if (packed) L->mu[i] = packed + (size_t)i * D;
+        else TRY(get(w, m, l, n, 3, 1, 1, D, 1, &L->mu[i]));
     }
     TRY(get(w, m, l, "attn.k_k", 1, D, 0, 0, 1, &L->k_k));
     TRY(get(w, m, l, "attn.k_a", 1, D, 0, 0, 1, &L->k_a));
@@ -303,7 +320,7 @@ static lina_status time_mix(lina_ctx *ctx, const lina_hf_model *m, int l, hf_lay
             u->kk[o + i] = z;
             n2 += (double)z * z;
         }
-        float inv = 1.0f / fmaxf((float)sqrt(n2), 1e-12f);
+        float inv = R->fuse_norm ? (float)(1.0 / sqrt(n2 + 1e-6)) : 1.0f / fmaxf((float)sqrt(n2), 1e-12f);
         for (int i = 0; i < hd; i++) {
             float kk = u->kk[o + i] * inv;
             u->aa[o + i] = -kk;

@@ -1,6 +1,11 @@
 #!/usr/bin/python3
-"""Tiny fla RWKV-7 checkpoint (model_type "rwkv7") with reference logits and a
-greedy continuation, for tests/test_rwkv7.c.
+"""Tiny fla RWKV-7 checkpoints with reference logits and a greedy continuation,
+for tests/test_rwkv7.c:
+    rwkv7/     model_type "rwkv7", fuse_norm true (kk = k / sqrt(|k|^2 + 1e-6)),
+               intermediate_size given
+    rwkv7/v1/  model_type "rwkv7_fla", fuse_norm false (kk = k / max(|k|, 1e-12)),
+               the version-1 layout (attn.x_x (6, 1, 1, D) packs x_r..x_g),
+               intermediate_size from a float hidden_ratio (3.5), no norm biases
 
 The reference is SELF-WRITTEN: a float64, token-by-token PyTorch re-statement
 of fla/models/rwkv7/modeling_rwkv7.py and fla/layers/rwkv7.py (fla's own
@@ -12,7 +17,7 @@ Per layer l (x the residual stream, ln0 applied to the embedding in layer 0):
   logw = -e^{-1/2} sigmoid(lora_w(x_w))   (tanh inside the LoRA)
   layer 0: v_first = v; else v = lerp(v, v_first, sigmoid(lora_v(x_v)))
   a = sigmoid(lora_a(x_a)); g = lora_g(x_g) (sigmoid inside, no bias)
-  kk = normalize(k * k_k) per head; k = k (1 + (a - 1) k_a)
+  kk = normalize(k * k_k) per head (fuse_norm: l2_norm with eps 1e-6); k = k (1 + (a - 1) k_a)
   S_t = diag(e^{logw}) S + (kk a) (-kk^T S) + k v^T      (lina/dplr.h with a = -kk, b = kk a)
   o = (GroupNorm_H(S^T r) + sum(r k r_k) v) * g;  x += Wo o
   h = LN_ffn(x); x += W_value relu(W_key (h + (h_{t-1} - h) mu_k))^2
@@ -48,7 +53,10 @@ CFG = {
     "tie_word_embeddings": False,
     "value_dim": None,
     "attn": None,
+    "fuse_norm": True,
 }
+CFG_V1 = dict(CFG, model_type="rwkv7_fla", fuse_norm=False, intermediate_size=None, hidden_ratio=3.5,
+              norm_bias=False, value_dim=[32, 32, 32])
 B, T, N_PROMPT, N_NEW = 2, 70, 16, 8
 
 
@@ -71,11 +79,20 @@ def rnd(*shape, std=0.3):
     return torch.randn(*shape, dtype=torch.float64) * std
 
 
+def inter(cfg):
+    if cfg.get("intermediate_size"):
+        return cfg["intermediate_size"]
+    return 32 * ((int(cfg["hidden_size"] * cfg["hidden_ratio"]) + 31) // 32)
+
+
 def params(cfg):
-    D, V, L, I = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
+    D, V, L = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    I = inter(cfg)
     H, hd = D // cfg["head_dim"], cfg["head_dim"]
     p = {"model.embeddings.weight": rnd(V, D, std=1.0), "lm_head.weight": rnd(V, D, std=0.3),
-         "model.norm.weight": 1 + rnd(D, std=0.1), "model.norm.bias": rnd(D, std=0.1)}
+         "model.norm.weight": 1 + rnd(D, std=0.1)}
+    if cfg.get("norm_bias", True):
+        p["model.norm.bias"] = rnd(D, std=0.1)
     ranks = {"w": cfg["decay_low_rank_dim"], "a": cfg["a_low_rank_dim"], "v": cfg["v_low_rank_dim"],
              "g": cfg["gate_low_rank_dim"]}
     for l in range(L):
@@ -83,7 +100,8 @@ def params(cfg):
         norms = ["attn_norm", "ffn_norm"] + (["pre_norm"] if l == 0 else [])
         for n in norms:
             p[pre + n + ".weight"] = 1 + rnd(D, std=0.1)
-            p[pre + n + ".bias"] = rnd(D, std=0.1)
+            if cfg.get("norm_bias", True):
+                p[pre + n + ".bias"] = rnd(D, std=0.1)
         for c in "rwkvag":
             p[pre + "attn.x_" + c] = torch.rand(1, 1, D, dtype=torch.float64)
         p[pre + "attn.k_k"] = 0.7 + rnd(D, std=0.1)
@@ -109,7 +127,8 @@ def params(cfg):
 def layernorm(x, w, b, eps):
     mu = x.mean(-1, keepdim=True)
     var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps) * w + b
+    y = (x - mu) / torch.sqrt(var + eps) * w
+    return y + b if b is not None else y
 
 
 def shift_delta(x):
@@ -147,7 +166,10 @@ def time_mix(h, p, pre, cfg, l, v_first):
     a = torch.sigmoid(lora(xs["a"], p, pre + "a_lora", None))
     g = lora(xs["g"], p, pre + "g_lora", "sigmoid")
     kk = (k * p[pre + "k_k"]).view(Bn, Tn, H, hd)
-    kk = kk / kk.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if cfg.get("fuse_norm", True):
+        kk = kk / torch.sqrt((kk * kk).sum(-1, keepdim=True) + 1e-6)
+    else:
+        kk = kk / kk.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     k = k * (1 + (a - 1) * p[pre + "k_a"])
     r4, k4, v4, w4, a4 = (t.view(Bn, Tn, H, hd) for t in (r, k, v, logw, a))
     o = torch.zeros(Bn, Tn, H, hd, dtype=torch.float64)
@@ -176,33 +198,45 @@ def model(p, cfg, ids):
     for l in range(cfg["num_hidden_layers"]):
         pre = "model.layers.%d." % l
         if l == 0:
-            x = layernorm(x, p[pre + "pre_norm.weight"], p[pre + "pre_norm.bias"], eps)
-        h = layernorm(x, p[pre + "attn_norm.weight"], p[pre + "attn_norm.bias"], eps)
+            x = layernorm(x, p[pre + "pre_norm.weight"], p.get(pre + "pre_norm.bias"), eps)
+        h = layernorm(x, p[pre + "attn_norm.weight"], p.get(pre + "attn_norm.bias"), eps)
         o, v_first = time_mix(h, p, pre + "attn.", cfg, l, v_first)
         x = x + o
-        h = layernorm(x, p[pre + "ffn_norm.weight"], p[pre + "ffn_norm.bias"], eps)
+        h = layernorm(x, p[pre + "ffn_norm.weight"], p.get(pre + "ffn_norm.bias"), eps)
         hk = h + shift_delta(h) * p[pre + "ffn.x_k"]
         x = x + torch.relu(hk @ p[pre + "ffn.key.weight"].T) ** 2 @ p[pre + "ffn.value.weight"].T
-    x = layernorm(x, p["model.norm.weight"], p["model.norm.bias"], eps)
+    x = layernorm(x, p["model.norm.weight"], p.get("model.norm.bias"), eps)
     return x @ p["lm_head.weight"].T
 
 
-def main():
-    p = params(CFG)
-    ids = torch.randint(0, CFG["vocab_size"], (B, T), dtype=torch.int64)
+def write(cfg, d, seed, v1_layout):
+    torch.manual_seed(seed)
+    os.makedirs(d, exist_ok=True)
+    p = params(cfg)
+    ids = torch.randint(0, cfg["vocab_size"], (B, T), dtype=torch.int64)
     with torch.no_grad():
-        logits = model(p, CFG, ids)
+        logits = model(p, cfg, ids)
         seq = ids[:1, :N_PROMPT].clone()
         for _ in range(N_NEW):
-            nxt = model(p, CFG, seq)[:, -1].argmax(-1, keepdim=True)
+            nxt = model(p, cfg, seq)[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], 1)
-    with open(os.path.join(HERE, "config.json"), "w") as f:
-        json.dump(CFG, f, indent=1)
-    save_safetensors(os.path.join(HERE, "model.safetensors"), {k: v.float() for k, v in p.items()})
-    save_safetensors(os.path.join(HERE, "expected.safetensors"),
+    saved = dict(p)
+    if v1_layout:  # fla's RWKV7Attention version 1: one packed x_x
+        for l in range(cfg["num_hidden_layers"]):
+            pre = "model.layers.%d.attn." % l
+            saved[pre + "x_x"] = torch.stack([saved.pop(pre + "x_" + c) for c in "rwkvag"])
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    save_safetensors(os.path.join(d, "model.safetensors"), {k: v.float() for k, v in saved.items()})
+    save_safetensors(os.path.join(d, "expected.safetensors"),
                      {"input_ids": ids, "logits": logits.float(), "greedy_prompt": ids[:1, :N_PROMPT].clone(),
                       "greedy_output": seq})
-    print("logits std %.3f, greedy %s" % (logits.std().item(), seq[0, N_PROMPT:].tolist()))
+    print(d, "logits std %.3f, greedy %s" % (logits.std().item(), seq[0, N_PROMPT:].tolist()))
+
+
+def main():
+    write(CFG, HERE, 77, False)
+    write(CFG_V1, os.path.join(HERE, "v1"), 78, True)
 
 
 if __name__ == "__main__":
