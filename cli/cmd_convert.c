@@ -1,5 +1,5 @@
 /* lina convert SRC DST: a lina checkpoint to the fla layout of the same
- * architecture (gated_deltanet, delta_net, gla) or back (lina_hf_convert). */
+ * architecture (gated_deltanet, delta_net, gla, retnet) or back (lina_hf_convert). */
 #include <stdio.h>
 #include <string.h>
 
@@ -11,9 +11,9 @@ int cmd_convert(int argc, char **argv) {
     if (argc != 3 || help) {
         fprintf(help ? stdout : stderr,
                 "usage: lina convert SRC DST\n"
-                "  SRC model_type \"lina\" (one gated_deltanet, deltanet or gla mixer in every layer):\n"
-                "      writes DST as an fla checkpoint (model_type gated_deltanet, delta_net, gla)\n"
-                "  SRC an fla gated_deltanet, delta_net or gla checkpoint: writes DST as a lina checkpoint\n"
+                "  SRC model_type \"lina\" (one gated_deltanet, deltanet, gla or retnet mixer in every layer):\n"
+                "      writes DST as an fla checkpoint (model_type gated_deltanet, delta_net, gla, retnet)\n"
+                "  SRC an fla gated_deltanet, delta_net, gla or retnet checkpoint: writes DST as a lina checkpoint\n"
                 "  Weights carry over unchanged (same tensor names); only config.json differs.\n");
         return help ? 0 : 2;
     }

@@ -1,5 +1,5 @@
 /* lina convert (lina_hf_convert): lina checkpoints <-> fla layouts.
- * For each convertible mixer (gated_deltanet, deltanet, gla), on a random
+ * For each convertible mixer (gated_deltanet, deltanet, gla, retnet), on a random
  * model with uneven head dims:
  *   - lina -> fla: the fla checkpoint run by lina's Hugging Face runner gives the
  *     lina model's logits (relative RMS <= 1e-5; two independent code paths)
@@ -97,6 +97,7 @@ int main(void) {
     round_trip(LINA_MIXER_GATED_DELTANET, 0);
     round_trip(LINA_MIXER_DELTANET, 1);
     round_trip(LINA_MIXER_GLA, 0);
+    round_trip(LINA_MIXER_RETNET, 1);
     const char *data = getenv("LINA_TEST_DATA");
     char p[600];
     snprintf(p, sizeof p, "%s/model_deltanet_gla", data && *data ? data : "tests/data");

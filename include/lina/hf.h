@@ -63,7 +63,7 @@ lina_status lina_hf_generate_greedy(lina_ctx *ctx, const lina_hf_model *m, const
 
 /* Convert a checkpoint directory between lina's own format (config.json
  * "model_type": "lina", include/lina/model.h) and the fla layout of the same
- * architecture (gated_deltanet, delta_net, gla; one mixer in every layer),
+ * architecture (gated_deltanet, delta_net, gla, retnet; one mixer in every layer),
  * either way by the source's model_type. dst is created; its config.json and
  * model.safetensors are written (f32). Options lina's mixers do not have
  * (GVA heads, kv heads, no short conv, ...) are errors naming the field. */

@@ -10,6 +10,8 @@
  *                                     use_beta, short conv, silu + l2 q/k, no output gate
  *   gla              gla              expand_k, expand_v as above, output gate, no short conv,
  *                                     gate_low_rank_dim 16 (fla's fixed rank)
+ *   retnet           retnet           expand_k, expand_v as above, output gate, no feature map,
+ *                                     rotary base 10000 (fla's fixed base)
  * Every layer must use the same mixer (fla models are homogeneous). */
 #include <errno.h>
 #include <math.h>
@@ -57,10 +59,14 @@ static lina_status lina_to_fla(const char *src, const char *dst) {
             st = lina_fail(LINA_ERR_UNSUPPORTED,
                            "'%s': layer %d mixer '%s' differs from layer 0 '%s'; fla models use one mixer throughout",
                            src, l, lina_mixer_name(c->mixer[l]), lina_mixer_name(kind));
-    if (!st && kind != LINA_MIXER_GATED_DELTANET && kind != LINA_MIXER_DELTANET && kind != LINA_MIXER_GLA)
+    if (!st && kind != LINA_MIXER_GATED_DELTANET && kind != LINA_MIXER_DELTANET && kind != LINA_MIXER_GLA &&
+        kind != LINA_MIXER_RETNET)
         st = lina_fail(LINA_ERR_UNSUPPORTED,
-                       "'%s': mixer '%s' has no fla counterpart here (gated_deltanet, deltanet, gla convert)", src,
-                       lina_mixer_name(kind));
+                       "'%s': mixer '%s' has no fla counterpart here (gated_deltanet, deltanet, gla, retnet convert)",
+                       src, lina_mixer_name(kind));
+    if (!st && kind == LINA_MIXER_RETNET && c->rope_theta != 10000.0f)
+        st = lina_fail(LINA_ERR_UNSUPPORTED, "'%s': rope_theta = %g, but fla's RetNet fixes the rotary base at 10000",
+                       src, c->rope_theta);
     if (!st && kind == LINA_MIXER_GLA && c->gate_low_rank != 16)
         st = lina_fail(LINA_ERR_UNSUPPORTED, "'%s': gate_low_rank_dim = %d, but fla's GLA layer fixes it at 16", src,
                        c->gate_low_rank);
@@ -85,6 +91,14 @@ static lina_status lina_to_fla(const char *src, const char *dst) {
             cJSON_AddBoolToObject(j, "use_short_conv", 1);
             cJSON_AddStringToObject(j, "qk_activation", "silu");
             cJSON_AddStringToObject(j, "qk_norm", "l2");
+        } else if (kind == LINA_MIXER_RETNET) {
+            cJSON_AddStringToObject(j, "model_type", "retnet");
+            cJSON_AddNumberToObject(j, "expand_k", ek);
+            cJSON_AddNumberToObject(j, "expand_v", ev);
+            cJSON_AddBoolToObject(j, "use_output_gate", 1);
+            cJSON_AddBoolToObject(j, "elementwise_affine", 1);
+            cJSON_AddNullToObject(j, "num_kv_heads");
+            cJSON_AddNullToObject(j, "feature_map");
         } else {
             cJSON_AddStringToObject(j, "model_type", "gla");
             cJSON_AddNumberToObject(j, "expand_k", ek);
@@ -164,9 +178,10 @@ static lina_status require_null(const cJSON *cfg, const char *path, const char *
 static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_config *c) {
     const char *type;
     TRY(hf_cfg_str(cfg, path, "model_type", NULL, &type));
-    if (strcmp(type, "gated_deltanet") && strcmp(type, "delta_net") && strcmp(type, "gla"))
+    if (strcmp(type, "gated_deltanet") && strcmp(type, "delta_net") && strcmp(type, "gla") && strcmp(type, "retnet"))
         return lina_fail(LINA_ERR_UNSUPPORTED,
-                         "'%s': model_type '%s' does not convert to lina (gated_deltanet, delta_net, gla do)", path, type);
+                         "'%s': model_type '%s' does not convert to lina (gated_deltanet, delta_net, gla, retnet do)",
+                         path, type);
     *c = lina_model_config_default();
     TRY(hf_cfg_int(cfg, path, "vocab_size", 1, 0, &c->vocab_size));
     TRY(hf_cfg_int(cfg, path, "hidden_size", 1, 0, &c->dim));
@@ -205,19 +220,29 @@ static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_con
         TRY(require_bool(cfg, path, "use_short_conv", 1, 1));
         TRY(require_bool(cfg, path, "allow_neg_eigval", 0, 0));
         TRY(require_bool(cfg, path, "conv_bias", 0, 0));
-    } else if (!strcmp(type, "delta_net") || !strcmp(type, "gla")) {
-        int gla = !strcmp(type, "gla");
-        kind = gla ? LINA_MIXER_GLA : LINA_MIXER_DELTANET;
+    } else {
+        int gla = !strcmp(type, "gla"), retnet = !strcmp(type, "retnet");
+        kind = gla ? LINA_MIXER_GLA : retnet ? LINA_MIXER_RETNET : LINA_MIXER_DELTANET;
         double ek, ev;
         TRY(hf_cfg_float(cfg, path, "expand_k", 0, gla ? 0.5 : 1.0, &ek));
-        TRY(hf_cfg_float(cfg, path, "expand_v", 0, 1.0, &ev));
+        TRY(hf_cfg_float(cfg, path, "expand_v", 0, retnet ? 2.0 : 1.0, &ev));
         int kd = (int)(c->dim * ek), vd = (int)(c->dim * ev);
         if (kd % c->n_heads || vd % c->n_heads || kd < c->n_heads || vd < c->n_heads)
             return lina_fail(LINA_ERR_FORMAT, "'%s': key dim %d / value dim %d not divisible by num_heads %d", path, kd,
                              vd, c->n_heads);
         c->head_k_dim = kd / c->n_heads;
         c->head_v_dim = vd / c->n_heads;
-        if (gla) {
+        if (retnet) {
+            int kv;
+            TRY(hf_cfg_int(cfg, path, "num_kv_heads", 0, c->n_heads, &kv));
+            if (kv != c->n_heads)
+                return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': num_kv_heads = %d != num_heads = %d", path, kv,
+                                 c->n_heads);
+            TRY(require_bool(cfg, path, "use_output_gate", 1, 1));
+            TRY(require_bool(cfg, path, "elementwise_affine", 1, 1));
+            TRY(require_null(cfg, path, "feature_map"));
+            c->rope_theta = 10000.0f;
+        } else if (gla) {
             int kv;
             TRY(hf_cfg_int(cfg, path, "num_kv_heads", 0, c->n_heads, &kv));
             if (kv != c->n_heads)
@@ -236,8 +261,6 @@ static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_con
             TRY(require_str(cfg, path, "qk_activation", "silu", "silu"));
             TRY(require_str(cfg, path, "qk_norm", "l2", "l2"));
         }
-    } else {
-        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': model_type '%s' does not convert to lina", path, type);
     }
     for (int l = 0; l < c->n_layers; l++) c->mixer[l] = kind;
     return lina_model_config_validate(c);
