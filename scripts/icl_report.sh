@@ -19,8 +19,10 @@ for cfg in "${configs[@]}"; do
     key="\"param\":\"$P\",\"layers\":$L,\"noise\":\"$(echo "$nz" | sed 's/--sigma-max \(.*\)/U(0,\1)/; s/--sigmas \(.*\)/{\1}/')\""
     grep -qF "$key" "$res" && continue
     echo "icl: $L layer(s) $P $nz" >&2
-    $lina icl --layers "$L" --param "$P" $nz --steps "$steps" --batch "$batch" --lr "$lr" --clip 1 \
-        --eval "$eval_n" --seed 1 --json --quiet >> "$res"
+    if ! $lina icl --layers "$L" --param "$P" $nz --steps "$steps" --batch "$batch" --lr "$lr" --clip 1 \
+        --eval "$eval_n" --seed 1 --json --quiet >> "$res"; then
+      echo "icl: $L layer(s) $P $nz failed (kept out of the table)" >&2
+    fi
   done
 done
 python3 scripts/icl_table.py "$res" "$out" "$lina icl ... --steps $steps --batch $batch --eval $eval_n (scripts/icl_report.sh $*)"
