@@ -12,6 +12,7 @@
 #include "lina/tokenizer.h"
 #include "lina/model.h"
 #include "lina/icl.h"
+#include "lina/mqar.h"
 #include "lina/cuda.h" /* device API; returns LINA_ERR_UNSUPPORTED without CUDA */
 
 #endif

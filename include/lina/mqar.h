@@ -1,0 +1,74 @@
+/* Multi-query associative recall (MQAR), the synthetic recall task of
+ * "Zoology: Measuring and Improving Recall in Efficient Language Models"
+ * (Arora, Eyuboglu et al. 2023), used by the DeltaNet paper (Yang et al. 2024).
+ *
+ * One example of length T with K key-value pairs over a vocabulary V:
+ *   positions 0 .. 2K-1:  k_1 v_1 k_2 v_2 ... k_K v_K
+ *       keys   distinct, uniform in [1, V/2)     (first half of the vocabulary)
+ *       values distinct, uniform in [V/2, V)     (second half)
+ *   positions 2K .. T-1:  every pair's key is queried once, at position
+ *       2K + 2 g_i, with the gaps g_1..g_K drawn without replacement from
+ *       {0, .., S-1}, S = (T - 2K) / 2, with P(g) proportional to
+ *       (g + 1)^(a - 1) (power law, a = 0.01: short gaps are likely);
+ *       all other positions hold uniform random tokens in [0, V) (noise).
+ *   targets: the queried key's value at each query position (the model must
+ *       predict it while reading the key), -1 (ignored) everywhere else.
+ * Needs T even, 4K <= T (room for the K queries) and V > T (Zoology's checks).
+ * Accuracy = fraction of answer positions whose argmax logit is the value. */
+#ifndef LINA_MQAR_H
+#define LINA_MQAR_H
+
+#include "core.h"
+#include "model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int vocab;     /* V (8192) */
+    int seq;       /* T (512) */
+    int pairs;     /* K (64) */
+    float power_a; /* gap power law exponent a (0.01); 1 = uniform gaps */
+} lina_mqar_config;
+
+lina_mqar_config lina_mqar_config_default(void); /* V 8192, T 512, K 64, a 0.01 */
+/* Checks ranges; the message names the offending value. */
+lina_status lina_mqar_config_check(const lina_mqar_config *c);
+
+/* n examples from seed: inputs (n, T) tokens, targets (n, T) values at the
+ * answer positions and -1 elsewhere. Example i depends only on (seed, i). */
+lina_status lina_mqar_generate(const lina_mqar_config *c, int n, uint64_t seed, int32_t *inputs,
+                               int32_t *targets);
+
+typedef struct {
+    int steps;          /* optimizer steps */
+    int batch;          /* examples per step */
+    int warmup;         /* linear warm-up steps, then cosine decay to lr/10 */
+    float lr;           /* peak learning rate */
+    float weight_decay; /* AdamW decoupled weight decay */
+    float clip;         /* global gradient-norm clip, 0 = off */
+    uint64_t seed;      /* order of the training examples */
+} lina_mqar_train_config;
+
+lina_mqar_train_config lina_mqar_train_default(void); /* 1000 steps, batch 16, lr 1e-3, wd 0.1, clip 1 */
+
+/* Called every step with the step's mean loss (1-based step). */
+typedef void (*lina_mqar_progress)(void *user, int step, int steps, double loss);
+
+/* AdamW on the n_train examples (inputs/targets (n_train, T)), visited in a
+ * fresh seeded permutation each epoch. *final_loss (may be NULL): mean loss
+ * of the last min(50, steps) steps. */
+lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *inputs,
+                            const int32_t *targets, const lina_mqar_train_config *tc,
+                            lina_mqar_progress cb, void *user, double *final_loss);
+
+/* Exact-match accuracy over the answer positions of n examples (evaluated
+ * `batch` at a time) and the mean cross-entropy there (loss may be NULL). */
+lina_status lina_mqar_accuracy(lina_model *m, int T, int n, const int32_t *inputs,
+                               const int32_t *targets, int batch, double *accuracy, double *loss);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,237 @@
+/* Multi-query associative recall (Zoology): the data generator, a training
+ * loop over a fixed training set (AdamW, warm-up + cosine, clipping) and the
+ * exact-match accuracy on the answer positions. See include/lina/mqar.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/internal.h"
+#include "lina/mqar.h"
+
+lina_mqar_config lina_mqar_config_default(void) {
+    lina_mqar_config c = {.vocab = 8192, .seq = 512, .pairs = 64, .power_a = 0.01f};
+    return c;
+}
+
+lina_status lina_mqar_config_check(const lina_mqar_config *c) {
+    if (!c) return lina_fail(LINA_ERR_INVALID_ARG, "mqar: config is NULL");
+    if (c->seq < 2 || c->seq > 1000000)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar: seq = %d out of range [2, 1000000]", c->seq);
+    if (c->seq % 2)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar: seq = %d must be even", c->seq);
+    if (c->pairs < 1)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar: pairs = %d must be >= 1", c->pairs);
+    if ((long)c->pairs * 4 > c->seq)
+        return lina_fail(LINA_ERR_INVALID_ARG,
+                         "mqar: %d pairs need 4 x %d = %ld positions (2 per pair + room for the "
+                         "queries) but seq = %d",
+                         c->pairs, c->pairs, (long)c->pairs * 4, c->seq);
+    if (c->vocab <= c->seq)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar: vocab = %d must be larger than seq = %d",
+                         c->vocab, c->seq);
+    if (c->vocab / 2 - 1 < c->pairs)
+        return lina_fail(LINA_ERR_INVALID_ARG,
+                         "mqar: vocab = %d too small: %d distinct keys in [1, %d)", c->vocab,
+                         c->pairs, c->vocab / 2);
+    if (!(c->power_a > 0) || !isfinite(c->power_a) || c->power_a > 10)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar: power_a = %g must be in (0, 10]", c->power_a);
+    return LINA_OK;
+}
+
+/* k distinct values from [lo, hi) (partial Fisher-Yates over a scratch pool). */
+static void draw_distinct(lina_rng *r, int lo, int hi, int k, int32_t *pool, int32_t *out) {
+    int n = hi - lo;
+    for (int i = 0; i < n; i++) pool[i] = lo + i;
+    for (int i = 0; i < k; i++) {
+        int j = i + (int)lina_rng_below(r, (uint64_t)(n - i));
+        int32_t t = pool[i];
+        pool[i] = pool[j];
+        pool[j] = t;
+        out[i] = pool[i];
+    }
+}
+
+/* k distinct gaps from {0..S-1} with P(g) ~ w[g], drawn one after the other
+ * with the chosen ones removed (numpy's choice(replace=False, p=w)). */
+static void draw_gaps(lina_rng *r, const double *w, int S, int k, unsigned char *taken, int *gaps) {
+    memset(taken, 0, (size_t)S);
+    double left = 0;
+    for (int g = 0; g < S; g++) left += w[g];
+    for (int i = 0; i < k; i++) {
+        double u = lina_rng_uniform(r) * left, acc = 0;
+        int pick = -1;
+        for (int g = 0; g < S; g++) {
+            if (taken[g]) continue;
+            pick = g;
+            acc += w[g];
+            if (u < acc) break;
+        }
+        taken[pick] = 1;
+        left -= w[pick];
+        gaps[i] = pick;
+    }
+}
+
+lina_status lina_mqar_generate(const lina_mqar_config *c, int n, uint64_t seed, int32_t *inputs,
+                               int32_t *targets) {
+    lina_status st = lina_mqar_config_check(c);
+    if (st) return st;
+    if (n < 0 || !inputs || !targets)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar: generate n = %d or NULL buffers", n);
+    int T = c->seq, K = c->pairs, V = c->vocab, half = V / 2, S = (T - 2 * K) / 2;
+    double *w = malloc(sizeof(double) * S);             // (S) gap weights (g+1)^(a-1)
+    int32_t *pool = malloc(sizeof(int32_t) * half);      // (V/2) scratch for distinct draws
+    int32_t *keys = malloc(sizeof(int32_t) * K), *vals = malloc(sizeof(int32_t) * K);
+    int *gaps = malloc(sizeof(int) * K);
+    unsigned char *taken = malloc((size_t)S);
+    if (!w || !pool || !keys || !vals || !gaps || !taken) {
+        st = lina_fail(LINA_ERR_OOM, "mqar: out of memory generating %d examples", n);
+        goto done;
+    }
+    for (int g = 0; g < S; g++) w[g] = pow(g + 1.0, (double)c->power_a - 1.0);
+    for (int e = 0; e < n; e++) {
+        lina_rng r;
+        lina_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)e * 0xD1B54A32D192ED03ull + 1);
+        int32_t *x = inputs + (size_t)e * T, *y = targets + (size_t)e * T;
+        draw_distinct(&r, 1, half, K, pool, keys);
+        draw_distinct(&r, half, V, K, pool, vals);
+        draw_gaps(&r, w, S, K, taken, gaps);
+        for (int t = 0; t < T; t++) {
+            x[t] = (int32_t)lina_rng_below(&r, (uint64_t)V); /* noise */
+            y[t] = -1;
+        }
+        for (int i = 0; i < K; i++) {
+            x[2 * i] = keys[i];
+            x[2 * i + 1] = vals[i];
+            int q = 2 * K + 2 * gaps[i]; /* query position */
+            x[q] = keys[i];
+            y[q] = vals[i];
+        }
+    }
+done:
+    free(w);
+    free(pool);
+    free(keys);
+    free(vals);
+    free(gaps);
+    free(taken);
+    return st;
+}
+
+lina_mqar_train_config lina_mqar_train_default(void) {
+    lina_mqar_train_config t = {.steps = 1000, .batch = 16, .warmup = 0, .lr = 1e-3f,
+                                .weight_decay = 0.1f, .clip = 1.0f, .seed = 1};
+    return t;
+}
+
+lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *inputs,
+                            const int32_t *targets, const lina_mqar_train_config *tc,
+                            lina_mqar_progress cb, void *user, double *final_loss) {
+    if (!m || !inputs || !targets || !tc)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: NULL argument");
+    if (T < 1 || n_train < 1 || tc->batch < 1 || tc->steps < 0 || tc->warmup < 0)
+        return lina_fail(LINA_ERR_INVALID_ARG,
+                         "mqar train: T = %d, n_train = %d, batch = %d, steps = %d, warmup = %d",
+                         T, n_train, tc->batch, tc->steps, tc->warmup);
+    if (!(tc->lr > 0) || !isfinite(tc->lr))
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: lr = %g must be > 0", tc->lr);
+    int B = tc->batch;
+    lina_adamw_config oc = lina_adamw_default();
+    oc.lr = tc->lr;
+    oc.weight_decay = tc->weight_decay;
+    lina_adamw *opt = NULL;
+    lina_status st = lina_adamw_create(m, &oc, &opt);
+    if (st) return st;
+    int *order = malloc(sizeof(int) * n_train);                 // (n_train) epoch permutation
+    int32_t *x = malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T) batch tokens
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T) batch targets
+    if (!order || !x || !y) {
+        st = lina_fail(LINA_ERR_OOM, "mqar train: out of memory (batch %d x %d)", B, T);
+        goto done;
+    }
+    lina_rng r;
+    lina_rng_seed(&r, tc->seed);
+    int next = n_train; /* position in the permutation; n_train = reshuffle */
+    int tail = tc->steps < 50 ? tc->steps : 50;
+    double tail_sum = 0;
+    for (int s = 0; s < tc->steps; s++) {
+        for (int b = 0; b < B; b++) {
+            if (next == n_train) {
+                for (int i = 0; i < n_train; i++) order[i] = i;
+                for (int i = n_train - 1; i > 0; i--) {
+                    int j = (int)lina_rng_below(&r, (uint64_t)i + 1);
+                    int t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+                next = 0;
+            }
+            size_t e = (size_t)order[next++];
+            memcpy(x + (size_t)b * T, inputs + e * T, sizeof(int32_t) * T);
+            memcpy(y + (size_t)b * T, targets + e * T, sizeof(int32_t) * T);
+        }
+        float loss = 0;
+        lina_model_zero_grads(m);
+        if ((st = lina_model_forward(m, B, T, x, y, NULL, &loss))) goto done;
+        if (!isfinite(loss)) {
+            st = lina_fail(LINA_ERR_NONFINITE, "mqar train: loss %g at step %d", loss, s + 1);
+            goto done;
+        }
+        if ((st = lina_model_backward(m, 1.0f))) goto done;
+        if (tc->clip > 0) lina_clip_grad_norm(m, tc->clip);
+        float lr = lina_lr_schedule(s, tc->warmup, tc->steps, tc->lr, tc->lr * 0.1f);
+        if ((st = lina_adamw_step(opt, m, lr))) goto done;
+        if (s >= tc->steps - tail) tail_sum += loss;
+        if (cb) cb(user, s + 1, tc->steps, loss);
+    }
+    if (final_loss) *final_loss = tail ? tail_sum / tail : NAN;
+done:
+    lina_adamw_free(opt);
+    free(order);
+    free(x);
+    free(y);
+    return st;
+}
+
+lina_status lina_mqar_accuracy(lina_model *m, int T, int n, const int32_t *inputs,
+                               const int32_t *targets, int batch, double *accuracy, double *loss) {
+    if (!m || !inputs || !targets || !accuracy)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar accuracy: NULL argument");
+    if (T < 1 || n < 1 || batch < 1)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar accuracy: T = %d, n = %d, batch = %d", T, n,
+                         batch);
+    int V = lina_model_get_config(m)->vocab_size;
+    if (batch > n) batch = n;
+    float *logits = malloc(sizeof(float) * (size_t)batch * T * V); // (batch, T, V)
+    if (!logits)
+        return lina_fail(LINA_ERR_OOM, "mqar accuracy: out of memory for %d x %d x %d logits",
+                         batch, T, V);
+    long answers = 0, correct = 0;
+    double loss_sum = 0; /* sum over answers of -log p(value) */
+    lina_status st = LINA_OK;
+    for (int e0 = 0; e0 < n; e0 += batch) {
+        int B = n - e0 < batch ? n - e0 : batch;
+        const int32_t *x = inputs + (size_t)e0 * T, *y = targets + (size_t)e0 * T;
+        long valid = 0;
+        for (size_t i = 0; i < (size_t)B * T; i++) valid += y[i] >= 0;
+        if (!valid) continue;
+        float l = 0;
+        if ((st = lina_model_forward(m, B, T, x, y, logits, &l))) break;
+        loss_sum += (double)l * valid;
+        for (size_t i = 0; i < (size_t)B * T; i++) {
+            if (y[i] < 0) continue;
+            const float *z = logits + i * V;
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (z[v] > z[best]) best = v;
+            answers++;
+            correct += best == y[i];
+        }
+    }
+    free(logits);
+    if (st) return st;
+    if (!answers) return lina_fail(LINA_ERR_INVALID_ARG, "mqar accuracy: no answer positions");
+    *accuracy = (double)correct / answers;
+    if (loss) *loss = loss_sum / answers;
+    return LINA_OK;
+}
