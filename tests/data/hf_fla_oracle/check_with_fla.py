@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Cross-check the self-written oracles in this folder against fla itself.
+
+fla's models need Triton on a GPU. On a machine with one, with fla importable
+(pip install flash-linear-attention, or PYTHONPATH pointing at a checkout):
+
+    python3 tests/data/hf_fla_oracle/check_with_fla.py [OUT.json]
+
+loads every variant folder with fla's own model class (AutoModelForCausalLM
+after `import fla`), computes logits of expected.safetensors' input_ids in fp32
+(T = 41 <= 64, so fla runs its fused_recurrent kernels; TF32 off) and its greedy
+continuation of greedy_prompt (model.generate with fla's cache), and reports the
+relative RMS against the oracle's logits and whether the continuations agree.
+"""
+import json
+import os
+import sys
+
+import torch
+
+import fla  # noqa: F401  (registers fla's configs and models with transformers)
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+report = {}
+for name in sorted(os.listdir(HERE)):
+    d = os.path.join(HERE, name)
+    if not os.path.isfile(os.path.join(d, "expected.safetensors")):
+        continue
+    try:
+        exp = load_file(os.path.join(d, "expected.safetensors"))
+        model = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).cuda().eval()
+        with torch.no_grad():
+            logits = model(exp["input_ids"].cuda()).logits.float().cpu()
+            ref = exp["logits"]
+            rel = (((logits - ref) ** 2).mean() / (ref ** 2).mean()).sqrt().item()
+            prompt = exp["greedy_prompt"].cuda()
+            n_new = exp["greedy_output"].shape[1] - prompt.shape[1]
+            out = model.generate(prompt, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False).cpu()
+        report[name] = {"class": type(model).__name__, "logits_rel_rms": rel,
+                        "greedy_same": bool(torch.equal(out, exp["greedy_output"]))}
+    except Exception as e:  # report and go on with the next variant
+        report[name] = {"error": "%s: %s" % (type(e).__name__, str(e)[:600])}
+    print(name, report[name], flush=True)
+
+if len(sys.argv) > 1:
+    with open(sys.argv[1], "w") as f:
+        json.dump(report, f, indent=1)
