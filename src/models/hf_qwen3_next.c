@@ -406,13 +406,13 @@ static lina_status kv_reserve(hf_layer_state *st, int B, size_t row, int64_t n) 
 }
 
 /* queries (B, T, H, hd) at positions pos0..pos0+T-1 over the history (B, cap, Hkv, hd) up to their own position */
-static void attend_history(const hf_layer_state *st, int B, int T, int H, int Hkv, int hd, float scale, const float *q,
-                           float *o) {
+static lina_status attend_history(const hf_layer_state *st, int B, int T, int H, int Hkv, int hd, float scale,
+                                  const float *q, float *o) {
     int G = H / Hkv;
     int64_t pos0 = st->pos - T;
     size_t row = (size_t)Hkv * hd;
-    double *p = malloc((size_t)(st->pos) * sizeof *p);
-    if (!p) return;
+    double *p = malloc((size_t)(st->pos) * sizeof *p); /* one query's scores, then weights */
+    if (!p) return lina_fail(LINA_ERR_OOM, "softmax attention: out of memory for %lld scores", (long long)st->pos);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < H; h++) {
@@ -436,6 +436,7 @@ static void attend_history(const hf_layer_state *st, int B, int T, int H, int Hk
                 }
             }
     free(p);
+    return LINA_OK;
 }
 
 static lina_status attn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_state *st, int B, int T,
@@ -487,7 +488,7 @@ static lina_status attn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_l
         st->pos += T;
     } else { /* continuing: the new queries over the whole history */
         st->pos += T;
-        attend_history(st, B, T, H, Hkv, hd, scale, q, o);
+        s = attend_history(st, B, T, H, Hkv, hd, scale, q, o);
     }
     if (s) {
         char why[400];
