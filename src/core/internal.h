@@ -25,6 +25,13 @@ float *lina_ctx_shared_ws(lina_ctx *ctx, int slot, size_t floats);
 /* Overflow-checked size products; return 0 on overflow. */
 int lina_mul_size(size_t a, size_t b, size_t *out);
 
+/* Packed varlen offsets: B == 1, 1 <= n_seqs, cu[0] == 0, non-decreasing, cu[n_seqs] == T. */
+lina_status lina_check_varlen(const char *fn, int B, int T, const int64_t *cu, int n_seqs);
+/* A float input of n values: NULL is an error when required (and n > 0); NaN/Inf
+ * rejected when the context checks finiteness. Messages name fn, name, index, value. */
+lina_status lina_check_buffer(const char *fn, const lina_ctx *ctx, const char *name, const float *x,
+                              size_t n, int required);
+
 /* 1 if all n values are finite. */
 int lina_all_finite(const float *x, size_t n);
 

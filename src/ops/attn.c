@@ -106,25 +106,7 @@ static lina_status check_desc(const char *fn, const lina_attn_desc *d) {
     if (biggest > 1e15)
         return lina_fail(LINA_ERR_OOM, "%s: B*T*HV*max(K,V) = %.3g elements is too large", fn,
                          biggest);
-    if (d->cu_seqlens) {
-        if (d->B != 1)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn, d->B);
-        if (d->n_seqs < 1 || d->n_seqs > (1 << 24))
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: n_seqs = %d out of range", fn, d->n_seqs);
-        if (d->cu_seqlens[0] != 0)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[0] = %lld must be 0", fn,
-                             (long long)d->cu_seqlens[0]);
-        for (int n = 0; n < d->n_seqs; n++)
-            if (d->cu_seqlens[n + 1] < d->cu_seqlens[n])
-                return lina_fail(LINA_ERR_INVALID_ARG,
-                                 "%s: cu_seqlens not monotonic: cu_seqlens[%d] = %lld < "
-                                 "cu_seqlens[%d] = %lld",
-                                 fn, n + 1, (long long)d->cu_seqlens[n + 1], n,
-                                 (long long)d->cu_seqlens[n]);
-        if (d->cu_seqlens[d->n_seqs] != d->T)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[%d] = %lld must equal T = %d",
-                             fn, d->n_seqs, (long long)d->cu_seqlens[d->n_seqs], d->T);
-    }
+    if (d->cu_seqlens) return lina_check_varlen(fn, d->B, d->T, d->cu_seqlens, d->n_seqs);
     return LINA_OK;
 }
 
@@ -144,22 +126,6 @@ static sizes_t sizes_of(const lina_attn_desc *d) {
     s.beta = d->update == LINA_UPDATE_DELTA ? tokens * hv : 0;
     s.state = (size_t)lina_attn_n_states(d) * hv * d->K * lina_attn_state_cols(d);
     return s;
-}
-
-static lina_status check_input(const char *fn, lina_ctx *ctx, const char *name, const float *x,
-                               size_t n, int required) {
-    if (!x) {
-        if (required && n)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name);
-        return LINA_OK;
-    }
-    if (lina_ctx_check_finite(ctx) && !lina_all_finite(x, n)) {
-        for (size_t i = 0; i < n; i++)
-            if (!isfinite(x[i]))
-                return lina_fail(LINA_ERR_NONFINITE, "%s: %s[%zu] = %g is not finite", fn, name, i,
-                                 x[i]);
-    }
-    return LINA_OK;
 }
 
 /* Log-gates below this are clamped: exp(-1000) is 0 in float either way, and
@@ -215,12 +181,12 @@ static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_attn_d
                                 const float *beta, const float *h0, int *clamp) {
     TRY(check_desc(fn, d));
     sizes_t s = sizes_of(d);
-    TRY(check_input(fn, ctx, "q", q, s.qk, 1));
-    TRY(check_input(fn, ctx, "k", k, s.qk, 1));
-    TRY(check_input(fn, ctx, "v", v, s.v, 1));
+    TRY(lina_check_buffer(fn, ctx, "q", q, s.qk, 1));
+    TRY(lina_check_buffer(fn, ctx, "k", k, s.qk, 1));
+    TRY(lina_check_buffer(fn, ctx, "v", v, s.v, 1));
     TRY(check_gates(fn, d, g, s.g, clamp));
-    TRY(check_input(fn, ctx, "beta", beta, s.beta, d->update == LINA_UPDATE_DELTA));
-    TRY(check_input(fn, ctx, "h0", h0, s.state, 0));
+    TRY(lina_check_buffer(fn, ctx, "beta", beta, s.beta, d->update == LINA_UPDATE_DELTA));
+    TRY(lina_check_buffer(fn, ctx, "h0", h0, s.state, 0));
     return LINA_OK;
 }
 
@@ -433,8 +399,8 @@ lina_status lina_attn_backward(lina_ctx *ctx, const lina_attn_desc *d, const lin
     int clamp;
     TRY(check_common(fn, ctx, d, a->q, a->k, a->v, a->g, a->beta, a->h0, &clamp));
     sizes_t s = sizes_of(d);
-    TRY(check_input(fn, ctx, "dout", a->dout, s.v, 1));
-    TRY(check_input(fn, ctx, "dht", a->dht, s.state, 0));
+    TRY(lina_check_buffer(fn, ctx, "dout", a->dout, s.v, 1));
+    TRY(lina_check_buffer(fn, ctx, "dht", a->dht, s.state, 0));
     if (!a->dq || !a->dk || !a->dv)
         return lina_fail(LINA_ERR_INVALID_ARG, "%s: dq, dk and dv are required", fn);
     if (d->gate != LINA_GATE_NONE && !a->dg)

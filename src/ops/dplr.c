@@ -51,41 +51,7 @@ static lina_status check_desc(const char *fn, const lina_dplr_desc *d) {
     if (biggest > 1e15)
         return lina_fail(LINA_ERR_OOM, "%s: B*T*H*max(K,V) = %.3g elements is too large", fn,
                          biggest);
-    if (d->cu_seqlens) {
-        if (d->B != 1)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn, d->B);
-        if (d->n_seqs < 1 || d->n_seqs > (1 << 24))
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: n_seqs = %d out of range", fn, d->n_seqs);
-        if (d->cu_seqlens[0] != 0)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[0] = %lld must be 0", fn,
-                             (long long)d->cu_seqlens[0]);
-        for (int n = 0; n < d->n_seqs; n++)
-            if (d->cu_seqlens[n + 1] < d->cu_seqlens[n])
-                return lina_fail(LINA_ERR_INVALID_ARG,
-                                 "%s: cu_seqlens not monotonic: cu_seqlens[%d] = %lld < "
-                                 "cu_seqlens[%d] = %lld",
-                                 fn, n + 1, (long long)d->cu_seqlens[n + 1], n,
-                                 (long long)d->cu_seqlens[n]);
-        if (d->cu_seqlens[d->n_seqs] != d->T)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[%d] = %lld must equal T = %d",
-                             fn, d->n_seqs, (long long)d->cu_seqlens[d->n_seqs], d->T);
-    }
-    return LINA_OK;
-}
-
-static lina_status check_input(const char *fn, lina_ctx *ctx, const char *name, const float *x,
-                               size_t n, int required) {
-    if (!x) {
-        if (required && n)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name);
-        return LINA_OK;
-    }
-    if (lina_ctx_check_finite(ctx) && !lina_all_finite(x, n)) {
-        for (size_t i = 0; i < n; i++)
-            if (!isfinite(x[i]))
-                return lina_fail(LINA_ERR_NONFINITE, "%s: %s[%zu] = %g is not finite", fn, name, i,
-                                 x[i]);
-    }
+    if (d->cu_seqlens) return lina_check_varlen(fn, d->B, d->T, d->cu_seqlens, d->n_seqs);
     return LINA_OK;
 }
 
@@ -112,13 +78,13 @@ static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_dplr_d
     TRY(check_desc(fn, d));
     size_t nk, nv, ns;
     sizes(d, &nk, &nv, &ns);
-    TRY(check_input(fn, ctx, "r", r, nk, 1));
-    TRY(check_input(fn, ctx, "k", k, nk, 1));
-    TRY(check_input(fn, ctx, "v", v, nv, 1));
-    TRY(check_input(fn, ctx, "a", a, nk, 1));
-    TRY(check_input(fn, ctx, "b", b, nk, 1));
+    TRY(lina_check_buffer(fn, ctx, "r", r, nk, 1));
+    TRY(lina_check_buffer(fn, ctx, "k", k, nk, 1));
+    TRY(lina_check_buffer(fn, ctx, "v", v, nv, 1));
+    TRY(lina_check_buffer(fn, ctx, "a", a, nk, 1));
+    TRY(lina_check_buffer(fn, ctx, "b", b, nk, 1));
     TRY(check_decays(fn, w, nk));
-    TRY(check_input(fn, ctx, "h0", h0, ns, 0));
+    TRY(lina_check_buffer(fn, ctx, "h0", h0, ns, 0));
     return LINA_OK;
 }
 
@@ -203,8 +169,8 @@ lina_status lina_dplr_backward(lina_ctx *ctx, const lina_dplr_desc *d, const lin
     TRY(check_common(fn, ctx, d, a->r, a->k, a->v, a->a, a->b, a->w, a->h0));
     size_t nk, nv, ns;
     sizes(d, &nk, &nv, &ns);
-    TRY(check_input(fn, ctx, "dout", a->dout, nv, 1));
-    TRY(check_input(fn, ctx, "dht", a->dht, ns, 0));
+    TRY(lina_check_buffer(fn, ctx, "dout", a->dout, nv, 1));
+    TRY(lina_check_buffer(fn, ctx, "dht", a->dht, ns, 0));
     if (!a->dr || !a->dk || !a->dv || !a->da || !a->db || !a->dw)
         return lina_fail(LINA_ERR_INVALID_ARG, "%s: dr, dk, dv, da, db and dw are required", fn);
     int n_jobs = lina_dplr_n_states(d) * d->H, threads = lina_ctx_threads(ctx);

@@ -311,41 +311,10 @@ static lina_status check_desc(const char *fn, const lina_softmax_desc *d) {
     if (biggest > 1e15)
         return lina_fail(LINA_ERR_OOM, "%s: B*T*H*max(K,V) = %.3g elements is too large", fn,
                          biggest);
-    if (d->cu_seqlens) {
-        if (d->B != 1)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: B = %d must be 1 with cu_seqlens", fn,
-                             d->B);
-        if (d->n_seqs < 1 || d->n_seqs > (1 << 24))
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: n_seqs = %d out of range [1, %d]", fn,
-                             d->n_seqs, 1 << 24);
-        if (d->cu_seqlens[0] != 0)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[0] = %lld must be 0", fn,
-                             (long long)d->cu_seqlens[0]);
-        for (int n = 0; n < d->n_seqs; n++)
-            if (d->cu_seqlens[n + 1] < d->cu_seqlens[n])
-                return lina_fail(LINA_ERR_INVALID_ARG,
-                                 "%s: cu_seqlens not monotonic: cu_seqlens[%d] = %lld < "
-                                 "cu_seqlens[%d] = %lld",
-                                 fn, n + 1, (long long)d->cu_seqlens[n + 1], n,
-                                 (long long)d->cu_seqlens[n]);
-        if (d->cu_seqlens[d->n_seqs] != d->T)
-            return lina_fail(LINA_ERR_INVALID_ARG, "%s: cu_seqlens[%d] = %lld must equal T = %d",
-                             fn, d->n_seqs, (long long)d->cu_seqlens[d->n_seqs], d->T);
-    }
+    if (d->cu_seqlens) return lina_check_varlen(fn, d->B, d->T, d->cu_seqlens, d->n_seqs);
     return LINA_OK;
 }
 
-static lina_status check_input(const char *fn, lina_ctx *ctx, const char *name, const float *x,
-                               size_t n) {
-    if (!x) return n ? lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer %s is NULL", fn, name) : LINA_OK;
-    if (lina_ctx_check_finite(ctx) && !lina_all_finite(x, n)) {
-        for (size_t i = 0; i < n; i++)
-            if (!isfinite(x[i]))
-                return lina_fail(LINA_ERR_NONFINITE, "%s: %s[%zu] = %g is not finite", fn, name, i,
-                                 x[i]);
-    }
-    return LINA_OK;
-}
 
 static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_softmax_desc *d,
                                 const float *q, const float *k, const float *v, plan_t *p) {
@@ -357,9 +326,9 @@ static lina_status check_common(const char *fn, lina_ctx *ctx, const lina_softma
     p->scale2 = p->scale * LOG2E;
     p->n_seqs = d->cu_seqlens ? d->n_seqs : d->B;
     size_t tokens = (size_t)d->B * d->T;
-    TRY(check_input(fn, ctx, "q", q, tokens * d->H * d->K));
-    TRY(check_input(fn, ctx, "k", k, tokens * p->HKV * d->K));
-    TRY(check_input(fn, ctx, "v", v, tokens * p->HKV * d->V));
+    TRY(lina_check_buffer(fn, ctx, "q", q, tokens * d->H * d->K, 1));
+    TRY(lina_check_buffer(fn, ctx, "k", k, tokens * p->HKV * d->K, 1));
+    TRY(lina_check_buffer(fn, ctx, "v", v, tokens * p->HKV * d->V, 1));
     return LINA_OK;
 }
 
@@ -712,8 +681,8 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
     plan_t p;
     TRY(check_common(fn, ctx, d, q, k, v, &p));
     size_t tokens = (size_t)d->B * d->T, rows = tokens * d->H;
-    TRY(check_input(fn, ctx, "o", o, rows * d->V));
-    TRY(check_input(fn, ctx, "dout", dout, rows * d->V));
+    TRY(lina_check_buffer(fn, ctx, "o", o, rows * d->V, 1));
+    TRY(lina_check_buffer(fn, ctx, "dout", dout, rows * d->V, 1));
     if (!lse && rows) return lina_fail(LINA_ERR_INVALID_ARG, "%s: buffer lse is NULL", fn);
     if (lina_ctx_check_finite(ctx))
         for (size_t r = 0; r < rows; r++)
