@@ -8,9 +8,11 @@ fla's models need Triton on a GPU. On a machine with one, with fla importable
 
 loads every variant folder with fla's own model class (AutoModelForCausalLM
 after `import fla`), computes logits of expected.safetensors' input_ids in fp32
-(T = 41 <= 64, so fla runs its fused_recurrent kernels; TF32 off) and its greedy
+(TF32 off) and its greedy
 continuation of greedy_prompt (model.generate with fla's cache), and reports the
 relative RMS against the oracle's logits and whether the continuations agree.
+attn_mode is set to fused_recurrent: fla's chunk kernels use TF32 dot products
+(about 1e-3 relative), its recurrent kernels are plain fp32.
 """
 import json
 import os
@@ -33,7 +35,8 @@ for name in sorted(os.listdir(HERE)):
         continue
     try:
         exp = load_file(os.path.join(d, "expected.safetensors"))
-        model = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).cuda().eval()
+        model = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32,
+                                                     attn_mode="fused_recurrent").cuda().eval()
         with torch.no_grad():
             logits = model(exp["input_ids"].cuda()).logits.float().cpu()
             ref = exp["logits"]

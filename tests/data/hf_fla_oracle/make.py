@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 torch.manual_seed(4321)
-B, T = 2, 41
+B, T = 2, 150  # > 2 chunks of 64: prompts take the chunkwise form with a remainder
 N_NEW = 12
 
 
