@@ -258,8 +258,40 @@ static void check_interval(void) {
     remove(tmpdir);
 }
 
+/* the older config layout (top-level rope_theta / partial_rotary_factor, rope_scaling null, as the
+ * published Qwen3-Next configs have it) gives the same model with the same values, and another
+ * model with another rotary fraction (so the fields are read) */
+static void check_old_rope_fields(const char *tname, const char *partial, int expect_same) {
+    char to[200];
+    snprintf(to, sizeof to, "\"partial_rotary_factor\": %s, \"rope_theta\": 10000.0, \"rope_scaling\": null", partial);
+    lina_hf_model *a = NULL, *b = NULL;
+    int copied = edited_copy("\"rope_parameters\": {\n    \"partial_rotary_factor\": 0.25,\n    \"rope_theta\": "
+                             "10000.0,\n    \"rope_type\": \"default\"\n  }",
+                             to);
+    lina_status st = copied ? lina_hf_load(tmpdir, &b) : LINA_ERR_IO;
+    if (!st) st = lina_hf_load(fixture_dir(), &a);
+    int64_t ids[7] = {2, 7, 1, 8, 2, 8, 1};
+    float la[7 * 256], lb[7 * 256];
+    if (!st) st = lina_hf_forward(NULL, a, NULL, 1, 7, ids, la);
+    if (!st) st = lina_hf_forward(NULL, b, NULL, 1, 7, ids, lb);
+    int same = !memcmp(la, lb, sizeof la);
+    test_report(copied && !st && same == expect_same, tname, "%s",
+                !copied ? "could not edit the config" : st ? lina_last_error() : same ? "same logits" : "logits differ");
+    lina_hf_free(a);
+    lina_hf_free(b);
+    char path[400];
+    snprintf(path, sizeof path, "%s/config.json", tmpdir);
+    remove(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmpdir);
+    remove(path);
+    remove(tmpdir);
+}
+
 int main(void) {
     check_interval();
+    check_old_rope_fields("qwen3_next_top_level_rope_fields", "0.25", 1);
+    check_old_rope_fields("qwen3_next_top_level_rope_fields_are_read", "0.5", 0);
+    expect_error("qwen3_next_rope_scaling", "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"", "rope_type 'yarn'");
     check_fused_experts();
     check_golden();
     check_bad_ids();
