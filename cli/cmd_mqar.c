@@ -66,6 +66,13 @@ static int parse_float(const char *flag, const char *s, float *out) {
     return 1;
 }
 
+/* A float as the shortest decimal that names it (1e-3f prints 0.001, not 0.0010000000474974513). */
+static double short_float(float x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%g", x);
+    return strtod(buf, NULL);
+}
+
 static void on_progress(void *user, int step, int steps, double loss) {
     cli_progress *p = user;
     char info[64];
@@ -203,12 +210,12 @@ int cmd_mqar(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "seq", c.seq);
         cJSON_AddNumberToObject(o, "pairs", c.pairs);
         cJSON_AddNumberToObject(o, "vocab", c.vocab);
-        cJSON_AddNumberToObject(o, "power_a", c.power_a);
+        cJSON_AddNumberToObject(o, "power_a", short_float(c.power_a));
         cJSON_AddNumberToObject(o, "train", n_train);
         cJSON_AddNumberToObject(o, "test", n_test);
         cJSON_AddNumberToObject(o, "steps", tc.steps);
         cJSON_AddNumberToObject(o, "batch", tc.batch);
-        cJSON_AddNumberToObject(o, "lr", tc.lr);
+        cJSON_AddNumberToObject(o, "lr", short_float(tc.lr));
         cJSON_AddNumberToObject(o, "seed", seed);
         cJSON_AddNumberToObject(o, "params", (double)lina_model_n_params(m));
         cJSON_AddNumberToObject(o, "accuracy", acc);
