@@ -80,6 +80,29 @@ static void round_trip(lina_mixer_kind kind, int tie) {
     rm_dir(d_back);
 }
 
+/* head dims fla cannot express: int(11 * (15 / 11.0)) is 14 in double arithmetic */
+static void inexpressible_heads(void) {
+    char d_lina[400], d_fla[400];
+    snprintf(d_lina, sizeof d_lina, "%s/odd_lina", root);
+    snprintf(d_fla, sizeof d_fla, "%s/odd_fla", root);
+    lina_model_config c = lina_model_config_default();
+    c.dim = 22;
+    c.n_heads = 2;
+    c.head_k_dim = 11;
+    c.head_v_dim = 15;
+    lina_model *lm = NULL;
+    lina_status st = lina_model_config_validate(&c);
+    if (!st) st = lina_model_create(&c, 3, &lm);
+    if (!st) st = lina_model_save(lm, d_lina);
+    lina_status conv = st ? st : lina_hf_convert(d_lina, d_fla);
+    const char *why = conv ? lina_last_error() : "";
+    test_report(!st && conv && strstr(why, "head_v_dim 15"), "convert_inexpressible_head_dims", "%s",
+                st ? lina_last_error() : why);
+    lina_model_free(lm);
+    rm_dir(d_lina);
+    rm_dir(d_fla);
+}
+
 static void expect_error(const char *tname, const char *src, const char *needle) {
     char dst[400];
     snprintf(dst, sizeof dst, "%s/err", root);
@@ -98,6 +121,7 @@ int main(void) {
     round_trip(LINA_MIXER_DELTANET, 1);
     round_trip(LINA_MIXER_GLA, 0);
     round_trip(LINA_MIXER_RETNET, 1);
+    inexpressible_heads();
     const char *data = getenv("LINA_TEST_DATA");
     char p[600];
     snprintf(p, sizeof p, "%s/model_deltanet_gla", data && *data ? data : "tests/data");

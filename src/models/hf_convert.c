@@ -78,7 +78,12 @@ static lina_status lina_to_fla(const char *src, const char *dst) {
         if (kind == LINA_MIXER_GATED_DELTANET) {
             cJSON_AddStringToObject(j, "model_type", "gated_deltanet");
             cJSON_AddNumberToObject(j, "head_dim", c->head_k_dim);
-            cJSON_AddNumberToObject(j, "expand_v", (double)c->head_v_dim / c->head_k_dim);
+            double ev_gdn = (double)c->head_v_dim / c->head_k_dim;
+            cJSON_AddNumberToObject(j, "expand_v", ev_gdn);
+            if ((int)(c->head_k_dim * ev_gdn) != c->head_v_dim) /* fla: int(head_dim * expand_v) */
+                st = lina_fail(LINA_ERR_UNSUPPORTED,
+                               "'%s': head_v_dim %d is not int(head_k_dim %d * expand_v %.17g) as fla computes it",
+                               src, c->head_v_dim, c->head_k_dim, ev_gdn);
             cJSON_AddBoolToObject(j, "use_gate", 1);
             cJSON_AddBoolToObject(j, "use_short_conv", 1);
             cJSON_AddBoolToObject(j, "allow_neg_eigval", 0);
@@ -109,7 +114,8 @@ static lina_status lina_to_fla(const char *src, const char *dst) {
             cJSON_AddNullToObject(j, "clamp_min");
             cJSON_AddNullToObject(j, "feature_map");
         }
-        if ((int)(D * ek) != H * c->head_k_dim || (int)(D * ev) != H * c->head_v_dim)
+        if (!st && kind != LINA_MIXER_GATED_DELTANET && /* the others: int(hidden_size * expand) / heads */
+            ((int)(D * ek) != H * c->head_k_dim || (int)(D * ev) != H * c->head_v_dim))
             st = lina_fail(LINA_ERR_UNSUPPORTED, "'%s': head dims %d, %d x %d heads are not expressible as expand_k/v of %d",
                            src, c->head_k_dim, c->head_v_dim, H, D);
         cJSON_AddNumberToObject(j, "num_heads", H);
