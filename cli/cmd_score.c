@@ -1,5 +1,5 @@
 /* lina score / lina generate for Hugging Face checkpoint directories
- * (config.json + model.safetensors; model_type gla, delta_net, mamba2).
+ * (config.json + model.safetensors; the model types of include/lina/hf.h).
  *
  *   lina score DIR --ids IDS.safetensors --out LOGITS.safetensors [--threads N]
  *       input_ids int64 [B, T] -> logits f32 [B, T, vocab], written atomically
@@ -39,7 +39,8 @@ static lina_ctx *make_ctx(long threads) {
 
 static void score_usage(FILE *f) {
     fprintf(f, "usage: lina score DIR --ids IDS.safetensors --out LOGITS.safetensors [--threads N]\n"
-               "  DIR: Hugging Face checkpoint (config.json + model.safetensors), model_type gla | delta_net | mamba2\n"
+               "  DIR: Hugging Face checkpoint (config.json + model.safetensors), model_type gla | delta_net | gated_deltanet | retnet |\n"
+               "       hgrn2 | linear_attn | rwkv7 (fla), mamba2 | qwen3_next (transformers)\n"
                "  IDS: int64 tensor 'input_ids' [B, T]; writes f32 'logits' [B, T, vocab]\n");
 }
 
@@ -155,7 +156,7 @@ static int64_t sample(const float *logits, int V, double temperature, uint64_t *
 static void generate_usage(FILE *f) {
     fprintf(f, "usage: lina generate DIR --prompt-ids 1,2,3 --max-new N [--temperature T] [--seed S] [--threads N]\n"
                "       lina generate DIR --prompt TEXT [--tokenizer tokenizer.json] --max-new N ...\n"
-               "  DIR: Hugging Face checkpoint (model_type gla | delta_net | mamba2); prints the new token ids,\n"
+               "  DIR: Hugging Face checkpoint (any model type lina score accepts); prints the new token ids,\n"
                "  or with --prompt the new text (tokenizer: --tokenizer FILE, default DIR/tokenizer.json)\n"
                "  --temperature 0 (default) is greedy (argmax)\n");
 }
