@@ -7,7 +7,7 @@
 set -euo pipefail
 out=${1:-reports/icl}; steps=${2:-3000}; batch=${3:-1024}; eval_n=${4:-20000}
 lina=${LINA:-./build/lina}
-mkdir -p "$out"; res="$out/results.jsonl"; touch "$res"
+mkdir -p "$out"; res="$out/results.jsonl"; touch "$res"; rm -f "$out/failed.txt"
 noises=("--sigma-max 0" "--sigma-max 1" "--sigma-max 3" "--sigma-max 5" "--sigma-max 7" "--sigmas 1,3" "--sigmas 1,3,5")
 configs=("1 diag" "1 gdpp" "1 full" "3 diag" "3 gdpp" "3 full" "7 diag" "7 gdpp")
 for cfg in "${configs[@]}"; do
@@ -22,6 +22,7 @@ for cfg in "${configs[@]}"; do
     if ! $lina icl --layers "$L" --param "$P" $nz --steps "$steps" --batch "$batch" --lr "$lr" --clip 1 \
         --eval "$eval_n" --seed 1 --json --quiet >> "$res"; then
       echo "icl: $L layer(s) $P $nz failed (kept out of the table)" >&2
+      echo "$L layer(s) $P $nz: training diverged (lr $lr)" >> "$out/failed.txt"
     fi
   done
 done

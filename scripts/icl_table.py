@@ -57,6 +57,9 @@ for base, key in [("ConstRR", "const_rr"), ("AdaRR", "ada_rr"), ("TunedRR", "tun
         cells.append("– / %.3g" % rv if r is None else "**%.3g** / %.3g" % (r[key], rv))
     lines.append("| %s | %s |" % (base, " | ".join(cells)))
 lines += ["", "%d of %d cells within the tolerance." % (n_ok, n_all), ""]
+failed = os.path.join(out, "failed.txt")
+if os.path.exists(failed):
+    lines += ["Runs that diverged (shown as –):", ""] + ["- " + l.strip() for l in open(failed) if l.strip()] + [""]
 # where DIAG/FULL beat the baselines
 beats = []
 for (L, p, c), r in sorted(runs.items()):
