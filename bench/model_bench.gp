@@ -1,0 +1,41 @@
+# Plots for bench/model_bench.sh: gnuplot -e "dir='OUT'" bench/model_bench.gp
+set terminal pngcairo size 900,560 font ",11"
+set key top right
+set grid
+set datafile separator "\t"
+have_file(f) = system("test -s " . f . " && echo 1 || echo 0") + 0
+
+if (have_file(dir."/gen.tsv")) {
+    set output dir."/models_gen_speed.png"
+    set multiplot layout 1,2 title "lina generate, 1 thread: decode after a context of N bytes"
+    set logscale x 2
+    set logscale y
+    set xlabel "context length N (tokens)"
+    set ylabel "decode tokens/s"
+    plot dir."/gen.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
+         dir."/gen.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "softmax (KV cache)"
+    set ylabel "peak RSS while decoding (MB)"
+    plot dir."/gen.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):8 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
+         dir."/gen.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):8 skip 1 with linespoints lw 2 title "softmax (KV cache)"
+    unset multiplot
+    unset logscale
+}
+if (have_file(dir."/train.tsv")) {
+    set output dir."/models_train_speed.png"
+    set title "lina train, batch 1, 1 thread: forward + backward + AdamW"
+    set logscale x 2
+    set logscale y
+    set xlabel "sequence length T"
+    set ylabel "training tokens/s"
+    plot dir."/train.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
+         dir."/train.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "softmax + RoPE"
+    unset logscale
+}
+if (have_file(dir."/quality.tsv")) {
+    set output dir."/models_quality.png"
+    set title "tinyshakespeare validation loss, dim 128, 4 layers, batch 8 x 128"
+    set xlabel "step"
+    set ylabel "validation loss (bits/char)"
+    plot dir."/quality.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
+         dir."/quality.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "softmax + RoPE"
+}
