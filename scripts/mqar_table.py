@@ -113,6 +113,10 @@ def main():
         os.remove(dat)
         md += [f"![accuracy vs d_model](mqar.png) (plot: seq {best[0]}, {best[1]} pairs; dashed: "
                "DeltaNet paper)", ""]
+    notes = os.path.join(out, "notes.md")  # hand-written: what ran, what did not, measurements
+    if os.path.exists(notes):
+        with open(notes) as f:
+            md += [f.read()]
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(md))
 
