@@ -10,6 +10,9 @@
 #include "lina/io.h"
 #include "lm_internal.h"
 
+/* prompt tokens per trunk pass when every layer is linear (see lina_model_prefill) */
+#define PREFILL_SLICE 2048
+
 #define TRY(x)                                                                                     \
     do {                                                                                           \
         lina_status st_ = (x);                                                                     \
@@ -206,9 +209,21 @@ lina_status lina_model_prefill(lina_model *m, lina_gen_state *s, int n, const in
                              "softmax attention (layer %d): %d cached + %d new tokens exceed "
                              "max_seq = %d, the longest context this model accepts",
                              l, s->st[l].len, n, m->cfg.max_seq);
-    TRY(lina_lm_trunk(m, 1, n, tokens, s->st, s->pos));
-    s->pos += n;
-    lina_lm_head(m, n - 1, 1, s->logits);
+    /* Linear mixers carry their state from one call to the next, so a long prompt is
+     * consumed in slices of PREFILL_SLICE tokens: the trunk's activations are
+     * O(slice), not O(prompt) (a 64K-byte prompt otherwise peaks near 1 GB for a dim-64
+     * model). A softmax layer would take every slice after the first token by token
+     * (cache scan), so a model with one runs the prompt in one piece. */
+    int has_softmax = 0;
+    for (int l = 0; l < s->n_layers; l++) has_softmax |= m->cfg.mixer[l] == LINA_MIXER_SOFTMAX;
+    int slice = has_softmax || n <= PREFILL_SLICE ? n : PREFILL_SLICE;
+    int last = 0; /* rows in the trunk's output of the final slice */
+    for (int done = 0; done < n; done += last) {
+        last = n - done < slice ? n - done : slice;
+        TRY(lina_lm_trunk(m, 1, last, tokens + done, s->st, s->pos));
+        s->pos += last;
+    }
+    lina_lm_head(m, last - 1, 1, s->logits);
     s->have_logits = 1;
     if (logits) memcpy(logits, s->logits, sizeof(float) * m->cfg.vocab_size);
     return LINA_OK;
