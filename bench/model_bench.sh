@@ -7,6 +7,8 @@
 #   train    training tokens/s vs sequence length, ~10M-parameter models, batch 1
 #   quality  tinyshakespeare validation loss at equal size (~0.9M params) and steps
 #
+# MIXERS="gated_deltanet" limits the runs; rows are appended to existing .tsv files
+# (start from a fresh OUT to reproduce).
 # quick: small lengths and few steps, a smoke test that takes ~1 minute.
 # Results go to OUT (default /tmp/lina_model_bench): gen.tsv, train.tsv,
 # quality.tsv and the PNG plots (gnuplot pngcairo).
@@ -20,14 +22,14 @@ DATA=${LINA_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}/data/tinyshakes
 mkdir -p "$OUT"
 [ -x "$LINA" ] || { echo "model_bench: $LINA not built (make BUILD=$BUILD)" >&2; exit 1; }
 [ -r "$DATA" ] || { echo "model_bench: no $DATA" >&2; exit 1; }
-MIXERS="gated_deltanet softmax"
+MIXERS=${MIXERS:-"gated_deltanet softmax"}
 
 if [ "$MODE" = quick ]; then
-    GEN_LENGTHS="1024 4096"; GEN_NEW=50; GEN_NEW_LONG=50
+    GEN_LENGTHS="1024 4096"; GEN_NEW=50; GEN_NEW_LONG=50; GEN_NEW_LINEAR=200
     TRAIN_LENGTHS="512 1024"; TRAIN_DIM=128; TRAIN_LAYERS=2; TRAIN_HEADS=4; TRAIN_STEPS=2
     Q_STEPS=20; Q_EVAL=10
 else
-    GEN_LENGTHS="1024 4096 16384 65536"; GEN_NEW=200; GEN_NEW_LONG=50
+    GEN_LENGTHS="1024 4096 16384 65536"; GEN_NEW=200; GEN_NEW_LONG=100; GEN_NEW_LINEAR=2000
     TRAIN_LENGTHS="512 1024 2048 4096 8192"; TRAIN_DIM=384; TRAIN_LAYERS=6; TRAIN_HEADS=6; TRAIN_STEPS=2
     Q_STEPS=1000; Q_EVAL=100
 fi
@@ -40,13 +42,16 @@ peak_rss_mb() {
 
 # ---- generation: random-weight tiny models (1 training step), context = exactly n + new ----
 if [ "$WHAT" = gen ] || [ "$WHAT" = all ]; then
-    echo -e "mixer\tcontext\tnew_tokens\tdecode_tok_s\tprefill_tok_s\tstate_bytes\trss_prefill_mb\trss_decode_mb" >"$OUT/gen.tsv"
+    [ -s "$OUT/gen.tsv" ] ||
+        echo -e "mixer\tcontext\tnew_tokens\tdecode_tok_s\tprefill_tok_s\tstate_bytes\trss_prefill_mb\trss_decode_mb" >"$OUT/gen.tsv"
     for m in $MIXERS; do
         d="$OUT/gen_$m"
         "$LINA" train --preset tiny --mixer "$m" --steps 1 --batch 1 --seq 64 --eval-every 1 \
             --eval-batches 1 --threads 1 --data "$DATA" --out "$d" >"$d.log" 2>&1
         for n in $GEN_LENGTHS; do
+            # softmax: fewer new tokens at 64K (O(context) each); linear: many, to time them
             new=$GEN_NEW; [ "$n" -ge 65536 ] && new=$GEN_NEW_LONG
+            [ "$m" = softmax ] || new=$GEN_NEW_LINEAR
             # the KV cache is allocated for max_position_embeddings: make it exactly n + new
             sed -i "s/\"max_position_embeddings\":.*/\"max_position_embeddings\":\t$((n + new)),/" "$d/config.json"
             # 1) prefill the context and save the state: peak RSS of prefill
@@ -64,17 +69,19 @@ if [ "$WHAT" = gen ] || [ "$WHAT" = all ]; then
     done
 fi
 
-# ---- training throughput: batch 1, a few steps, the last step's tokens/s from log.csv ----
+# ---- training throughput: batch 1, a few steps, tokens/s from log.csv ----
 if [ "$WHAT" = train ] || [ "$WHAT" = all ]; then
-    echo -e "mixer\tseq\tparams\ttok_s" >"$OUT/train.tsv"
+    [ -s "$OUT/train.tsv" ] ||
+        echo -e "mixer\tseq\tparams\ttok_s" >"$OUT/train.tsv"
     for T in $TRAIN_LENGTHS; do
         for m in $MIXERS; do
             d="$OUT/train_${m}_$T"
             "$LINA" train --mixer "$m" --dim $TRAIN_DIM --layers $TRAIN_LAYERS --heads $TRAIN_HEADS --batch 1 \
-                --seq "$T" --steps $TRAIN_STEPS --eval-every 1000000 --save-every 1000000 \
+                --seq "$T" --steps $TRAIN_STEPS --eval-every 1000000 --eval-batches 1 --save-every 1000000 \
                 --threads 1 --data "$DATA" --out "$d" >"$d.log" 2>&1
             params=$(sed -n 's/.*| \([0-9]*\) params.*/\1/p' "$d.log")
-            tok=$(tail -n 1 "$d/log.csv" | cut -d, -f6)
+            # mean tokens/s of the steps after the first (the first touches fresh buffers)
+            tok=$(awk -F, 'NR > 2 {s += $6; n++} END {printf "%.1f", s / n}' "$d/log.csv")
             echo -e "$m\t$T\t$params\t$tok" | tee -a "$OUT/train.tsv"
         done
     done
