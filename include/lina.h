@@ -13,6 +13,7 @@
 #include "lina/model.h"
 #include "lina/icl.h"
 #include "lina/mqar.h"
+#include "lina/listops.h"
 #include "lina/cuda.h" /* device API; returns LINA_ERR_UNSUPPORTED without CUDA */
 
 #endif
