@@ -68,7 +68,7 @@ def main():
                 f.write(f"# {mx}\n" + "".join(f"{s} {v}\n" for s, v in val) + "\n\n")
         plots = ", ".join(f"'{dat}' index {i} with linespoints lw 2 title '{mx}'"
                           for i, (mx, _) in enumerate(curves))
-        gp = (f"set terminal pngcairo size 800,500\nset output '{os.path.join(out, 'charlm.png')}'\n"
+        gp = (f"set terminal pngcairo size 800,500 noenhanced\nset output '{os.path.join(out, 'charlm.png')}'\n"
               f"set title 'tinyshakespeare, preset {preset}, {steps} steps x {batch} x {seq}'\n"
               "set xlabel 'step'\nset ylabel 'validation loss (nats/char)'\nset grid\n"
               "set key outside right\n" f"plot {plots}\n")

@@ -49,7 +49,7 @@ def main():
           "Zoology's MQAR (Arora et al. 2023): vocabulary V (Zoology: 8192), keys in [1, V/2), values in",
           "[V/2, V), K pairs then each key queried once at a power-law gap (a = 0.01), random",
           "tokens elsewhere; only the K answers per example are scored (argmax exact match).",
-          "Two-layer lina models (mixer + SwiGLU MLP per layer, head dim 64), AdamW (wd 0.1),",
+          "Two-layer lina models (mixer + SwiGLU MLP per layer, max(1, d/64) heads), AdamW (wd 0.1),",
           "5% warm-up then cosine to lr/10, gradient clip 1, one seed.", "",
           "Regenerate (resumable; finished runs in results.jsonl are skipped):", "",
           "    " + cmd, "",
@@ -57,7 +57,7 @@ def main():
           "far smaller (steps x batch and training-set size in each table's heading), run on a",
           "shared 2-core CPU. Low numbers mean *not trained enough*, not *cannot recall*.", ""]
     dims_all = sorted({r["dim"] for r in rows})
-    for g in sorted(groups, key=lambda g: (-g[0], g[2])):
+    for g in sorted(groups, key=lambda g: -len(groups[g])):  # fullest sweep first
         seq, pairs, steps, batch, train, lr, vocab = g
         runs = groups[g]
         dims = sorted({d for (_, d) in runs})
@@ -103,7 +103,7 @@ def main():
         if best[0] == 512 and best[1] == 64 and best[6] == 8192:
             for m, p in PAPER.items():
                 inline += "".join(f"{d} {a}\n" for d, a in p.items()) + "e\n"
-        gp = (f"set terminal pngcairo size 800,500\nset output '{os.path.join(out, 'mqar.png')}'\n"
+        gp = (f"set terminal pngcairo size 800,500 noenhanced\nset output '{os.path.join(out, 'mqar.png')}'\n"
               f"set title 'MQAR seq {best[0]}, {best[1]} pairs, vocab {best[6]}, {best[2]} steps x {best[3]}'\n"
               "set xlabel 'd_model'\nset ylabel 'test accuracy (%)'\nset logscale x 2\n"
               f"set xrange [{min(dims_all) / 1.3}:{max(dims_all) * 1.3}]\nset yrange [0:105]\n"
