@@ -15,6 +15,7 @@ static const struct {
     {"bench", "time attention ops against the sgemm ceiling (lina bench ops --help)", cmd_bench},
     {"icl", "in-context linear regression with linear self-attention (Vladymyrov et al. 2024)", cmd_icl},
     {"mqar", "multi-query associative recall (Zoology, Arora et al. 2023) (lina mqar --help)", cmd_mqar},
+    {"listops", "Long Range Arena ListOps with a bidirectional encoder (lina listops --help)", cmd_listops},
     {"score", "logits of an fla / Hugging Face checkpoint (lina score --help)", cmd_score},
     {"tokenize", "byte-level BPE encode/decode: tokenizer.json or tiktoken (lina tokenize --help)", cmd_tokenize},
     {"convert", "lina checkpoint <-> fla gated_deltanet/delta_net/gla layout (lina convert --help)", cmd_convert},

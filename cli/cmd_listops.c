@@ -1,0 +1,307 @@
+/* lina listops: Long Range Arena ListOps. Generates train/val/test splits from
+ * seeds, trains a bidirectional encoder classifier (linear or softmax
+ * attention) with AdamW, validates periodically, reports the test accuracy. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "lina.h"
+#include "progress.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lina listops [options]\n\n"
+            "Long Range Arena ListOps (Tay et al. 2020): the value 0-9 of a nested\n"
+            "expression of MIN, MAX, MED, SM (sum mod 10) over digits, e.g.\n"
+            "[MAX 2 9 [MIN 4 7 ] 0 ] = 9, depth <= 10, 2-10 arguments per operator.\n"
+            "Trains an encoder (embedding + learned positions, --layers x [RMSNorm,\n"
+            "bidirectional mixer, RMSNorm, SwiGLU MLP], mean pooling, linear head) with\n"
+            "AdamW (warm-up 5%%, cosine to lr/10) and prints the test accuracy.\n\n"
+            "  --mixer NAME    linear (non-causal linear attention, elu+1) | softmax\n"
+            "                  (bidirectional softmax attention) (default linear)\n"
+            "  --dim N         model width (default 64)\n"
+            "  --layers N      layers (default 2)\n"
+            "  --heads N       heads, dim %% heads == 0 (default 2)\n"
+            "  --no-pos        no position embeddings\n"
+            "  --min-len N     shortest expression in tokens (default 500, as LRA)\n"
+            "  --max-len N     longest expression in tokens (default 2000, as LRA)\n"
+            "  --train N       training examples (default 96000, as LRA)\n"
+            "  --val N         validation examples (default 2000)\n"
+            "  --test N        test examples (default 2000)\n"
+            "  --steps N       optimizer steps (default 2000)\n"
+            "  --batch N       sequences per step (default 16)\n"
+            "  --lr X          peak learning rate (default 1e-3)\n"
+            "  --wd X          AdamW weight decay (default 0.01)\n"
+            "  --clip X        gradient-norm clip, 0 = off (default 1)\n"
+            "  --eval-every N  validate every N steps (default steps/10)\n"
+            "  --seed N        seed: init and data (train/val/test use seed, seed+1, seed+2)\n"
+            "  --threads N     OpenMP threads (default: all cores)\n"
+            "  --json          print one JSON object\n"
+            "  --quiet         no progress bar\n");
+}
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) {
+        fprintf(stderr, "lina listops: %s = '%s' must be an integer in [%ld, %ld]\n", flag, s, lo, hi);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+static int parse_float(const char *flag, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || !(v == v)) {
+        fprintf(stderr, "lina listops: %s = '%s' is not a number\n", flag, s);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+typedef struct { /* one generated split, layout of lina_listops_generate */
+    int n;
+    int32_t *tokens, *lengths, *labels;
+} split;
+
+static int make_split(const lina_listops_config *c, int n, uint64_t seed, split *s) {
+    s->n = n;
+    s->tokens = malloc(sizeof(int32_t) * (size_t)n * c->max_len);
+    s->lengths = malloc(sizeof(int32_t) * n);
+    s->labels = malloc(sizeof(int32_t) * n);
+    if (!s->tokens || !s->lengths || !s->labels) {
+        fprintf(stderr, "lina listops: out of memory for %d examples of up to %d tokens\n", n, c->max_len);
+        return 0;
+    }
+    if (lina_listops_generate(c, n, seed, s->tokens, s->lengths, s->labels)) {
+        fprintf(stderr, "lina %s\n", lina_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+static void free_split(split *s) { free(s->tokens), free(s->lengths), free(s->labels); }
+
+int cmd_listops(int argc, char **argv) {
+    lina_listops_config c = lina_listops_config_default();
+    lina_listops_model_config mc = {LINA_LISTOPS_LINEAR, 64, 2, 2, 0};
+    lina_listops_adamw opt = {1e-3f, 0.9f, 0.98f, 1e-8f, 0.01f, 1.0f};
+    int n_train = 96000, n_val = 2000, n_test = 2000, steps = 2000, batch = 16, eval_every = 0;
+    int seed = 1, threads = 0, json = 0, quiet = 0, no_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = 1;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        } else if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        } else if (!strcmp(a, "--no-pos")) {
+            no_pos = 1;
+            continue;
+        } else if (!v) {
+            fprintf(stderr, "lina listops: %s needs a value (or unknown option)\n", a);
+            return 2;
+        } else if (!strcmp(a, "--mixer")) {
+            if (!strcmp(v, "linear")) mc.mixer = LINA_LISTOPS_LINEAR;
+            else if (!strcmp(v, "softmax")) mc.mixer = LINA_LISTOPS_SOFTMAX;
+            else {
+                fprintf(stderr, "lina listops: unknown mixer '%s' (linear or softmax)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--dim")) ok = parse_int(a, v, 1, 4096, &mc.dim);
+        else if (!strcmp(a, "--layers")) ok = parse_int(a, v, 1, 64, &mc.layers);
+        else if (!strcmp(a, "--heads")) ok = parse_int(a, v, 1, 4096, &mc.heads);
+        else if (!strcmp(a, "--min-len")) ok = parse_int(a, v, 4, 100000, &c.min_len);
+        else if (!strcmp(a, "--max-len")) ok = parse_int(a, v, 4, 100000, &c.max_len);
+        else if (!strcmp(a, "--train")) ok = parse_int(a, v, 1, 10000000, &n_train);
+        else if (!strcmp(a, "--val")) ok = parse_int(a, v, 1, 10000000, &n_val);
+        else if (!strcmp(a, "--test")) ok = parse_int(a, v, 1, 10000000, &n_test);
+        else if (!strcmp(a, "--steps")) ok = parse_int(a, v, 1, 100000000, &steps);
+        else if (!strcmp(a, "--batch")) ok = parse_int(a, v, 1, 65536, &batch);
+        else if (!strcmp(a, "--eval-every")) ok = parse_int(a, v, 1, 100000000, &eval_every);
+        else if (!strcmp(a, "--lr")) ok = parse_float(a, v, &opt.lr);
+        else if (!strcmp(a, "--wd")) ok = parse_float(a, v, &opt.weight_decay);
+        else if (!strcmp(a, "--clip")) ok = parse_float(a, v, &opt.clip);
+        else if (!strcmp(a, "--seed")) ok = parse_int(a, v, 0, 2147483647, &seed);
+        else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 1, 256, &threads);
+        else {
+            fprintf(stderr, "lina listops: unknown option '%s' (see lina listops --help)\n", a);
+            return 2;
+        }
+        if (!ok) return 2;
+        i++;
+    }
+    if (lina_listops_config_check(&c)) {
+        fprintf(stderr, "lina %s (--min-len/--max-len)\n", lina_last_error());
+        return 2;
+    }
+    if (!(opt.lr > 0) || !(opt.weight_decay >= 0)) {
+        fprintf(stderr, "lina listops: --lr = %g must be > 0 and --wd = %g >= 0\n", opt.lr, opt.weight_decay);
+        return 2;
+    }
+    if (mc.dim % mc.heads) {
+        fprintf(stderr, "lina listops: --dim = %d is not a multiple of --heads = %d\n", mc.dim, mc.heads);
+        return 2;
+    }
+    if (!eval_every) eval_every = steps >= 10 ? steps / 10 : 1;
+    if (threads > 0) omp_set_num_threads(threads);
+    else threads = omp_get_max_threads();
+    mc.max_len = no_pos ? 0 : c.max_len;
+
+    split tr = {0}, va = {0}, te = {0};
+    lina_listops_model *m = NULL;
+    int64_t *cu = malloc(sizeof(int64_t) * (batch + 1));
+    int32_t *packed = malloc(sizeof(int32_t) * (size_t)batch * c.max_len), *y = malloc(sizeof(int32_t) * batch);
+    int *order = malloc(sizeof(int) * n_train);
+    cJSON *curve = NULL; /* validation points */
+    int rc = 1;
+    double t_gen = cli_now();
+    if (!cu || !packed || !y || !order) {
+        fprintf(stderr, "lina listops: out of memory\n");
+        goto done;
+    }
+    if (!make_split(&c, n_train, (uint64_t)seed, &tr) || !make_split(&c, n_val, (uint64_t)seed + 1, &va) ||
+        !make_split(&c, n_test, (uint64_t)seed + 2, &te))
+        goto done;
+    t_gen = cli_now() - t_gen;
+    if (lina_listops_model_create(&mc, (uint64_t)seed, &m) || lina_listops_model_set_threads(m, threads)) {
+        fprintf(stderr, "lina listops: %s\n", lina_last_error());
+        goto done;
+    }
+    const char *mname = mc.mixer == LINA_LISTOPS_LINEAR ? "linear" : "softmax";
+    if (!quiet && !json)
+        fprintf(stderr, "listops: generated %d/%d/%d examples of %d..%d tokens in %.1f s\n", n_train, n_val,
+                n_test, c.min_len, c.max_len, t_gen);
+
+    /* training: a fresh seeded permutation of the training set per epoch */
+    uint64_t rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 77;
+    int pos = n_train;
+    cli_progress bar;
+    char label[96], info[128];
+    snprintf(label, sizeof label, "listops %s d=%d L=%d", mname, mc.dim, mc.layers);
+    cli_progress_start(&bar, label, steps);
+    double t0 = cli_now(), loss_avg = 0, val_acc = 0, val_loss = 0, best_val = 0;
+    long tokens_seen = 0;
+    curve = cJSON_CreateArray();
+    for (int step = 0; step < steps; step++) {
+        cu[0] = 0;
+        for (int s = 0; s < batch; s++) {
+            if (pos == n_train) {
+                for (int i = 0; i < n_train; i++) order[i] = i;
+                for (int i = n_train - 1; i > 0; i--) {
+                    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                    int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = order[i];
+                    order[i] = order[j], order[j] = t;
+                }
+                pos = 0;
+            }
+            int e = order[pos++];
+            memcpy(packed + cu[s], tr.tokens + (size_t)e * c.max_len, sizeof(int32_t) * tr.lengths[e]);
+            cu[s + 1] = cu[s] + tr.lengths[e];
+            y[s] = tr.labels[e];
+        }
+        tokens_seen += cu[batch];
+        double loss = 0;
+        lina_listops_adamw o = opt;
+        o.lr = lina_lr_schedule(step, steps / 20, steps, opt.lr, opt.lr * 0.1f);
+        if (lina_listops_model_forward(m, batch, cu, packed, y, 1, NULL, &loss) ||
+            lina_listops_model_step(m, &o, NULL)) {
+            fprintf(stderr, "\nlina listops: step %d: %s\n", step + 1, lina_last_error());
+            goto done;
+        }
+        loss_avg = step ? 0.98 * loss_avg + 0.02 * loss : loss;
+        if ((step + 1) % eval_every == 0 || step + 1 == steps) {
+            if (lina_listops_accuracy(m, n_val, c.max_len, va.tokens, va.lengths, va.labels, batch, &val_acc,
+                                      &val_loss)) {
+                fprintf(stderr, "\nlina listops: %s\n", lina_last_error());
+                goto done;
+            }
+            if (val_acc > best_val) best_val = val_acc;
+            cJSON *pt = cJSON_CreateObject();
+            cJSON_AddNumberToObject(pt, "step", step + 1);
+            cJSON_AddNumberToObject(pt, "train_loss", loss_avg);
+            cJSON_AddNumberToObject(pt, "val_loss", val_loss);
+            cJSON_AddNumberToObject(pt, "val_accuracy", val_acc);
+            cJSON_AddNumberToObject(pt, "seconds", cli_now() - t0);
+            cJSON_AddItemToArray(curve, pt);
+            if (!quiet && !json) {
+                fprintf(stderr, "%sstep %d: train loss %.4f, val loss %.4f, val accuracy %.2f%%\n", bar.tty ? "\n" : "",
+                        step + 1, loss_avg, val_loss, 100 * val_acc);
+            }
+        }
+        if (!quiet) {
+            double el = cli_now() - t0;
+            snprintf(info, sizeof info, "loss %.4f | val %.1f%% | %.0f tok/s", loss_avg, 100 * val_acc,
+                     el > 0 ? tokens_seen / el : 0);
+            if (step + 1 == steps) cli_progress_finish(&bar, info);
+            else cli_progress_update(&bar, step + 1, info);
+        }
+    }
+    double train_s = cli_now() - t0, test_acc = 0, test_loss = 0;
+    if (lina_listops_accuracy(m, n_test, c.max_len, te.tokens, te.lengths, te.labels, batch, &test_acc,
+                              &test_loss)) {
+        fprintf(stderr, "lina listops: %s\n", lina_last_error());
+        goto done;
+    }
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "mixer", mname);
+        cJSON_AddNumberToObject(o, "dim", mc.dim);
+        cJSON_AddNumberToObject(o, "layers", mc.layers);
+        cJSON_AddNumberToObject(o, "heads", mc.heads);
+        cJSON_AddBoolToObject(o, "positions", !no_pos);
+        cJSON_AddNumberToObject(o, "min_len", c.min_len);
+        cJSON_AddNumberToObject(o, "max_len", c.max_len);
+        cJSON_AddNumberToObject(o, "train", n_train);
+        cJSON_AddNumberToObject(o, "val", n_val);
+        cJSON_AddNumberToObject(o, "test", n_test);
+        cJSON_AddNumberToObject(o, "steps", steps);
+        cJSON_AddNumberToObject(o, "batch", batch);
+        cJSON_AddNumberToObject(o, "lr", opt.lr);
+        cJSON_AddNumberToObject(o, "seed", seed);
+        cJSON_AddNumberToObject(o, "params", (double)lina_listops_model_n_params(m));
+        cJSON_AddNumberToObject(o, "accuracy", test_acc);
+        cJSON_AddNumberToObject(o, "test_loss", test_loss);
+        cJSON_AddNumberToObject(o, "val_accuracy", val_acc);
+        cJSON_AddNumberToObject(o, "best_val_accuracy", best_val);
+        cJSON_AddNumberToObject(o, "train_loss", loss_avg);
+        cJSON_AddNumberToObject(o, "train_seconds", train_s);
+        cJSON_AddNumberToObject(o, "generate_seconds", t_gen);
+        cJSON_AddItemToObject(o, "curve", curve);
+        curve = NULL;
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        printf("listops: %s mixer, %d layers, d=%d, %d heads, %s, %lld params\n", mname, mc.layers, mc.dim,
+               mc.heads, no_pos ? "no positions" : "learned positions",
+               (long long)lina_listops_model_n_params(m));
+        printf("  data: %d/%d/%d train/val/test expressions of %d..%d tokens\n", n_train, n_val, n_test,
+               c.min_len, c.max_len);
+        printf("  trained %d steps x %d (lr %g) in %.1f s, train loss %.4f, val accuracy %.2f%% (best %.2f%%)\n",
+               steps, batch, opt.lr, train_s, loss_avg, 100 * val_acc, 100 * best_val);
+        printf("  test accuracy %.2f%% on %d examples, test loss %.4f\n", 100 * test_acc, n_test, test_loss);
+    }
+    rc = 0;
+done:
+    cJSON_Delete(curve);
+    lina_listops_model_free(m);
+    free_split(&tr), free_split(&va), free_split(&te);
+    free(cu), free(packed), free(y), free(order);
+    return rc;
+}
