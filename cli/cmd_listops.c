@@ -56,6 +56,13 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
     return 1;
 }
 
+/* A float as the shortest decimal that names it (1e-3f prints 0.001). */
+static double short_float(float x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%g", x);
+    return strtod(buf, NULL);
+}
+
 static int parse_float(const char *flag, const char *s, float *out) {
     char *end;
     errno = 0;
@@ -271,7 +278,7 @@ int cmd_listops(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "test", n_test);
         cJSON_AddNumberToObject(o, "steps", steps);
         cJSON_AddNumberToObject(o, "batch", batch);
-        cJSON_AddNumberToObject(o, "lr", opt.lr);
+        cJSON_AddNumberToObject(o, "lr", short_float(opt.lr));
         cJSON_AddNumberToObject(o, "seed", seed);
         cJSON_AddNumberToObject(o, "params", (double)lina_listops_model_n_params(m));
         cJSON_AddNumberToObject(o, "accuracy", test_acc);
