@@ -12,11 +12,11 @@ if (have_file(dir."/gen.tsv")) {
     set logscale y
     set xlabel "context length N (tokens)"
     set ylabel "decode tokens/s"
-    plot dir."/gen.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
-         dir."/gen.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "softmax (KV cache)"
+    plot "< grep ^gated_deltanet ".dir."/gen.tsv" using 2:4 with linespoints lw 2 title "Gated DeltaNet", \
+         "< grep ^softmax ".dir."/gen.tsv" using 2:4 with linespoints lw 2 title "softmax (KV cache)"
     set ylabel "peak RSS while decoding (MB)"
-    plot dir."/gen.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):8 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
-         dir."/gen.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):8 skip 1 with linespoints lw 2 title "softmax (KV cache)"
+    plot "< grep ^gated_deltanet ".dir."/gen.tsv" using 2:8 with linespoints lw 2 title "Gated DeltaNet", \
+         "< grep ^softmax ".dir."/gen.tsv" using 2:8 with linespoints lw 2 title "softmax (KV cache)"
     unset multiplot
     unset logscale
 }
@@ -27,8 +27,8 @@ if (have_file(dir."/train.tsv")) {
     set logscale y
     set xlabel "sequence length T"
     set ylabel "training tokens/s"
-    plot dir."/train.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
-         dir."/train.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "softmax + RoPE"
+    plot "< grep ^gated_deltanet ".dir."/train.tsv" using 2:4 with linespoints lw 2 title "Gated DeltaNet", \
+         "< grep ^softmax ".dir."/train.tsv" using 2:4 with linespoints lw 2 title "softmax + RoPE"
     unset logscale
 }
 if (have_file(dir."/quality.tsv")) {
@@ -36,6 +36,6 @@ if (have_file(dir."/quality.tsv")) {
     set title "tinyshakespeare validation loss, dim 128, 4 layers, batch 8 x 128"
     set xlabel "step"
     set ylabel "validation loss (bits/char)"
-    plot dir."/quality.tsv" using (strcol(1) eq "gated_deltanet" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "Gated DeltaNet", \
-         dir."/quality.tsv" using (strcol(1) eq "softmax" ? $2 : NaN):4 skip 1 with linespoints lw 2 title "softmax + RoPE"
+    plot "< grep ^gated_deltanet ".dir."/quality.tsv" using 2:4 with linespoints lw 2 title "Gated DeltaNet", \
+         "< grep ^softmax ".dir."/quality.tsv" using 2:4 with linespoints lw 2 title "softmax + RoPE"
 }
