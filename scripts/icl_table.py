@@ -87,7 +87,7 @@ with open(dat, "w") as f:
                 f.write("%g %g\n" % (s, max(r["adjusted_loss"], 1e-6)))
         f.write("\n\n")
 plots = ", ".join('"%s" index %d with linespoints title "%dL %s"' % (dat, i, L, names[p]) for i, (L, p) in enumerate(series))
-script = ('set terminal pngcairo size 800,500; set output "%s"; set logscale y; set xlabel "sigma_max"; '
+script = ('set terminal pngcairo size 800,500; set output "%s"; set logscale y; set xlabel "sigma_max" noenhanced; '
           'set ylabel "adjusted loss"; set key outside; set title "In-context regression in lina (d=10, N=20)"; plot %s'
           % (os.path.join(out, "icl.png"), plots))
 try:
