@@ -2,8 +2,10 @@
  * depthwise short convolution with carried history, the SwiGLU MLP. */
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "../core/internal.h"
 #include "hf_internal.h"
 
 float hf_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -84,4 +86,17 @@ void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const f
     hf_linear(N, D, width, x, Wu, NULL, u);
     for (size_t i = 0; i < (size_t)N * width; i++) g[i] = hf_silu(g[i]) * u[i];
     hf_linear(N, width, D, g, Wd, NULL, out);
+}
+
+lina_status hf_attn_run(lina_ctx *ctx, const lina_attn_desc *d, int layer, const float *q,
+                        const float *k, const float *v, const float *g, const float *beta, float *S,
+                        float *o) {
+    lina_attn_fwd_args a = {q, k, v, g, beta, S, o, S};
+    lina_status st = lina_attn_forward(ctx, d, &a);
+    if (st) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", lina_last_error());
+        return lina_fail(st, "layer %d attention: %s", layer, why);
+    }
+    return LINA_OK;
 }

@@ -162,6 +162,12 @@ void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const f
 float hf_silu(float x);
 float hf_sigmoid(float x);
 float hf_softplus(float x); /* torch: x for x > 20 */
+/* The token mixing of one layer: lina_attn_forward over B rows of T tokens with
+ * the layer's state S as initial and final state (T = 1 is a decoding step).
+ * Errors name the layer. */
+lina_status hf_attn_run(lina_ctx *ctx, const lina_attn_desc *d, int layer, const float *q,
+                        const float *k, const float *v, const float *g, const float *beta, float *S,
+                        float *o);
 
 /* ---- hf_fla.c / hf_mamba2.c: one mixer over (B, T) rows of normalized input
  * xn (B*T, D), adding its output to x. ---- */

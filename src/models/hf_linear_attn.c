@@ -236,18 +236,10 @@ lina_status hf_la_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_s
     d.eps = 1e-10f;
     d.scale = 1.0f / sqrtf((float)Kf);
     d.form = LINA_FORM_AUTO;
-    lina_status st_attn;
-    if (T == 1) {
-        st_attn = lina_attn_step(ctx, &d, q, k, v, NULL, NULL, st->S, o);
-    } else {
-        lina_attn_fwd_args a = {q, k, v, NULL, NULL, st->S, o, st->S};
-        st_attn = lina_attn_forward(ctx, &d, &a);
-    }
+    lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, NULL, NULL, st->S, o);
     if (st_attn) {
-        char why[400];
-        snprintf(why, sizeof why, "%s", lina_last_error());
         free(buf);
-        return lina_fail(st_attn, "layer %d attention: %s", l, why);
+        return st_attn;
     }
 
     hf_rmsnorm((int)(N * H), Vh, o, L->o_norm, m->norm_eps, o);

@@ -102,18 +102,10 @@ lina_status hf_mamba2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_lay
     d.update = LINA_UPDATE_ADD;
     d.scale = 1.0f;
     d.form = LINA_FORM_AUTO;
-    lina_status st_attn;
-    if (T == 1) {
-        st_attn = lina_attn_step(ctx, &d, q, k, v, g, NULL, st->S, y);
-    } else {
-        lina_attn_fwd_args a = {q, k, v, g, NULL, st->S, y, st->S};
-        st_attn = lina_attn_forward(ctx, &d, &a);
-    }
+    lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, NULL, st->S, y);
     if (st_attn) {
-        char why[400];
-        snprintf(why, sizeof why, "%s", lina_last_error());
         free(buf);
-        return lina_fail(st_attn, "layer %d attention: %s", l, why);
+        return st_attn;
     }
 
     /* D skip, gate silu(z) before the norm, RMSNorm over all I channels, out_proj, residual */

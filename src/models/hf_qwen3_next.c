@@ -341,18 +341,10 @@ static lina_status gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_la
     d.update = LINA_UPDATE_DELTA;
     d.scale = 1.0f / sqrtf((float)dk);
     d.form = LINA_FORM_AUTO;
-    lina_status st_attn;
-    if (T == 1) {
-        st_attn = lina_attn_step(ctx, &d, q, k, v, g, beta, st->S, o);
-    } else {
-        lina_attn_fwd_args a = {q, k, v, g, beta, st->S, o, st->S};
-        st_attn = lina_attn_forward(ctx, &d, &a);
-    }
+    lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, beta, st->S, o);
     if (st_attn) {
-        char why[400];
-        snprintf(why, sizeof why, "%s", lina_last_error());
         free(buf);
-        return lina_fail(st_attn, "layer %d attention: %s", l, why);
+        return st_attn;
     }
     hf_rmsnorm((int)(N * HV), dv, o, L->o_norm, m->norm_eps, o);
     for (size_t i = 0; i < N * Vd; i++) o[i] *= hf_silu(z[i]);

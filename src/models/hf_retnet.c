@@ -136,18 +136,10 @@ lina_status hf_retnet_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_lay
     d.update = LINA_UPDATE_ADD;
     d.scale = 1.0f / sqrtf((float)Kh);
     d.form = LINA_FORM_AUTO;
-    lina_status st_attn;
-    if (T == 1) {
-        st_attn = lina_attn_step(ctx, &d, q, k, v, g, NULL, st->S, o);
-    } else {
-        lina_attn_fwd_args a = {q, k, v, g, NULL, st->S, o, st->S};
-        st_attn = lina_attn_forward(ctx, &d, &a);
-    }
+    lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, NULL, st->S, o);
     if (st_attn) {
-        char why[400];
-        snprintf(why, sizeof why, "%s", lina_last_error());
         free(buf);
-        return lina_fail(st_attn, "layer %d attention: %s", l, why);
+        return st_attn;
     }
     st->pos += T;
 
