@@ -11,8 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "cli.h"
 #include "lina.h"
+
+#define CMD "lina bench ops"
 
 /* ---- options ---- */
 
@@ -64,19 +67,6 @@ static void bench_usage(FILE *f) {
 }
 
 /* Parse a whole decimal int in [lo, hi] or print a message naming the value. */
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "lina bench ops: %s '%s' must be an integer in [%d, %d]\n", flag,
-                s ? s : "(missing)", lo, hi);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
 /* Returns 0 on success, 1 after --help, 2 on a bad flag. */
 static int parse_opts(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
@@ -96,7 +86,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         int matched = 0;
         for (size_t k = 0; k < sizeof ints / sizeof *ints && !matched; k++)
             if (!strcmp(a, ints[k].flag)) {
-                if (!parse_int(a, val, ints[k].lo, ints[k].hi, ints[k].dst)) return 2;
+                if (!cli_int(CMD, a, val, ints[k].lo, ints[k].hi, ints[k].dst)) return 2;
                 matched = 1, i++;
             }
         if (matched) continue;

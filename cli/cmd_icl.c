@@ -4,13 +4,17 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <omp.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "lina.h"
 #include "progress.h"
+
+#define CMD "lina icl"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -34,30 +38,6 @@ static void usage(FILE *f) {
             "  --threads N       OpenMP threads (default: all cores)\n"
             "  --json            print one JSON object\n"
             "  --quiet           no progress bar\n");
-}
-
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) {
-        fprintf(stderr, "lina icl: %s = '%s' must be an integer in [%ld, %ld]\n", flag, s, lo, hi);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
-static int parse_float(const char *flag, const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || !(v == v)) {
-        fprintf(stderr, "lina icl: %s = '%s' is not a number\n", flag, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
 }
 
 static void on_progress(void *user, int step, int steps, double loss) {
@@ -87,18 +67,18 @@ int cmd_icl(int argc, char **argv) {
         } else if (!v) {
             fprintf(stderr, "lina icl: %s needs a value (or unknown option)\n", a);
             return 2;
-        } else if (!strcmp(a, "--layers")) ok = parse_int(a, v, 1, 64, &c.layers);
-        else if (!strcmp(a, "--d")) ok = parse_int(a, v, 1, 63, &c.d);
-        else if (!strcmp(a, "--n")) ok = parse_int(a, v, 1, 100000, &c.n_ctx);
-        else if (!strcmp(a, "--steps")) ok = parse_int(a, v, 0, 100000000, &steps);
-        else if (!strcmp(a, "--batch")) ok = parse_int(a, v, 1, 1 << 20, &batch);
-        else if (!strcmp(a, "--eval")) ok = parse_int(a, v, 1, 10000000, &eval_n);
-        else if (!strcmp(a, "--seed")) ok = parse_int(a, v, 0, 2147483647, &seed);
-        else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 1, 256, &threads);
-        else if (!strcmp(a, "--lr")) ok = parse_float(a, v, &lr);
-        else if (!strcmp(a, "--clip")) ok = parse_float(a, v, &clip);
-        else if (!strcmp(a, "--init-std")) ok = parse_float(a, v, &c.init_std);
-        else if (!strcmp(a, "--sigma-max")) ok = parse_float(a, v, &c.sigma_max);
+        } else if (!strcmp(a, "--layers")) ok = cli_int(CMD, a, v, 1, 64, &c.layers);
+        else if (!strcmp(a, "--d")) ok = cli_int(CMD, a, v, 1, 63, &c.d);
+        else if (!strcmp(a, "--n")) ok = cli_int(CMD, a, v, 1, 100000, &c.n_ctx);
+        else if (!strcmp(a, "--steps")) ok = cli_int(CMD, a, v, 0, 100000000, &steps);
+        else if (!strcmp(a, "--batch")) ok = cli_int(CMD, a, v, 1, 1 << 20, &batch);
+        else if (!strcmp(a, "--eval")) ok = cli_int(CMD, a, v, 1, 10000000, &eval_n);
+        else if (!strcmp(a, "--seed")) ok = cli_int(CMD, a, v, 0, 2147483647, &seed);
+        else if (!strcmp(a, "--threads")) ok = cli_int(CMD, a, v, 1, 256, &threads);
+        else if (!strcmp(a, "--lr")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &lr);
+        else if (!strcmp(a, "--clip")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &clip);
+        else if (!strcmp(a, "--init-std")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &c.init_std);
+        else if (!strcmp(a, "--sigma-max")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &c.sigma_max);
         else if (!strcmp(a, "--param")) {
             if (!strcmp(v, "full")) c.param = LINA_ICL_FULL;
             else if (!strcmp(v, "diag")) c.param = LINA_ICL_DIAG;
@@ -116,7 +96,7 @@ int cmd_icl(int argc, char **argv) {
                     fprintf(stderr, "lina icl: --sigmas takes at most 8 values\n");
                     return 2;
                 }
-                ok = parse_float(a, t, &c.sigmas[c.n_sigmas++]);
+                ok = cli_float(CMD, a, t, -HUGE_VAL, HUGE_VAL, &c.sigmas[c.n_sigmas++]);
             }
         } else {
             fprintf(stderr, "lina icl: unknown option '%s' (see lina icl --help)\n", a);

@@ -4,13 +4,17 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <omp.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "lina.h"
 #include "progress.h"
+
+#define CMD "lina listops"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -44,35 +48,11 @@ static void usage(FILE *f) {
             "  --quiet         no progress bar\n");
 }
 
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) {
-        fprintf(stderr, "lina listops: %s = '%s' must be an integer in [%ld, %ld]\n", flag, s, lo, hi);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
 /* A float as the shortest decimal that names it (1e-3f prints 0.001). */
 static double short_float(float x) {
     char buf[32];
     snprintf(buf, sizeof buf, "%g", x);
     return strtod(buf, NULL);
-}
-
-static int parse_float(const char *flag, const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || !(v == v)) {
-        fprintf(stderr, "lina listops: %s = '%s' is not a number\n", flag, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
 }
 
 typedef struct { /* one generated split, layout of lina_listops_generate */
@@ -129,22 +109,22 @@ int cmd_listops(int argc, char **argv) {
                 fprintf(stderr, "lina listops: unknown mixer '%s' (linear or softmax)\n", v);
                 return 2;
             }
-        } else if (!strcmp(a, "--dim")) ok = parse_int(a, v, 1, 4096, &mc.dim);
-        else if (!strcmp(a, "--layers")) ok = parse_int(a, v, 1, 64, &mc.layers);
-        else if (!strcmp(a, "--heads")) ok = parse_int(a, v, 1, 4096, &mc.heads);
-        else if (!strcmp(a, "--min-len")) ok = parse_int(a, v, 4, 100000, &c.min_len);
-        else if (!strcmp(a, "--max-len")) ok = parse_int(a, v, 4, 100000, &c.max_len);
-        else if (!strcmp(a, "--train")) ok = parse_int(a, v, 1, 10000000, &n_train);
-        else if (!strcmp(a, "--val")) ok = parse_int(a, v, 1, 10000000, &n_val);
-        else if (!strcmp(a, "--test")) ok = parse_int(a, v, 1, 10000000, &n_test);
-        else if (!strcmp(a, "--steps")) ok = parse_int(a, v, 1, 100000000, &steps);
-        else if (!strcmp(a, "--batch")) ok = parse_int(a, v, 1, 65536, &batch);
-        else if (!strcmp(a, "--eval-every")) ok = parse_int(a, v, 1, 100000000, &eval_every);
-        else if (!strcmp(a, "--lr")) ok = parse_float(a, v, &opt.lr);
-        else if (!strcmp(a, "--wd")) ok = parse_float(a, v, &opt.weight_decay);
-        else if (!strcmp(a, "--clip")) ok = parse_float(a, v, &opt.clip);
-        else if (!strcmp(a, "--seed")) ok = parse_int(a, v, 0, 2147483647, &seed);
-        else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 1, 256, &threads);
+        } else if (!strcmp(a, "--dim")) ok = cli_int(CMD, a, v, 1, 4096, &mc.dim);
+        else if (!strcmp(a, "--layers")) ok = cli_int(CMD, a, v, 1, 64, &mc.layers);
+        else if (!strcmp(a, "--heads")) ok = cli_int(CMD, a, v, 1, 4096, &mc.heads);
+        else if (!strcmp(a, "--min-len")) ok = cli_int(CMD, a, v, 4, 100000, &c.min_len);
+        else if (!strcmp(a, "--max-len")) ok = cli_int(CMD, a, v, 4, 100000, &c.max_len);
+        else if (!strcmp(a, "--train")) ok = cli_int(CMD, a, v, 1, 10000000, &n_train);
+        else if (!strcmp(a, "--val")) ok = cli_int(CMD, a, v, 1, 10000000, &n_val);
+        else if (!strcmp(a, "--test")) ok = cli_int(CMD, a, v, 1, 10000000, &n_test);
+        else if (!strcmp(a, "--steps")) ok = cli_int(CMD, a, v, 1, 100000000, &steps);
+        else if (!strcmp(a, "--batch")) ok = cli_int(CMD, a, v, 1, 65536, &batch);
+        else if (!strcmp(a, "--eval-every")) ok = cli_int(CMD, a, v, 1, 100000000, &eval_every);
+        else if (!strcmp(a, "--lr")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &opt.lr);
+        else if (!strcmp(a, "--wd")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &opt.weight_decay);
+        else if (!strcmp(a, "--clip")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &opt.clip);
+        else if (!strcmp(a, "--seed")) ok = cli_int(CMD, a, v, 0, 2147483647, &seed);
+        else if (!strcmp(a, "--threads")) ok = cli_int(CMD, a, v, 1, 256, &threads);
         else {
             fprintf(stderr, "lina listops: unknown option '%s' (see lina listops --help)\n", a);
             return 2;

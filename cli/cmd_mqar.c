@@ -4,13 +4,17 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <omp.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "lina.h"
 #include "progress.h"
+
+#define CMD "lina mqar"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -40,30 +44,6 @@ static void usage(FILE *f) {
             "  --threads N    OpenMP threads (default: all cores)\n"
             "  --json         print one JSON object\n"
             "  --quiet        no progress bar\n");
-}
-
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) {
-        fprintf(stderr, "lina mqar: %s = '%s' must be an integer in [%ld, %ld]\n", flag, s, lo, hi);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
-static int parse_float(const char *flag, const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || !(v == v)) {
-        fprintf(stderr, "lina mqar: %s = '%s' is not a number\n", flag, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
 }
 
 /* A float as the shortest decimal that names it (1e-3f prints 0.001, not 0.0010000000474974513). */
@@ -111,22 +91,22 @@ int cmd_mqar(int argc, char **argv) {
                 fprintf(stderr, ")\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--dim")) ok = parse_int(a, v, -1000000, 1000000, &dim);
-        else if (!strcmp(a, "--heads")) ok = parse_int(a, v, 1, 1024, &heads);
-        else if (!strcmp(a, "--layers")) ok = parse_int(a, v, 1, LINA_MODEL_MAX_LAYERS, &layers);
-        else if (!strcmp(a, "--seq")) ok = parse_int(a, v, -1000000, 1000000, &c.seq);
-        else if (!strcmp(a, "--pairs")) ok = parse_int(a, v, -1000000, 1000000, &c.pairs);
-        else if (!strcmp(a, "--vocab")) ok = parse_int(a, v, 2, 1 << 24, &c.vocab);
-        else if (!strcmp(a, "--power-a")) ok = parse_float(a, v, &c.power_a);
-        else if (!strcmp(a, "--train")) ok = parse_int(a, v, 1, 100000000, &n_train);
-        else if (!strcmp(a, "--test")) ok = parse_int(a, v, 1, 100000000, &n_test);
-        else if (!strcmp(a, "--steps")) ok = parse_int(a, v, 0, 100000000, &tc.steps);
-        else if (!strcmp(a, "--batch")) ok = parse_int(a, v, 1, 1 << 16, &tc.batch);
-        else if (!strcmp(a, "--lr")) ok = parse_float(a, v, &tc.lr);
-        else if (!strcmp(a, "--wd")) ok = parse_float(a, v, &tc.weight_decay);
-        else if (!strcmp(a, "--clip")) ok = parse_float(a, v, &tc.clip);
-        else if (!strcmp(a, "--seed")) ok = parse_int(a, v, 0, 2147483647, &seed);
-        else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 1, 256, &threads);
+        } else if (!strcmp(a, "--dim")) ok = cli_int(CMD, a, v, -1000000, 1000000, &dim);
+        else if (!strcmp(a, "--heads")) ok = cli_int(CMD, a, v, 1, 1024, &heads);
+        else if (!strcmp(a, "--layers")) ok = cli_int(CMD, a, v, 1, LINA_MODEL_MAX_LAYERS, &layers);
+        else if (!strcmp(a, "--seq")) ok = cli_int(CMD, a, v, -1000000, 1000000, &c.seq);
+        else if (!strcmp(a, "--pairs")) ok = cli_int(CMD, a, v, -1000000, 1000000, &c.pairs);
+        else if (!strcmp(a, "--vocab")) ok = cli_int(CMD, a, v, 2, 1 << 24, &c.vocab);
+        else if (!strcmp(a, "--power-a")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &c.power_a);
+        else if (!strcmp(a, "--train")) ok = cli_int(CMD, a, v, 1, 100000000, &n_train);
+        else if (!strcmp(a, "--test")) ok = cli_int(CMD, a, v, 1, 100000000, &n_test);
+        else if (!strcmp(a, "--steps")) ok = cli_int(CMD, a, v, 0, 100000000, &tc.steps);
+        else if (!strcmp(a, "--batch")) ok = cli_int(CMD, a, v, 1, 1 << 16, &tc.batch);
+        else if (!strcmp(a, "--lr")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &tc.lr);
+        else if (!strcmp(a, "--wd")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &tc.weight_decay);
+        else if (!strcmp(a, "--clip")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &tc.clip);
+        else if (!strcmp(a, "--seed")) ok = cli_int(CMD, a, v, 0, 2147483647, &seed);
+        else if (!strcmp(a, "--threads")) ok = cli_int(CMD, a, v, 1, 256, &threads);
         else {
             fprintf(stderr, "lina mqar: unknown option '%s' (see lina mqar --help)\n", a);
             return 2;

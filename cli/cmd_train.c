@@ -13,8 +13,11 @@
 #endif
 #include <cjson/cJSON.h>
 
+#include "args.h"
 #include "cli.h"
 #include "lina.h"
+
+#define CMD "lina train"
 
 #define MAX_CONSECUTIVE_NAN 5
 
@@ -110,29 +113,6 @@ static const char *default_data(train_opts *o) {
     return NULL;
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "lina train: %s needs an integer in [%ld, %ld], got '%s'\n", flag, lo, hi, v ? v : "");
-        return 0;
-    }
-    *out = (int)x;
-    return 1;
-}
-
-static int parse_float(const char *flag, const char *v, double lo, double hi, float *out) {
-    char *end;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "lina train: %s needs a number in [%g, %g], got '%s'\n", flag, lo, hi, v ? v : "");
-        return 0;
-    }
-    *out = (float)x;
-    return 1;
-}
-
 static int parse_args(int argc, char **argv, train_opts *o) {
     memset(o, 0, sizeof *o);
     o->out = "out";
@@ -161,24 +141,24 @@ static int parse_args(int argc, char **argv, train_opts *o) {
         else if (!strcmp(a, "--mixer")) o->mixers = VAL;
         else if (!strcmp(a, "--resume")) o->resume = 1;
         else if (!strcmp(a, "--tie")) o->tie = 1;
-        else if (!strcmp(a, "--layers")) { if (!parse_int(a, VAL, 1, LINA_MODEL_MAX_LAYERS, &o->layers)) return 0; }
-        else if (!strcmp(a, "--dim")) { if (!parse_int(a, VAL, 1, 65536, &o->dim)) return 0; }
-        else if (!strcmp(a, "--heads")) { if (!parse_int(a, VAL, 1, 4096, &o->heads)) return 0; }
-        else if (!strcmp(a, "--steps")) { if (!parse_int(a, VAL, 0, 1 << 30, &steps)) return 0; o->t.steps = steps; }
-        else if (!strcmp(a, "--batch")) { if (!parse_int(a, VAL, 1, 1 << 16, &o->t.batch)) return 0; }
-        else if (!strcmp(a, "--seq")) { if (!parse_int(a, VAL, 1, 1 << 20, &o->t.seq)) return 0; }
-        else if (!strcmp(a, "--accum")) { if (!parse_int(a, VAL, 1, 1 << 16, &o->t.accum)) return 0; }
-        else if (!strcmp(a, "--warmup")) { if (!parse_int(a, VAL, 0, 1 << 30, &steps)) return 0; o->t.warmup = steps; o->warmup_set = 1; }
-        else if (!strcmp(a, "--stop-at")) { if (!parse_int(a, VAL, 1, 1 << 30, &steps)) return 0; o->stop_at = steps; }
-        else if (!strcmp(a, "--seed")) { if (!parse_int(a, VAL, 0, 2147483647, &seed)) return 0; o->t.seed = (uint64_t)seed; }
-        else if (!strcmp(a, "--threads")) { if (!parse_int(a, VAL, 0, 256, &o->threads)) return 0; }
-        else if (!strcmp(a, "--eval-every")) { if (!parse_int(a, VAL, 1, 1 << 30, &o->eval_every)) return 0; }
-        else if (!strcmp(a, "--eval-batches")) { if (!parse_int(a, VAL, 1, 1 << 20, &o->eval_batches)) return 0; }
-        else if (!strcmp(a, "--save-every")) { if (!parse_int(a, VAL, 1, 1 << 30, &o->save_every)) return 0; }
-        else if (!strcmp(a, "--lr")) { if (!parse_float(a, VAL, 0, 10, &o->t.lr)) return 0; }
-        else if (!strcmp(a, "--min-lr")) { if (!parse_float(a, VAL, 0, 10, &o->t.min_lr)) return 0; o->min_lr_set = 1; }
-        else if (!strcmp(a, "--wd")) { if (!parse_float(a, VAL, 0, 10, &o->opt.weight_decay)) return 0; }
-        else if (!strcmp(a, "--clip")) { if (!parse_float(a, VAL, 0, 1e9, &o->t.clip)) return 0; }
+        else if (!strcmp(a, "--layers")) { if (!cli_int(CMD, a, VAL, 1, LINA_MODEL_MAX_LAYERS, &o->layers)) return 0; }
+        else if (!strcmp(a, "--dim")) { if (!cli_int(CMD, a, VAL, 1, 65536, &o->dim)) return 0; }
+        else if (!strcmp(a, "--heads")) { if (!cli_int(CMD, a, VAL, 1, 4096, &o->heads)) return 0; }
+        else if (!strcmp(a, "--steps")) { if (!cli_int(CMD, a, VAL, 0, 1 << 30, &steps)) return 0; o->t.steps = steps; }
+        else if (!strcmp(a, "--batch")) { if (!cli_int(CMD, a, VAL, 1, 1 << 16, &o->t.batch)) return 0; }
+        else if (!strcmp(a, "--seq")) { if (!cli_int(CMD, a, VAL, 1, 1 << 20, &o->t.seq)) return 0; }
+        else if (!strcmp(a, "--accum")) { if (!cli_int(CMD, a, VAL, 1, 1 << 16, &o->t.accum)) return 0; }
+        else if (!strcmp(a, "--warmup")) { if (!cli_int(CMD, a, VAL, 0, 1 << 30, &steps)) return 0; o->t.warmup = steps; o->warmup_set = 1; }
+        else if (!strcmp(a, "--stop-at")) { if (!cli_int(CMD, a, VAL, 1, 1 << 30, &steps)) return 0; o->stop_at = steps; }
+        else if (!strcmp(a, "--seed")) { if (!cli_int(CMD, a, VAL, 0, 2147483647, &seed)) return 0; o->t.seed = (uint64_t)seed; }
+        else if (!strcmp(a, "--threads")) { if (!cli_int(CMD, a, VAL, 0, 256, &o->threads)) return 0; }
+        else if (!strcmp(a, "--eval-every")) { if (!cli_int(CMD, a, VAL, 1, 1 << 30, &o->eval_every)) return 0; }
+        else if (!strcmp(a, "--eval-batches")) { if (!cli_int(CMD, a, VAL, 1, 1 << 20, &o->eval_batches)) return 0; }
+        else if (!strcmp(a, "--save-every")) { if (!cli_int(CMD, a, VAL, 1, 1 << 30, &o->save_every)) return 0; }
+        else if (!strcmp(a, "--lr")) { if (!cli_float(CMD, a, VAL, 0, 10, &o->t.lr)) return 0; }
+        else if (!strcmp(a, "--min-lr")) { if (!cli_float(CMD, a, VAL, 0, 10, &o->t.min_lr)) return 0; o->min_lr_set = 1; }
+        else if (!strcmp(a, "--wd")) { if (!cli_float(CMD, a, VAL, 0, 10, &o->opt.weight_decay)) return 0; }
+        else if (!strcmp(a, "--clip")) { if (!cli_float(CMD, a, VAL, 0, 1e9, &o->t.clip)) return 0; }
         else {
             fprintf(stderr, "lina train: unknown option '%s' (lina train --help)\n", a);
             return 0;
