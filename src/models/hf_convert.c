@@ -24,11 +24,6 @@
 #include "hf_internal.h"
 #include "lina/model.h"
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 static lina_status make_dir(const char *dir) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)

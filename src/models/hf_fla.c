@@ -22,60 +22,37 @@
 
 #define GLA_GATE_RANK 16 /* fla's gate_low_rank_dim (GLABlock never overrides it) */
 
-static lina_status get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0, int64_t d1,
-                       int64_t d2, int required, const float **out) {
-    char name[256];
-    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);
-    int64_t shape[3] = {d0, d1, d2};
-    return hf_weights_get(w, m, name, ndim, shape, required, out);
-}
-
-static lina_status get_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv) {
-    char suffix[96];
-    cv->C = C;
-    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.weight", which);
-    lina_status st = get(w, m, l, suffix, 3, C, 1, m->conv_size, 1, &cv->w);
-    if (st) return st;
-    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.bias", which);
-    return get(w, m, l, suffix, 1, C, 0, 0, 0, &cv->b);
-}
-
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 lina_status hf_fla_load_layer(lina_hf_model *m, hf_weights *w, int l) {
     hf_layer *L = &m->layers[l];
     int D = m->D, qk = m->H * m->Kh, kvk = m->Hkv * m->Kh, kvv = m->Hkv * m->Vh, vv = m->H * m->Vh;
-    TRY(get(w, m, l, "attn_norm.weight", 1, D, 0, 0, 1, &L->attn_norm));
-    TRY(get(w, m, l, "attn.q_proj.weight", 2, qk, D, 0, 1, &L->q_proj));
-    TRY(get(w, m, l, "attn.k_proj.weight", 2, kvk, D, 0, 1, &L->k_proj));
-    TRY(get(w, m, l, "attn.v_proj.weight", 2, kvv, D, 0, 1, &L->v_proj));
+    TRY(hf_layer_get(w, m, l, "attn_norm.weight", 1, D, 0, 0, 1, &L->attn_norm));
+    TRY(hf_layer_get(w, m, l, "attn.q_proj.weight", 2, qk, D, 0, 1, &L->q_proj));
+    TRY(hf_layer_get(w, m, l, "attn.k_proj.weight", 2, kvk, D, 0, 1, &L->k_proj));
+    TRY(hf_layer_get(w, m, l, "attn.v_proj.weight", 2, kvv, D, 0, 1, &L->v_proj));
     if (m->use_short_conv) {
-        TRY(get_conv(w, m, l, "q", qk, &L->q_conv));
-        TRY(get_conv(w, m, l, "k", kvk, &L->k_conv));
-        TRY(get_conv(w, m, l, "v", kvv, &L->v_conv));
+        TRY(hf_layer_conv(w, m, l, "q", qk, &L->q_conv));
+        TRY(hf_layer_conv(w, m, l, "k", kvk, &L->k_conv));
+        TRY(hf_layer_conv(w, m, l, "v", kvv, &L->v_conv));
     }
     if (m->arch == HF_GLA) {
-        TRY(get(w, m, l, "attn.gk_proj.0.weight", 2, GLA_GATE_RANK, D, 0, 1, &L->gk0));
-        TRY(get(w, m, l, "attn.gk_proj.1.weight", 2, kvk, GLA_GATE_RANK, 0, 1, &L->gk1));
-        TRY(get(w, m, l, "attn.gk_proj.1.bias", 1, kvk, 0, 0, 1, &L->gk1_b));
-        if (m->use_output_gate) TRY(get(w, m, l, "attn.g_proj.weight", 2, vv, D, 0, 1, &L->g_proj));
+        TRY(hf_layer_get(w, m, l, "attn.gk_proj.0.weight", 2, GLA_GATE_RANK, D, 0, 1, &L->gk0));
+        TRY(hf_layer_get(w, m, l, "attn.gk_proj.1.weight", 2, kvk, GLA_GATE_RANK, 0, 1, &L->gk1));
+        TRY(hf_layer_get(w, m, l, "attn.gk_proj.1.bias", 1, kvk, 0, 0, 1, &L->gk1_b));
+        if (m->use_output_gate) TRY(hf_layer_get(w, m, l, "attn.g_proj.weight", 2, vv, D, 0, 1, &L->g_proj));
         /* fused (g_norm_swish_gate) or separate (g_norm) norm: same math, two names */
-        TRY(get(w, m, l, "attn.g_norm_swish_gate.weight", 1, m->Vh, 0, 0, 0, &L->o_norm));
-        if (!L->o_norm) TRY(get(w, m, l, "attn.g_norm.weight", 1, m->Vh, 0, 0, 0, &L->o_norm));
+        TRY(hf_layer_get(w, m, l, "attn.g_norm_swish_gate.weight", 1, m->Vh, 0, 0, 0, &L->o_norm));
+        if (!L->o_norm) TRY(hf_layer_get(w, m, l, "attn.g_norm.weight", 1, m->Vh, 0, 0, 0, &L->o_norm));
     } else {
-        if (m->use_beta) TRY(get(w, m, l, "attn.b_proj.weight", 2, m->H, D, 0, 1, &L->b_proj));
-        if (m->use_gate) TRY(get(w, m, l, "attn.g_proj.weight", 2, vv, D, 0, 1, &L->g_proj));
-        TRY(get(w, m, l, "attn.o_norm.weight", 1, m->Vh, 0, 0, 1, &L->o_norm));
+        if (m->use_beta) TRY(hf_layer_get(w, m, l, "attn.b_proj.weight", 2, m->H, D, 0, 1, &L->b_proj));
+        if (m->use_gate) TRY(hf_layer_get(w, m, l, "attn.g_proj.weight", 2, vv, D, 0, 1, &L->g_proj));
+        TRY(hf_layer_get(w, m, l, "attn.o_norm.weight", 1, m->Vh, 0, 0, 1, &L->o_norm));
     }
-    TRY(get(w, m, l, "attn.o_proj.weight", 2, D, vv, 0, 1, &L->o_proj));
-    TRY(get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
-    TRY(get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
-    TRY(get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
-    TRY(get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down));
+    TRY(hf_layer_get(w, m, l, "attn.o_proj.weight", 2, D, vv, 0, 1, &L->o_proj));
+    TRY(hf_layer_get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
+    TRY(hf_layer_get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
+    TRY(hf_layer_get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
+    TRY(hf_layer_get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down));
     return LINA_OK;
 }
 

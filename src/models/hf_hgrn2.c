@@ -19,28 +19,6 @@
 #include "../core/internal.h"
 #include "hf_internal.h"
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
-
-static lina_status get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0, int64_t d1,
-                       int64_t d2, int required, const float **out) {
-    char name[256];
-    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);
-    int64_t shape[3] = {d0, d1, d2};
-    return hf_weights_get(w, m, name, ndim, shape, required, out);
-}
-
-static lina_status get_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv) {
-    char suffix[96];
-    cv->C = C;
-    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.weight", which);
-    TRY(get(w, m, l, suffix, 3, C, 1, m->conv_size, 1, &cv->w));
-    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.bias", which);
-    return get(w, m, l, suffix, 1, C, 0, 0, 0, &cv->b);
-}
 
 /* model.lower_bounds (L, D) -> per-layer lower bounds, in place in the model's own f32 copy */
 static lina_status load_lower_bounds(lina_hf_model *m, hf_weights *w) {
@@ -66,21 +44,21 @@ lina_status hf_hgrn2_load_layer(lina_hf_model *m, hf_weights *w, int l) {
     hf_layer *L = &m->layers[l];
     int D = m->D, fd = m->H * m->Kh;
     if (l == 0 && m->use_lower_bound) TRY(load_lower_bounds(m, w));
-    TRY(get(w, m, l, "attn_norm.weight", 1, D, 0, 0, 1, &L->attn_norm));
-    TRY(get(w, m, l, "attn.q_proj.weight", 2, fd, D, 0, 1, &L->q_proj));
-    TRY(get(w, m, l, "attn.f_proj.weight", 2, fd, D, 0, 1, &L->f_proj));
-    TRY(get(w, m, l, "attn.i_proj.weight", 2, D, D, 0, 1, &L->i_proj));
+    TRY(hf_layer_get(w, m, l, "attn_norm.weight", 1, D, 0, 0, 1, &L->attn_norm));
+    TRY(hf_layer_get(w, m, l, "attn.q_proj.weight", 2, fd, D, 0, 1, &L->q_proj));
+    TRY(hf_layer_get(w, m, l, "attn.f_proj.weight", 2, fd, D, 0, 1, &L->f_proj));
+    TRY(hf_layer_get(w, m, l, "attn.i_proj.weight", 2, D, D, 0, 1, &L->i_proj));
     if (m->use_short_conv) {
-        TRY(get_conv(w, m, l, "q", fd, &L->q_conv));
-        TRY(get_conv(w, m, l, "f", fd, &L->f_conv));
-        TRY(get_conv(w, m, l, "i", D, &L->i_conv));
+        TRY(hf_layer_conv(w, m, l, "q", fd, &L->q_conv));
+        TRY(hf_layer_conv(w, m, l, "f", fd, &L->f_conv));
+        TRY(hf_layer_conv(w, m, l, "i", D, &L->i_conv));
     }
-    if (m->norm_affine) TRY(get(w, m, l, "attn.g_norm.weight", 1, D, 0, 0, 1, &L->o_norm));
-    TRY(get(w, m, l, "attn.o_proj.weight", 2, D, D, 0, 1, &L->o_proj));
-    TRY(get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
-    TRY(get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
-    TRY(get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
-    TRY(get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down));
+    if (m->norm_affine) TRY(hf_layer_get(w, m, l, "attn.g_norm.weight", 1, D, 0, 0, 1, &L->o_norm));
+    TRY(hf_layer_get(w, m, l, "attn.o_proj.weight", 2, D, D, 0, 1, &L->o_proj));
+    TRY(hf_layer_get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
+    TRY(hf_layer_get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
+    TRY(hf_layer_get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
+    TRY(hf_layer_get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down));
     return LINA_OK;
 }
 

@@ -16,6 +16,12 @@
 #include "lina/io.h"
 #include "lina/ops.h"
 
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        lina_status st_ = (x);                                                                                         \
+        if (st_) return st_;                                                                                           \
+    } while (0)
+
 typedef enum { HF_GLA, HF_DELTA_NET, HF_MAMBA2, HF_GATED_DELTANET, HF_RETNET, HF_HGRN2, HF_LINEAR_ATTN, HF_RWKV7,
                HF_QWEN3_NEXT } hf_arch;
 
@@ -144,6 +150,11 @@ void hf_weights_close(hf_weights *w);
 int hf_weights_has(const hf_weights *w, const char *name);
 /* Convert tensor `name` of the given shape to an f32 buffer owned by m.
  * required == 0 and the tensor absent: *out = NULL, LINA_OK. */
+/* "model.layers.L.SUFFIX" with shape (d0[, d1[, d2]]) as hf_weights_get. */
+lina_status hf_layer_get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0,
+                         int64_t d1, int64_t d2, int required, const float **out);
+/* A short conv "attn.WHICH_conv1d.weight" (C, 1, conv_size) and optional bias (C). */
+lina_status hf_layer_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv);
 lina_status hf_weights_get(hf_weights *w, lina_hf_model *m, const char *name, int ndim, const int64_t *shape,
                            int required, const float **out);
 

@@ -25,11 +25,6 @@ typedef enum { LA_IDENTITY, LA_RELU, LA_ELU1, LA_HADAMARD, LA_T2R, LA_HEDGEHOG, 
 
 #define DPFP_NU 4 /* fla's DPFPFeatureMap default; LinearAttention never overrides it */
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 lina_status hf_la_parse(lina_hf_model *m, const cJSON *cfg, const char *path) {
     double ek, ev, eps;

@@ -32,11 +32,6 @@ static lina_status get(hf_weights *w, lina_hf_model *m, int l, const char *suffi
     return hf_weights_get(w, m, name, ndim, shape, required, out);
 }
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 lina_status hf_mamba2_load_layer(lina_hf_model *m, hf_weights *w, int l) {
     hf_layer *L = &m->layers[l];

@@ -12,11 +12,6 @@
 #include "../core/internal.h"
 #include "hf_internal.h"
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 static lina_status require_null(const cJSON *cfg, const char *path, const char *key) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);

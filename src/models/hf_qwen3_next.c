@@ -26,11 +26,6 @@
 #include "hf_internal.h"
 #include "lina/softmax.h"
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 /* an int array field (mlp_only_layers): is v in it? */
 static lina_status int_in_list(const cJSON *cfg, const char *path, const char *key, int v, int *found) {
@@ -138,14 +133,6 @@ lina_status hf_q3n_parse(lina_hf_model *m, const cJSON *cfg, const char *path) {
     return LINA_OK;
 }
 
-static lina_status get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0, int64_t d1,
-                       int64_t d2, int required, const float **out) {
-    char name[256];
-    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);
-    int64_t shape[3] = {d0, d1, d2};
-    return hf_weights_get(w, m, name, ndim, shape, required, out);
-}
-
 /* the experts: per-expert tensors (mlp.experts.E.{gate,up,down}_proj.weight, as save_pretrained writes
  * them) or fused (mlp.experts.gate_up_proj (E, 2I, D), mlp.experts.down_proj (E, D, I)) */
 static lina_status load_experts(lina_hf_model *m, hf_weights *w, int l) {
@@ -186,11 +173,11 @@ static lina_status load_experts(lina_hf_model *m, hf_weights *w, int l) {
     for (int e = 0; e < E; e++) {
         char suffix[128];
         snprintf(suffix, sizeof suffix, "mlp.experts.%d.gate_proj.weight", e);
-        TRY(get(w, m, l, suffix, 2, I, D, 0, 1, &L->ex_gate[e]));
+        TRY(hf_layer_get(w, m, l, suffix, 2, I, D, 0, 1, &L->ex_gate[e]));
         snprintf(suffix, sizeof suffix, "mlp.experts.%d.up_proj.weight", e);
-        TRY(get(w, m, l, suffix, 2, I, D, 0, 1, &L->ex_up[e]));
+        TRY(hf_layer_get(w, m, l, suffix, 2, I, D, 0, 1, &L->ex_up[e]));
         snprintf(suffix, sizeof suffix, "mlp.experts.%d.down_proj.weight", e);
-        TRY(get(w, m, l, suffix, 2, D, I, 0, 1, &L->ex_down[e]));
+        TRY(hf_layer_get(w, m, l, suffix, 2, D, I, 0, 1, &L->ex_down[e]));
     }
     return LINA_OK;
 }
@@ -198,39 +185,39 @@ static lina_status load_experts(lina_hf_model *m, hf_weights *w, int l) {
 lina_status hf_q3n_load_layer(lina_hf_model *m, hf_weights *w, int l) {
     hf_layer *L = &m->layers[l];
     int D = m->D;
-    TRY(get(w, m, l, "input_layernorm.weight", 1, D, 0, 0, 1, &L->attn_norm));
-    TRY(get(w, m, l, "post_attention_layernorm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
+    TRY(hf_layer_get(w, m, l, "input_layernorm.weight", 1, D, 0, 0, 1, &L->attn_norm));
+    TRY(hf_layer_get(w, m, l, "post_attention_layernorm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
     if (L->q3n_full_attn) {
         int H = m->qa_H, Hkv = m->qa_Hkv, hd = m->qa_hd;
-        TRY(get(w, m, l, "self_attn.q_proj.weight", 2, (int64_t)H * hd * 2, D, 0, 1, &L->q_proj));
-        TRY(get(w, m, l, "self_attn.k_proj.weight", 2, (int64_t)Hkv * hd, D, 0, 1, &L->k_proj));
-        TRY(get(w, m, l, "self_attn.v_proj.weight", 2, (int64_t)Hkv * hd, D, 0, 1, &L->v_proj));
-        TRY(get(w, m, l, "self_attn.o_proj.weight", 2, D, (int64_t)H * hd, 0, 1, &L->o_proj));
-        TRY(get(w, m, l, "self_attn.q_norm.weight", 1, hd, 0, 0, 1, &L->q_norm));
-        TRY(get(w, m, l, "self_attn.k_norm.weight", 1, hd, 0, 0, 1, &L->k_norm));
+        TRY(hf_layer_get(w, m, l, "self_attn.q_proj.weight", 2, (int64_t)H * hd * 2, D, 0, 1, &L->q_proj));
+        TRY(hf_layer_get(w, m, l, "self_attn.k_proj.weight", 2, (int64_t)Hkv * hd, D, 0, 1, &L->k_proj));
+        TRY(hf_layer_get(w, m, l, "self_attn.v_proj.weight", 2, (int64_t)Hkv * hd, D, 0, 1, &L->v_proj));
+        TRY(hf_layer_get(w, m, l, "self_attn.o_proj.weight", 2, D, (int64_t)H * hd, 0, 1, &L->o_proj));
+        TRY(hf_layer_get(w, m, l, "self_attn.q_norm.weight", 1, hd, 0, 0, 1, &L->q_norm));
+        TRY(hf_layer_get(w, m, l, "self_attn.k_norm.weight", 1, hd, 0, 0, 1, &L->k_norm));
     } else {
         int Kd = m->ql_Hk * m->ql_dk, Vd = m->ql_HV * m->ql_dv, CD = 2 * Kd + Vd;
-        TRY(get(w, m, l, "linear_attn.in_proj_qkvz.weight", 2, 2 * (int64_t)Kd + 2 * (int64_t)Vd, D, 0, 1,
+        TRY(hf_layer_get(w, m, l, "linear_attn.in_proj_qkvz.weight", 2, 2 * (int64_t)Kd + 2 * (int64_t)Vd, D, 0, 1,
                 &L->in_qkvz));
-        TRY(get(w, m, l, "linear_attn.in_proj_ba.weight", 2, 2 * (int64_t)m->ql_HV, D, 0, 1, &L->in_ba));
+        TRY(hf_layer_get(w, m, l, "linear_attn.in_proj_ba.weight", 2, 2 * (int64_t)m->ql_HV, D, 0, 1, &L->in_ba));
         L->conv.C = CD;
-        TRY(get(w, m, l, "linear_attn.conv1d.weight", 3, CD, 1, m->conv_size, 1, &L->conv.w));
-        TRY(get(w, m, l, "linear_attn.conv1d.bias", 1, CD, 0, 0, 0, &L->conv.b));
-        TRY(get(w, m, l, "linear_attn.dt_bias", 1, m->ql_HV, 0, 0, 1, &L->dt_bias));
-        TRY(get(w, m, l, "linear_attn.A_log", 1, m->ql_HV, 0, 0, 1, &L->A_log));
-        TRY(get(w, m, l, "linear_attn.norm.weight", 1, m->ql_dv, 0, 0, 1, &L->o_norm));
-        TRY(get(w, m, l, "linear_attn.out_proj.weight", 2, D, Vd, 0, 1, &L->out_proj));
+        TRY(hf_layer_get(w, m, l, "linear_attn.conv1d.weight", 3, CD, 1, m->conv_size, 1, &L->conv.w));
+        TRY(hf_layer_get(w, m, l, "linear_attn.conv1d.bias", 1, CD, 0, 0, 0, &L->conv.b));
+        TRY(hf_layer_get(w, m, l, "linear_attn.dt_bias", 1, m->ql_HV, 0, 0, 1, &L->dt_bias));
+        TRY(hf_layer_get(w, m, l, "linear_attn.A_log", 1, m->ql_HV, 0, 0, 1, &L->A_log));
+        TRY(hf_layer_get(w, m, l, "linear_attn.norm.weight", 1, m->ql_dv, 0, 0, 1, &L->o_norm));
+        TRY(hf_layer_get(w, m, l, "linear_attn.out_proj.weight", 2, D, Vd, 0, 1, &L->out_proj));
     }
     if (L->n_experts) {
         TRY(load_experts(m, w, l));
-        TRY(get(w, m, l, "mlp.shared_expert.gate_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_gate));
-        TRY(get(w, m, l, "mlp.shared_expert.up_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_up));
-        TRY(get(w, m, l, "mlp.shared_expert.down_proj.weight", 2, D, L->mlp_width, 0, 1, &L->mlp_down));
-        TRY(get(w, m, l, "mlp.shared_expert_gate.weight", 2, 1, D, 0, 1, &L->shared_gate));
+        TRY(hf_layer_get(w, m, l, "mlp.shared_expert.gate_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_gate));
+        TRY(hf_layer_get(w, m, l, "mlp.shared_expert.up_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_up));
+        TRY(hf_layer_get(w, m, l, "mlp.shared_expert.down_proj.weight", 2, D, L->mlp_width, 0, 1, &L->mlp_down));
+        TRY(hf_layer_get(w, m, l, "mlp.shared_expert_gate.weight", 2, 1, D, 0, 1, &L->shared_gate));
     } else {
-        TRY(get(w, m, l, "mlp.gate_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_gate));
-        TRY(get(w, m, l, "mlp.up_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_up));
-        TRY(get(w, m, l, "mlp.down_proj.weight", 2, D, L->mlp_width, 0, 1, &L->mlp_down));
+        TRY(hf_layer_get(w, m, l, "mlp.gate_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_gate));
+        TRY(hf_layer_get(w, m, l, "mlp.up_proj.weight", 2, L->mlp_width, D, 0, 1, &L->mlp_up));
+        TRY(hf_layer_get(w, m, l, "mlp.down_proj.weight", 2, D, L->mlp_width, 0, 1, &L->mlp_down));
     }
     return LINA_OK;
 }

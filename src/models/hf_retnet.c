@@ -18,11 +18,6 @@
 #include "../core/internal.h"
 #include "hf_internal.h"
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 static lina_status get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0, int64_t d1,
                        int required, const float **out) {

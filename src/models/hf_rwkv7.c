@@ -29,11 +29,6 @@
 #include "hf_internal.h"
 #include "lina/dplr.h"
 
-#define TRY(x)                                                                                                         \
-    do {                                                                                                               \
-        lina_status st_ = (x);                                                                                         \
-        if (st_) return st_;                                                                                           \
-    } while (0)
 
 typedef struct {
     const float *pre_w, *pre_b, *attn_w, *attn_b, *ffn_w, *ffn_b; /* LayerNorms (D); biases NULL without norm_bias */

@@ -139,3 +139,20 @@ lina_status hf_weights_get(hf_weights *w, lina_hf_model *m, const char *name, in
     *out = buf;
     return LINA_OK;
 }
+
+lina_status hf_layer_get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0,
+                         int64_t d1, int64_t d2, int required, const float **out) {
+    char name[256];
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);
+    int64_t shape[3] = {d0, d1, d2};
+    return hf_weights_get(w, m, name, ndim, shape, required, out);
+}
+
+lina_status hf_layer_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv) {
+    char suffix[96];
+    cv->C = C;
+    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.weight", which);
+    TRY(hf_layer_get(w, m, l, suffix, 3, C, 1, m->conv_size, 1, &cv->w));
+    snprintf(suffix, sizeof suffix, "attn.%s_conv1d.bias", which); /* conv_bias: absent by default */
+    return hf_layer_get(w, m, l, suffix, 1, C, 0, 0, 0, &cv->b);
+}
