@@ -88,6 +88,19 @@ void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const f
     hf_linear(N, width, D, g, Wd, NULL, out);
 }
 
+lina_attn_desc hf_attn_desc(int B, int T, int H, int HV, int K, int V, lina_gate gate, lina_update update) {
+    lina_attn_desc d = lina_attn_desc_default(); /* scale 0: 1/sqrt(K); form AUTO */
+    d.B = B;
+    d.T = T;
+    d.H = H;
+    d.HV = HV;
+    d.K = K;
+    d.V = V;
+    d.gate = gate;
+    d.update = update;
+    return d;
+}
+
 lina_status hf_attn_run(lina_ctx *ctx, const lina_attn_desc *d, int layer, const float *q,
                         const float *k, const float *v, const float *g, const float *beta, float *S,
                         float *o) {

@@ -171,17 +171,7 @@ lina_status hf_fla_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_
     }
 
     /* the recurrence: chunkwise/parallel for a prompt, recurrent step for one token */
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.HV = H;
-    d.K = Kh;
-    d.V = Vh;
-    d.gate = gla ? LINA_GATE_VECTOR : LINA_GATE_NONE;
-    d.update = gla ? LINA_UPDATE_ADD : LINA_UPDATE_DELTA;
-    d.scale = 1.0f / sqrtf((float)Kh);
-    d.form = LINA_FORM_AUTO;
+    lina_attn_desc d = hf_attn_desc(B, T, H, H, Kh, Vh, gla ? LINA_GATE_VECTOR : LINA_GATE_NONE, gla ? LINA_UPDATE_ADD : LINA_UPDATE_DELTA);
     const float *g_arg = gla ? gk : NULL, *b_arg = gla ? NULL : beta;
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g_arg, b_arg, st->S, o);
     if (st_attn) {

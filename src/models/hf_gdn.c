@@ -115,17 +115,7 @@ lina_status hf_gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_
             g[i] = -expf(L->A_log[h]) * hf_softplus(g[i] + L->dt_bias[h]);
         }
 
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.HV = HV;
-    d.K = Kh;
-    d.V = Vh;
-    d.gate = LINA_GATE_SCALAR;
-    d.update = LINA_UPDATE_DELTA;
-    d.scale = 1.0f / sqrtf((float)Kh);
-    d.form = LINA_FORM_AUTO;
+    lina_attn_desc d = hf_attn_desc(B, T, H, HV, Kh, Vh, LINA_GATE_SCALAR, LINA_UPDATE_DELTA);
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, beta, st->S, o);
     if (st_attn) {
         free(buf);

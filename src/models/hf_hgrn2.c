@@ -115,17 +115,7 @@ lina_status hf_hgrn2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_laye
             k[i] = -expm1f(ls); /* 1 - e^g */
         }
 
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.HV = H;
-    d.K = Kh;
-    d.V = Vh;
-    d.gate = LINA_GATE_VECTOR;
-    d.update = LINA_UPDATE_ADD;
-    d.scale = 1.0f / sqrtf((float)Kh);
-    d.form = LINA_FORM_AUTO;
+    lina_attn_desc d = hf_attn_desc(B, T, H, H, Kh, Vh, LINA_GATE_VECTOR, LINA_UPDATE_ADD);
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, in, g, NULL, st->S, o);
     if (st_attn) {
         free(buf);

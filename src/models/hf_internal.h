@@ -173,6 +173,9 @@ void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const f
 float hf_silu(float x);
 float hf_sigmoid(float x);
 float hf_softplus(float x); /* torch: x for x > 20 */
+/* The op descriptor of one layer: B rows of T tokens, H q/k heads, HV value
+ * heads, head dims K and V, scale 1/sqrt(K), form AUTO. */
+lina_attn_desc hf_attn_desc(int B, int T, int H, int HV, int K, int V, lina_gate gate, lina_update update);
 /* The token mixing of one layer: lina_attn_forward over B rows of T tokens with
  * the layer's state S as initial and final state (T = 1 is a decoding step).
  * Errors name the layer. */

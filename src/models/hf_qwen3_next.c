@@ -317,17 +317,7 @@ static lina_status gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_la
     l2_rows(N * Hk, dk, q);
     l2_rows(N * Hk, dk, k);
 
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = Hk;
-    d.HV = HV;
-    d.K = dk;
-    d.V = dv;
-    d.gate = LINA_GATE_SCALAR;
-    d.update = LINA_UPDATE_DELTA;
-    d.scale = 1.0f / sqrtf((float)dk);
-    d.form = LINA_FORM_AUTO;
+    lina_attn_desc d = hf_attn_desc(B, T, Hk, HV, dk, dv, LINA_GATE_SCALAR, LINA_UPDATE_DELTA);
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, beta, st->S, o);
     if (st_attn) {
         free(buf);

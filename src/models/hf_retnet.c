@@ -120,17 +120,7 @@ lina_status hf_retnet_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_lay
     }
     for (int h = 0; h < H; h++) g[h] = (float)log1p(-pow(2.0, -5.0 - h)); /* log gamma_h */
 
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.HV = H;
-    d.K = Kh;
-    d.V = Vh;
-    d.gate = LINA_GATE_CONST;
-    d.update = LINA_UPDATE_ADD;
-    d.scale = 1.0f / sqrtf((float)Kh);
-    d.form = LINA_FORM_AUTO;
+    lina_attn_desc d = hf_attn_desc(B, T, H, H, Kh, Vh, LINA_GATE_CONST, LINA_UPDATE_ADD);
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, NULL, st->S, o);
     if (st_attn) {
         free(buf);
