@@ -218,19 +218,9 @@ lina_status hf_la_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_s
     if (m->la_norm_q) sum_normalize(N * H, Kf, q);
     if (m->la_norm_k) sum_normalize(N * H, Kf, k);
 
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.HV = H;
-    d.K = Kf;
-    d.V = Vh;
-    d.gate = LINA_GATE_NONE;
-    d.update = LINA_UPDATE_ADD;
+    lina_attn_desc d = hf_attn_desc(B, T, H, H, Kf, Vh, LINA_GATE_NONE, LINA_UPDATE_ADD);
     d.normalize = m->la_normalize;
     d.eps = 1e-10f;
-    d.scale = 1.0f / sqrtf((float)Kf);
-    d.form = LINA_FORM_AUTO;
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, NULL, NULL, st->S, o);
     if (st_attn) {
         free(buf);

@@ -86,17 +86,8 @@ lina_status hf_mamba2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_lay
         }
     }
 
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = G;
-    d.HV = Hm;
-    d.K = Ns;
-    d.V = P;
-    d.gate = LINA_GATE_SCALAR;
-    d.update = LINA_UPDATE_ADD;
-    d.scale = 1.0f;
-    d.form = LINA_FORM_AUTO;
+    lina_attn_desc d = hf_attn_desc(B, T, G, Hm, Ns, P, LINA_GATE_SCALAR, LINA_UPDATE_ADD);
+    d.scale = 1.0f; /* the SSM has no 1/sqrt(K) */
     lina_status st_attn = hf_attn_run(ctx, &d, l, q, k, v, g, NULL, st->S, y);
     if (st_attn) {
         free(buf);
