@@ -7,7 +7,7 @@
  *   q, k    = phi_q(q), phi_k(k) per head, Kh -> Kf channels:
  *     identity, relu, elu (elu(x) + 1), elementwise_product (x A1^T + a1) * (x A2^T + a2),
  *     t2r relu(x A^T), hedgehog softmax([2 y, -2 y]) with y = x A^T + a (Kf = 2 Kh),
- *     dpfp (nu = 4): x' = [relu(x), -relu(x)], y[(j-1) 2Kh + i] = x'_i x'_{(i - j) mod 2Kh} (Kf = 8 Kh)
+ *     dpfp (nu = 4): x' = [relu(x), relu(-x)], y[(j-1) 2Kh + i] = x'_i x'_{(i - j) mod 2Kh} (Kf = 8 Kh)
  *   q, k    = q / (sum q + 1e-4), k / (sum k + 1e-4)       (norm_q / norm_k)
  *   S_t     = S_{t-1} + k_t v_t^T,  o_t = Kf^-1/2 S_t^T q_t
  *             [/ (Kf^-1/2 q_t . z_t + 1e-10), z_t = z_{t-1} + k_t   with norm_feature_map]
@@ -171,7 +171,7 @@ static void feature_map(hf_la_fmap kind, int Kh, const float *x, const float *co
         int n = 2 * Kh;
         for (int i = 0; i < Kh; i++) {
             tmp[i] = x[i] > 0 ? x[i] : 0;
-            tmp[Kh + i] = -tmp[i]; /* fla concatenates relu(x) and -relu(x) */
+            tmp[Kh + i] = x[i] < 0 ? -x[i] : 0; /* fla >= 0.6 (checked on the H200); older fla had -relu(x) */
         }
         for (int j = 1; j <= DPFP_NU; j++)
             for (int i = 0; i < n; i++) y[(j - 1) * n + i] = tmp[i] * tmp[((i - j) % n + n) % n];

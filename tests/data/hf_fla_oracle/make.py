@@ -203,8 +203,7 @@ def la_fmap(kind, x, p, pre):
         y = 2 * F.linear(x, p[pre + "layer.weight"], p[pre + "layer.bias"])
         return torch.cat([y, -y], -1).softmax(-1)
     if kind == "dpfp":
-        r = x.relu()
-        z = torch.cat([r, -r], -1)
+        z = torch.cat([x.relu(), (-x).relu()], -1)
         return torch.cat([z * z.roll(shifts=j, dims=-1) for j in range(1, 5)], -1)
     raise ValueError(kind)
 
