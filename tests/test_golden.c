@@ -371,7 +371,8 @@ int main(void) {
     } else {
         for (size_t i = 0; i < sizeof models / sizeof *models; i++) check_model(models[i]);
     }
-    static const char *variants[] = {"gla_kv_conv_tied", "delta_gate_elu_sum", "delta_relu_l2_conv", "mamba2_groups"};
+    static const char *variants[] = {"gla_kv_conv_tied", "delta_gate_elu_sum", "delta_relu_l2_conv", "mamba2_groups",
+                                     "mamba2_fla_groups", "mamba2_fla_nonorm"};
     for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) check_variant(variants[i]);
     test_bad_dirs();
     return test_finish();

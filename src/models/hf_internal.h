@@ -64,7 +64,7 @@ typedef struct {
     hf_conv conv;           /* over conv_dim = I + 2 G N channels */
     const float *dt_bias;   /* (H); Gated DeltaNet (HV) */
     const float *A_log;     /* (H); Gated DeltaNet (HV) */
-    const float *Dskip;     /* (H) */
+    const float *Dskip;     /* (H), or (I) with D_has_hdim */
     const float *gnorm;     /* (I) gated RMSNorm weight */
     const float *out_proj;  /* (D, I) */
 } hf_layer;
@@ -99,7 +99,11 @@ struct lina_hf_model {
 
     /* Mamba2 */
     int m_I, m_G, m_N, m_P, m_dmlp, m_conv_dim, m_heads, m_head_dim;
-    float dt_min, dt_max; /* time_step_limit */
+    float dt_min, dt_max; /* time_step_limit (transformers) or dt_limit (fla) */
+    int m_gated_norm;       /* rms_norm / rmsnorm: RMSNorm(y * silu(z)); else y * silu(z) */
+    int m_norm_before_gate; /* fla: RMSNorm(y) * silu(z) */
+    int m_norm_group;       /* channels per RMS: I (transformers) or I / n_groups (fla) */
+    int m_D_hdim;           /* fla D_has_hdim: D skip per channel (I) instead of per head */
 
     struct hf_rwkv7_model *rwkv7; /* RWKV-7 weights and config (hf_rwkv7.c), owned through bufs */
 

@@ -13,6 +13,9 @@
  *                                                  where mamba_ssm's Mamba2 takes one per group of I / G:
  *                                                  the same for n_groups = 1, which public Mamba2 checkpoints use)
  *   out  = y W_out
+ * fla's Mamba2 (same model_type and weight names, its own config names) normalizes
+ * groups of I / G channels and may set norm_before_gate (RMSNorm(y) * w * silu(z)),
+ * rmsnorm = false (y * silu(z), no norm) and D_has_hdim (D per channel).
  *
  * In lina's terms that is the SCALAR gate g = dt A, ADD update, q = Cm, k = Bm,
  * v = dt xs, H = G key heads shared by HV = Hm value heads, scale 1. */
@@ -43,8 +46,9 @@ lina_status hf_mamba2_load_layer(lina_hf_model *m, hf_weights *w, int l) {
     TRY(get(w, m, l, "mixer.conv1d.bias", 1, m->m_conv_dim, 0, 0, 0, &L->conv.b));
     TRY(get(w, m, l, "mixer.dt_bias", 1, Hm, 0, 0, 1, &L->dt_bias));
     TRY(get(w, m, l, "mixer.A_log", 1, Hm, 0, 0, 1, &L->A_log));
-    TRY(get(w, m, l, "mixer.D", 1, Hm, 0, 0, 1, &L->Dskip));
-    TRY(get(w, m, l, "mixer.norm.weight", 1, m->m_I, 0, 0, 1, &L->gnorm));
+    TRY(get(w, m, l, "mixer.D", 1, m->m_D_hdim ? m->m_I : Hm, 0, 0, 1, &L->Dskip));
+    L->gnorm = NULL;
+    if (m->m_gated_norm) TRY(get(w, m, l, "mixer.norm.weight", 1, m->m_I, 0, 0, 1, &L->gnorm));
     TRY(get(w, m, l, "mixer.out_proj.weight", 2, D, m->m_I, 0, 1, &L->out_proj));
     return LINA_OK;
 }
@@ -94,17 +98,24 @@ lina_status hf_mamba2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_lay
         return st_attn;
     }
 
-    /* D skip, gate silu(z) before the norm, RMSNorm over all I channels, out_proj, residual */
+    /* D skip, then the gate silu(z) and the gated RMSNorm (groups of m_norm_group channels):
+     *   default           y = RMSNorm(y * silu(z)) * w
+     *   norm_before_gate  y = RMSNorm(y) * w * silu(z)      (fla)
+     *   no gated norm     y = y * silu(z)                  (fla rmsnorm = false) */
+    int gs = m->m_norm_group, before = m->m_gated_norm && m->m_norm_before_gate;
     for (size_t r = 0; r < N; r++) {
         const float *xs = xbc + r * CD, *z = proj + r * Pin + off_z;
         float *yr = y + r * I;
-        for (int h = 0; h < Hm; h++)
-            for (int p = 0; p < P; p++) {
-                size_t c = (size_t)h * P + p;
-                yr[c] = (yr[c] + L->Dskip[h] * xs[c]) * hf_silu(z[c]);
-            }
+        for (int c = 0; c < I; c++) {
+            float dk = L->Dskip[m->m_D_hdim ? c : c / P];
+            yr[c] += dk * xs[c];
+            if (!before) yr[c] *= hf_silu(z[c]);
+        }
+        if (!m->m_gated_norm) continue;
+        for (int g0 = 0; g0 < I; g0 += gs) hf_rmsnorm(1, gs, yr + g0, L->gnorm + g0, m->norm_eps, yr + g0);
+        if (before)
+            for (int c = 0; c < I; c++) yr[c] *= hf_silu(z[c]);
     }
-    hf_rmsnorm((int)N, I, y, L->gnorm, m->norm_eps, y);
     hf_linear((int)N, I, D, y, L->out_proj, NULL, out);
     for (size_t i = 0; i < N * (size_t)D; i++) x[i] += out[i];
     free(buf);

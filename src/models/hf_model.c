@@ -206,8 +206,17 @@ static lina_status parse_linear_attn(lina_hf_model *m, const cJSON *cfg, const c
     return fla_mlp_width(m, cfg, path);
 }
 
+/* transformers' Mamba2Config and fla's Mamba2Config share model_type "mamba2" and the
+ * weight names; fla's names its fields norm_eps, rmsnorm, dt_limit and adds
+ * norm_before_gate and D_has_hdim, and its gated RMSNorm works on groups of I / n_groups. */
+static int has_key(const cJSON *cfg, const char *key) {
+    return cJSON_GetObjectItemCaseSensitive(cfg, key) != NULL;
+}
+
 static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
     int expand, use_bias, rms_norm;
+    int fla = has_key(cfg, "rmsnorm") || has_key(cfg, "dt_limit") || has_key(cfg, "D_has_hdim") ||
+              (has_key(cfg, "norm_eps") && !has_key(cfg, "layer_norm_epsilon"));
     double eps;
     TRY(hf_cfg_int(cfg, path, "num_heads", 1, 0, &m->m_heads));
     TRY(hf_cfg_int(cfg, path, "head_dim", 1, 0, &m->m_head_dim));
@@ -221,7 +230,7 @@ static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *
     TRY(positive(path, "n_groups", m->m_G));
     TRY(positive(path, "expand", expand));
     TRY(positive(path, "conv_kernel", m->conv_size));
-    TRY(hf_cfg_float(cfg, path, "layer_norm_epsilon", 0, 1e-5, &eps));
+    TRY(hf_cfg_float(cfg, path, fla ? "norm_eps" : "layer_norm_epsilon", 0, 1e-5, &eps));
     m->norm_eps = (float)eps;
     m->m_I = expand * m->D;
     if (m->m_heads * m->m_head_dim != m->m_I)
@@ -233,29 +242,33 @@ static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *
     m->m_dmlp = 0;
     m->m_P = m->m_I + m->m_conv_dim + m->m_heads;
     TRY(hf_cfg_bool(cfg, path, "use_bias", 0, &use_bias));
-    TRY(hf_cfg_bool(cfg, path, "rms_norm", 1, &rms_norm));
-    if (use_bias || !rms_norm)
-        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': use_bias = true or rms_norm = false is not supported", path);
+    TRY(hf_cfg_bool(cfg, path, fla ? "rmsnorm" : "rms_norm", 1, &rms_norm));
+    if (use_bias) return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': use_bias = true is not supported", path);
+    m->m_gated_norm = rms_norm;
+    TRY(hf_cfg_bool(cfg, path, "norm_before_gate", 0, &m->m_norm_before_gate));
+    TRY(hf_cfg_bool(cfg, path, "D_has_hdim", 0, &m->m_D_hdim));
+    m->m_norm_group = fla ? m->m_I / m->m_G : m->m_I;
     const char *act;
     TRY(hf_cfg_str(cfg, path, "hidden_act", "silu", &act));
     if (strcmp(act, "silu") && strcmp(act, "swish"))
         return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': hidden_act '%s' is not supported (silu only)", path, act);
     m->dt_min = 0.0f;
     m->dt_max = INFINITY;
-    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(cfg, "time_step_limit");
+    const char *lim_key = fla ? "dt_limit" : "time_step_limit";
+    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(cfg, lim_key);
     if (lim && !cJSON_IsNull(lim)) {
         cJSON *pair = cJSON_CreateObject();
         double lo = 0, hi = INFINITY;
         lina_status st = LINA_OK;
         if (!cJSON_IsArray(lim) || cJSON_GetArraySize(lim) != 2 || !pair) {
-            st = lina_fail(LINA_ERR_FORMAT, "'%s': time_step_limit is not a [min, max] pair", path);
+            st = lina_fail(LINA_ERR_FORMAT, "'%s': %s is not a [min, max] pair", path, lim_key);
         } else {
             cJSON_AddItemReferenceToObject(pair, "lo", cJSON_GetArrayItem(lim, 0));
             cJSON_AddItemReferenceToObject(pair, "hi", cJSON_GetArrayItem(lim, 1));
             st = hf_cfg_float(pair, path, "lo", 1, 0, &lo);
             if (!st) st = hf_cfg_float(pair, path, "hi", 1, 0, &hi);
             if (!st && !(lo <= hi))
-                st = lina_fail(LINA_ERR_FORMAT, "'%s': time_step_limit [%g, %g] is empty", path, lo, hi);
+                st = lina_fail(LINA_ERR_FORMAT, "'%s': %s [%g, %g] is empty", path, lim_key, lo, hi);
         }
         cJSON_Delete(pair);
         TRY(st);

@@ -9,6 +9,9 @@ with reference logits from a plain PyTorch re-statement of each model's math
                        allow_neg_eigval, no short conv
     delta_relu_l2_conv DeltaNet: relu q/k after a plain conv, l2 norm, no beta
     mamba2_groups      Mamba2: n_groups 2, finite time_step_limit, tied embeddings
+    mamba2_fla_groups  fla's Mamba2 config (norm_eps, dt_limit, rmsnorm): n_groups 2 with
+                       fla's per-group gated norm, norm_before_gate, D_has_hdim
+    mamba2_fla_nonorm  fla's Mamba2 with rmsnorm false (y * silu(z), no gated norm)
 
 Run with /usr/bin/python3 (Debian's python3-torch) from the repository root:
     /usr/bin/python3 tests/data/hf_variants/make.py
@@ -156,8 +159,13 @@ def delta_mixer(x, p, pre, cfg):
 
 def mamba2_model(p, cfg, ids):
     D, Hm, P, N, G = cfg["hidden_size"], cfg["num_heads"], cfg["head_dim"], cfg["state_size"], cfg["n_groups"]
-    I, eps = cfg["expand"] * D, cfg["layer_norm_epsilon"]
-    lo, hi = cfg["time_step_limit"]
+    # transformers names: layer_norm_epsilon, time_step_limit, rms_norm; fla's: norm_eps, dt_limit, rmsnorm
+    I, eps = cfg["expand"] * D, cfg.get("layer_norm_epsilon", cfg.get("norm_eps"))
+    lo, hi = cfg.get("time_step_limit", cfg.get("dt_limit"))
+    fla = "rmsnorm" in cfg
+    gated_norm = cfg.get("rmsnorm", True)
+    before_gate = cfg.get("norm_before_gate", False)
+    group = I // G if fla else I  # fla's RMSNormGated normalizes groups of I / n_groups; transformers all of I
     x = p["backbone.embeddings.weight"][ids]
     Bn, Tn = ids.shape
     for l in range(cfg["num_hidden_layers"]):
@@ -174,9 +182,17 @@ def mamba2_model(p, cfg, ids):
         Bm = Bm.view(Bn, Tn, G, N).repeat_interleave(Hm // G, dim=2)
         Cm = Cm.view(Bn, Tn, G, N).repeat_interleave(Hm // G, dim=2)
         y = recurrence(Cm, Bm, xs * dt[..., None], g=dt * A)
-        y = y + p[pre + "mixer.D"][:, None] * xs
-        y = y.reshape(Bn, Tn, I) * F.silu(z)
-        y = rmsnorm(y, p[pre + "mixer.norm.weight"], eps)
+        Dskip = p[pre + "mixer.D"]
+        y = y + (Dskip.view(Hm, P) if cfg.get("D_has_hdim") else Dskip[:, None]) * xs
+        y = y.reshape(Bn, Tn, I)
+        if not gated_norm:
+            y = y * F.silu(z)
+        elif before_gate:
+            y = rmsnorm(y.view(Bn, Tn, I // group, group), 1.0, eps).reshape(Bn, Tn, I)
+            y = y * p[pre + "mixer.norm.weight"] * F.silu(z)
+        else:
+            y = rmsnorm((y * F.silu(z)).view(Bn, Tn, I // group, group), 1.0, eps).reshape(Bn, Tn, I)
+            y = y * p[pre + "mixer.norm.weight"]
         x = x + F.linear(y, p[pre + "mixer.out_proj.weight"])
     x = rmsnorm(x, p["backbone.norm_f.weight"], eps)
     head = p["backbone.embeddings.weight"] if cfg["tie_word_embeddings"] else p["lm_head.weight"]
@@ -232,8 +248,13 @@ def mamba2_params(cfg):
         p[f"backbone.layers.{l}.norm.weight"] = 1 + rnd(D, std=0.1)
         p[m + "in_proj.weight"] = rnd(I + CD + Hm, D)
         p[m + "conv1d.weight"], p[m + "conv1d.bias"] = rnd(CD, 1, cfg["conv_kernel"], std=0.5), rnd(CD, std=0.1)
-        p[m + "dt_bias"], p[m + "A_log"], p[m + "D"] = rnd(Hm), torch.log(torch.arange(1, Hm + 1, dtype=torch.float64)), rnd(Hm)
+        p[m + "dt_bias"], p[m + "A_log"] = rnd(Hm), torch.log(torch.arange(1, Hm + 1, dtype=torch.float64))
+        p[m + "D"] = rnd(I if cfg.get("D_has_hdim") else Hm)
         p[m + "norm.weight"], p[m + "out_proj.weight"] = 1 + rnd(I, std=0.1), rnd(D, I)
+        if not cfg.get("rmsnorm", True):
+            del p[m + "norm.weight"]
+    if not cfg["tie_word_embeddings"]:
+        p["lm_head.weight"] = rnd(V, D)
     return p
 
 
@@ -254,6 +275,18 @@ VARIANTS = {
                                      num_heads=4, head_dim=8, state_size=8, n_groups=2, expand=2, conv_kernel=4,
                                      layer_norm_epsilon=1e-5, time_step_limit=[0.05, 0.6], use_bias=False,
                                      use_conv_bias=True, hidden_act="silu", tie_word_embeddings=True)),
+    # fla's Mamba2 (fla/models/mamba2): its own config names, per-group gated norm, D per channel,
+    # norm before the gate
+    "mamba2_fla_groups": ("mamba2", dict(model_type="mamba2", vocab_size=32, hidden_size=16, num_hidden_layers=2,
+                                         num_heads=4, head_dim=8, state_size=8, n_groups=2, expand=2, conv_kernel=4,
+                                         norm_eps=1e-5, dt_limit=[0.05, 0.6], use_bias=False, use_conv_bias=True,
+                                         hidden_act="silu", rmsnorm=True, norm_before_gate=True, D_has_hdim=True,
+                                         residual_in_fp32=True, fuse_norm=True, tie_word_embeddings=False)),
+    "mamba2_fla_nonorm": ("mamba2", dict(model_type="mamba2", vocab_size=32, hidden_size=16, num_hidden_layers=2,
+                                         num_heads=4, head_dim=8, state_size=8, n_groups=1, expand=2, conv_kernel=4,
+                                         norm_eps=1e-5, dt_limit=[0.0, 1e30], use_bias=False, use_conv_bias=True,
+                                         hidden_act="silu", rmsnorm=False, norm_before_gate=False, D_has_hdim=False,
+                                         residual_in_fp32=True, fuse_norm=True, tie_word_embeddings=False)),
 }
 
 for name, (kind, cfg) in VARIANTS.items():
