@@ -8,7 +8,7 @@
  *             g = log(lb + (1 - lb) sigmoid(f))
  *   k       = 1 - exp(g)
  *   S_t     = diag(exp(g_t)) S_{t-1} + k_t i_t^T,  o_t = Kh^-1/2 S_t^T q_t     (GLA recurrence)
- *   out     = RMSNorm_D(o) [* w] Wo                       (one norm over all heads)
+ *   out     = RMSNorm_D(o) [* w] Wo                       (one norm over all heads, eps 1e-5)
  * Lower bounds: P = model.lower_bounds (L, D); s = softmax of P over layers (per channel);
  * lb_l = sum_{j <= l} s_j - s_0. */
 #include <math.h>
@@ -18,6 +18,8 @@
 
 #include "../core/internal.h"
 #include "hf_internal.h"
+
+#define HGRN2_G_NORM_EPS 1e-5f
 
 
 /* model.lower_bounds (L, D) -> per-layer lower bounds, in place in the model's own f32 copy */
@@ -122,7 +124,9 @@ lina_status hf_hgrn2_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_laye
         return st_attn;
     }
 
-    hf_rmsnorm((int)N, D, o, L->o_norm, m->norm_eps, o); /* over all heads: (N, H*Vh = D) */
+    /* over all heads: (N, H*Vh = D). fla fuses this norm into rms_norm_linear, whose eps is
+     * its default 1e-5 whatever norm_eps says (found with fla's kernels in Triton's interpreter) */
+    hf_rmsnorm((int)N, D, o, L->o_norm, HGRN2_G_NORM_EPS, o);
     hf_linear((int)N, D, D, o, L->o_proj, NULL, pre);
     for (size_t i = 0; i < N * (size_t)D; i++) x[i] += pre[i];
     free(buf);

@@ -177,7 +177,8 @@ def hgrn2_mixer(x, p, pre, cfg, lower_bound=None):
     Bn, Tn = x.shape[:2]
     o = gla_recurrence(q.view(Bn, Tn, H, Kh), k.view(Bn, Tn, H, Kh), i.view(Bn, Tn, H, Vh), g.view(Bn, Tn, H, Kh),
                        Kh ** -0.5).reshape(Bn, Tn, H * Vh)
-    o = rmsnorm(o, p[pre + "g_norm.weight"] if cfg["elementwise_affine"] else 1.0, cfg["norm_eps"])
+    # fla's rms_norm_linear keeps its default eps 1e-5 here, whatever norm_eps says
+    o = rmsnorm(o, p[pre + "g_norm.weight"] if cfg["elementwise_affine"] else 1.0, 1e-5)
     return F.linear(o, p[pre + "o_proj.weight"])
 
 
