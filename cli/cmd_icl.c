@@ -32,7 +32,10 @@ static void usage(FILE *f) {
             "  --batch N         sequences per step (default 512)\n"
             "  --lr X            peak learning rate (default 2e-3; warm-up, cosine decay)\n"
             "  --clip X          clip the global gradient norm at X, 0 = off (default 1)\n"
-            "  --init-std X      initial parameter scale (default 0: automatic, by depth)\n"
+            "  --init-std X      initial parameter scale (default 0: automatic, by depth;\n"
+            "                    with --init-gd: noise added to the GD start, 0 = none)\n"
+            "  --init-gd X       start every layer as one GD step of size X on the context\n"
+            "                    (w_yx = -X; stable for deep stacks; default 0: random start)\n"
             "  --seed N          seed for initialisation and data (default 1)\n"
             "  --eval N          fresh evaluation sequences (default 20000)\n"
             "  --threads N       OpenMP threads (default: all cores)\n"
@@ -78,6 +81,7 @@ int cmd_icl(int argc, char **argv) {
         else if (!strcmp(a, "--lr")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &lr);
         else if (!strcmp(a, "--clip")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &clip);
         else if (!strcmp(a, "--init-std")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &c.init_std);
+        else if (!strcmp(a, "--init-gd")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &c.init_gd_step);
         else if (!strcmp(a, "--sigma-max")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &c.sigma_max);
         else if (!strcmp(a, "--param")) {
             if (!strcmp(v, "full")) c.param = LINA_ICL_FULL;
@@ -153,6 +157,9 @@ int cmd_icl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "lr", lr);
         cJSON_AddNumberToObject(o, "clip", clip);
         cJSON_AddNumberToObject(o, "seed", seed);
+        cJSON_AddNumberToObject(o, "init_std", c.init_std);
+        cJSON_AddNumberToObject(o, "init_gd", c.init_gd_step);
+        cJSON_AddNumberToObject(o, "skipped_steps", lina_icl_skipped_steps(m));
         cJSON_AddNumberToObject(o, "eval", eval_n);
         cJSON_AddNumberToObject(o, "loss", r.loss);
         cJSON_AddNumberToObject(o, "oracle_loss", r.oracle_loss);
@@ -173,7 +180,8 @@ int cmd_icl(int argc, char **argv) {
         printf("  adjusted loss  %.5f\n", r.adjusted_loss);
         printf("  baselines (adjusted): ConstRR %.5f (lambda %.3g)  AdaRR %.5f  TunedRR %.5f\n",
                r.const_rr, r.const_rr_lambda, r.ada_rr, r.tuned_rr);
-        printf("  trained in %.1f s, evaluated on %d fresh sequences\n", train_s, eval_n);
+        printf("  trained in %.1f s (%d overflowing batches skipped), evaluated on %d fresh sequences\n",
+               train_s, lina_icl_skipped_steps(m), eval_n);
     }
     lina_icl_free(m);
     return 0;

@@ -30,6 +30,14 @@ typedef struct {
     int n_sigmas;      /* categorical noise: sigma uniform over sigmas[0..n_sigmas) */
     float sigmas[8];
     float init_std;    /* initial parameter scale; 0: automatic (keeps every layer near identity) */
+    /* > 0: start every layer as one gradient-descent step of this size on the
+     * context regression (DIAG/GD++: w_yx = -init_gd_step, the rest 0; FULL:
+     * P = -sqrt(step) e_y e_y^T, Q = sqrt(step) diag(1,..,1,0), so that
+     * A(S) e = -step (Syx x) in the y coordinate), plus N(0, init_std^2) noise
+     * on every parameter (init_std = 0: none). Deep stacks started at random
+     * drift into w_xx, w_xy > 0, where S grows doubly exponentially with depth
+     * (s <- s (1 + w s)^2) and the loss overflows; a GD start is stable. */
+    float init_gd_step;
 } lina_icl_config;
 
 lina_icl_config lina_icl_config_default(void);
@@ -53,10 +61,15 @@ lina_status lina_icl_loss(lina_icl_model *m, int B, const float *tokens, const f
                           double *loss, float *grad);
 
 /* Adam training on fresh batches (warm-up, cosine decay to lr/10, global
- * gradient-norm clipping at clip, 0 = off); progress callback may be NULL. */
+ * gradient-norm clipping at clip, 0 = off); progress callback may be NULL.
+ * A batch whose loss overflows (a rare sequence with a huge Gram matrix) is
+ * skipped without touching the parameters or Adam's moments; training fails
+ * with LINA_ERR_NONFINITE once more than 10% of the steps (+10) were skipped. */
 typedef void (*lina_icl_progress)(void *user, int step, int steps, double loss);
 lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, float clip,
                            uint64_t seed, lina_icl_progress cb, void *user);
+/* Steps skipped for an overflowing loss in the last lina_icl_train call. */
+int lina_icl_skipped_steps(const lina_icl_model *m);
 
 typedef struct {
     double loss;          /* model */

@@ -20,6 +20,7 @@ struct lina_icl_model {
     int n_params;
     float *params;
     int threads;
+    int skipped; /* steps skipped for an overflowing loss in the last training */
 };
 
 lina_icl_config lina_icl_config_default(void) {
@@ -53,6 +54,9 @@ lina_status lina_icl_config_check(const lina_icl_config *c) {
             return lina_fail(LINA_ERR_INVALID_ARG, "icl: sigma[%d] = %g must be >= 0", i, c->sigmas[i]);
     if (!(c->init_std >= 0) || !isfinite(c->init_std))
         return lina_fail(LINA_ERR_INVALID_ARG, "icl: init_std = %g", c->init_std);
+    if (!(c->init_gd_step >= 0) || !(c->init_gd_step <= 100))
+        return lina_fail(LINA_ERR_INVALID_ARG, "icl: init_gd_step = %g must be in [0, 100]",
+                         c->init_gd_step);
     return LINA_OK;
 }
 
@@ -62,6 +66,27 @@ static int threads_max(void) {
 #else
     return 1;
 #endif
+}
+
+/* Omega's entry for position (a, b): which of w_xx, w_xy, w_yx, w_yy applies. */
+static int omega_index(int a, int b, int d) { return (a == d) * 2 + (b == d); }
+
+/* Adds one GD step of size eta per layer to the parameters: the query's y
+ * coordinate gains -eta (1/n) sum_j y_j x_j^T x, i.e. the prediction -y moves
+ * by eta times the gradient step on (1/2n) sum_j (y_j - w^T x_j)^2 from w = 0,
+ * and each context y_j becomes its residual (the next layer's step). */
+static void gd_start(lina_icl_model *m, double eta) {
+    int D = m->D, d = m->c.d;
+    for (int l = 0; l < m->c.layers; l++) {
+        float *p = m->params + (size_t)l * m->per_layer;
+        if (m->c.param == LINA_ICL_FULL) {
+            float *P = p, *Q = p + D * D; /* A = P S Q: row y of A = -eta S[y, x] */
+            P[d * D + d] += (float)-sqrt(eta);
+            for (int i = 0; i < d; i++) Q[i * D + i] += (float)sqrt(eta);
+        } else {
+            p[omega_index(d, 0, d)] += (float)-eta; /* w_yx */
+        }
+    }
 }
 
 lina_status lina_icl_create(const lina_icl_config *c, uint64_t seed, lina_icl_model **out) {
@@ -85,11 +110,12 @@ lina_status lina_icl_create(const lina_icl_config *c, uint64_t seed, lina_icl_mo
      * or deep stacks blow up at the first step: |w| ~ 0.1/(D L) for DIAG/GD++,
      * |P|,|Q| ~ sqrt(0.1/(D L)) for FULL. */
     double std = c->init_std;
-    if (std == 0) {
+    if (std == 0 && c->init_gd_step == 0) {
         std = 0.1 / ((double)m->D * c->layers);
         if (c->param == LINA_ICL_FULL) std = sqrt(std);
     }
     for (int i = 0; i < m->n_params; i++) m->params[i] = (float)(std * lina_rng_normal(&r));
+    if (c->init_gd_step > 0) gd_start(m, c->init_gd_step);
     if (c->param == LINA_ICL_GDPP)
         for (int l = 0; l < c->layers; l++) m->params[l * 4 + 1] = m->params[l * 4 + 3] = 0;
     *out = m;
@@ -103,6 +129,7 @@ void lina_icl_free(lina_icl_model *m) {
 }
 
 int lina_icl_n_params(const lina_icl_model *m) { return m->n_params; }
+int lina_icl_skipped_steps(const lina_icl_model *m) { return m->skipped; }
 float *lina_icl_params(lina_icl_model *m) { return m->params; }
 
 /* ---- data ---- */
@@ -158,9 +185,6 @@ static void matmul(const float *X, const float *Y, int D, float *Z) { /* Z = X Y
             for (int b = 0; b < D; b++) Z[a * D + b] += x * Y[k * D + b];
         }
 }
-
-/* Omega's entry for position (a, b): which of w_xx, w_xy, w_yx, w_yy applies. */
-static int omega_index(int a, int b, int d) { return (a == d) * 2 + (b == d); }
 
 /* A(S) for layer parameters p; SQ = S Q (FULL only, kept for the backward). */
 static void layer_matrix(const lina_icl_model *m, const float *p, const float *S, float *A,
@@ -342,24 +366,32 @@ lina_status lina_icl_train(lina_icl_model *m, int steps, int batch, float lr, fl
     /* Adam (b1 0.9, b2 0.999), learning rate: 2% linear warm-up then cosine to 10%. */
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
     uint64_t data_seed = seed;
-    int warm = steps / 50 + 1;
+    int warm = steps / 50 + 1, max_skipped = steps / 10 + 10;
+    m->skipped = 0;
     for (int s = 0; s < steps; s++) {
         lina_icl_sample(&m->c, &data_seed, batch, tokens, targets, sig);
         double loss;
         st = lina_icl_loss(m, batch, tokens, targets, &loss, g);
         if (st) goto done;
-        if (!isfinite(loss)) {
-            st = lina_fail(LINA_ERR_NONFINITE, "icl train: loss = %g at step %d (lower --lr)", loss, s);
-            goto done;
-        }
         double norm = 0; /* global gradient-norm clipping: deep stacks see rare huge gradients */
         for (size_t i = 0; i < P; i++) norm += (double)g[i] * g[i];
         norm = sqrt(norm);
+        if (!isfinite(loss) || !isfinite(norm)) { /* overflow: skip this batch */
+            if (++m->skipped > max_skipped) {
+                st = lina_fail(LINA_ERR_NONFINITE,
+                               "icl train: loss = %g at step %d, %d steps overflowed (lower --lr)",
+                               loss, s, m->skipped);
+                goto done;
+            }
+            if (cb) cb(user, s + 1, steps, loss);
+            continue;
+        }
         if (clip > 0 && norm > clip)
             for (size_t i = 0; i < P; i++) g[i] *= (float)(clip / norm);
         double frac = (double)s / (steps > 1 ? steps - 1 : 1);
         double rate = s < warm ? lr * (s + 1.0) / warm : lr * (0.1 + 0.45 * (1 + cos(M_PI * frac)));
-        double c1 = 1 - pow(b1, s + 1), c2 = 1 - pow(b2, s + 1);
+        int t = s + 1 - m->skipped; /* updates so far, this one included */
+        double c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t);
         for (size_t i = 0; i < P; i++) {
             mom[i] = b1 * mom[i] + (1 - b1) * g[i];
             var[i] = b2 * var[i] + (1 - b2) * (double)g[i] * g[i];
