@@ -158,13 +158,30 @@ def mixer(kind, p, pre, x, cfg):
     elif kind == "linear":
         q, k = F.elu(q) + 1, F.elu(k) + 1
         normalize = True
+    elif kind == "cosformer":  # [relu cos, relu sin] of angle pi t / (2 M), M = max_position_embeddings
+        ang = math.pi * torch.arange(T, dtype=torch.float64) / (2.0 * cfg["max_position_embeddings"])
+        c, s = torch.cos(ang)[None, :, None, None], torch.sin(ang)[None, :, None, None]
+        q = torch.cat([F.relu(q) * c, F.relu(q) * s], -1)
+        k = torch.cat([F.relu(k) * c, F.relu(k) * s], -1)
+        normalize = True
+    elif kind == "performer":  # FAVOR+ of x K^(-1/4) with the fixed (not trained) projection (M, K)
+        Wf = W("favor_proj.weight").detach()
+        favor = lambda t: torch.exp((t * K ** -0.25) @ Wf.t() - 0.5 * (t * K ** -0.25).pow(2).sum(-1, keepdim=True)) \
+            / math.sqrt(Wf.shape[0])
+        q, k = favor(q), favor(k)
+        normalize = True
+    elif kind == "hedgehog":  # [softmax(x W), softmax(-x W)], W (K, M) learnable, one for q, one for k
+        hh = lambda t, w: torch.cat([torch.softmax(t @ w, -1), torch.softmax(-(t @ w), -1)], -1)
+        q, k = hh(q, W("feature_map_q.weight")), hh(k, W("feature_map_k.weight"))
+        normalize = True
     elif hgrn:
         q = F.silu(q)
         g, gate = F.logsigmoid(k), "vector"
         k = torch.sigmoid(-k)
-    o = recurrence(q, k, v, g, beta, gate, delta, normalize, 1.0 / math.sqrt(K))
+    o = recurrence(q, k, v, g, beta, gate, delta, normalize, 1.0 / math.sqrt(q.shape[-1]))
     norm = {"gla": "g_norm_swish_gate.weight", "retnet": "g_norm_swish_gate.weight",
-            "linear": "norm.weight", "hgrn2": "g_norm.weight"}.get(kind, "o_norm.weight")
+            "linear": "norm.weight", "hgrn2": "g_norm.weight", "cosformer": "norm.weight",
+            "performer": "norm.weight", "hedgehog": "norm.weight"}.get(kind, "o_norm.weight")
     y = rmsnorm(o, W(norm), eps)
     if kind in ("gated_deltanet", "gla", "mamba2", "retnet"):
         y = y * F.silu(heads(lin("g_proj.weight", x), V))

@@ -5,7 +5,8 @@
  * gradients identical for 1 and 2 threads; checkpoint round trip; bad input.
  *
  * Regenerate the fixtures: LINA_WRITE_FIXTURES=1 build/tests/test_model, then
- * /usr/bin/python3 scripts/model_oracle.py tests/data/model_*            */
+ * /usr/bin/python3 scripts/model_oracle.py tests/data/model_*
+ * (LINA_WRITE_FIXTURES=NAME writes only fixture NAME, e.g. "hedgehog"). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ static const fixture fixtures[] = {
     {"deltanet_gla", {"deltanet", "gla"}, 1},
     {"mamba2_retnet", {"mamba2", "retnet"}, 0},
     {"linear_hgrn2", {"linear", "hgrn2"}, 0},
+    {"cosformer_performer", {"cosformer", "performer"}, 0},
+    {"hedgehog", {"hedgehog", "hedgehog"}, 1},
 };
 
 static char data_dir[1024];
@@ -432,8 +435,10 @@ int main(void) {
     const char *d = getenv("LINA_TEST_DATA");
     snprintf(data_dir, sizeof data_dir, "%s", d ? d : "tests/data");
     int nf = (int)(sizeof fixtures / sizeof *fixtures);
-    if (getenv("LINA_WRITE_FIXTURES")) {
-        for (int i = 0; i < nf; i++) write_fixture(&fixtures[i]);
+    const char *which = getenv("LINA_WRITE_FIXTURES");
+    if (which) {
+        for (int i = 0; i < nf; i++)
+            if (!strcmp(which, "1") || !strcmp(which, fixtures[i].name)) write_fixture(&fixtures[i]);
         return 0;
     }
     for (int i = 0; i < nf; i++) {

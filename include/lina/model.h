@@ -31,6 +31,9 @@ typedef enum {
     LINA_MIXER_RETNET,             /* constant decay log(1 - 2^(-5-h)), rotary q/k, gated o_norm */
     LINA_MIXER_LINEAR,             /* feature map phi(q), phi(k) (elu+1), normalized, o_norm */
     LINA_MIXER_HGRN2,              /* q = silu, k = 1 - f, vector gate log f, f = sigmoid(f_proj x); o_norm */
+    LINA_MIXER_COSFORMER,          /* [relu(x) cos(pi t / 2M), relu(x) sin(pi t / 2M)] on q, k, M = max_seq; normalized */
+    LINA_MIXER_PERFORMER,          /* FAVOR+ positive random features (fixed favor_proj, K log K rows); normalized */
+    LINA_MIXER_HEDGEHOG,           /* [softmax(x W), softmax(-x W)], learnable W per q / k (K, K); normalized */
     LINA_MIXER_COUNT
 } lina_mixer_kind;
 

@@ -10,7 +10,8 @@
 #include "mixer.h"
 
 static const char *const mixer_names[LINA_MIXER_COUNT] = {
-    "gated_deltanet", "softmax", "deltanet", "gla", "mamba2", "retnet", "linear", "hgrn2"};
+    "gated_deltanet", "softmax", "deltanet", "gla",      "mamba2",
+    "retnet",         "linear",  "hgrn2",    "cosformer", "performer", "hedgehog"};
 
 const char *lina_mixer_name(lina_mixer_kind k) {
     return (unsigned)k < LINA_MIXER_COUNT ? mixer_names[k] : "unknown";
@@ -24,6 +25,7 @@ int lina_mixer_parse(const char *name) {
     if (name && (!strcmp(name, "delta_net"))) return LINA_MIXER_DELTANET;
     if (name && (!strcmp(name, "simple_gla"))) return LINA_MIXER_MAMBA2;
     if (name && (!strcmp(name, "linear_attn"))) return LINA_MIXER_LINEAR;
+    if (name && (!strcmp(name, "favor"))) return LINA_MIXER_PERFORMER;
     return -1;
 }
 
@@ -36,6 +38,27 @@ static void declare(lina_param_registry *r, const char *prefix, const char *name
     lina_param_declare(r, full, ndim, shape, decays, init, slot);
 }
 
+static lina_fmap_kind k_fmap(lina_mixer_kind k) {
+    return k == LINA_MIXER_COSFORMER   ? LINA_FMAP_COSFORMER
+           : k == LINA_MIXER_PERFORMER ? LINA_FMAP_FAVOR
+           : k == LINA_MIXER_HEDGEHOG  ? LINA_FMAP_HEDGEHOG
+                                       : LINA_FMAP_ELU1;
+}
+
+int lina_init_trained(lina_init_kind init) { return init != LINA_INIT_FAVOR; }
+
+lina_status lina_mixer_init_fmap_tensor(lina_init_kind init, const int64_t *shape, uint64_t seed,
+                                        float *w) {
+    /* FAVOR W is (M, D), Hedgehog W is (D, M) */
+    lina_fmap_kind kind = init == LINA_INIT_FAVOR ? LINA_FMAP_FAVOR : LINA_FMAP_HEDGEHOG;
+    if (init != LINA_INIT_FAVOR && init != LINA_INIT_HEDGEHOG)
+        return lina_fail(LINA_ERR_INVALID_ARG, "lina_mixer_init_fmap_tensor: init kind %d is not a feature map",
+                         (int)init);
+    lina_fmap_desc d = lina_fmap_desc_default(kind, (int)(kind == LINA_FMAP_FAVOR ? shape[1] : shape[0]));
+    d.M = (int)(kind == LINA_FMAP_FAVOR ? shape[0] : shape[1]);
+    return lina_fmap_init_params(&d, seed, w);
+}
+
 static void set_flags(lina_mixer *mx) {
     lina_mixer_kind k = mx->kind;
     int delta = k == LINA_MIXER_GATED_DELTANET || k == LINA_MIXER_DELTANET;
@@ -43,7 +66,8 @@ static void set_flags(lina_mixer *mx) {
     mx->l2 = delta;
     mx->beta = delta;
     mx->rope = k == LINA_MIXER_RETNET || k == LINA_MIXER_SOFTMAX;
-    mx->fmap = k == LINA_MIXER_LINEAR;
+    mx->fmap = k == LINA_MIXER_LINEAR || k == LINA_MIXER_COSFORMER || k == LINA_MIXER_PERFORMER ||
+               k == LINA_MIXER_HEDGEHOG;
     mx->silu_q = k == LINA_MIXER_HGRN2;
     mx->out_gate = k == LINA_MIXER_GATED_DELTANET || k == LINA_MIXER_GLA ||
                    k == LINA_MIXER_MAMBA2 || k == LINA_MIXER_RETNET;
@@ -69,6 +93,10 @@ lina_status lina_mixer_create(const lina_model_config *c, int layer, const char 
     mx->theta = c->rope_theta;
     mx->threads = 1;
     set_flags(mx);
+    /* feature maps on each head's K-vector; the attention runs on F = out_dim features */
+    mx->fd = lina_fmap_desc_default(k_fmap(mx->kind), mx->K);
+    if (mx->kind == LINA_MIXER_COSFORMER) mx->fd.M = mx->max_seq; /* fixed horizon: decodable */
+    mx->F = mx->fmap ? lina_fmap_out_dim(&mx->fd) : mx->K;
     int D = mx->D, H = mx->H, Ck = H * mx->K, Cv = H * mx->V;
     lina_mixer_kind k = mx->kind;
     int hgrn = k == LINA_MIXER_HGRN2;
@@ -93,10 +121,16 @@ lina_status lina_mixer_create(const lina_model_config *c, int layer, const char 
         declare(r, prefix, "k_conv1d.weight", 3, Ck, 1, mx->W, 0, LINA_INIT_CONV, &mx->k_conv);
         declare(r, prefix, "v_conv1d.weight", 3, Cv, 1, mx->W, 0, LINA_INIT_CONV, &mx->v_conv);
     }
+    if (k == LINA_MIXER_PERFORMER) /* one fixed random projection per layer, shared by q, k and heads */
+        declare(r, prefix, "favor_proj.weight", 2, mx->fd.M, mx->K, 0, 0, LINA_INIT_FAVOR, &mx->fmap_q);
+    if (k == LINA_MIXER_HEDGEHOG) { /* z = x W per head (shared by the heads), one map for q, one for k */
+        declare(r, prefix, "feature_map_q.weight", 2, mx->K, mx->fd.M, 0, 0, LINA_INIT_HEDGEHOG, &mx->fmap_q);
+        declare(r, prefix, "feature_map_k.weight", 2, mx->K, mx->fd.M, 0, 0, LINA_INIT_HEDGEHOG, &mx->fmap_k);
+    }
     if (mx->out_gate) declare(r, prefix, "g_proj.weight", 2, Cv, D, 0, 1, LINA_INIT_NORMAL, &mx->g_proj);
     if (k != LINA_MIXER_SOFTMAX) {
         const char *norm = (k == LINA_MIXER_GLA || k == LINA_MIXER_RETNET) ? "g_norm_swish_gate.weight"
-                           : k == LINA_MIXER_LINEAR                        ? "norm.weight"
+                           : mx->fmap                                      ? "norm.weight"
                            : hgrn                                          ? "g_norm.weight"
                                                                            : "o_norm.weight";
         declare(r, prefix, norm, 1, mx->V, 0, 0, 0, LINA_INIT_ONES, &mx->o_norm);
@@ -120,6 +154,7 @@ void lina_mixer_free(lina_mixer *mx) {
     free(mx->buf);
     free(mx->const_g);
     free(mx->scores);
+    free(mx->pos);
     free(mx);
 }
 
@@ -149,7 +184,7 @@ lina_status lina_mixer_state_init(const lina_mixer *mx, lina_mixer_state *st) {
         st->vc = st->kc + (size_t)mx->max_seq * mx->H * mx->K;
     } else {
         size_t cols = mx->V + (mx->fmap ? 1 : 0);
-        size_t s = (size_t)mx->H * mx->K * cols;
+        size_t s = (size_t)mx->H * mx->F * cols;
         size_t hist = mx->conv ? (size_t)(mx->W - 1) * mx->H * (2 * mx->K + mx->V) : 0;
         n = s + hist;
         st->S = calloc(n ? n : 1, sizeof(float));

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "lina/model.h"
+#include "lina/fmap.h"
 #include "lina/ops.h"
 
 /* A parameter tensor: its values and its gradient (both inside the model's buffers). */
@@ -30,8 +31,17 @@ typedef enum {
     LINA_INIT_ZEROS,
     LINA_INIT_CONV,    /* U(-1/sqrt(W), 1/sqrt(W)) as torch's conv1d default */
     LINA_INIT_A_LOG,   /* log U(1, 16) */
-    LINA_INIT_DT_BIAS  /* softplus^-1(dt), dt = exp U(log 1e-3, log 1e-1) */
+    LINA_INIT_DT_BIAS, /* softplus^-1(dt), dt = exp U(log 1e-3, log 1e-1) */
+    LINA_INIT_FAVOR,   /* (M, K) orthogonal Gaussian rows (lina_fmap_init_params); never trained */
+    LINA_INIT_HEDGEHOG /* (K, M) identity plus N(0, 0.02^2) noise (lina_fmap_init_params) */
 } lina_init_kind;
+
+/* Fill a whole tensor of init kind LINA_INIT_FAVOR or LINA_INIT_HEDGEHOG (shape
+ * as declared) from a seed; other kinds are initialized element by element. */
+lina_status lina_mixer_init_fmap_tensor(lina_init_kind init, const int64_t *shape, uint64_t seed,
+                                        float *w);
+/* 1 if the tensor is trained (gets gradients); 0 for FAVOR's fixed projection. */
+int lina_init_trained(lina_init_kind init);
 
 /* The model's parameter registry: called once per tensor while the layout is
  * built; *slot is filled when the buffers exist. */
@@ -81,12 +91,17 @@ struct lina_mixer {
     int threads;
     /* flags derived from kind */
     int conv, l2, rope, fmap, silu_q, beta, out_gate;
+    lina_fmap_desc fd; /* feature map of the fmap kinds (elu1, cosformer, favor, hedgehog) */
+    int F;             /* attention key dim: fd's output dim for fmap kinds, else K */
+    int32_t *pos;      /* (pos_cap) cosFormer positions pos0 + t */
+    int pos_cap;
     lina_gate gate;
     float *const_g; /* (H) RetNet log-decays */
     float *scores;  /* (max_seq) softmax decoding scratch, allocated on first use */
 
     lina_param q_proj, k_proj, v_proj, o_proj, b_proj, a_proj, A_log, dt_bias, gk0, gk1, gk1_b,
-        q_conv, k_conv, v_conv, g_proj, o_norm;
+        q_conv, k_conv, v_conv, g_proj, o_norm,
+        fmap_q, fmap_k; /* Performer: fmap_q is the shared fixed projection; Hedgehog: q and k maps */
 
     /* saved activations, capacity rows (see mixer_linear.c / mixer_softmax.c) */
     int cap, B, T, pos0;

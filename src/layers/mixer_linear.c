@@ -5,7 +5,11 @@
  * Forward, per kind (fla's reference layers):
  *   qp, kp, vp = x Wq^T, x Wk^T, x Wv^T                   (N, Ck), (N, Ck), (N, Cv)
  *   qs = silu(conv(qp)) [conv kinds] | silu(qp) [HGRN2] | qp          (same for k, v)
- *   q  = l2(qs) [delta kinds] | phi(qs) [linear] | rope(qs) [RetNet] | qs
+ *   q  = l2(qs) [delta kinds] | phi(qs) [feature-map kinds] | rope(qs) [RetNet] | qs
+ *        phi: elu+1 [linear]; [relu cos, relu sin](pi t / 2 max_seq) [cosFormer];
+ *        FAVOR+(qs K^(-1/4)) with the fixed favor_proj [Performer];
+ *        [softmax(qs Wq), softmax(-qs Wq)] with learnable Wq (Wk for k) [Hedgehog];
+ *        the attention then runs on F = phi's output dim per head, normalized
  *   HGRN2: k = 1 - f = sigmoid(-kp), g = log f = logsigmoid(kp)      (vector gate)
  *   beta = sigmoid(x Wb^T)                                (N, H)   delta kinds
  *   g = -exp(A_log) softplus(x Wa^T + dt_bias)            (N, H)   GDN, Mamba2
@@ -36,7 +40,9 @@ lina_status lina_mixer_linear_alloc(lina_mixer *mx, int rows) {
     if (rows <= mx->cap) return LINA_OK;
     size_t N = (size_t)rows, Ck = (size_t)mx->H * mx->K, Cv = (size_t)mx->H * mx->V;
     size_t C = Ck > Cv ? Ck : Cv, H = mx->H, R = mx->R > 0 ? mx->R : 1;
+    size_t Cf = (size_t)mx->H * mx->F; /* q, k after a feature map */
     if (R > C) C = R;
+    if (Cf > C) C = Cf;
     /* 24 wide (N, C) buffers, 8 narrow (N, H) buffers */
     size_t total = N * (24 * C + 8 * H);
     float *buf = malloc(sizeof(float) * total);
@@ -55,8 +61,32 @@ lina_status lina_mixer_linear_alloc(lina_mixer *mx, int rows) {
     return LINA_OK;
 }
 
-static lina_fmap_desc fmap_desc(const lina_mixer *mx) {
-    return lina_fmap_desc_default(LINA_FMAP_ELU1, mx->K);
+/* Performer: FAVOR+ on x K^(-1/4) makes phi(q).phi(k) estimate exp(q.k / sqrt(K)). */
+static float favor_input_scale(const lina_mixer *mx) { return powf((float)mx->K, -0.25f); }
+
+/* The feature map's parameters for q (is_k = 0) or k: Performer shares one fixed W. */
+static const lina_param *fmap_param(const lina_mixer *mx, int is_k) {
+    if (mx->kind == LINA_MIXER_HEDGEHOG) return is_k ? &mx->fmap_k : &mx->fmap_q;
+    if (mx->kind == LINA_MIXER_PERFORMER) return &mx->fmap_q;
+    return NULL;
+}
+
+/* cosFormer positions pos0 .. pos0 + T - 1 (the horizon is max_seq). */
+static lina_status fill_positions(lina_mixer *mx, int T, int pos0) {
+    if (mx->kind != LINA_MIXER_COSFORMER) return LINA_OK;
+    if (pos0 < 0 || pos0 + T - 1 > mx->fd.M)
+        return lina_fail(LINA_ERR_INVALID_ARG,
+                         "cosformer: positions %d..%d exceed its horizon max_seq = %d "
+                         "(the longest context this model accepts)",
+                         pos0, pos0 + T - 1, mx->fd.M);
+    if (T > mx->pos_cap) {
+        int32_t *p = realloc(mx->pos, sizeof(int32_t) * T);
+        if (!p) return lina_fail(LINA_ERR_OOM, "cosformer: out of memory for %d positions", T);
+        mx->pos = p;
+        mx->pos_cap = T;
+    }
+    for (int t = 0; t < T; t++) mx->pos[t] = pos0 + t;
+    return LINA_OK;
 }
 
 static lina_attn_desc attn_desc(const lina_mixer *mx, int B, int T) {
@@ -64,7 +94,7 @@ static lina_attn_desc attn_desc(const lina_mixer *mx, int B, int T) {
     d.B = B;
     d.T = T;
     d.H = mx->H;
-    d.K = mx->K;
+    d.K = mx->F;
     d.V = mx->V;
     d.gate = mx->gate;
     d.update = mx->beta ? LINA_UPDATE_DELTA : LINA_UPDATE_ADD;
@@ -74,14 +104,19 @@ static lina_attn_desc attn_desc(const lina_mixer *mx, int B, int T) {
 }
 
 /* qs -> q for the q/k path (l2 | feature map | rotary | copy). */
-static lina_status qk_finish(lina_mixer *mx, lina_ctx *ctx, int B, int T, const float *xs, float *x,
-                             float *rnorm, int pos0) {
+static lina_status qk_finish(lina_mixer *mx, lina_ctx *ctx, int B, int T, float *xs, float *x,
+                             float *rnorm, int pos0, int is_k) {
     int N = B * T, H = mx->H, K = mx->K;
     if (mx->l2) {
         lina_l2norm_forward(N * H, K, xs, 1e-6f, x, rnorm, mx->threads);
     } else if (mx->fmap) {
-        lina_fmap_desc fd = fmap_desc(mx);
-        TRY(lina_fmap_forward(ctx, &fd, B, T, H, xs, NULL, NULL, x));
+        if (mx->kind == LINA_MIXER_PERFORMER) { /* xs is a copy of the projection: scaled in place */
+            float s = favor_input_scale(mx);
+            for (size_t i = 0; i < (size_t)N * H * K; i++) xs[i] *= s;
+        }
+        const lina_param *w = fmap_param(mx, is_k);
+        TRY(lina_fmap_forward(ctx, &mx->fd, B, T, H, xs, w ? w->w : NULL,
+                              mx->kind == LINA_MIXER_COSFORMER ? mx->pos : NULL, x));
     } else {
         memcpy(x, xs, sizeof(float) * N * H * K);
         if (mx->rope) lina_rotary_apply(B, T, H, K, mx->theta, pos0, x, 0, mx->threads);
@@ -90,13 +125,21 @@ static lina_status qk_finish(lina_mixer *mx, lina_ctx *ctx, int B, int T, const 
 }
 
 static lina_status qk_finish_backward(lina_mixer *mx, lina_ctx *ctx, const float *xs,
-                                      const float *x, const float *rnorm, float *dx, float *dxs) {
+                                      const float *x, const float *rnorm, float *dx, float *dxs,
+                                      int is_k) {
     int B = mx->B, T = mx->T, N = B * T, H = mx->H, K = mx->K;
     if (mx->l2) {
         lina_l2norm_backward(N * H, K, x, rnorm, dx, dxs, mx->threads);
     } else if (mx->fmap) {
-        lina_fmap_desc fd = fmap_desc(mx);
-        TRY(lina_fmap_backward(ctx, &fd, B, T, H, xs, NULL, NULL, dx, dxs, NULL));
+        /* Hedgehog accumulates dW; Performer's projection is fixed (no dW) */
+        const lina_param *w = fmap_param(mx, is_k);
+        float *dW = mx->kind == LINA_MIXER_HEDGEHOG ? w->g : NULL;
+        TRY(lina_fmap_backward(ctx, &mx->fd, B, T, H, xs, w ? w->w : NULL,
+                               mx->kind == LINA_MIXER_COSFORMER ? mx->pos : NULL, dx, dxs, dW));
+        if (mx->kind == LINA_MIXER_PERFORMER) { /* xs = projection K^(-1/4) */
+            float s = favor_input_scale(mx);
+            for (size_t i = 0; i < (size_t)N * H * K; i++) dxs[i] *= s;
+        }
     } else {
         memcpy(dxs, dx, sizeof(float) * N * H * K);
         if (mx->rope) lina_rotary_apply(B, T, H, K, mx->theta, mx->pos0, dxs, 1, mx->threads);
@@ -136,6 +179,7 @@ lina_status lina_mixer_linear_forward(lina_mixer *mx, lina_ctx *ctx, int B, int 
                                       float *out, lina_mixer_state *st, int pos0) {
     int N = B * T, D = mx->D, H = mx->H, K = mx->K, V = mx->V, Ck = H * K, Cv = H * V;
     TRY(lina_mixer_linear_alloc(mx, N));
+    TRY(fill_positions(mx, T, pos0));
     mx->B = B;
     mx->T = T;
     mx->x = x;
@@ -147,7 +191,7 @@ lina_status lina_mixer_linear_forward(lina_mixer *mx, lina_ctx *ctx, int B, int 
     activate(mx, B, T, Ck, mx->qp, mx->q_conv.w, st ? st->hq : NULL, mx->qc, mx->qs, mx->silu_q);
     activate(mx, B, T, Ck, mx->kp, mx->k_conv.w, st ? st->hk : NULL, mx->kc, mx->ks, 0);
     activate(mx, B, T, Cv, mx->vp, mx->v_conv.w, st ? st->hv : NULL, mx->vc, mx->vs, 0);
-    TRY(qk_finish(mx, ctx, B, T, mx->qs, mx->q, mx->rq, pos0));
+    TRY(qk_finish(mx, ctx, B, T, mx->qs, mx->q, mx->rq, pos0, 0));
     if (hgrn) {
         /* k = 1 - f = sigmoid(-kp), g = log f = logsigmoid(kp) */
         for (size_t i = 0; i < (size_t)N * Ck; i++) {
@@ -155,7 +199,7 @@ lina_status lina_mixer_linear_forward(lina_mixer *mx, lina_ctx *ctx, int B, int 
             mx->g[i] = lina_logsigmoidf(mx->kp[i]);
         }
     } else {
-        TRY(qk_finish(mx, ctx, B, T, mx->ks, mx->k, mx->rk, pos0));
+        TRY(qk_finish(mx, ctx, B, T, mx->ks, mx->k, mx->rk, pos0, 1));
     }
     memcpy(mx->v, mx->vs, sizeof(float) * N * Cv);
     if (mx->beta) {
@@ -244,7 +288,7 @@ lina_status lina_mixer_linear_backward(lina_mixer *mx, lina_ctx *ctx, const floa
 
     /* q path: dq -> dqs (t1) -> dqp (t2, conv scratch dc in gz/t3) */
     float *dc = mx->gz, *dp = t2;
-    TRY(qk_finish_backward(mx, ctx, mx->qs, mx->q, mx->rq, mx->dq, t1));
+    TRY(qk_finish_backward(mx, ctx, mx->qs, mx->q, mx->rq, mx->dq, t1, 0));
     activate_backward(mx, Ck, mx->qp, mx->qc, &mx->q_conv, t1, dc, dp, mx->silu_q);
     lina_linear_backward(N, D, Ck, x, mx->q_proj.w, dp, dx, 0, mx->q_proj.g, NULL);
     /* k path */
@@ -255,7 +299,7 @@ lina_status lina_mixer_linear_backward(lina_mixer *mx, lina_ctx *ctx, const floa
             dp[i] = sm * (mx->dg[i] - mx->dk[i] * (1.0f - sm));
         }
     } else {
-        TRY(qk_finish_backward(mx, ctx, mx->ks, mx->k, mx->rk, mx->dk, t1));
+        TRY(qk_finish_backward(mx, ctx, mx->ks, mx->k, mx->rk, mx->dk, t1, 1));
         activate_backward(mx, Ck, mx->kp, mx->kc, &mx->k_conv, t1, dc, dp, 0);
     }
     lina_linear_backward(N, D, Ck, x, mx->k_proj.w, dp, dx, 0, mx->k_proj.g, NULL);
