@@ -241,6 +241,66 @@ static void test_threads(void) {
     }
 }
 
+/* Every output of a and b equal bit for bit. */
+static int same_bits(const problem *p, const results *a, const results *b) {
+    return !memcmp(a->o, b->o, sizeof(float) * p->nv) && !memcmp(a->ht, b->ht, sizeof(float) * p->ns) &&
+           !memcmp(a->dq, b->dq, sizeof(float) * p->nqk) && !memcmp(a->dk, b->dk, sizeof(float) * p->nqk) &&
+           !memcmp(a->dv, b->dv, sizeof(float) * p->nv) && !memcmp(a->dg, b->dg, sizeof(float) * p->ng) &&
+           !memcmp(a->dbeta, b->dbeta, sizeof(float) * p->nb) && !memcmp(a->dh0, b->dh0, sizeof(float) * p->ns);
+}
+
+/* 1 thread vs `threads` threads, bit for bit, forward and backward with h0 and
+ * dht. One (sequence, head) job gets the threads inside it (chunks prepared in
+ * parallel, state passes by column blocks) when it has enough chunks: the
+ * chunk sizes below give T = 63 and 65 eight or nine chunks. */
+static void threads_case(const char *tag, lina_attn_desc d, float gmin, int threads, uint64_t seed) {
+    problem p;
+    problem_init(&p, d, seed, gmin, 0);
+    results a, b;
+    results_alloc(&p, &a);
+    results_alloc(&p, &b);
+    lina_ctx *c1 = NULL, *cn = NULL;
+    int ok = lina_ctx_create(&c1) == LINA_OK && lina_ctx_create(&cn) == LINA_OK;
+    if (ok) lina_ctx_set_threads(c1, 1), lina_ctx_set_threads(cn, threads);
+    ok = ok && run(c1, &p, LINA_FORM_CHUNK, 1, 1, &a) && run(cn, &p, LINA_FORM_CHUNK, 1, 1, &b);
+    int same = ok && same_bits(&p, &a, &b);
+    char name[256];
+    snprintf(name, sizeof name,
+             "chunk delta: 1 thread == %d threads bitwise [%s gate=%s T=%d K=%d V=%d H=%d HV=%d C=%d]",
+             threads, tag, gate_name(d.gate), d.T, d.K, d.V, d.H, d.HV ? d.HV : d.H, d.chunk);
+    test_report(same, name, "%s", !ok ? lina_last_error() : same ? "" : "results differ");
+    lina_ctx_free(c1), lina_ctx_free(cn);
+    results_free(&a), results_free(&b);
+    problem_free(&p);
+}
+
+static void test_threads_inside_job(void) {
+    static const lina_gate gates[] = {LINA_GATE_NONE, LINA_GATE_SCALAR, LINA_GATE_VECTOR,
+                                      LINA_GATE_CONST};
+    for (int gi = 0; gi < 4; gi++) {
+        lina_gate g = gates[gi];
+        uint64_t seed = 300 + 10 * gi;
+        threads_case("T=1", desc(1, 1, 0, 60, 100, g, 64), -1.0f, 2, seed);
+        threads_case("odd", desc(63, 1, 0, 100, 60, g, 8), -1.0f, 2, seed + 1);
+        threads_case("odd", desc(65, 1, 0, 128, 100, g, 8), -2.0f, 2, seed + 2);
+        threads_case("long", desc(1000, 1, 0, 60, 128, g, 64), -0.5f, 2, seed + 3);
+        threads_case("long", desc(1000, 1, 0, 128, 128, g, 64), -0.1f, 2, seed + 4);
+    }
+    /* grouped heads: the backward runs both value heads of one key head in one job */
+    threads_case("grouped", desc(1000, 1, 2, 100, 60, LINA_GATE_VECTOR, 64), -0.5f, 2, 350);
+    /* odd chunk size, partial last chunk; three threads (rounds of six chunks) */
+    threads_case("odd chunk", desc(1000, 1, 0, 64, 100, LINA_GATE_SCALAR, 37), -0.5f, 3, 351);
+    threads_case("long", desc(1000, 1, 0, 128, 128, LINA_GATE_VECTOR, 64), -0.5f, 3, 352);
+    /* varlen with an empty sequence: jobs in parallel (outer threads) */
+    static int64_t cu[5] = {0, 400, 400, 401, 1000};
+    static const lina_gate vg[] = {LINA_GATE_SCALAR, LINA_GATE_VECTOR};
+    for (int gi = 0; gi < 2; gi++) {
+        lina_attn_desc d = desc(1000, 1, 0, 100, 128, vg[gi], 64);
+        d.cu_seqlens = cu, d.n_seqs = 4;
+        threads_case("varlen+empty", d, -1.0f, 2, 360 + gi);
+    }
+}
+
 /* The sequence fed in pieces with the state carried == the whole sequence. */
 static void test_pieces(void) {
     int T = 200, H = 2, K = 64, V = 64;
@@ -360,6 +420,7 @@ int main(void) {
     test_unnormalized_keys();
     test_varlen();
     test_threads();
+    test_threads_inside_job();
     test_pieces();
     return test_finish();
 }

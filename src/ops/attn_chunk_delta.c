@@ -387,25 +387,24 @@ void cd_prep(const lina_attn_job *j, cd_chunk *c, int t0, int n) {
         for (int kk = 0; kk < K; kk++) c->KdT[(size_t)kk * c->C + r] = c->Kd[(size_t)r * K + kk];
 }
 
-void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S) {
-    int K = j->K, V = j->V;
+void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S, int v0, int v1) {
+    int K = j->K, V = j->V, w = v1 - v0;
     for (int r = 0; r < n; r++)
-        memcpy(c->U + (size_t)r * V, c->X + (size_t)r * (K + V) + K, sizeof(float) * V);
-    cd_gemm(0, 0, n, V, K, -1.0f, c->X, K + V, S, V, 1.0f, c->U, V);
+        memcpy(c->U + (size_t)r * V + v0, c->X + (size_t)r * (K + V) + K + v0, sizeof(float) * w);
+    cd_gemm(0, 0, n, w, K, -1.0f, c->X, K + V, S + v0, V, 1.0f, c->U + v0, V);
 }
 
-void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S) {
-    int K = j->K, V = j->V;
-    if (j->gate == LINA_GATE_SCALAR) {
-        float a = c->gl[0];
-        for (size_t i = 0; i < (size_t)K * V; i++) S[i] *= a;
-    } else if (j->gate == LINA_GATE_VECTOR) {
+void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S, int v0, int v1) {
+    int K = j->K, V = j->V, w = v1 - v0;
+    if (j->gate != LINA_GATE_NONE) {
+        int vec = j->gate == LINA_GATE_VECTOR;
         for (int kk = 0; kk < K; kk++) {
-            float a = c->gl[kk];
-            for (int x = 0; x < V; x++) S[(size_t)kk * V + x] *= a;
+            float a = c->gl[vec ? kk : 0], *restrict s = S + (size_t)kk * V + v0;
+#pragma omp simd
+            for (int x = 0; x < w; x++) s[x] *= a;
         }
     }
-    cd_gemm(0, 0, K, V, n, 1.0f, c->KdT, c->C, c->U, V, 1.0f, S, V);
+    cd_gemm(0, 0, K, w, n, 1.0f, c->KdT, c->C, c->U + v0, V, 1.0f, S + v0, V);
 }
 
 /* ---- backward of the scores ---- */

@@ -98,10 +98,45 @@ static inline size_t cd_round(size_t n) { return (n + 15) & ~(size_t)15; }
 /* Everything that does not depend on the state: b, gam, dec, gl, Qg, Kg, Kd,
  * KdT, E, M, Mq, L (LT), X = [W | Ut] for tokens [t0, t0 + n). */
 void cd_prep(const lina_attn_job *j, cd_chunk *c, int t0, int n);
-/* U = Ut - W S (S: (K, V)). */
-void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S);
-/* S <- Gam_last S + Kd^T U. */
-void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S);
+/* Columns [v0, v1) of U = Ut - W S (S: (K, V), U: (n, V) ld V). */
+void cd_pseudo_values(const lina_attn_job *j, cd_chunk *c, int n, const float *S, int v0, int v1);
+/* Columns [v0, v1) of S <- Gam_last S + Kd^T U. */
+void cd_state_update(const lina_attn_job *j, const cd_chunk *c, int n, float *S, int v0, int v1);
+
+/* ---- threads inside one job (attn_chunk_delta_sweep.c) ----
+ * The state recurrence S_{i+1} = Gam S_i + Kd^T (Ut - W S_i) and its backward
+ * act on each column of S (a column of V) on its own: the state passes run by
+ * column blocks, fixed by V alone (never by the thread count), so every
+ * product is the same call with 1 or N threads and results are bitwise equal.
+ * A sweep visits the chunks of a job in order (or reversed) with three kinds
+ * of work per chunk i:
+ *   prep(i)        state-independent (the WY part), any order
+ *   step(i, v0, v1) the recurrence on columns [v0, v1), in chunk order per block
+ *   post(i)        after step(i, every block), independent across chunks
+ * One thread runs prep, step (block by block), post chunk by chunk. N threads
+ * run rounds of cd_sweep_round() chunks inside one parallel region: round r
+ * preps block r, steps block r-1 (one task per column block) and posts block
+ * r-2, balanced by dynamic scheduling; slots hold the chunks in flight. */
+typedef struct cd_sweep cd_sweep;
+struct cd_sweep {
+    const lina_attn_job *j;
+    int reverse; /* visit chunks from the last to the first */
+    void (*prep)(const cd_sweep *s, int i, float *slot);
+    void (*step)(const cd_sweep *s, int i, int v0, int v1, float *slot);
+    void (*post)(const cd_sweep *s, int i, float *slot); /* NULL: none */
+    void *arg;
+};
+
+/* Column blocks of V: ceil(V / 64) blocks of equal width rounded up to 8. */
+int cd_col_blocks(int V);
+void cd_col_range(int V, int cb, int *v0, int *v1);
+/* Threads a sweep of this job uses: inner_threads when the job has enough
+ * chunks to feed them, else 1. */
+int cd_sweep_threads(const lina_attn_job *j);
+/* Slots a sweep of this job needs (with or without post work). */
+int cd_sweep_slots(const lina_attn_job *j, int with_post);
+/* Run the sweep; slots: cd_sweep_slots() pieces of slot_floats floats. */
+void cd_sweep_run(const cd_sweep *s, float *slots, size_t slot_floats);
 
 /* dX (n, K+V) ld K+V -> (I + L)^-T dX in place (the backward of the solve). */
 void cd_solve_transposed(const lina_attn_job *j, const cd_chunk *c, int n, float *dX);

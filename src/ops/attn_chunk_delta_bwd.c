@@ -20,14 +20,20 @@
  * Gate gradient w.r.t. the cumulative b (elementwise; summed over K for SCALAR):
  *   db_r     = q_r dq_r + k_r dkp_r - k_r dkn_r
  *   db_last += sum_r k_r (dKd o dec)_r + gl o rowsum(dS o S_0)
- * and dg_s = sum_{r >= s} db_r (b is a chunk-local cumulative sum). */
+ * and dg_s = sum_{r >= s} db_r (b is a chunk-local cumulative sum).
+ *
+ * As sweeps (attn_chunk_delta_sweep.c): pass 1 (forward order) the states by
+ * column blocks; pass 2 (reverse) preps each chunk, runs the dS recurrence by
+ * column blocks (U, dU and dS_0 are column by column), then the rest of the
+ * chunk's backward as post work, which needs only S_0, the dS after the chunk
+ * (kept in the slot), U and dU. */
 #include <string.h>
 
 #include "attn_chunk_delta.h"
 
+/* Per chunk in flight (one slot of the sweep, after its cd_chunk buffers). */
 typedef struct {
-    float *states;      /* (n_chunks, K, V): state at each chunk start */
-    float *dS, *dSn;    /* (K, V): gradient w.r.t. the state after / before the chunk */
+    float *dSa;         /* (K, V): gradient w.r.t. the state after the chunk */
     float *dX;          /* (C, K + V): [dW | dU], then dB */
     float *dQg, *dKd, *dKg;      /* (C, K) */
     float *dMq, *dM;             /* (C, C) */
@@ -38,15 +44,12 @@ typedef struct {
 
 static size_t bwd_layout(const lina_attn_job *j, int C, bwd_bufs *w, float *base) {
     size_t K = j->K, V = j->V, kv = K * V, CC = (size_t)C * C, at = 0;
-    size_t n_chunks = ((size_t)j->T + C - 1) / C;
 #define PIECE(field, count)                                                                        \
     do {                                                                                           \
         if (base) w->field = (void *)(base + at);                                                  \
         at += cd_round(count);                                                                     \
     } while (0)
-    PIECE(states, n_chunks * kv);
-    PIECE(dS, kv);
-    PIECE(dSn, kv);
+    PIECE(dSa, kv);
     PIECE(dX, C * (K + V));
     PIECE(dQg, C * K);
     PIECE(dKd, C * K);
@@ -62,45 +65,60 @@ static size_t bwd_layout(const lina_attn_job *j, int C, bwd_bufs *w, float *base
     return at;
 }
 
-size_t cd_backward_floats(const lina_attn_job *j) {
+static size_t slot_floats(const lina_attn_job *j) {
     int C = cd_chunk_rows(j);
     return cd_chunk_floats(j, C, 1) + bwd_layout(j, C, NULL, NULL);
 }
 
-/* dU, dKd, dQg, dMq, dW, dS_0 (into w->dSn), dB, dL, dbeta, dV, dKg, dM. */
+static int n_chunks_of(const lina_attn_job *j) {
+    int C = cd_chunk_rows(j);
+    return (j->T + C - 1) / C;
+}
+
+/* states (n_chunks, K, V), the running state / dS (K, V), then the slots. */
+size_t cd_backward_floats(const lina_attn_job *j) {
+    size_t kv = (size_t)j->K * j->V;
+    return cd_round((size_t)n_chunks_of(j) * kv) + cd_round(kv) +
+           (size_t)cd_sweep_slots(j, 1) * slot_floats(j);
+}
+
+/* Columns [v0, v1) of U = Ut - W S_0 (into c->U), dU = Kd dS + scale Mq^T dO
+ * (into w->dX + K), dS saved into w->dSa, and the running dS <- dS_0 =
+ * Gam_last dS + scale Qg^T dO - W^T dU. */
+static void chunk_dstate_step(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, int t0, int n,
+                              const float *S0, float *dS, int v0, int v1) {
+    int K = j->K, V = j->V, C = c->C, P = K + V, cols = v1 - v0;
+    const float *dout = j->dout + (ptrdiff_t)t0 * j->sdo + v0;
+    float sc = j->scale, *dU = w->dX + K + v0;
+    cd_pseudo_values(j, c, n, S0, v0, v1);
+    cd_gemm(0, 0, n, cols, K, 1.0f, c->Kd, K, dS + v0, V, 0.0f, dU, P);
+    cd_gemm_tri(1, n, cols, sc, c->Mq, C, dout, j->sdo, 1.0f, dU, P);
+    int vec = j->gate == LINA_GATE_VECTOR;
+    float a = j->gate == LINA_GATE_SCALAR ? c->gl[0] : 1.0f;
+    for (int kk = 0; kk < K; kk++) {
+        float *restrict ds = dS + (size_t)kk * V + v0, *restrict sa = w->dSa + (size_t)kk * V + v0;
+        float ak = vec ? c->gl[kk] : a;
+#pragma omp simd
+        for (int x = 0; x < cols; x++) sa[x] = ds[x], ds[x] *= ak;
+    }
+    cd_gemm(1, 0, K, cols, n, sc, c->Qg, K, dout, j->sdo, 1.0f, dS + v0, V);
+    cd_gemm(1, 0, K, cols, n, -1.0f, c->X, P, dU, P, 1.0f, dS + v0, V);
+}
+
+/* With U and dU from chunk_dstate_step and dS = w->dSa: dKd, dQg, dMq, dW,
+ * dB, dL, dbeta, dV, dKg, dM. */
 static void chunk_backward_wy(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w, int t0, int n,
                               const float *S0) {
     int K = j->K, V = j->V, C = c->C, P = K + V;
     const float *dout = j->dout + (ptrdiff_t)t0 * j->sdo;
     float sc = j->scale, *dU = w->dX + K, *dW = w->dX;
-    for (int t = t0 - C > 0 ? t0 - C : 0; t < t0; t++) /* rows of the chunk done next */
-        cd_prefetch_row(j->dout + (ptrdiff_t)t * j->sdo, V);
-    cd_pseudo_values(j, c, n, S0);
-    /* dU = Kd dS + scale Mq^T dO */
-    cd_gemm(0, 0, n, V, K, 1.0f, c->Kd, K, w->dS, V, 0.0f, dU, P);
-    cd_gemm_tri(1, n, V, sc, c->Mq, C, dout, j->sdo, 1.0f, dU, P);
     /* dKd = U dS^T, dQg = scale dO S_0^T, dMq = scale dO U^T (lower), dW = -dU S_0^T */
-    cd_gemm(0, 1, n, K, V, 1.0f, c->U, V, w->dS, V, 0.0f, w->dKd, K);
+    cd_gemm(0, 1, n, K, V, 1.0f, c->U, V, w->dSa, V, 0.0f, w->dKd, K);
     cd_gemm(0, 1, n, K, V, sc, dout, j->sdo, S0, V, 0.0f, w->dQg, K);
     cd_gemm_lower_out(n, V, sc, dout, j->sdo, c->U, V, w->dMq, C);
     cd_gemm(0, 1, n, K, V, -1.0f, dU, P, S0, V, 0.0f, dW, P);
     for (int r = 0; r < n; r++)
         for (int s = r + 1; s < n; s++) w->dMq[(size_t)r * C + s] = 0.0f;
-    /* dS_0 = Gam_last dS + scale Qg^T dO - W^T dU */
-    size_t kv = (size_t)K * V;
-    if (j->gate == LINA_GATE_VECTOR) {
-        for (int kk = 0; kk < K; kk++) {
-            float a = c->gl[kk], *restrict dst = w->dSn + (size_t)kk * V;
-            const float *restrict src = w->dS + (size_t)kk * V;
-#pragma omp simd
-            for (int x = 0; x < V; x++) dst[x] = a * src[x];
-        }
-    } else {
-        float a = j->gate == LINA_GATE_SCALAR ? c->gl[0] : 1.0f;
-        for (size_t i = 0; i < kv; i++) w->dSn[i] = a * w->dS[i];
-    }
-    cd_gemm(1, 0, K, V, n, sc, c->Qg, K, dout, j->sdo, 1.0f, w->dSn, V);
-    cd_gemm(1, 0, K, V, n, -1.0f, c->X, P, dU, P, 1.0f, w->dSn, V);
     /* dB = (I + L)^-T [dW | dU];  dL = -dB X^T (strictly lower, into dM) */
     cd_solve_transposed(j, c, n, w->dX);
     cd_gemm_lower_out(n, P, -1.0f, w->dX, P, c->X, P, w->dM, C);
@@ -176,7 +194,7 @@ static void chunk_backward_qkg(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w,
          * reverse cumulative sum of db_r = q dq + k dkp - k dkn - k dKd. */
         double *restrict acc = w->acc; /* (K) per channel; SCALAR sums them */
         for (int kk = 0; kk < K; kk++) {
-            const float *restrict ds = w->dS + (size_t)kk * V, *restrict s0 = S0 + (size_t)kk * V;
+            const float *restrict ds = w->dSa + (size_t)kk * V, *restrict s0 = S0 + (size_t)kk * V;
             double rs = 0;
 #pragma omp simd reduction(+ : rs)
             for (int x = 0; x < V; x++) rs += (double)ds[x] * s0[x];
@@ -230,43 +248,90 @@ static void chunk_backward_qkg(const lina_attn_job *j, cd_chunk *c, bwd_bufs *w,
     }
 }
 
-void lina_chunk_delta_backward(const lina_attn_job *j) {
-    int C = cd_chunk_rows(j), K = j->K, V = j->V, T = j->T;
-    int n_chunks = (T + C - 1) / C;
-    size_t kv = (size_t)K * V;
+typedef struct {
+    int C, n_chunks;
+    float *states; /* (n_chunks, K, V): state at each chunk start */
+    float *run;    /* (K, V): running state (pass 1), then running dS (pass 2) */
+} bwd_sweep;
+
+static int chunk_len(const lina_attn_job *j, int C, int i) {
+    return j->T - i * C < C ? j->T - i * C : C;
+}
+
+/* The slot: its cd_chunk, then its bwd_bufs. */
+static void carve_slot(const lina_attn_job *j, int C, float *slot, cd_chunk *c, bwd_bufs *w) {
+    bwd_layout(j, C, w, cd_chunk_carve(j, C, 1, c, slot));
+}
+
+/* pass 1: W, Ut, Kd of the chunk (no prep for the last one: its state after is not needed) */
+static void states_prep(const cd_sweep *s, int i, float *slot) {
+    const bwd_sweep *b = s->arg;
+    if (i + 1 == b->n_chunks) return;
+    cd_chunk c;
+    cd_chunk_carve(s->j, b->C, 1, &c, slot);
+    c.keys_only = 1, c.backward = 0; /* no Mq, no L^T */
+    cd_prep(s->j, &c, i * b->C, chunk_len(s->j, b->C, i));
+}
+
+static void states_step(const cd_sweep *s, int i, int v0, int v1, float *slot) {
+    const lina_attn_job *j = s->j;
+    const bwd_sweep *b = s->arg;
+    int V = j->V, n = chunk_len(j, b->C, i);
+    float *Si = b->states + (size_t)i * j->K * V;
+    for (int kk = 0; kk < j->K; kk++)
+        memcpy(Si + (size_t)kk * V + v0, b->run + (size_t)kk * V + v0, sizeof(float) * (v1 - v0));
+    if (i + 1 == b->n_chunks) return;
+    cd_chunk c;
+    cd_chunk_carve(j, b->C, 1, &c, slot);
+    cd_pseudo_values(j, &c, n, b->run, v0, v1);
+    cd_state_update(j, &c, n, b->run, v0, v1);
+}
+
+/* pass 2 */
+static void grads_prep(const cd_sweep *s, int i, float *slot) {
+    const bwd_sweep *b = s->arg;
     cd_chunk c;
     bwd_bufs w;
-    float *p = cd_chunk_carve(j, C, 1, &c, j->ws);
-    bwd_layout(j, C, &w, p);
+    carve_slot(s->j, b->C, slot, &c, &w);
+    c.reverse = 1;
+    cd_prep(s->j, &c, i * b->C, chunk_len(s->j, b->C, i));
+}
 
-    /* pass 1: states at chunk starts; the last chunk stays prepared in c */
-    float *S = w.dSn; /* running state (dSn is free until pass 2) */
-    if (j->h0) memcpy(S, j->h0, sizeof(float) * kv);
-    else memset(S, 0, sizeof(float) * kv);
-    for (int i = 0; i < n_chunks; i++) {
-        int t0 = i * C, n = T - t0 < C ? T - t0 : C;
-        memcpy(w.states + (size_t)i * kv, S, sizeof(float) * kv);
-        c.keys_only = i + 1 < n_chunks; /* the states need W, Ut, Kd only */
-        cd_prep(j, &c, t0, n);
-        if (i + 1 < n_chunks) {
-            cd_pseudo_values(j, &c, n, S);
-            cd_state_update(j, &c, n, S);
-        }
-    }
+static void grads_step(const cd_sweep *s, int i, int v0, int v1, float *slot) {
+    const bwd_sweep *b = s->arg;
+    cd_chunk c;
+    bwd_bufs w;
+    carve_slot(s->j, b->C, slot, &c, &w);
+    const float *S0 = b->states + (size_t)i * s->j->K * s->j->V;
+    chunk_dstate_step(s->j, &c, &w, i * b->C, chunk_len(s->j, b->C, i), S0, b->run, v0, v1);
+}
 
-    /* pass 2 */
-    if (j->dht) memcpy(w.dS, j->dht, sizeof(float) * kv);
-    else memset(w.dS, 0, sizeof(float) * kv);
-    for (int i = n_chunks - 1; i >= 0; i--) {
-        int t0 = i * C, n = T - t0 < C ? T - t0 : C;
-        const float *S0 = w.states + (size_t)i * kv;
-        c.keys_only = 0;
-        c.reverse = 1;
-        if (i + 1 < n_chunks) cd_prep(j, &c, t0, n);
-        chunk_backward_wy(j, &c, &w, t0, n, S0);
-        chunk_backward_qkg(j, &c, &w, t0, n, S0);
-        float *t = w.dS;
-        w.dS = w.dSn, w.dSn = t;
-    }
-    if (j->dh0) memcpy(j->dh0, w.dS, sizeof(float) * kv);
+static void grads_post(const cd_sweep *s, int i, float *slot) {
+    const lina_attn_job *j = s->j;
+    const bwd_sweep *b = s->arg;
+    int t0 = i * b->C, n = chunk_len(j, b->C, i);
+    cd_chunk c;
+    bwd_bufs w;
+    carve_slot(j, b->C, slot, &c, &w);
+    for (int t = t0 - b->C > 0 ? t0 - b->C : 0; t < t0; t++) /* rows of the chunk done next */
+        cd_prefetch_row(j->dout + (ptrdiff_t)t * j->sdo, j->V);
+    const float *S0 = b->states + (size_t)i * j->K * j->V;
+    chunk_backward_wy(j, &c, &w, t0, n, S0);
+    chunk_backward_qkg(j, &c, &w, t0, n, S0);
+}
+
+void lina_chunk_delta_backward(const lina_attn_job *j) {
+    size_t kv = (size_t)j->K * j->V;
+    bwd_sweep b = {cd_chunk_rows(j), n_chunks_of(j), j->ws, NULL};
+    b.run = b.states + cd_round((size_t)b.n_chunks * kv);
+    float *slots = b.run + cd_round(kv);
+    if (j->h0) memcpy(b.run, j->h0, sizeof(float) * kv);
+    else memset(b.run, 0, sizeof(float) * kv);
+    cd_sweep s1 = {j, 0, states_prep, states_step, NULL, &b};
+    cd_sweep_run(&s1, slots, slot_floats(j));
+    if (j->dht) memcpy(b.run, j->dht, sizeof(float) * kv);
+    else memset(b.run, 0, sizeof(float) * kv);
+    cd_sweep s2 = {j, 1, grads_prep, grads_step, grads_post, &b};
+    cd_sweep_run(&s2, slots, slot_floats(j));
+    if (j->dh0) memcpy(j->dh0, b.run, sizeof(float) * kv);
 }

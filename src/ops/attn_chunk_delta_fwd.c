@@ -1,41 +1,59 @@
 /* Chunkwise delta rule, forward (math in attn_chunk_delta.h). Per chunk:
  *   prep (state-independent): b, Qg, Kg, Kd, M, Mq, L, X = [W | Ut] (blocked solve)
+ * then per column block [v0, v1) of V (the sweep's step, attn_chunk_delta_sweep.c):
  *   U   = Ut - W S                 (n, V) pseudo-values
  *   O   = scale (Qg S + Mq U)      (n, V), written in place with stride so
  *   S  <- Gam_last S + Kd^T U      (K, V)
- * inner_threads is not used: parallel prep of blocks of chunks (the WY part
- * is state-independent) was bitwise identical but 5x slower on the shared
- * 2-core machine, where the waiting OpenMP worker spins against the thread
- * doing the state recurrence. */
+ * On one thread chunk by chunk; on inner threads the preps of later chunks
+ * run beside the column blocks of earlier ones. */
 #include <string.h>
 
 #include "attn_chunk_delta.h"
 
+typedef struct {
+    int C;
+    float *S; /* (K, V) running state */
+} fwd_sweep;
+
+static size_t slot_floats(const lina_attn_job *j) { return cd_chunk_floats(j, cd_chunk_rows(j), 0); }
+
 size_t cd_forward_floats(const lina_attn_job *j) {
-    return cd_chunk_floats(j, cd_chunk_rows(j), 0) + cd_round((size_t)j->K * j->V);
+    return cd_round((size_t)j->K * j->V) + (size_t)cd_sweep_slots(j, 0) * slot_floats(j);
 }
 
-/* O for the chunk at t0 from the state S before it (c->U already computed). */
-static void chunk_output(const lina_attn_job *j, const cd_chunk *c, int t0, int n, const float *S) {
-    int K = j->K, V = j->V;
-    float *o = j->o + (ptrdiff_t)t0 * j->so;
-    cd_gemm(0, 0, n, V, K, j->scale, c->Qg, K, S, V, 0.0f, o, j->so);
-    cd_gemm_tri(0, n, V, j->scale, c->Mq, c->C, c->U, V, 1.0f, o, j->so);
+static int chunk_len(const lina_attn_job *j, int C, int i) {
+    return j->T - i * C < C ? j->T - i * C : C;
+}
+
+static void fwd_prep(const cd_sweep *s, int i, float *slot) {
+    const fwd_sweep *f = s->arg;
+    cd_chunk c;
+    cd_chunk_carve(s->j, f->C, 0, &c, slot);
+    c.keys_only = s->j->o == NULL; /* Mq only serves the output */
+    cd_prep(s->j, &c, i * f->C, chunk_len(s->j, f->C, i));
+}
+
+static void fwd_step(const cd_sweep *s, int i, int v0, int v1, float *slot) {
+    const lina_attn_job *j = s->j;
+    const fwd_sweep *f = s->arg;
+    int K = j->K, V = j->V, t0 = i * f->C, n = chunk_len(j, f->C, i), w = v1 - v0;
+    cd_chunk c;
+    cd_chunk_carve(j, f->C, 0, &c, slot);
+    cd_pseudo_values(j, &c, n, f->S, v0, v1);
+    if (j->o) {
+        float *o = j->o + (ptrdiff_t)t0 * j->so + v0;
+        cd_gemm(0, 0, n, w, K, j->scale, c.Qg, K, f->S + v0, V, 0.0f, o, j->so);
+        cd_gemm_tri(0, n, w, j->scale, c.Mq, c.C, c.U + v0, V, 1.0f, o, j->so);
+    }
+    cd_state_update(j, &c, n, f->S, v0, v1);
 }
 
 void lina_chunk_delta_forward(const lina_attn_job *j) {
-    int C = cd_chunk_rows(j);
     size_t kv = (size_t)j->K * j->V;
-    cd_chunk c;
-    float *S = cd_chunk_carve(j, C, 0, &c, j->ws); /* (K, V) running state after the chunk buffers */
-    if (j->h0) memcpy(S, j->h0, sizeof(float) * kv);
-    else memset(S, 0, sizeof(float) * kv);
-    for (int t0 = 0; t0 < j->T; t0 += C) {
-        int n = j->T - t0 < C ? j->T - t0 : C;
-        cd_prep(j, &c, t0, n);
-        cd_pseudo_values(j, &c, n, S);
-        if (j->o) chunk_output(j, &c, t0, n, S);
-        cd_state_update(j, &c, n, S);
-    }
-    if (j->ht) memcpy(j->ht, S, sizeof(float) * kv);
+    fwd_sweep f = {cd_chunk_rows(j), j->ws};
+    if (j->h0) memcpy(f.S, j->h0, sizeof(float) * kv);
+    else memset(f.S, 0, sizeof(float) * kv);
+    cd_sweep s = {j, 0, fwd_prep, fwd_step, NULL, &f};
+    cd_sweep_run(&s, j->ws + cd_round(kv), slot_floats(j));
+    if (j->ht) memcpy(j->ht, f.S, sizeof(float) * kv);
 }
