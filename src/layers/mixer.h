@@ -4,7 +4,9 @@
  *
  * Linear mixers, per token x (D) with H heads, key dim K, value dim V:
  *   q, k, v  = projections of x, then per kind: short conv + SiLU, L2 norm,
- *              rotary, feature map (see mixer_linear.c)
+ *              rotary, feature map phi (see mixer_linear.c): elu+1, cosFormer,
+ *              FAVOR+ (Performer), Hedgehog; the attention then runs on F =
+ *              phi's output dim per head (K, 2K, K ln K, 2K), normalized
  *   beta     = sigmoid(b_proj x)                                 (delta rule)
  *   g        = log-decay: -exp(A_log) softplus(a_proj x + dt_bias) | logsigmoid(gk)/16 | const
  *   o        = lina_attn (recurrence of DESIGN.md §2)
