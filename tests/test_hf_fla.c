@@ -15,23 +15,10 @@
 #include "lina/hf.h"
 #include "lina/io.h"
 #include "util/check.h"
-
-static const lina_tensor_view *need(const lina_st_file *f, const char *name, lina_dtype dt, int ndim) {
-    const lina_tensor_view *t = lina_st_find(f, name);
-    return t && t->dtype == dt && t->ndim == ndim ? t : NULL;
-}
-
-static int64_t *copy_ids(const lina_tensor_view *t) {
-    size_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
-    int64_t *ids = malloc(n * sizeof *ids);
-    if (ids) memcpy(ids, t->data, n * sizeof *ids);
-    return ids;
-}
+#include "util/fixture.h"
 
 static void data_dir(char *out, size_t n, const char *name) {
-    const char *data = getenv("LINA_TEST_DATA");
-    snprintf(out, n, "%s/hf_fla_oracle/%s", data && *data ? data : "tests/data", name);
+    snprintf(out, n, "%s/hf_fla_oracle/%s", fixture_data_dir(), name);
 }
 
 static void check_steps(const char *name, lina_hf_model *m, int B, int T, const int64_t *id, const float *want) {
@@ -77,10 +64,10 @@ static void check_model(const char *name) {
     lina_st_file *f = NULL;
     lina_status st = lina_hf_load(dir, &m);
     if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? need(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? need(f, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = f ? need(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *greedy = f ? need(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
+    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
+                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL,
+                           *prompt = f ? fixture_tensor(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
+                           *greedy = f ? fixture_tensor(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     snprintf(tname, sizeof tname, "%s_load", name);
     int ok = !st && ids && ref && prompt && greedy && ref->shape[2] == lina_hf_vocab_size(m);
     test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
@@ -92,7 +79,7 @@ static void check_model(const char *name) {
     int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
     size_t n = (size_t)B * T * V;
     float *got = alloc_floats(n), *want = alloc_floats(n);
-    int64_t *id = copy_ids(ids);
+    int64_t *id = fixture_ids(ids);
     lina_tensor_to_f32(ref, want, (int64_t)n);
     st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
     snprintf(tname, sizeof tname, "%s_logits_rel_rms_1e-4", name);
@@ -101,7 +88,7 @@ static void check_model(const char *name) {
     check_steps(name, m, B, T, id, want);
 
     int np = (int)prompt->shape[1], n_new = (int)greedy->shape[1] - np;
-    int64_t *p = copy_ids(prompt), *g = copy_ids(greedy), *out = calloc((size_t)n_new + 1, sizeof *out);
+    int64_t *p = fixture_ids(prompt), *g = fixture_ids(greedy), *out = calloc((size_t)n_new + 1, sizeof *out);
     st = lina_hf_generate_greedy(NULL, m, p, np, n_new, out);
     int same = !st && !memcmp(out, g + np, (size_t)n_new * sizeof *out);
     snprintf(tname, sizeof tname, "%s_greedy_%d_tokens_exact", name, n_new);

@@ -15,24 +15,12 @@
 #include "lina/hf.h"
 #include "lina/io.h"
 #include "util/check.h"
+#include "util/fixture.h"
 
 static const char *fixture_dir(void) {
     static char dir[1200];
-    const char *data = getenv("LINA_TEST_DATA");
-    snprintf(dir, sizeof dir, "%s/hf_qwen3_next", data && *data ? data : "tests/data");
+    snprintf(dir, sizeof dir, "%s/hf_qwen3_next", fixture_data_dir());
     return dir;
-}
-
-static const lina_tensor_view *need(const lina_st_file *f, const char *name, lina_dtype dt, int ndim) {
-    const lina_tensor_view *t = lina_st_find(f, name);
-    return t && t->dtype == dt && t->ndim == ndim ? t : NULL;
-}
-
-static int64_t *copy_ids(const lina_tensor_view *t) {
-    size_t n = (size_t)t->shape[0] * t->shape[1];
-    int64_t *ids = malloc(n * sizeof *ids);
-    if (ids) memcpy(ids, t->data, n * sizeof *ids);
-    return ids;
 }
 
 static void check_golden(void) {
@@ -42,10 +30,10 @@ static void check_golden(void) {
     lina_st_file *f = NULL;
     lina_status st = lina_hf_load(fixture_dir(), &m);
     if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? need(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? need(f, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = f ? need(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *greedy = f ? need(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
+    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
+                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL,
+                           *prompt = f ? fixture_tensor(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
+                           *greedy = f ? fixture_tensor(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     int ok = !st && ids && ref && prompt && greedy && ref->shape[2] == lina_hf_vocab_size(m);
     test_report(ok, "qwen3_next_load", "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
     if (!ok) {
@@ -56,7 +44,7 @@ static void check_golden(void) {
     int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
     size_t n = (size_t)B * T * V;
     float *got = alloc_floats(n), *want = alloc_floats(n), *lg = alloc_floats(n);
-    int64_t *id = copy_ids(ids), *part = malloc((size_t)B * T * sizeof *part);
+    int64_t *id = fixture_ids(ids), *part = malloc((size_t)B * T * sizeof *part);
     lina_tensor_to_f32(ref, want, (int64_t)n);
     st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
     if (st) test_report(0, "qwen3_next_logits_rel_rms_1e-3", "%s", lina_last_error());
@@ -84,7 +72,7 @@ static void check_golden(void) {
     lina_hf_state_free(s);
 
     int np = (int)prompt->shape[1], n_new = (int)greedy->shape[1] - np;
-    int64_t *p = copy_ids(prompt), *g = copy_ids(greedy), *out = calloc((size_t)n_new + 1, sizeof *out);
+    int64_t *p = fixture_ids(prompt), *g = fixture_ids(greedy), *out = calloc((size_t)n_new + 1, sizeof *out);
     st = lina_hf_generate_greedy(NULL, m, p, np, n_new, out);
     int same = !st && !memcmp(out, g + np, (size_t)n_new * sizeof *out);
     test_report(same, "qwen3_next_greedy_24_tokens_exact", "%s", st ? lina_last_error() : same ? "" : "differs");

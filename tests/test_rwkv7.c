@@ -8,22 +8,7 @@
 
 #include "lina.h"
 #include "util/check.h"
-
-static const char *data_dir(void) {
-    const char *d = getenv("LINA_TEST_DATA");
-    return d && *d ? d : "tests/data";
-}
-
-static const lina_tensor_view *need(const lina_st_file *f, const char *name, lina_dtype dt, int ndim) {
-    const lina_tensor_view *t = lina_st_find(f, name);
-    return t && t->dtype == dt && t->ndim == ndim ? t : NULL;
-}
-
-static int64_t *copy_ids(const lina_tensor_view *t) {
-    int64_t *p = malloc((size_t)t->numel * sizeof *p);
-    if (p) memcpy(p, t->data, (size_t)t->numel * sizeof *p);
-    return p;
-}
+#include "util/fixture.h"
 
 /* Feed the B rows in pieces cut at cuts[0..n] (state carried); logits of every position. */
 static lina_status run_pieces(const lina_hf_model *m, int B, int T, const int64_t *ids, const int *cuts, int n,
@@ -49,16 +34,16 @@ static lina_status run_pieces(const lina_hf_model *m, int B, int T, const int64_
 
 static void test_reference(const char *sub, const char *tag) {
     char dir[1024], path[1100], tname[160];
-    snprintf(dir, sizeof dir, "%s/%s", data_dir(), sub);
+    snprintf(dir, sizeof dir, "%s/%s", fixture_data_dir(), sub);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     lina_hf_model *m = NULL;
     lina_st_file *f = NULL;
     lina_status st = lina_hf_load(dir, &m);
     if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? need(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? need(f, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = f ? need(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *greedy = f ? need(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
+    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
+                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL,
+                           *prompt = f ? fixture_tensor(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
+                           *greedy = f ? fixture_tensor(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     int ok = !st && ids && ref && prompt && greedy && ref->shape[2] == lina_hf_vocab_size(m);
     snprintf(tname, sizeof tname, "rwkv7 checkpoint and reference load [%s]", tag);
     test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
@@ -66,7 +51,7 @@ static void test_reference(const char *sub, const char *tag) {
         int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
         size_t n = (size_t)B * T * V;
         float *got = alloc_floats(n), *want = alloc_floats(n);
-        int64_t *id = copy_ids(ids);
+        int64_t *id = fixture_ids(ids);
         lina_tensor_to_f32(ref, want, (int64_t)n);
         st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
         snprintf(tname, sizeof tname, "rwkv7 logits == self-written float64 reference (B=2, T=70) [%s]", tag);
