@@ -3,6 +3,8 @@
  * reports the exact-match accuracy on the test answers (summary or JSON). */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <omp.h>
 #include <math.h>
 #include <stdio.h>
@@ -42,6 +44,13 @@ static void usage(FILE *f) {
             "  --clip X       gradient-norm clip, 0 = off (default 1)\n"
             "  --seed N       seed: model init, training set, order; test set = seed + 10\n"
             "  --threads N    OpenMP threads (default: all cores)\n"
+            "  --dense-head   compute the LM head at every position (the old, slow path;\n"
+            "                 default: only at the scored answer positions, same gradients)\n"
+            "  --checkpoint DIR  save model + optimizer + progress to DIR every --every\n"
+            "                 steps and resume from it if it holds this run (interrupt-safe)\n"
+            "  --every N      steps between progress lines / checkpoints (default 100)\n"
+            "  --eval-n N     test examples scored at every progress line (default 0: none)\n"
+            "  --target-acc X stop early once that accuracy reaches X (needs --eval-n)\n"
             "  --json         print one JSON object\n"
             "  --quiet        no progress bar\n");
 }
@@ -53,19 +62,151 @@ static double short_float(float x) {
     return strtod(buf, NULL);
 }
 
+
+/* ---- checkpoints: DIR/cur/{config.json, model.safetensors, adamw.safetensors,
+ * state.json}; written to DIR/next, then swapped in with renames, so a kill at
+ * any moment leaves a whole checkpoint (cur, or old while swapping). ---- */
+
+typedef struct {
+    int step;          /* optimizer steps done */
+    double tail_sum;   /* sum of the losses of the steps in the final-loss window so far */
+    double seconds;    /* training seconds spent before this process */
+    char run[512];     /* the run's settings; a checkpoint of another run is refused */
+} mqar_state;
+
+static int write_state(const char *path, const mqar_state *s) {
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    int ok = fprintf(f, "{\"step\": %d, \"tail_sum\": %.17g, \"seconds\": %.3f, \"run\": \"%s\"}\n",
+                     s->step, s->tail_sum, s->seconds, s->run) > 0;
+    return fclose(f) == 0 && ok;
+}
+
+static int read_state(const char *path, mqar_state *s) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[2048];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *o = cJSON_Parse(buf);
+    if (!o) return 0;
+    cJSON *st = cJSON_GetObjectItem(o, "step"), *ts = cJSON_GetObjectItem(o, "tail_sum");
+    cJSON *sec = cJSON_GetObjectItem(o, "seconds"), *run = cJSON_GetObjectItem(o, "run");
+    int ok = cJSON_IsNumber(st) && cJSON_IsNumber(ts) && cJSON_IsNumber(sec) && cJSON_IsString(run);
+    if (ok) {
+        s->step = st->valueint;
+        s->tail_sum = ts->valuedouble;
+        s->seconds = sec->valuedouble;
+        snprintf(s->run, sizeof s->run, "%s", run->valuestring);
+    }
+    cJSON_Delete(o);
+    return ok;
+}
+
+static void remove_ckpt_dir(const char *d) {
+    static const char *files[] = {"config.json", "model.safetensors", "adamw.safetensors", "state.json"};
+    char p[4200];
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", d, files[i]);
+        unlink(p);
+    }
+    rmdir(d);
+}
+
+/* Returns 1, or 0 after printing why not. */
+static int save_ckpt(const char *dir, lina_model *m, const lina_adamw *opt, const mqar_state *s) {
+    char next[4096], cur[4096], old[4096], p[4200];
+    snprintf(next, sizeof next, "%s/next", dir);
+    snprintf(cur, sizeof cur, "%s/cur", dir);
+    snprintf(old, sizeof old, "%s/old", dir);
+    remove_ckpt_dir(next);
+    snprintf(p, sizeof p, "%s/adamw.safetensors", next);
+    if (lina_model_save(m, next) != LINA_OK || lina_adamw_save(opt, p) != LINA_OK) {
+        fprintf(stderr, "lina mqar: checkpoint %s: %s\n", next, lina_last_error());
+        return 0;
+    }
+    snprintf(p, sizeof p, "%s/state.json", next);
+    if (!write_state(p, s)) {
+        fprintf(stderr, "lina mqar: cannot write %s: %s\n", p, strerror(errno));
+        return 0;
+    }
+    remove_ckpt_dir(old);
+    if ((access(cur, F_OK) == 0 && rename(cur, old) != 0) || rename(next, cur) != 0) {
+        fprintf(stderr, "lina mqar: cannot swap checkpoint %s into %s: %s\n", next, cur,
+                strerror(errno));
+        return 0;
+    }
+    remove_ckpt_dir(old);
+    return 1;
+}
+
+/* Load DIR/cur (or DIR/old, left by a kill during the swap). Returns 1 if
+ * resumed, 0 if there is no checkpoint, -1 on an error (message printed). */
+static int load_ckpt(const char *dir, const char *run, int threads, lina_model **m,
+                     lina_adamw **opt, const lina_mqar_train_config *tc, mqar_state *s) {
+    const char *subs[] = {"cur", "old"};
+    for (int i = 0; i < 2; i++) {
+        char d[4096], p[4200];
+        snprintf(d, sizeof d, "%s/%s", dir, subs[i]);
+        snprintf(p, sizeof p, "%s/state.json", d);
+        if (access(p, F_OK) != 0) continue;
+        if (!read_state(p, s)) {
+            fprintf(stderr, "lina mqar: cannot read %s\n", p);
+            return -1;
+        }
+        if (strcmp(s->run, run)) {
+            fprintf(stderr, "lina mqar: %s holds another run:\n  %s\nthis run:\n  %s\n", d, s->run, run);
+            return -1;
+        }
+        lina_model *lm = NULL;
+        lina_adamw *lo = NULL;
+        snprintf(p, sizeof p, "%s/adamw.safetensors", d);
+        if (lina_model_load(d, &lm) != LINA_OK || lina_mqar_optimizer(lm, tc, &lo) != LINA_OK ||
+            lina_adamw_load(lo, p) != LINA_OK) {
+            fprintf(stderr, "lina mqar: resuming from %s: %s\n", d, lina_last_error());
+            lina_adamw_free(lo);
+            lina_model_free(lm);
+            return -1;
+        }
+        if (threads > 0) lina_model_set_threads(lm, threads);
+        lina_model_free(*m);
+        lina_adamw_free(*opt);
+        *m = lm;
+        *opt = lo;
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    cli_progress *bar;
+    int quiet;
+    int tail_from;     /* steps after this count towards the final loss */
+    double tail_sum;   /* sum of those steps' losses */
+    double chunk_sum;  /* sum of the losses since the last progress line */
+    int chunk_n;
+} mqar_progress;
+
 static void on_progress(void *user, int step, int steps, double loss) {
-    cli_progress *p = user;
+    mqar_progress *p = user;
+    if (step > p->tail_from) p->tail_sum += loss;
+    p->chunk_sum += loss;
+    p->chunk_n++;
+    if (p->quiet) return;
     char info[64];
     snprintf(info, sizeof info, "loss %.4f", loss);
-    if (step == steps) cli_progress_finish(p, info);
-    else cli_progress_update(p, step, info);
+    if (step == steps) cli_progress_finish(p->bar, info);
+    else cli_progress_update(p->bar, step, info);
 }
 
 int cmd_mqar(int argc, char **argv) {
     lina_mqar_config c = lina_mqar_config_default();
     lina_mqar_train_config tc = lina_mqar_train_default();
     int dim = 64, heads = 0, layers = 2, n_train = 2000, n_test = 300, seed = 1, threads = 0;
-    int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET;
+    int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0;
+    float target_acc = 0;
+    const char *ckpt = NULL;
     tc.steps = 600;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -78,6 +219,9 @@ int cmd_mqar(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
+            continue;
+        } else if (!strcmp(a, "--dense-head")) {
+            tc.dense_head = 1;
             continue;
         } else if (!v) {
             fprintf(stderr, "lina mqar: %s needs a value (or unknown option)\n", a);
@@ -107,6 +251,10 @@ int cmd_mqar(int argc, char **argv) {
         else if (!strcmp(a, "--clip")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &tc.clip);
         else if (!strcmp(a, "--seed")) ok = cli_int(CMD, a, v, 0, 2147483647, &seed);
         else if (!strcmp(a, "--threads")) ok = cli_int(CMD, a, v, 1, 256, &threads);
+        else if (!strcmp(a, "--every")) ok = cli_int(CMD, a, v, 1, 100000000, &every);
+        else if (!strcmp(a, "--eval-n")) ok = cli_int(CMD, a, v, 0, 100000000, &eval_n);
+        else if (!strcmp(a, "--target-acc")) ok = cli_float(CMD, a, v, 0, 1, &target_acc);
+        else if (!strcmp(a, "--checkpoint")) ckpt = v;
         else {
             fprintf(stderr, "lina mqar: unknown option '%s' (see lina mqar --help)\n", a);
             return 2;
@@ -150,6 +298,7 @@ int cmd_mqar(int argc, char **argv) {
     int32_t *x_train = malloc(sizeof(int32_t) * tr), *y_train = malloc(sizeof(int32_t) * tr);
     int32_t *x_test = malloc(sizeof(int32_t) * te), *y_test = malloc(sizeof(int32_t) * te);
     lina_model *m = NULL;
+    lina_adamw *opt = NULL;
     int rc = 1;
     if (!x_train || !y_train || !x_test || !y_test) {
         fprintf(stderr, "lina mqar: out of memory for %d + %d examples of %d tokens\n", n_train,
@@ -164,23 +313,84 @@ int cmd_mqar(int argc, char **argv) {
     }
     if (threads > 0) lina_model_set_threads(m, threads);
 
-    cli_progress bar;
-    char label[96];
-    snprintf(label, sizeof label, "mqar %s d=%d T=%d K=%d", lina_mixer_name((lina_mixer_kind)mixer),
-             dim, c.seq, c.pairs);
-    cli_progress_start(&bar, label, tc.steps);
-    double t0 = cli_now(), train_loss = 0, acc = 0, test_loss = 0;
-    if (lina_mqar_train(m, c.seq, n_train, x_train, y_train, &tc, quiet ? NULL : on_progress, &bar,
-                        &train_loss) != LINA_OK) {
+    const char *mname = lina_mixer_name((lina_mixer_kind)mixer);
+    /* the settings that define the run: a checkpoint resumes only the same run */
+    char run[512];
+    snprintf(run, sizeof run,
+             "%s d=%d heads=%d layers=%d seq=%d pairs=%d vocab=%d a=%g train=%d steps=%d batch=%d "
+             "lr=%g wd=%g clip=%g seed=%d",
+             mname, dim, mc.n_heads, layers, c.seq, c.pairs, c.vocab, c.power_a, n_train, tc.steps,
+             tc.batch, tc.lr, tc.weight_decay, tc.clip, seed);
+    mqar_state state = {0};
+    snprintf(state.run, sizeof state.run, "%s", run);
+    if (lina_mqar_optimizer(m, &tc, &opt) != LINA_OK) {
         fprintf(stderr, "lina mqar: %s\n", lina_last_error());
         goto done;
     }
-    double train_s = cli_now() - t0;
+    if (ckpt) {
+        if (mkdir(ckpt, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "lina mqar: cannot create --checkpoint %s: %s\n", ckpt, strerror(errno));
+            goto done;
+        }
+        int r = load_ckpt(ckpt, run, threads, &m, &opt, &tc, &state);
+        if (r < 0) goto done;
+        if (r > 0 && !quiet)
+            fprintf(stderr, "lina mqar: resuming %s at step %d\n", ckpt, state.step);
+    }
+
+    int use_bar = !quiet && isatty(2);
+    cli_progress bar;
+    char label[96];
+    snprintf(label, sizeof label, "mqar %s d=%d T=%d K=%d", mname, dim, c.seq, c.pairs);
+    if (use_bar) cli_progress_start(&bar, label, tc.steps);
+    int tail = tc.steps < 50 ? tc.steps : 50, step0 = state.step, stopped_at = 0;
+    mqar_progress prog = {&bar, !use_bar, tc.steps - tail, state.tail_sum, 0, 0};
+    double t0 = cli_now(), train_loss = 0, acc = 0, test_loss = 0, eval_acc = -1;
+    for (int s = state.step; s < tc.steps && !stopped_at;) {
+        int s1 = s + every < tc.steps ? s + every : tc.steps;
+        prog.chunk_sum = 0;
+        prog.chunk_n = 0;
+        if (lina_mqar_train_steps(m, opt, c.seq, n_train, x_train, y_train, &tc, s, s1, on_progress,
+                                  &prog) != LINA_OK) {
+            fprintf(stderr, "lina mqar: %s\n", lina_last_error());
+            goto done;
+        }
+        s = s1;
+        int n_eval = eval_n < n_test ? eval_n : n_test;
+        if (n_eval > 0 &&
+            lina_mqar_accuracy(m, c.seq, n_eval, x_test, y_test, 8, &eval_acc, NULL) != LINA_OK) {
+            fprintf(stderr, "lina mqar: %s\n", lina_last_error());
+            goto done;
+        }
+        state.step = s;
+        state.tail_sum = prog.tail_sum;
+        double secs = state.seconds + cli_now() - t0;
+        if (ckpt) {
+            mqar_state saved = state;
+            saved.seconds = secs;
+            if (!save_ckpt(ckpt, m, opt, &saved)) goto done;
+            char p[4200];
+            snprintf(p, sizeof p, "%s/curve.tsv", ckpt);
+            FILE *f = fopen(p, "a");
+            if (f) {
+                fprintf(f, "%d\t%.6f\t%.6f\t%.1f\n", s, prog.chunk_sum / prog.chunk_n, eval_acc, secs);
+                fclose(f);
+            }
+        }
+        if (!quiet && !use_bar)
+            fprintf(stderr, "mqar %s d=%d step %d/%d loss %.4f%s%.2f%% %.0f s\n", mname, dim, s,
+                    tc.steps, prog.chunk_sum / prog.chunk_n, n_eval ? " eval acc " : "",
+                    n_eval ? 100 * eval_acc : 0.0, secs);
+        if (target_acc > 0 && n_eval > 0 && eval_acc >= target_acc && s < tc.steps) stopped_at = s;
+    }
+    if (use_bar) cli_progress_finish(&bar, "done");
+    double train_s = cli_now() - t0, total_s = state.seconds + train_s;
+    int steps_here = state.step - step0;
+    train_loss = stopped_at ? prog.chunk_sum / prog.chunk_n : tail ? prog.tail_sum / tail : NAN;
     if (lina_mqar_accuracy(m, c.seq, n_test, x_test, y_test, 4, &acc, &test_loss) != LINA_OK) {
         fprintf(stderr, "lina mqar: %s\n", lina_last_error());
         goto done;
     }
-    const char *mname = lina_mixer_name((lina_mixer_kind)mixer);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "mixer", mname);
@@ -201,7 +411,12 @@ int cmd_mqar(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "accuracy", acc);
         cJSON_AddNumberToObject(o, "test_loss", test_loss);
         cJSON_AddNumberToObject(o, "train_loss", train_loss);
-        cJSON_AddNumberToObject(o, "train_seconds", train_s);
+        cJSON_AddNumberToObject(o, "train_seconds", total_s);
+        cJSON_AddStringToObject(o, "head", tc.dense_head ? "dense" : "scored");
+        cJSON_AddNumberToObject(o, "threads", threads > 0 ? threads : omp_get_max_threads());
+        cJSON_AddNumberToObject(o, "steps_this_process", steps_here);
+        cJSON_AddNumberToObject(o, "step_seconds", steps_here ? train_s / steps_here : 0);
+        if (stopped_at) cJSON_AddNumberToObject(o, "stopped_at_step", stopped_at);
         char *s = cJSON_PrintUnformatted(o);
         printf("%s\n", s);
         free(s);
@@ -210,12 +425,13 @@ int cmd_mqar(int argc, char **argv) {
         printf("mqar: %s, %d layers, d=%d, %d heads, T=%d, K=%d pairs, V=%d, %zu params\n", mname,
                layers, dim, mc.n_heads, c.seq, c.pairs, c.vocab, lina_model_n_params(m));
         printf("  trained %d steps x %d on %d examples (lr %g) in %.1f s, final loss %.4f\n",
-               tc.steps, tc.batch, n_train, tc.lr, train_s, train_loss);
+               stopped_at ? stopped_at : tc.steps, tc.batch, n_train, tc.lr, total_s, train_loss);
         printf("  test accuracy %.2f%% on %d examples (%d answers), answer loss %.4f\n",
                100.0 * acc, n_test, n_test * c.pairs, test_loss);
     }
     rc = 0;
 done:
+    lina_adamw_free(opt);
     lina_model_free(m);
     free(x_train);
     free(y_train);

@@ -98,6 +98,15 @@ float *lina_model_find(lina_model *m, const char *name, size_t *numel);
  * ignored); logits (B, T, vocab) are written if non-NULL. */
 lina_status lina_model_forward(lina_model *m, int B, int T, const int32_t *tokens,
                                const int32_t *targets, float *logits, float *loss);
+/* The same loss with the LM head computed only at the S positions whose target
+ * is >= 0 (error if there are none): gathers their final hidden rows, head GEMM
+ * and softmax-CE on S rows; lina_model_backward then scatters the gradient
+ * back and gives the dense path's gradients. logits (S, vocab), scored rows in
+ * order, are written if non-NULL; *n_scored = S if non-NULL. For tasks that
+ * score few positions (MQAR). */
+lina_status lina_model_forward_scored(lina_model *m, int B, int T, const int32_t *tokens,
+                                      const int32_t *targets, float *logits, float *loss,
+                                      int *n_scored);
 /* Backward of the last forward (which must have had targets): ACCUMULATES
  * grad_scale * d(loss)/d(params) into the gradient buffer. */
 lina_status lina_model_backward(lina_model *m, float grad_scale);

@@ -48,7 +48,8 @@ typedef struct {
     float lr;           /* peak learning rate */
     float weight_decay; /* AdamW decoupled weight decay */
     float clip;         /* global gradient-norm clip, 0 = off */
-    uint64_t seed;      /* order of the training examples */
+    uint64_t seed;      /* order of the training examples (epoch e's permutation: f(seed, e)) */
+    int dense_head;     /* 1: LM head at every position (the slow path, for timing); 0: scored rows only */
 } lina_mqar_train_config;
 
 lina_mqar_train_config lina_mqar_train_default(void); /* 1000 steps, batch 16, lr 1e-3, wd 0.1, clip 1 */
@@ -57,11 +58,24 @@ lina_mqar_train_config lina_mqar_train_default(void); /* 1000 steps, batch 16, l
 typedef void (*lina_mqar_progress)(void *user, int step, int steps, double loss);
 
 /* AdamW on the n_train examples (inputs/targets (n_train, T)), visited in a
- * fresh seeded permutation each epoch. *final_loss (may be NULL): mean loss
+ * fresh seeded permutation each epoch (lina_mqar_train_steps over all steps). *final_loss (may be NULL): mean loss
  * of the last min(50, steps) steps. */
 lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *inputs,
                             const int32_t *targets, const lina_mqar_train_config *tc,
                             lina_mqar_progress cb, void *user, double *final_loss);
+
+/* The AdamW optimizer lina_mqar_train uses (lr, weight decay from tc). */
+lina_status lina_mqar_optimizer(lina_model *m, const lina_mqar_train_config *tc, lina_adamw **out);
+
+/* Steps [step0, step1) (0-based) of the tc->steps-step run, with an optimizer
+ * from lina_mqar_optimizer holding the state after step0 steps. The batch of
+ * step s is examples s*B .. s*B+B-1 of the stream of seeded epoch permutations
+ * and the learning rate is the schedule's at s, so a run split into pieces
+ * (interrupted, checkpointed, resumed) equals the run done at once. */
+lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_train,
+                                  const int32_t *inputs, const int32_t *targets,
+                                  const lina_mqar_train_config *tc, int step0, int step1,
+                                  lina_mqar_progress cb, void *user);
 
 /* Exact-match accuracy over the answer positions of n examples (evaluated
  * `batch` at a time) and the mean cross-entropy there (loss may be NULL). */

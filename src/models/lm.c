@@ -75,10 +75,6 @@ static void declare(lina_model *m, const char *name, int ndim, int64_t d0, int64
 
 static void init_tensor(const lina_model *m, const lina_tensor_entry *e, uint64_t *rng) {
     float *w = m->params + e->offset;
-    if (e->init == LINA_INIT_FAVOR || e->init == LINA_INIT_HEDGEHOG) { /* whole-matrix inits */
-        lina_mixer_init_fmap_tensor(e->init, e->shape, lina_sm64_next(rng), w);
-        return;
-    }
     for (size_t i = 0; i < e->numel; i++) {
         double v;
         switch (e->init) {
@@ -228,6 +224,7 @@ void lina_model_free(lina_model *m) {
     if (!m) return;
     for (int l = 0; l < LINA_MODEL_MAX_LAYERS; l++) lina_mixer_free(m->layer[l].mixer);
     free_activations(m);
+    free(m->head_rows);
     free(m->params);
     free(m->grads);
     free(m->reg.t);
@@ -295,6 +292,7 @@ lina_status lina_lm_trunk(lina_model *m, int B, int T, const int32_t *tokens,
     m->B = B;
     m->T = T;
     m->have_targets = 0;
+    m->n_head_rows = 0; /* dense head unless lina_model_forward_scored says otherwise */
     memcpy(m->tokens, tokens, sizeof(int32_t) * N);
     lina_embedding_forward(N, D, m->tokens, m->embed.w, m->layer[0].x_in);
     for (int l = 0; l < c->n_layers; l++) {
@@ -351,8 +349,12 @@ lina_status lina_model_backward(lina_model *m, float grad_scale) {
     int N = m->B * m->T, D = c->dim, Vb = c->vocab_size, th = m->threads;
     size_t ND = (size_t)N * D;
     float *dlogits = m->probs; /* overwritten in place */
-    lina_cross_entropy_backward(N, Vb, m->probs, m->targets, m->n_valid, grad_scale, dlogits, th);
-    lina_linear_backward(N, D, Vb, m->xf, m->lm_head.w, dlogits, m->dxf, 1, m->lm_head.g, NULL);
+    if (m->n_head_rows > 0) {
+        lina_lm_head_at_backward(m, grad_scale);
+    } else {
+        lina_cross_entropy_backward(N, Vb, m->probs, m->targets, m->n_valid, grad_scale, dlogits, th);
+        lina_linear_backward(N, D, Vb, m->xf, m->lm_head.w, dlogits, m->dxf, 1, m->lm_head.g, NULL);
+    }
     memset(m->dx, 0, sizeof(float) * ND);
     lina_rmsnorm_backward(N, D, m->x_out, m->final_norm.w, m->rstdf, m->dxf, m->dx, m->final_norm.g, th);
     for (int l = c->n_layers - 1; l >= 0; l--) {

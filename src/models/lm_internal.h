@@ -47,6 +47,9 @@ struct lina_model {
     float *tmp, *dx, *dmid, *dxn, *dxf; /* (N, D) */
     float *da, *db;              /* (N, I) */
     int32_t *tokens, *targets;   /* (N) */
+    /* scored-rows head (lm_head_at.c): n_head_rows > 0 after lina_model_forward_scored */
+    int n_head_rows, head_cap;
+    int32_t *head_rows, *head_targets; /* (head_cap) each, one allocation */
 };
 
 /* lina_model_create; init = 0 leaves the weights zero (a checkpoint fills them). */
@@ -58,6 +61,8 @@ lina_status lina_lm_trunk(lina_model *m, int B, int T, const int32_t *tokens,
                           lina_mixer_state *states, int pos0);
 /* logits (rows, vocab) = xf[rows] W_head^T */
 void lina_lm_head(lina_model *m, int row0, int rows, float *logits);
+/* Backward of the scored-rows head (lm_head_at.c): d(loss)/d(xf) into m->dxf. */
+void lina_lm_head_at_backward(lina_model *m, float grad_scale);
 
 struct lina_gen_state {
     lina_model_config cfg;

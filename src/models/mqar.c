@@ -120,28 +120,49 @@ done:
 
 lina_mqar_train_config lina_mqar_train_default(void) {
     lina_mqar_train_config t = {.steps = 1000, .batch = 16, .warmup = 0, .lr = 1e-3f,
-                                .weight_decay = 0.1f, .clip = 1.0f, .seed = 1};
+                                .weight_decay = 0.1f, .clip = 1.0f, .seed = 1, .dense_head = 0};
     return t;
 }
 
-lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *inputs,
-                            const int32_t *targets, const lina_mqar_train_config *tc,
-                            lina_mqar_progress cb, void *user, double *final_loss) {
-    if (!m || !inputs || !targets || !tc)
+lina_status lina_mqar_optimizer(lina_model *m, const lina_mqar_train_config *tc, lina_adamw **out) {
+    if (!m || !tc || !out) return lina_fail(LINA_ERR_INVALID_ARG, "mqar optimizer: NULL argument");
+    lina_adamw_config oc = lina_adamw_default();
+    oc.lr = tc->lr;
+    oc.weight_decay = tc->weight_decay;
+    return lina_adamw_create(m, &oc, out);
+}
+
+/* order[0..n) = the permutation of the training set for `epoch`, a function
+ * of (seed, epoch) only, so any step's batch can be rebuilt after a resume. */
+static void epoch_order(uint64_t seed, int64_t epoch, int n, int *order) {
+    lina_rng r;
+    lina_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch * 0xBF58476D1CE4E5B9ull + 7);
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)lina_rng_below(&r, (uint64_t)i + 1);
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_train,
+                                  const int32_t *inputs, const int32_t *targets,
+                                  const lina_mqar_train_config *tc, int step0, int step1,
+                                  lina_mqar_progress cb, void *user) {
+    if (!m || !opt || !inputs || !targets || !tc)
         return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: NULL argument");
     if (T < 1 || n_train < 1 || tc->batch < 1 || tc->steps < 0 || tc->warmup < 0)
         return lina_fail(LINA_ERR_INVALID_ARG,
                          "mqar train: T = %d, n_train = %d, batch = %d, steps = %d, warmup = %d",
                          T, n_train, tc->batch, tc->steps, tc->warmup);
+    if (step0 < 0 || step1 < step0 || step1 > tc->steps)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: steps [%d, %d) outside [0, %d]", step0,
+                         step1, tc->steps);
     if (!(tc->lr > 0) || !isfinite(tc->lr))
         return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: lr = %g must be > 0", tc->lr);
     int B = tc->batch;
-    lina_adamw_config oc = lina_adamw_default();
-    oc.lr = tc->lr;
-    oc.weight_decay = tc->weight_decay;
-    lina_adamw *opt = NULL;
-    lina_status st = lina_adamw_create(m, &oc, &opt);
-    if (st) return st;
+    lina_status st = LINA_OK;
     int *order = malloc(sizeof(int) * n_train);                 // (n_train) epoch permutation
     int32_t *x = malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T) batch tokens
     int32_t *y = malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T) batch targets
@@ -149,30 +170,20 @@ lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *in
         st = lina_fail(LINA_ERR_OOM, "mqar train: out of memory (batch %d x %d)", B, T);
         goto done;
     }
-    lina_rng r;
-    lina_rng_seed(&r, tc->seed);
-    int next = n_train; /* position in the permutation; n_train = reshuffle */
-    int tail = tc->steps < 50 ? tc->steps : 50;
-    double tail_sum = 0;
-    for (int s = 0; s < tc->steps; s++) {
-        for (int b = 0; b < B; b++) {
-            if (next == n_train) {
-                for (int i = 0; i < n_train; i++) order[i] = i;
-                for (int i = n_train - 1; i > 0; i--) {
-                    int j = (int)lina_rng_below(&r, (uint64_t)i + 1);
-                    int t = order[i];
-                    order[i] = order[j];
-                    order[j] = t;
-                }
-                next = 0;
-            }
-            size_t e = (size_t)order[next++];
+    int64_t have_epoch = -1;
+    for (int s = step0; s < step1; s++) {
+        for (int b = 0; b < B; b++) { /* example number s B + b of the endless epoch stream */
+            int64_t idx = (int64_t)s * B + b, epoch = idx / n_train;
+            if (epoch != have_epoch) epoch_order(tc->seed, have_epoch = epoch, n_train, order);
+            size_t e = (size_t)order[idx % n_train];
             memcpy(x + (size_t)b * T, inputs + e * T, sizeof(int32_t) * T);
             memcpy(y + (size_t)b * T, targets + e * T, sizeof(int32_t) * T);
         }
         float loss = 0;
         lina_model_zero_grads(m);
-        if ((st = lina_model_forward(m, B, T, x, y, NULL, &loss))) goto done;
+        st = tc->dense_head ? lina_model_forward(m, B, T, x, y, NULL, &loss)
+                            : lina_model_forward_scored(m, B, T, x, y, NULL, &loss, NULL);
+        if (st) goto done;
         if (!isfinite(loss)) {
             st = lina_fail(LINA_ERR_NONFINITE, "mqar train: loss %g at step %d", loss, s + 1);
             goto done;
@@ -181,15 +192,41 @@ lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *in
         if (tc->clip > 0) lina_clip_grad_norm(m, tc->clip);
         float lr = lina_lr_schedule(s, tc->warmup, tc->steps, tc->lr, tc->lr * 0.1f);
         if ((st = lina_adamw_step(opt, m, lr))) goto done;
-        if (s >= tc->steps - tail) tail_sum += loss;
         if (cb) cb(user, s + 1, tc->steps, loss);
     }
-    if (final_loss) *final_loss = tail ? tail_sum / tail : NAN;
 done:
-    lina_adamw_free(opt);
     free(order);
     free(x);
     free(y);
+    return st;
+}
+
+typedef struct {
+    lina_mqar_progress cb;
+    void *user;
+    int tail_from; /* steps after this one count towards the final loss */
+    double tail_sum;
+} tail_mean;
+
+static void tail_progress(void *user, int step, int steps, double loss) {
+    tail_mean *t = user;
+    if (step > t->tail_from) t->tail_sum += loss;
+    if (t->cb) t->cb(t->user, step, steps, loss);
+}
+
+lina_status lina_mqar_train(lina_model *m, int T, int n_train, const int32_t *inputs,
+                            const int32_t *targets, const lina_mqar_train_config *tc,
+                            lina_mqar_progress cb, void *user, double *final_loss) {
+    if (!m || !tc) return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: NULL argument");
+    lina_adamw *opt = NULL;
+    lina_status st = lina_mqar_optimizer(m, tc, &opt);
+    if (st) return st;
+    int tail = tc->steps < 50 ? tc->steps : 50;
+    tail_mean t = {cb, user, tc->steps - tail, 0};
+    st = lina_mqar_train_steps(m, opt, T, n_train, inputs, targets, tc, 0, tc->steps, tail_progress,
+                               &t);
+    if (!st && final_loss) *final_loss = tail ? t.tail_sum / tail : NAN;
+    lina_adamw_free(opt);
     return st;
 }
 
@@ -202,25 +239,33 @@ lina_status lina_mqar_accuracy(lina_model *m, int T, int n, const int32_t *input
                          batch);
     int V = lina_model_get_config(m)->vocab_size;
     if (batch > n) batch = n;
-    float *logits = malloc(sizeof(float) * (size_t)batch * T * V); // (batch, T, V)
-    if (!logits)
-        return lina_fail(LINA_ERR_OOM, "mqar accuracy: out of memory for %d x %d x %d logits",
-                         batch, T, V);
+    float *logits = NULL; /* (S, V): the scored rows of one batch */
+    size_t logits_rows = 0;
     long answers = 0, correct = 0;
     double loss_sum = 0; /* sum over answers of -log p(value) */
     lina_status st = LINA_OK;
     for (int e0 = 0; e0 < n; e0 += batch) {
-        int B = n - e0 < batch ? n - e0 : batch;
+        int B = n - e0 < batch ? n - e0 : batch, S = 0;
         const int32_t *x = inputs + (size_t)e0 * T, *y = targets + (size_t)e0 * T;
-        long valid = 0;
+        size_t valid = 0;
         for (size_t i = 0; i < (size_t)B * T; i++) valid += y[i] >= 0;
         if (!valid) continue;
+        if (valid > logits_rows) {
+            free(logits);
+            logits = malloc(sizeof(float) * valid * V);
+            logits_rows = logits ? valid : 0;
+            if (!logits) {
+                st = lina_fail(LINA_ERR_OOM, "mqar accuracy: out of memory for %zu x %d logits",
+                               valid, V);
+                break;
+            }
+        }
         float l = 0;
-        if ((st = lina_model_forward(m, B, T, x, y, logits, &l))) break;
-        loss_sum += (double)l * valid;
-        for (size_t i = 0; i < (size_t)B * T; i++) {
+        if ((st = lina_model_forward_scored(m, B, T, x, y, logits, &l, &S))) break;
+        loss_sum += (double)l * S;
+        for (size_t i = 0, r = 0; i < (size_t)B * T; i++) {
             if (y[i] < 0) continue;
-            const float *z = logits + i * V;
+            const float *z = logits + r++ * V;
             int best = 0;
             for (int v = 1; v < V; v++)
                 if (z[v] > z[best]) best = v;
