@@ -75,6 +75,10 @@ static void declare(lina_model *m, const char *name, int ndim, int64_t d0, int64
 
 static void init_tensor(const lina_model *m, const lina_tensor_entry *e, uint64_t *rng) {
     float *w = m->params + e->offset;
+    if (e->init == LINA_INIT_FAVOR || e->init == LINA_INIT_HEDGEHOG) { /* whole-matrix inits */
+        lina_mixer_init_fmap_tensor(e->init, e->shape, lina_sm64_next(rng), w);
+        return;
+    }
     for (size_t i = 0; i < e->numel; i++) {
         double v;
         switch (e->init) {
