@@ -4,17 +4,33 @@
  * cases; only its order and its thread change, so results do not depend on
  * the thread count.
  *
- * The threaded schedule stays inside one parallel region (a barrier per
- * round, no team wake-up per chunk) and gives every thread work in every
- * round: on this 2-core machine an idle OpenMP worker spins against the busy
- * one (a previous version, parallel prep then a serial state pass, was 5x
- * slower under load). Jobs with fewer than CD_MIN_THREADED_CHUNKS chunks run
- * on one thread. */
+ * Threaded schedule, without barriers: the chunks in flight live in a ring of
+ * slots, and every thread loops over "what can be done now", in this order:
+ *   step   the next chunk of a column block nobody holds, once it is prepared
+ *          (the state recurrence: the critical path);
+ *   post   the next chunk whose column blocks are all stepped;
+ *   prep   the next chunk, once its slot is free (the chunk n_slots earlier
+ *          is finished).
+ * A descheduled thread (this machine has 2 cores and many users) stalls only
+ * the work that depends on it; the others keep working. A previous version
+ * (parallel preps, then the state pass on one thread while the other waited)
+ * was 5x slower under load. Jobs with fewer than CD_MIN_THREADED_CHUNKS
+ * chunks run on one thread. */
+#include <sched.h>
+#include <stdatomic.h>
+
 #include "attn_chunk_delta.h"
 
-#define CD_COL_BLOCK 64             /* widest column block of the state passes */
-#define CD_ROUND_PER_THREAD 2       /* chunks per round and thread */
-#define CD_MIN_THREADED_CHUNKS 8    /* fewer chunks: one thread */
+#define CD_COL_BLOCK 64 /* widest column block of the state passes */
+#ifndef CD_SLOTS_PER_THREAD
+#define CD_SLOTS_PER_THREAD 4 /* chunks in flight per thread */
+#endif
+#ifndef CD_MIN_THREADED_CHUNKS
+#define CD_MIN_THREADED_CHUNKS 8 /* fewer chunks: one thread */
+#endif
+#define CD_MAX_SLOTS 64
+#define CD_MAX_COL_BLOCKS ((65536 + CD_COL_BLOCK - 1) / CD_COL_BLOCK)
+#define CD_SPINS 64 /* polls with nothing to do before yielding the core */
 
 int cd_col_blocks(int V) { return V <= CD_COL_BLOCK ? 1 : (V + CD_COL_BLOCK - 1) / CD_COL_BLOCK; }
 
@@ -30,17 +46,17 @@ static int n_chunks_of(const lina_attn_job *j) {
 }
 
 int cd_sweep_threads(const lina_attn_job *j) {
-    if (j->inner_threads <= 1 || n_chunks_of(j) < CD_MIN_THREADED_CHUNKS) return 1;
-    return j->inner_threads;
+    if (j->inner_threads <= 1 || n_chunks_of(j) < CD_MIN_THREADED_CHUNKS ||
+        cd_col_blocks(j->V) > CD_MAX_COL_BLOCKS)
+        return 1;
+    return j->inner_threads < CD_MAX_SLOTS / CD_SLOTS_PER_THREAD ? j->inner_threads
+                                                                  : CD_MAX_SLOTS / CD_SLOTS_PER_THREAD;
 }
 
-static int round_chunks(int threads) { return CD_ROUND_PER_THREAD * threads; }
-
 int cd_sweep_slots(const lina_attn_job *j, int with_post) {
+    (void)with_post;
     int threads = cd_sweep_threads(j);
-    if (threads <= 1) return 1;
-    /* rounds in flight: prep of r, step of r-1 (and post of r-2) */
-    return (with_post ? 3 : 2) * round_chunks(threads);
+    return threads <= 1 ? 1 : CD_SLOTS_PER_THREAD * threads;
 }
 
 /* Chunk visited at position p of the sweep. */
@@ -62,37 +78,108 @@ static void sweep_serial(const cd_sweep *s, int n_chunks, float *slot) {
     }
 }
 
+/* Shared progress of a threaded sweep; positions p = 0 .. n-1 in visiting
+ * order, position p in slot p % n_slots. */
+typedef struct {
+    const cd_sweep *s;
+    int n, ncb, n_slots;
+    float *slots;
+    size_t slot_floats;
+    atomic_int next_prep, next_post, finished;
+    atomic_int prepped[CD_MAX_SLOTS];   /* position whose prep is complete in the slot */
+    atomic_int stepped[CD_MAX_SLOTS];   /* column blocks stepped for that position */
+    atomic_int done[CD_MAX_SLOTS];      /* last position finished in the slot */
+    atomic_int step_pos[CD_MAX_COL_BLOCKS]; /* next position of each column block */
+    atomic_int held[CD_MAX_COL_BLOCKS];     /* a thread is stepping the column block */
+} progress;
+
+static float *slot_of(const progress *g, int p) {
+    return g->slots + (size_t)(p % g->n_slots) * g->slot_floats;
+}
+
+static void finish(progress *g, int p) {
+    atomic_store_explicit(&g->done[p % g->n_slots], p, memory_order_release);
+    atomic_fetch_add_explicit(&g->finished, 1, memory_order_release);
+}
+
+/* Steps of column block cb while its next position is prepared; 1 if any. */
+static int try_steps(progress *g, int cb) {
+    int expect = 0;
+    if (atomic_load_explicit(&g->held[cb], memory_order_relaxed) ||
+        !atomic_compare_exchange_strong_explicit(&g->held[cb], &expect, 1, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return 0;
+    int v0, v1, p = atomic_load_explicit(&g->step_pos[cb], memory_order_relaxed), worked = 0;
+    cd_col_range(g->s->j->V, cb, &v0, &v1);
+    while (p < g->n &&
+           atomic_load_explicit(&g->prepped[p % g->n_slots], memory_order_acquire) == p) {
+        g->s->step(g->s, chunk_at(g->s, g->n, p), v0, v1, slot_of(g, p));
+        int n_stepped =
+            atomic_fetch_add_explicit(&g->stepped[p % g->n_slots], 1, memory_order_acq_rel) + 1;
+        if (n_stepped == g->ncb && !g->s->post) finish(g, p);
+        p++, worked = 1;
+    }
+    atomic_store_explicit(&g->step_pos[cb], p, memory_order_relaxed);
+    atomic_store_explicit(&g->held[cb], 0, memory_order_release);
+    return worked;
+}
+
+static int try_post(progress *g) {
+    int p = atomic_load_explicit(&g->next_post, memory_order_relaxed);
+    if (p >= g->n || atomic_load_explicit(&g->prepped[p % g->n_slots], memory_order_acquire) != p ||
+        atomic_load_explicit(&g->stepped[p % g->n_slots], memory_order_acquire) != g->ncb ||
+        !atomic_compare_exchange_strong_explicit(&g->next_post, &p, p + 1, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return 0;
+    g->s->post(g->s, chunk_at(g->s, g->n, p), slot_of(g, p));
+    finish(g, p);
+    return 1;
+}
+
+static int try_prep(progress *g) {
+    int p = atomic_load_explicit(&g->next_prep, memory_order_relaxed);
+    if (p >= g->n || atomic_load_explicit(&g->done[p % g->n_slots], memory_order_acquire) != p - g->n_slots ||
+        !atomic_compare_exchange_strong_explicit(&g->next_prep, &p, p + 1, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return 0;
+    g->s->prep(g->s, chunk_at(g->s, g->n, p), slot_of(g, p));
+    atomic_store_explicit(&g->stepped[p % g->n_slots], 0, memory_order_relaxed);
+    atomic_store_explicit(&g->prepped[p % g->n_slots], p, memory_order_release);
+    return 1;
+}
+
 static void sweep_threaded(const cd_sweep *s, int n_chunks, int threads, float *slots,
                            size_t slot_floats) {
-    int V = s->j->V, ncb = cd_col_blocks(V), R = round_chunks(threads);
-    int n_sets = s->post ? 3 : 2, n_blocks = (n_chunks + R - 1) / R;
-    int rounds = n_blocks + (s->post ? 2 : 1);
-#define SLOT(p) (slots + (size_t)(((p) / R) % n_sets * R + (p) % R) * slot_floats)
-#define BLOCK_LEN(b) ((b) >= 0 && (b) < n_blocks ? ((b) + 1) * R < n_chunks ? R : n_chunks - (b) * R : 0)
+    progress g; /* ~8 KB, on the calling thread's stack; the team shares it */
+    g.s = s, g.n = n_chunks, g.ncb = cd_col_blocks(s->j->V);
+    g.n_slots = CD_SLOTS_PER_THREAD * threads;
+    g.slots = slots, g.slot_floats = slot_floats;
+    atomic_init(&g.next_prep, 0), atomic_init(&g.next_post, 0), atomic_init(&g.finished, 0);
+    for (int i = 0; i < g.n_slots; i++) {
+        atomic_init(&g.prepped[i], -1), atomic_init(&g.stepped[i], 0);
+        atomic_init(&g.done[i], i - g.n_slots); /* free for position i */
+    }
+    for (int cb = 0; cb < g.ncb; cb++) atomic_init(&g.step_pos[cb], 0), atomic_init(&g.held[cb], 0);
 #pragma omp parallel num_threads(threads)
-    for (int r = 0; r < rounds; r++) {
-        int b_step = r - 1, b_post = r - 2;
-        int n_step = BLOCK_LEN(b_step) ? ncb : 0;
-        int n_post = s->post ? BLOCK_LEN(b_post) : 0, n_prep = BLOCK_LEN(r);
-        /* the column-block tasks are the longest: listed first */
-#pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < n_step + n_post + n_prep; task++) {
-            if (task < n_step) {
-                int v0, v1;
-                cd_col_range(V, task, &v0, &v1);
-                for (int p = b_step * R; p < b_step * R + BLOCK_LEN(b_step); p++)
-                    s->step(s, chunk_at(s, n_chunks, p), v0, v1, SLOT(p));
-            } else if (task < n_step + n_post) {
-                int p = b_post * R + task - n_step;
-                s->post(s, chunk_at(s, n_chunks, p), SLOT(p));
+    {
+        int idle = 0;
+        while (atomic_load_explicit(&g.finished, memory_order_acquire) < g.n) {
+            int worked = 0;
+            for (int cb = 0; cb < g.ncb; cb++) worked |= try_steps(&g, cb);
+            if (!worked && s->post) worked = try_post(&g);
+            if (!worked) worked = try_prep(&g);
+            if (worked) {
+                idle = 0;
+            } else if (++idle >= CD_SPINS) {
+                sched_yield(); /* let the thread we wait for (or anyone) run */
+                idle = 0;
             } else {
-                int p = r * R + task - n_step - n_post;
-                s->prep(s, chunk_at(s, n_chunks, p), SLOT(p));
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
             }
         }
     }
-#undef SLOT
-#undef BLOCK_LEN
 }
 
 void cd_sweep_run(const cd_sweep *s, float *slots, size_t slot_floats) {
