@@ -31,6 +31,8 @@ GATE = dict(none=0, const=1, scalar=2, vector=3)
 PEAK_TFLOPS, PEAK_TBS = 790.0, 4.3  # measured ceilings on this card (KINDS.md)
 
 try:
+    if os.environ.get('LINA_BENCH_FLA', '1') != '1':
+        raise ImportError('LINA_BENCH_FLA=0: lina alone')
     sys.path.insert(0, '/tmp/site')
     from fla.ops.simple_gla import chunk_simple_gla
     from fla.ops.gla import chunk_gla
@@ -119,18 +121,12 @@ for (B, T, H, D) in shapes:
                 torch.cuda.synchronize()
             ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages() if e.device_time_total > 0]
             print('profile', name, '; '.join(f'{k[:40]} {ms:.3f} ms x{c}' for k, ms, c in ks), flush=True)
-        # value-tile sizes of the two additive kernels (env overrides read per call)
-        run, _ = lina_call(B, T, H, D, 'none', False, q, k, v, None, None, o)
-        for vs in (16, 32, 64):
-            for vo in (32, 64):
-                os.environ['LINA_CUDA_VT_STATE'], os.environ['LINA_CUDA_VT_OUT'] = str(vs), str(vo)
-                print(f'tiles linear_attn VT_STATE={vs} VT_OUT={vo}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_VT_STATE'], os.environ['LINA_CUDA_VT_OUT']
-        os.environ['LINA_CUDA_ADD_FUSED'] = '1'
+        # the previous (WMMA, shared-memory) additive kernels on the same inputs, for comparison
+        os.environ['LINA_CUDA_ADD_IMPL'] = 'wmma'
         for gate, gg in (('none', None), ('scalar', gs)):
             run, _ = lina_call(B, T, H, D, gate, False, q, k, v, gg, None, o)
-            print(f'fused kernel, additive, gate {gate}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_ADD_FUSED']
+            print(f'wmma kernels, additive, gate {gate}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_ADD_IMPL']
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
 

@@ -18,19 +18,22 @@ if [ ! -e /usr/include/cjson/cJSON.h ] && ls "$ROOT"/.deb/libcjson*.deb >/dev/nu
     cp -r /tmp/cjson/usr/include/cjson /usr/include/ && cp -P /tmp/cjson/usr/lib/x86_64-linux-gnu/libcjson* /usr/lib/x86_64-linux-gnu/ && ldconfig
 fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,noheader
+T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 make BUILD=$BUILD CUDA=1 -j16 lib cuda-tests >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-echo "== GPU tests"
+stamp built; echo "== GPU tests"
 $BUILD/cuda-tests/test_cuda_attn ${1:-} >"$OUT/tests.log" 2>&1; rc=$?
 grep -E '^FAIL' "$OUT/tests.log" | head -30; tail -1 "$OUT/tests.log"
 if [ -d "$ROOT/.whl" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl \
         >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 fi
-echo "== lina vs fla (bf16 forward, median ms)"
+stamp tested; echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
+stamp benchmarked
 if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
     echo "== compute-sanitizer (memcheck, quick test list)"
     timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
     grep -E 'ERROR SUMMARY|^FAIL' "$OUT/sanitizer.log" | head; tail -1 "$OUT/sanitizer.log"
 fi
+stamp done
 exit $rc

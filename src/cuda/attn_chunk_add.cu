@@ -1,5 +1,5 @@
 /* Chunkwise forward of the additive update (gates NONE / CONST / SCALAR) in
- * two launches, so that most of the work runs in parallel over chunks:
+ * two launches (fp32 inputs; 16-bit ones use attn_chunk_add_mma.cu), so that most of the work runs in parallel over chunks:
  *
  * 1. states (sequential over the chunks of a sequence; one block per
  *    sequence, value head and VT value columns): with b the chunk-local
@@ -14,6 +14,7 @@
  * sees the state rounded to bf16, for fp32 it is exact.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
 #include "cuda_tiles.h"
@@ -58,18 +59,6 @@ __host__ __device__ static inline add_layout add_layout_make(int K, int VT, int 
     L.b = take_bytes(&o, (size_t)CS * 4);                         /* cumulative log gates */
     L.total = o;
     return L;
-}
-
-/* Chunk i (over all sequences): first token and length. */
-__device__ __forceinline__ void chunk_range(const lina_cuda_attn_params &p, int i, int64_t *start, int *len) {
-    if (p.chunk_tab) {
-        *start = p.chunk_tab[2 * (int64_t)i];
-        *len = (int)p.chunk_tab[2 * (int64_t)i + 1];
-    } else {
-        const int nc = (p.T + CS - 1) / CS, n = i / nc, c = i % nc;
-        *start = (int64_t)n * p.T + (int64_t)c * CS;
-        *len = min(CS, p.T - c * CS);
-    }
 }
 
 /* Raw log gates of a chunk into b (padding rows 0), then the inclusive cumulative sum. */
@@ -271,6 +260,11 @@ static int pick_vt(int want, int K, int V, int ts, int outputs, int max_smem, si
 }
 
 extern "C" int lina_cuda_chunk_add_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
+    /* 16-bit inputs: the tensor-core kernels (attn_chunk_add_mma.cu); LINA_CUDA_ADD_IMPL=wmma
+     * keeps these (benchmarks compare the two) */
+    const char *impl = getenv("LINA_CUDA_ADD_IMPL");
+    if (dtype != LINA_DTYPE_F32 && !(impl && strcmp(impl, "wmma") == 0))
+        return lina_cuda_chunk_add_mma_forward(p, dtype, stream);
     int dev = 0, max_smem = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);

@@ -45,11 +45,29 @@ int lina_cuda_recurrent_forward(const lina_cuda_attn_params *p, lina_dtype dtype
 /* Additive update (gates NONE / CONST / SCALAR) in two launches: chunk states
  * (sequential over chunks) into p->ws, then outputs (parallel over chunks). */
 int lina_cuda_chunk_add_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* The same for 16-bit inputs on tensor cores (mma.sync): states kernel per
+ * (sequence, head, 64x64 state tile), outputs per (chunk, head, 64 values). */
+int lina_cuda_chunk_add_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
  * configuration fits in the device's shared memory (set *value_tile). */
 size_t lina_cuda_chunk_smem(const lina_cuda_attn_params *p, lina_dtype dtype, int max_smem,
                             int *value_tile, int *chunk);
 #ifdef __cplusplus
+}
+#endif
+
+#ifdef __CUDACC__
+/* Chunk i (over all sequences) of the split kernels: first token and length. */
+__device__ __forceinline__ void chunk_range(const lina_cuda_attn_params &p, int i, int64_t *start, int *len) {
+    const int C = LINA_CUDA_SPLIT_CHUNK;
+    if (p.chunk_tab) {
+        *start = p.chunk_tab[2 * (int64_t)i];
+        *len = (int)p.chunk_tab[2 * (int64_t)i + 1];
+    } else {
+        const int nc = (p.T + C - 1) / C, n = i / nc, c = i % nc;
+        *start = (int64_t)n * p.T + (int64_t)c * C;
+        *len = min(C, p.T - c * C);
+    }
 }
 #endif
 

@@ -296,7 +296,7 @@ int main(int argc, char **argv) {
         {2, 1, 2, 2, 64, 64, NULL, 0},      {1, 63, 2, 4, 100, 64, NULL, 0},
         {2, 65, 2, 2, 128, 128, NULL, 0},   {1, 1000, 1, 1, 64, 100, NULL, 0},
         {1, 265, 1, 2, 128, 128, cu_var, 4}, {1, 130, 1, 1, 256, 256, NULL, 0},
-        {1, 4096, 1, 1, 128, 128, NULL, 0},
+        {1, 4096, 1, 1, 128, 128, NULL, 0}, {2, 150, 2, 4, 40, 72, NULL, 0},
     };
     const int n_shapes = quick ? 3 : (int)(sizeof shapes / sizeof shapes[0]);
     const lina_dtype dts[] = {LINA_DTYPE_F32, LINA_DTYPE_BF16, LINA_DTYPE_F16};
@@ -310,6 +310,13 @@ int main(int argc, char **argv) {
                     if (s->T >= 4096 && gate == LINA_GATE_VECTOR) continue;
                     run_case(s, (lina_gate)gate, (lina_update)upd, dts[di], LINA_FORM_AUTO, (si + gate) % 2, seed++);
                 }
+    /* the previous 16-bit additive kernels (WMMA on shared memory), kept selectable */
+    setenv("LINA_CUDA_ADD_IMPL", "wmma", 1);
+    for (int gate = 0; gate < 3; gate++) {
+        run_case(&shapes[2], (lina_gate)gate, LINA_UPDATE_ADD, LINA_DTYPE_BF16, LINA_FORM_AUTO, gate % 2, seed++);
+        if (!quick) run_case(&shapes[4], (lina_gate)gate, LINA_UPDATE_ADD, LINA_DTYPE_F16, LINA_FORM_AUTO, 1, seed++);
+    }
+    unsetenv("LINA_CUDA_ADD_IMPL");
     /* the token-by-token kernel on the non-vector gates too */
     for (int gate = 0; gate < 3; gate++)
         run_case(&shapes[1], (lina_gate)gate, LINA_UPDATE_DELTA, LINA_DTYPE_F32, LINA_FORM_RECURRENT, 1, seed++);
