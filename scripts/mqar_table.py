@@ -41,10 +41,15 @@ def main():
         sys.exit(0 if has(sys.argv[2], sys.argv[3:]) else 1)
     res, out, cmd = sys.argv[1], sys.argv[2], sys.argv[3]
     rows = load(res)
-    groups = {}  # (seq, pairs, steps, batch, train, lr, vocab) -> {(mixer, dim): row}
+    # (seq, pairs, steps, batch, train, vocab) -> {(mixer, dim): the best row over the lrs}
+    groups, lrs = {}, {}
     for r in rows:
-        g = (r["seq"], r["pairs"], r["steps"], r["batch"], r["train"], r["lr"], r["vocab"])
-        groups.setdefault(g, {})[(r["mixer"], r["dim"])] = r
+        g = (r["seq"], r["pairs"], r["steps"], r["batch"], r["train"], r["vocab"])
+        cell = groups.setdefault(g, {})
+        lrs.setdefault(g, set()).add(r["lr"])
+        old = cell.get((r["mixer"], r["dim"]))
+        if old is None or r["accuracy"] > old["accuracy"]:
+            cell[(r["mixer"], r["dim"])] = r
     md = ["# Multi-query associative recall (MQAR)", "",
           "Zoology's MQAR (Arora et al. 2023): vocabulary V (Zoology: 8192), keys in [1, V/2), values in",
           "[V/2, V), K pairs then each key queried once at a power-law gap (a = 0.01), random",
@@ -58,8 +63,11 @@ def main():
           "shared 2-core CPU. Low numbers mean *not trained enough*, not *cannot recall*.", ""]
     dims_all = sorted({r["dim"] for r in rows})
     for g in sorted(groups, key=lambda g: -len(groups[g])):  # fullest sweep first
-        seq, pairs, steps, batch, train, lr, vocab = g
+        seq, pairs, steps, batch, train, vocab = g
         runs = groups[g]
+        glrs = sorted(lrs[g])
+        lr = f"{glrs[0]}" if len(glrs) == 1 else "best of " + "/".join(f"{x}" for x in glrs) + \
+            " per cell (lr in brackets)"
         dims = sorted({d for (_, d) in runs})
         mixers = [m for m in ORDER if any((m, d) in runs for d in dims)]
         md += [f"## seq {seq}, {pairs} pairs, vocab {vocab}: {steps} steps x batch {batch}, {train} training "
@@ -73,7 +81,8 @@ def main():
             cells = []
             for d in dims:
                 r = runs.get((m, d))
-                cells.append(f"{100 * r['accuracy']:.1f}% ({r['train_seconds']:.0f} s)" if r else "-")
+                lr_note = f"lr {r['lr']}, " if len(glrs) > 1 else ""
+                cells.append(f"{100 * r['accuracy']:.1f}% ({lr_note}{r['train_seconds']:.0f} s)" if r else "-")
             line = f"| {m} | " + " | ".join(cells) + " |"
             if paper:
                 p = PAPER.get(m)
@@ -96,15 +105,15 @@ def main():
         plots = ", ".join(f"'{dat}' index {i} with linespoints lw 2 pt 7 title '{m}'"
                           for i, m in enumerate(series))
         for m, p in PAPER.items():
-            if best[0] == 512 and best[1] == 64 and best[6] == 8192:
+            if best[0] == 512 and best[1] == 64 and best[5] == 8192:
                 pts = " ".join(f"{d} {a}" for d, a in p.items())
                 plots += f", '-' with linespoints dt 2 title '{m} (paper)'"
         inline = ""
-        if best[0] == 512 and best[1] == 64 and best[6] == 8192:
+        if best[0] == 512 and best[1] == 64 and best[5] == 8192:
             for m, p in PAPER.items():
                 inline += "".join(f"{d} {a}\n" for d, a in p.items()) + "e\n"
         gp = (f"set terminal pngcairo size 800,500 noenhanced\nset output '{os.path.join(out, 'mqar.png')}'\n"
-              f"set title 'MQAR seq {best[0]}, {best[1]} pairs, vocab {best[6]}, {best[2]} steps x {best[3]}'\n"
+              f"set title 'MQAR seq {best[0]}, {best[1]} pairs, vocab {best[5]}, {best[2]} steps x {best[3]}'\n"
               "set xlabel 'd_model'\nset ylabel 'test accuracy (%)'\nset logscale x 2\n"
               f"set xrange [{min(dims_all) / 1.3}:{max(dims_all) * 1.3}]\nset yrange [0:105]\n"
               "set key outside right\nset grid\n"
