@@ -122,6 +122,27 @@ def main():
         os.remove(dat)
         md += [f"![accuracy vs d_model](mqar.png) (plot: seq {best[0]}, {best[1]} pairs; dashed: "
                "DeltaNet paper)", ""]
+    # bar charts for single-width sweeps (the d = 64 ordering): lina vs the paper's d = 64
+    for g, runs in sorted(groups.items()):
+        dims = sorted({d for (_, d) in runs})
+        if len(dims) != 1 or len(runs) < 3:
+            continue
+        d = dims[0]
+        seq, pairs, steps, batch, train, vocab = g
+        png = f"mqar_d{d}_{seq}_{pairs}_{vocab}_{steps}.png"
+        mixers = [m for m in ORDER if (m, d) in runs]
+        data = "".join(f"{m} {100 * runs[(m, d)]['accuracy']:.2f} "
+                       f"{PAPER[m][d] if m in PAPER and d in PAPER[m] else '-'}\n" for m in mixers)
+        gp = (f"set terminal pngcairo size 800,450 noenhanced\nset output '{os.path.join(out, png)}'\n"
+              f"set title 'MQAR d={d}: lina at ({seq}, {pairs} pairs, V {vocab}), {steps} steps x {batch}'\n"
+              "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8\n"
+              "set boxwidth 0.9\nset yrange [0:105]\nset ylabel 'test accuracy (%)'\nset grid ytics\n"
+              "set datafile missing '-'\nset key top right\n"
+              "plot '-' using 2:xtic(1) title 'lina (best lr)', '' using 3 title 'paper (512, 64 pairs)'\n"
+              f"{data}e\n{data}e\n")
+        subprocess.run(["gnuplot"], input=gp.encode(), check=True)
+        md += [f"![d={d} ordering](" + png + f") (seq {seq}, {pairs} pairs, vocab {vocab}; paper bars: "
+               "the DeltaNet paper's d = 64 at seq 512, 64 pairs, a harder setting)", ""]
     notes = os.path.join(out, "notes.md")  # hand-written: what ran, what did not, measurements
     if os.path.exists(notes):
         with open(notes) as f:
