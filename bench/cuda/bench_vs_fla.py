@@ -121,6 +121,12 @@ for (B, T, H, D) in shapes:
                 torch.cuda.synchronize()
             ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages() if e.device_time_total > 0]
             print('profile', name, '; '.join(f'{k[:40]} {ms:.3f} ms x{c}' for k, ms, c in ks), flush=True)
+        # value tile of the mma states kernel (env read per call)
+        run, _ = lina_call(B, T, H, D, 'none', False, q, k, v, None, None, o)
+        for bv in (16, 32, 64):
+            os.environ['LINA_CUDA_STATE_BV'] = str(bv)
+            print(f'state tile linear_attn STATE_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_STATE_BV']
         # the previous (WMMA, shared-memory) additive kernels on the same inputs, for comparison
         os.environ['LINA_CUDA_ADD_IMPL'] = 'wmma'
         for gate, gg in (('none', None), ('scalar', gs)):

@@ -4,8 +4,10 @@
  * chunk-local inclusive cumulative log gate (b_{C-1} = b at the chunk's last token):
  *
  * 1. states: one block of 4 warps per (sequence, value head, 64-row K tile,
- *    64-column V tile) walks the chunks of its sequence with the state tile in
- *    registers (warp w holds rows 16w..16w+15 as 8 accumulator n-tiles):
+ *    BV-column V tile; BV = 64, or 32 / 16 when there are few (sequence, head)
+ *    pairs, so that every multiprocessor gets blocks) walks the chunks of its
+ *    sequence with the state tile in registers (warp w holds rows 16w..16w+15
+ *    as BV/8 accumulator n-tiles):
  *        ws[c] = S                                  (rounded to T, as fla's h)
  *        S     = e^{b_{C-1}} S + (K o e^{b_{C-1} - b_j})^T V    (one mma chain)
  *    K and V tiles stream in through a 3-stage cp.async ring, one barrier per chunk.
@@ -19,6 +21,7 @@
  * fp32 inputs keep the FMA kernels of attn_chunk_add.cu (1e-5 accuracy).
  */
 #include <limits.h>
+#include <stdlib.h>
 
 #include "cuda_internal.h"
 #include "cuda_mma.h"
@@ -31,15 +34,17 @@
 
 static_assert(MC == 64, "the mma kernels assume 64-token chunks (4 warps x 16 rows)");
 
-template <typename T>
+template <typename T, int BV>
 __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_params p) {
+    static_assert(BV == 16 || BV == 32 || BV == 64, "value tile of the states kernel");
+    constexpr int LDV = BV + 8, NT = BV / 8; /* V rows of 2 BV + 16 bytes: conflict-free ldmatrix */
     extern __shared__ __align__(128) unsigned char smem[];
     T *kbuf = (T *)smem;                 /* [MSTAGES][MC][LDT]: K (tokens, 64 key columns) */
-    T *vbuf = kbuf + MSTAGES * MC * LDT; /* [MSTAGES][MC][LDT]: V (tokens, 64 value columns) */
-    const int nvt = (p.V + 63) / 64;
+    T *vbuf = kbuf + MSTAGES * MC * LDT; /* [MSTAGES][MC][LDV]: V (tokens, BV value columns) */
+    const int nvt = (p.V + BV - 1) / BV;
     const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
     const int kt = blockIdx.y / nvt, vt = blockIdx.y % nvt;
-    const int k0 = kt * 64, v0 = vt * 64, kcols = min(64, p.K - k0), vcols = min(64, p.V - v0);
+    const int k0 = kt * 64, v0 = vt * BV, kcols = min(64, p.K - k0), vcols = min(BV, p.V - v0);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
     const int mi = lane >> 3, mr = lane & 7; /* ldmatrix: matrix and row this lane addresses */
     int64_t bos;
@@ -52,9 +57,9 @@ __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_
     const size_t KV = (size_t)p.K * p.V, soff = ((size_t)n * p.HV + hv) * KV;
     const int row0 = k0 + 16 * warp + g; /* this thread's state rows: row0, row0 + 8 */
 
-    float acc[8][4]; /* S[row0 (+8)][v0 + 8 nt + c2 (+1)] */
+    float acc[NT][4]; /* S[row0 (+8)][v0 + 8 nt + c2 (+1)] */
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int r = row0 + (e >> 1) * 8, col = v0 + nt * 8 + c2 + (e & 1);
@@ -65,7 +70,7 @@ __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_
     auto issue = [&](int c) {
         const int t0 = c * MC, lc = min(MC, len - t0), s = c % MSTAGES;
         tile_to_smem<T, MT>(kbuf + s * MC * LDT, LDT, kg + t0 * sqk, sqk, MC, 64, lc, kcols, p.vec_qk);
-        tile_to_smem<T, MT>(vbuf + s * MC * LDT, LDT, vg + t0 * sv, sv, MC, 64, lc, vcols, p.vec_v);
+        tile_to_smem<T, MT>(vbuf + s * MC * LDV, LDV, vg + t0 * sv, sv, MC, BV, lc, vcols, p.vec_v);
     };
 #pragma unroll
     for (int s = 0; s < MSTAGES - 1; s++) {
@@ -87,7 +92,7 @@ __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_
         /* the state at the start of chunk c, for the output kernel */
         T *wsc = (T *)p.ws + ((size_t)(c0 + c) * p.HV + hv) * KV;
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
                 const int r = row0 + 8 * hh, col = v0 + nt * 8 + c2;
@@ -104,28 +109,31 @@ __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_
         const float2 b = chunk_cumsum64(graw, p.gate, gconst, lc);
         if (c + 1 < nc) graw = load_gates2(p.g, p.gate, bos + t0 + MC, min(MC, len - t0 - MC), p.HV, hv);
         const float blast = b_at(b, MC - 1), decay = __expf(blast);
+        /* lane l: the key weights e^{b_{C-1} - b_t} of tokens t = 2l, 2l+1 */
+        const float2 wl = make_float2(__expf(blast - b.x), __expf(blast - b.y));
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[nt][e] *= decay;
 
-        const T *ks = kbuf + (c % MSTAGES) * MC * LDT, *vs = vbuf + (c % MSTAGES) * MC * LDT;
+        const T *ks = kbuf + (c % MSTAGES) * MC * LDT, *vs = vbuf + (c % MSTAGES) * MC * LDV;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) { /* tokens 16 kk .. 16 kk + 15 */
             /* A = K^T (rows: this warp's 16 keys, columns: tokens), transposed from kbuf[t][k] */
             uint32_t a[4];
             ldsm_x4_t(a, ks + (kk * 16 + mr + ((mi >> 1) << 3)) * LDT + 16 * warp + ((mi & 1) << 3));
-            const int t = kk * 16 + c2;
-            const float w0 = __expf(blast - b_at(b, t)), w1 = __expf(blast - b_at(b, t + 1));
-            const float w8 = __expf(blast - b_at(b, t + 8)), w9 = __expf(blast - b_at(b, t + 9));
+            /* weights of tokens 16 kk + c2 (+1) from lane 8 kk + c2/2, of + 8 (+9) from 4 lanes on */
+            const int src = kk * 8 + (lane & 3);
+            const float w0 = __shfl_sync(0xffffffffu, wl.x, src), w1 = __shfl_sync(0xffffffffu, wl.y, src);
+            const float w8 = __shfl_sync(0xffffffffu, wl.x, src + 4), w9 = __shfl_sync(0xffffffffu, wl.y, src + 4);
             a[0] = scale2<T>(a[0], w0, w1);
             a[1] = scale2<T>(a[1], w0, w1);
             a[2] = scale2<T>(a[2], w8, w9);
             a[3] = scale2<T>(a[3], w8, w9);
 #pragma unroll
-            for (int np = 0; np < 4; np++) { /* value columns 16 np .. 16 np + 15: B = V, transposed load */
+            for (int np = 0; np < BV / 16; np++) { /* value columns 16 np .. 16 np + 15: B = V, transposed load */
                 uint32_t bb[4];
-                ldsm_x4_t(bb, vs + (kk * 16 + mr + ((mi & 1) << 3)) * LDT + np * 16 + ((mi >> 1) << 3));
+                ldsm_x4_t(bb, vs + (kk * 16 + mr + ((mi & 1) << 3)) * LDV + np * 16 + ((mi >> 1) << 3));
                 mma16816<T>(acc[2 * np], a, bb[0], bb[1]);
                 mma16816<T>(acc[2 * np + 1], a, bb[2], bb[3]);
             }
@@ -134,7 +142,7 @@ __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_
     cp_async_wait<0>();
     if (p.ht)
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int r = row0 + (e >> 1) * 8, col = v0 + nt * 8 + c2 + (e & 1);
@@ -213,8 +221,9 @@ __global__ void __launch_bounds__(MT, 3) mma_output_kernel(const lina_cuda_attn_
     uint32_t pf[4][4];
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
-        const int s = nt * 8 + c2;
-        const float bs0 = b_at(b, s), bs1 = b_at(b, s + 1);
+        const int s = nt * 8 + c2; /* b_s, b_{s+1} are lane nt * 4 + c2 / 2's pair */
+        const float bs0 = __shfl_sync(0xffffffffu, b.x, nt * 4 + (lane & 3));
+        const float bs1 = __shfl_sync(0xffffffffu, b.y, nt * 4 + (lane & 3));
         const float x0 = s <= t_lo ? p.scale * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
         const float x1 = s + 1 <= t_lo ? p.scale * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
         const float x2 = s <= t_hi ? p.scale * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
@@ -285,19 +294,44 @@ __global__ void __launch_bounds__(MT, 3) mma_output_kernel(const lina_cuda_attn_
 
 /* ---- host side ---- */
 
+template <typename T, int BV>
+static cudaError_t launch_states(const lina_cuda_attn_params *p, cudaStream_t st) {
+    const int nkt = (p->K + 63) / 64, nvt = (p->V + BV - 1) / BV;
+    const size_t bytes = (size_t)MSTAGES * MC * (LDT + BV + 8) * sizeof(T);
+    cudaError_t e = cudaFuncSetAttribute(mma_states_kernel<T, BV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)bytes);
+    if (e != cudaSuccess) return e;
+    mma_states_kernel<T, BV><<<dim3((unsigned)(p->n_seqs * p->HV), (unsigned)(nkt * nvt)), MT, bytes, st>>>(*p);
+    return cudaGetLastError();
+}
+
+/* Value tile of the states kernel: LINA_CUDA_STATE_BV (16, 32, 64) if set, else
+ * the widest whose grid gives every multiprocessor two blocks (at most 4 fit). */
+static int states_bv(const lina_cuda_attn_params *p) {
+    const char *env = getenv("LINA_CUDA_STATE_BV");
+    if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) return atoi(env);
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        sms = 132;
+    }
+    const int64_t heads = (int64_t)p->n_seqs * p->HV * ((p->K + 63) / 64);
+    for (int bv = 64; bv > 16; bv /= 2)
+        if (heads * ((p->V + bv - 1) / bv) >= 2 * (int64_t)sms) return bv;
+    return 16;
+}
+
 template <typename T>
 static cudaError_t launch_mma(const lina_cuda_attn_params *p, cudaStream_t st) {
-    const int nkt = (p->K + 63) / 64, nvt = (p->V + 63) / 64;
-    const size_t sm_states = (size_t)2 * MSTAGES * MC * LDT * sizeof(T);
+    const int nvt = (p->V + 63) / 64;
     const mma_out_layout L = mma_out_layout_make(p->K, sizeof(T));
     if ((int64_t)p->n_chunks * p->HV * nvt > INT_MAX) return cudaErrorInvalidConfiguration;
-    cudaError_t e = cudaFuncSetAttribute(mma_states_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)sm_states);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(mma_output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
+    const int bv = states_bv(p);
+    cudaError_t e = bv == 64 ? launch_states<T, 64>(p, st) : bv == 32 ? launch_states<T, 32>(p, st)
+                                                                      : launch_states<T, 16>(p, st);
+    if (e != cudaSuccess || p->n_chunks == 0) return e;
+    e = cudaFuncSetAttribute(mma_output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
     if (e != cudaSuccess) return e;
-    mma_states_kernel<T><<<dim3((unsigned)(p->n_seqs * p->HV), (unsigned)(nkt * nvt)), MT, sm_states, st>>>(*p);
-    if ((e = cudaGetLastError()) != cudaSuccess || p->n_chunks == 0) return e;
     /* value tile fastest: the blocks of one chunk and head run together and share Q, K in L2 */
     mma_output_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV * nvt), MT, L.bytes, st>>>(*p);
     return cudaGetLastError();

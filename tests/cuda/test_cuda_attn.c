@@ -310,6 +310,18 @@ int main(int argc, char **argv) {
                     if (s->T >= 4096 && gate == LINA_GATE_VECTOR) continue;
                     run_case(s, (lina_gate)gate, (lina_update)upd, dts[di], LINA_FORM_AUTO, (si + gate) % 2, seed++);
                 }
+    /* the 16-bit additive states kernel with every value tile (small shapes pick 16 by themselves) */
+    for (int bv = 32; bv <= 64; bv *= 2) {
+        char val[8];
+        snprintf(val, sizeof val, "%d", bv);
+        setenv("LINA_CUDA_STATE_BV", val, 1);
+        const int picks[] = {1, 3, 4, 5, 7};
+        for (int pi = 0; pi < (quick ? 1 : 5); pi++)
+            for (int gate = 0; gate < 3; gate++)
+                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_ADD, gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16,
+                         LINA_FORM_AUTO, (pi + gate) % 2, seed++);
+    }
+    unsetenv("LINA_CUDA_STATE_BV");
     /* the previous 16-bit additive kernels (WMMA on shared memory), kept selectable */
     setenv("LINA_CUDA_ADD_IMPL", "wmma", 1);
     for (int gate = 0; gate < 3; gate++) {
