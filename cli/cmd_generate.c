@@ -19,7 +19,10 @@ static void gen_usage(FILE *f) {
     fprintf(f,
             "usage: lina generate DIR [options]\n"
             "Generate bytes from the checkpoint in DIR (config.json + model.safetensors).\n"
-            "Checkpoints of other model types (Hugging Face / fla) go to the HF loader.\n\n"
+            "Checkpoints of other model types (Hugging Face / fla) go to the HF loader: there --prompt TEXT\n"
+            "is encoded with the tokenizer in DIR (tokenizer.json, or the RWKV world vocabulary\n"
+            "rwkv_vocab_v20230424.txt) or --tokenizer FILE, --prompt-ids 1,2,3 takes ids, and the\n"
+            "new text (or ids) is printed.\n\n"
             "  --prompt TEXT       text to start from (default: a newline)\n"
             "  --max-new N         bytes to generate (default 200)\n"
             "  --temperature X     0 = greedy (default 0.8)\n"

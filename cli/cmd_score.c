@@ -5,8 +5,9 @@
  *       input_ids int64 [B, T] -> logits f32 [B, T, vocab], written atomically
  *   lina generate DIR --prompt-ids 1,2,3 --max-new N [--temperature 0] [--seed S] [--threads N]
  *       prints the new token ids, space-separated, on one line
- *   lina generate DIR --prompt "text" [--tokenizer tokenizer.json] ...
- *       encodes the prompt with the tokenizer (default DIR/tokenizer.json), prints the new text */
+ *   lina generate DIR --prompt "text" [--tokenizer FILE] ...
+ *       encodes the prompt with the tokenizer (default: DIR/tokenizer.json, else the RWKV world
+ *       vocabulary DIR/rwkv_vocab_v20230424.txt), prints the new text */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -155,9 +156,10 @@ static int64_t sample(const float *logits, int V, double temperature, uint64_t *
 
 static void generate_usage(FILE *f) {
     fprintf(f, "usage: lina generate DIR --prompt-ids 1,2,3 --max-new N [--temperature T] [--seed S] [--threads N]\n"
-               "       lina generate DIR --prompt TEXT [--tokenizer tokenizer.json] --max-new N ...\n"
+               "       lina generate DIR --prompt TEXT [--tokenizer FILE] --max-new N ...\n"
                "  DIR: Hugging Face checkpoint (any model type lina score accepts); prints the new token ids,\n"
-               "  or with --prompt the new text (tokenizer: --tokenizer FILE, default DIR/tokenizer.json)\n"
+               "  or with --prompt the new text (tokenizer: --tokenizer tokenizer.json or an RWKV world .txt;\n"
+               "  default DIR/tokenizer.json, else DIR/rwkv_vocab_v20230424.txt)\n"
                "  --temperature 0 (default) is greedy (argmax)\n");
 }
 
@@ -215,9 +217,7 @@ int cmd_generate_hf(int argc, char **argv) {
     lina_tokenizer *tok = NULL;
     int n_prompt = -1;
     if (prompt_text) { /* text prompt: encode with the tokenizer */
-        char tpath[4096];
-        if (!tok_path) snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
-        lina_status ts = lina_tokenizer_load_hf(tok_path ? tok_path : tpath, &tok);
+        lina_status ts = tok_path ? lina_tokenizer_load_file(tok_path, &tok) : lina_tokenizer_load_dir(dir, &tok);
         size_t n_ids = 0;
         if (!ts) ts = lina_tokenizer_encode(tok, prompt_text, strlen(prompt_text), 1, &prompt, &n_ids);
         if (ts) {

@@ -9,7 +9,11 @@
  *   Python's unicodedata);
  * - Qwen3 and GPT-NeoX tokenizer.json: round trips, special tokens, NFC
  *   input, single-token words;
- * - bad files and ids give errors naming them. */
+ * - bad files and ids give errors naming them;
+ * - the tokenizer of a checkpoint directory (what `lina generate DIR --prompt`
+ *   uses): tokenizer.json first, else the RWKV world vocabulary
+ *   rwkv_vocab_v20230424.txt, whose ids are checked against the reference
+ *   vectors of tests/test_rwkv_world.c; neither: an error naming the directory. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +296,73 @@ static void test_bad_files(void) {
     remove(path);
 }
 
+/* ---- the tokenizer shipped in a checkpoint directory ---- */
+
+static void check_world_ids(const char *name, const lina_tokenizer *t) {
+    /* "Hello world!" -> 33155 40213 34 (tests/test_rwkv_world.c, from a Python reference) */
+    static const int64_t want[3] = {33155, 40213, 34};
+    int64_t *ids = NULL;
+    size_t n = 0, len = 0;
+    char *back = NULL;
+    lina_status st = lina_tokenizer_encode(t, "Hello world!", 12, 1, &ids, &n);
+    if (!st) st = lina_tokenizer_decode(t, ids, n, &back, &len);
+    int ok = !st && n == 3 && !memcmp(ids, want, sizeof want) && len == 12 && !memcmp(back, "Hello world!", 12);
+    test_report(ok, name, "%s", st ? lina_last_error() : ok ? "" : "ids or text differ");
+    free(ids);
+    free(back);
+}
+
+static void test_checkpoint_dir(void) {
+    char dir[512], rel[2048], vocab[4096] = "", json[4096] = "", link[1024], json_link[1024];
+    snprintf(dir, sizeof dir, "%s/lina_tokdir_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    data_path(rel, sizeof rel, "rwkv_vocab_v20230424.txt"); /* symlinks need absolute targets */
+    if (!realpath(rel, vocab)) snprintf(vocab, sizeof vocab, "%s", rel);
+    data_path(rel, sizeof rel, "qwen3/tokenizer.json");
+    if (!realpath(rel, json)) snprintf(json, sizeof json, "%s", rel);
+    snprintf(link, sizeof link, "%s/rwkv_vocab_v20230424.txt", dir);
+    snprintf(json_link, sizeof json_link, "%s/tokenizer.json", dir);
+    if (mkdir(dir, 0700) != 0) {
+        test_report(0, "checkpoint_dir_setup", "cannot create %s", dir);
+        return;
+    }
+    lina_tokenizer *t = NULL;
+    lina_status st = lina_tokenizer_load_dir(dir, &t); /* empty: an error naming the directory and both files */
+    test_report(st == LINA_ERR_IO && !t && strstr(lina_last_error(), dir) && strstr(lina_last_error(), "tokenizer.json") &&
+                    strstr(lina_last_error(), "rwkv_vocab_v20230424.txt"),
+                "checkpoint_dir_none_names_dir", "%s", lina_last_error());
+    int linked = symlink(vocab, link) == 0;
+    st = linked ? lina_tokenizer_load_dir(dir, &t) : LINA_ERR_IO;
+    test_report(!st && lina_tokenizer_vocab_size(t) == 65530, "checkpoint_dir_rwkv_world_loads", "%s",
+                st ? lina_last_error() : "");
+    if (!st) {
+        check_world_ids("checkpoint_dir_rwkv_world_encode_decode", t);
+        test_report(lina_tokenizer_token_id(t, "--------------------") == 65391 &&
+                        lina_tokenizer_token_id(t, "Hello world!") == -1,
+                    "checkpoint_dir_rwkv_world_token_id", "%lld", (long long)lina_tokenizer_token_id(t, "--------------------"));
+        int64_t bad = 70000;
+        char *text = NULL;
+        size_t len = 0;
+        st = lina_tokenizer_decode(t, &bad, 1, &text, &len);
+        test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "70000") && !text,
+                    "checkpoint_dir_rwkv_world_bad_id", "%s", lina_last_error());
+    }
+    lina_tokenizer_free(t);
+    t = NULL;
+    st = lina_tokenizer_load_file(vocab, &t); /* --tokenizer FILE.txt */
+    test_report(!st, "tokenizer_file_txt_is_rwkv_world", "%s", st ? lina_last_error() : "");
+    if (!st) check_world_ids("tokenizer_file_txt_encode_decode", t);
+    lina_tokenizer_free(t);
+    t = NULL;
+    /* tokenizer.json wins over the world vocabulary */
+    st = symlink(json, json_link) == 0 ? lina_tokenizer_load_dir(dir, &t) : LINA_ERR_IO;
+    test_report(!st && lina_tokenizer_token_id(t, "<|im_start|>") == 151644, "checkpoint_dir_prefers_tokenizer_json",
+                "%s", st ? lina_last_error() : "");
+    lina_tokenizer_free(t);
+    remove(json_link);
+    remove(link);
+    rmdir(dir);
+}
+
 int main(void) {
     const char *shared = getenv("LINA_SHARED");
     snprintf(data_dir, sizeof data_dir, "%s/data/tokenizers", shared && *shared ? shared : "../shared");
@@ -311,6 +382,7 @@ int main(void) {
         test_hf_json("qwen3", "qwen3/tokenizer.json", "<|im_start|>", 151644, p, n);
         test_hf_json("neox", "gpt-neox-20b.tokenizer.json", "<|endoftext|>", 0, p, n);
     }
+    test_checkpoint_dir();
     for (int i = 0; i < n; i++) {
         free(p[i].sample);
         free(p[i].ids);

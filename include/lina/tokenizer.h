@@ -59,6 +59,17 @@ lina_status lina_rwkv_tokenizer_encode(const lina_rwkv_tokenizer *t, const char 
 lina_status lina_rwkv_tokenizer_decode(const lina_rwkv_tokenizer *t, const int64_t *ids, size_t n_ids, char **text,
                                        size_t *len);
 
+/* The world vocabulary behind the lina_tokenizer interface (encode ignores
+ * allow_special: the vocabulary has no special tokens). */
+lina_status lina_tokenizer_load_rwkv_world(const char *vocab_txt, lina_tokenizer **out);
+/* A tokenizer file by its kind: a `.txt` file is an RWKV world vocabulary,
+ * anything else a Hugging Face tokenizer.json. */
+lina_status lina_tokenizer_load_file(const char *path, lina_tokenizer **out);
+/* The tokenizer shipped in a checkpoint directory: DIR/tokenizer.json, else the
+ * RWKV world vocabulary as fla's / BlinkDL's RWKV checkpoints name it
+ * (DIR/rwkv_vocab_v20230424.txt). Neither there: LINA_ERR_IO naming DIR and both names. */
+lina_status lina_tokenizer_load_dir(const char *dir, lina_tokenizer **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -73,6 +73,9 @@ struct lina_tokenizer {
     int n_added;
     int32_t *added;        /* (n_added) ids, longest content first */
     unsigned char *added_special; /* (n_added) 1: only matched when special tokens are allowed */
+    /* non-NULL: an RWKV "world" vocabulary (rwkv_world.c) encodes and decodes instead;
+     * the BPE fields above are then empty (tokenizer_dir.c) */
+    lina_rwkv_tokenizer *world;
 };
 
 /* building */

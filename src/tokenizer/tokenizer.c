@@ -412,14 +412,24 @@ void lina_tokenizer_free(lina_tokenizer *t) {
     free(t->merges);
     free(t->added);
     free(t->added_special);
+    lina_rwkv_tokenizer_free(t->world);
     free(t);
 }
 
-int lina_tokenizer_vocab_size(const lina_tokenizer *t) { return t ? t->n_ids : 0; }
+int lina_tokenizer_vocab_size(const lina_tokenizer *t) {
+    return !t ? 0 : t->world ? lina_rwkv_tokenizer_vocab_size(t->world) : t->n_ids;
+}
 
 int64_t lina_tokenizer_token_id(const lina_tokenizer *t, const char *text) {
     if (!t || !text) return -1;
     size_t n = strlen(text);
+    if (t->world) { /* the id whose bytes are exactly text: the longest match covers all of it */
+        int64_t *ids = NULL, id = -1;
+        size_t n_ids = 0;
+        if (n && lina_rwkv_tokenizer_encode(t->world, text, n, &ids, &n_ids) == LINA_OK && n_ids == 1) id = ids[0];
+        free(ids);
+        return id;
+    }
     for (int a = 0; a < t->n_added; a++) {
         const tok_entry *e = &t->tok[t->added[a]];
         if (e->len == n && !memcmp(t->arena + e->off, text, n)) return t->added[a];
@@ -471,6 +481,7 @@ lina_status lina_tokenizer_encode(const lina_tokenizer *t, const char *text, siz
     if (!t || (!text && len) || !ids || !n_ids) return lina_fail(LINA_ERR_INVALID_ARG, "lina_tokenizer_encode: NULL argument");
     *ids = NULL;
     *n_ids = 0;
+    if (t->world) return lina_rwkv_tokenizer_encode(t->world, text, len, ids, n_ids); /* no special tokens */
     const unsigned char *s = (const unsigned char *)text;
     unsigned char *normalized = NULL;
     size_t cap = 0;
@@ -510,6 +521,7 @@ lina_status lina_tokenizer_decode(const lina_tokenizer *t, const int64_t *ids, s
     if (!t || (!ids && n_ids) || !text || !len) return lina_fail(LINA_ERR_INVALID_ARG, "lina_tokenizer_decode: NULL argument");
     *text = NULL;
     *len = 0;
+    if (t->world) return lina_rwkv_tokenizer_decode(t->world, ids, n_ids, text, len);
     size_t total = 0;
     for (size_t i = 0; i < n_ids; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_ids || !t->tok[ids[i]].len)
