@@ -13,26 +13,13 @@
 
 #include "lina.h"
 #include "util/check.h"
+#include "util/fixture.h"
 
-static const char *shared_dir(void) {
-    const char *s = getenv("LINA_SHARED");
-    return s && *s ? s : "../shared";
-}
-
-static const lina_tensor_view *need(const lina_st_file *f, const char *name, lina_dtype dt, int ndim) {
-    const lina_tensor_view *t = lina_st_find(f, name);
-    return t && t->dtype == dt && t->ndim == ndim ? t : NULL;
-}
-
-static int64_t *copy_ids(const lina_tensor_view *t) {
-    int64_t *p = malloc((size_t)t->numel * sizeof *p);
-    if (p) memcpy(p, t->data, (size_t)t->numel * sizeof *p);
-    return p;
-}
-
-static void check_model(const char *name) {
-    char dir[1024], path[1200], tname[128];
-    snprintf(dir, sizeof dir, "%s/golden/%s", shared_dir(), name);
+/* dir holds config.json, model.safetensors and golden.safetensors; name prefixes the
+ * test names; fla_generate_quirk: the stored greedy continuation came from fla's
+ * generate() under transformers 5.17 (see 3. below) */
+static void check_model(const char *dir, const char *name, int fla_generate_quirk) {
+    char path[1200], tname[128];
     snprintf(path, sizeof path, "%s/golden.safetensors", dir);
     lina_hf_model *m = NULL;
     lina_st_file *g = NULL;
@@ -42,10 +29,10 @@ static void check_model(const char *name) {
     if (st) return;
     st = lina_st_open(path, &g);
     snprintf(tname, sizeof tname, "%s_golden_file", name);
-    const lina_tensor_view *ids = g ? need(g, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = g ? need(g, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = g ? need(g, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *want = g ? need(g, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
+    const lina_tensor_view *ids = g ? fixture_tensor(g, "input_ids", LINA_DTYPE_I64, 2) : NULL,
+                           *ref = g ? fixture_tensor(g, "logits", LINA_DTYPE_F32, 3) : NULL,
+                           *prompt = g ? fixture_tensor(g, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
+                           *want = g ? fixture_tensor(g, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     int ok = st == LINA_OK && ids && ref && prompt && want && ref->shape[2] == lina_hf_vocab_size(m) &&
              ref->shape[0] == ids->shape[0] && ref->shape[1] == ids->shape[1];
     test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
@@ -57,7 +44,7 @@ static void check_model(const char *name) {
     int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
     size_t n = (size_t)B * T * V;
     float *logits = alloc_floats(n), *expect = alloc_floats(n);
-    int64_t *id = copy_ids(ids);
+    int64_t *id = fixture_ids(ids);
     lina_tensor_to_f32(ref, expect, (int64_t)n);
 
     /* 1. logits of the whole batch (chunkwise form) */
@@ -95,8 +82,8 @@ static void check_model(const char *name) {
      * full-prompt continuation equals the argmax of the reference logits at the
      * last prompt position (greedy_prompt is input_ids[0, :64]). */
     int np = (int)prompt->shape[1], nw = (int)want->shape[1], n_new = nw - np;
-    int reference_used_last_token = strncmp(name, "fla_", 4) == 0;
-    int64_t *p = copy_ids(prompt), *w = copy_ids(want), *got = calloc((size_t)(n_new > 0 ? n_new : 1), sizeof *got);
+    int reference_used_last_token = fla_generate_quirk;
+    int64_t *p = fixture_ids(prompt), *w = fixture_ids(want), *got = calloc((size_t)(n_new > 0 ? n_new : 1), sizeof *got);
     const int64_t *cond = reference_used_last_token ? p + np - 1 : p;
     st = lina_hf_generate_greedy(NULL, m, cond, reference_used_last_token ? 1 : np, n_new, got);
     int first_diff = -1;
@@ -310,16 +297,15 @@ static void test_bad_dirs(void) {
  * PyTorch re-statement of each model's math) ---- */
 
 static void check_variant(const char *name) {
-    const char *data = getenv("LINA_TEST_DATA");
     char dir[1200], path[1300], tname[128];
-    snprintf(dir, sizeof dir, "%s/hf_variants/%s", data && *data ? data : "tests/data", name);
+    snprintf(dir, sizeof dir, "%s/hf_variants/%s", fixture_data_dir(), name);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     lina_hf_model *m = NULL;
     lina_st_file *f = NULL;
     lina_status st = lina_hf_load(dir, &m);
     if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? need(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? need(f, "logits", LINA_DTYPE_F32, 3) : NULL;
+    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
+                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL;
     snprintf(tname, sizeof tname, "variant_%s_load", name);
     int ok = !st && ids && ref && ref->shape[2] == lina_hf_vocab_size(m);
     test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
@@ -327,7 +313,7 @@ static void check_variant(const char *name) {
         int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
         size_t n = (size_t)B * T * V;
         float *got = alloc_floats(n), *want = alloc_floats(n), *steps = alloc_floats(n);
-        int64_t *id = copy_ids(ids);
+        int64_t *id = fixture_ids(ids);
         lina_tensor_to_f32(ref, want, (int64_t)n);
         st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
         snprintf(tname, sizeof tname, "variant_%s_logits_rel_rms_1e-4", name);
@@ -364,16 +350,30 @@ static void check_variant(const char *name) {
 int main(void) {
     static const char *models[] = {"fla_gla", "fla_delta_net", "hf_mamba2"};
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/golden", shared_dir());
+    snprintf(dir, sizeof dir, "%s/golden", fixture_shared_dir());
     struct stat sb;
     if (stat(dir, &sb) != 0) {
         printf("SKIP golden: %s not found (set LINA_SHARED)\n", dir);
     } else {
-        for (size_t i = 0; i < sizeof models / sizeof *models; i++) check_model(models[i]);
+        for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+            char d[1200];
+            snprintf(d, sizeof d, "%s/%s", dir, models[i]);
+            check_model(d, models[i], strncmp(models[i], "fla_", 4) == 0);
+        }
     }
     static const char *variants[] = {"gla_kv_conv_tied", "delta_gate_elu_sum", "delta_relu_l2_conv", "mamba2_groups",
                                      "mamba2_fla_groups", "mamba2_fla_nonorm"};
     for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) check_variant(variants[i]);
+    /* fla's models at default configurations, logits and greedy continuations from fla's
+     * own kernels (tests/data/fla_ref/make.py) */
+    static const char *fla_ref[] = {"gla",    "delta_net",   "gated_deltanet", "retnet",
+                                    "hgrn2",  "linear_attn", "rwkv7",          "mamba2"};
+    for (size_t i = 0; i < sizeof fla_ref / sizeof *fla_ref; i++) {
+        char d[1200], name[64];
+        snprintf(d, sizeof d, "%s/fla_ref/%s", fixture_data_dir(), fla_ref[i]);
+        snprintf(name, sizeof name, "fla_ref_%s", fla_ref[i]);
+        check_model(d, name, 0);
+    }
     test_bad_dirs();
     return test_finish();
 }
