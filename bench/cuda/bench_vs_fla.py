@@ -127,6 +127,15 @@ for (B, T, H, D) in shapes:
             os.environ['LINA_CUDA_STATE_BV'] = str(bv)
             print(f'state tile linear_attn STATE_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_STATE_BV']
+        # delta rule: value tile of the states pass, and the previous fused kernel
+        run, _ = lina_call(B, T, H, D, 'none', True, q, kn, v, None, beta.float(), o)
+        for bv in (16, 32, 64):
+            os.environ['LINA_CUDA_DELTA_BV'] = str(bv)
+            print(f'state tile delta_rule DELTA_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_DELTA_BV']
+        os.environ['LINA_CUDA_DELTA_IMPL'] = 'fused'
+        print(f'fused kernel, delta_rule: {do_bench(run, warmup=5, rep=40):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_DELTA_IMPL']
         # the previous (WMMA, shared-memory) additive kernels on the same inputs, for comparison
         os.environ['LINA_CUDA_ADD_IMPL'] = 'wmma'
         for gate, gg in (('none', None), ('scalar', gs)):

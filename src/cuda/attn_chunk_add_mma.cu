@@ -322,19 +322,26 @@ static int states_bv(const lina_cuda_attn_params *p) {
 }
 
 template <typename T>
-static cudaError_t launch_mma(const lina_cuda_attn_params *p, cudaStream_t st) {
+static cudaError_t launch_outputs(const lina_cuda_attn_params *p, cudaStream_t st) {
     const int nvt = (p->V + 63) / 64;
     const mma_out_layout L = mma_out_layout_make(p->K, sizeof(T));
+    if (p->n_chunks == 0) return cudaSuccess;
     if ((int64_t)p->n_chunks * p->HV * nvt > INT_MAX) return cudaErrorInvalidConfiguration;
-    const int bv = states_bv(p);
-    cudaError_t e = bv == 64 ? launch_states<T, 64>(p, st) : bv == 32 ? launch_states<T, 32>(p, st)
-                                                                      : launch_states<T, 16>(p, st);
-    if (e != cudaSuccess || p->n_chunks == 0) return e;
-    e = cudaFuncSetAttribute(mma_output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
+    cudaError_t e = cudaFuncSetAttribute(mma_output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
     if (e != cudaSuccess) return e;
     /* value tile fastest: the blocks of one chunk and head run together and share Q, K in L2 */
     mma_output_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV * nvt), MT, L.bytes, st>>>(*p);
     return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t launch_mma(const lina_cuda_attn_params *p, cudaStream_t st) {
+    if ((int64_t)p->n_chunks * p->HV * ((p->V + 63) / 64) > INT_MAX) return cudaErrorInvalidConfiguration;
+    const int bv = states_bv(p);
+    cudaError_t e = bv == 64 ? launch_states<T, 64>(p, st) : bv == 32 ? launch_states<T, 32>(p, st)
+                                                                      : launch_states<T, 16>(p, st);
+    if (e != cudaSuccess) return e;
+    return launch_outputs<T>(p, st);
 }
 
 extern "C" int lina_cuda_chunk_add_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
@@ -342,4 +349,11 @@ extern "C" int lina_cuda_chunk_add_mma_forward(const lina_cuda_attn_params *p, l
     if (dtype == LINA_DTYPE_BF16) return (int)launch_mma<__nv_bfloat16>(p, st);
     if (dtype == LINA_DTYPE_F16) return (int)launch_mma<__half>(p, st);
     return (int)cudaErrorInvalidValue; /* fp32 stays on attn_chunk_add.cu */
+}
+
+extern "C" int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (dtype == LINA_DTYPE_BF16) return (int)launch_outputs<__nv_bfloat16>(p, st);
+    if (dtype == LINA_DTYPE_F16) return (int)launch_outputs<__half>(p, st);
+    return (int)cudaErrorInvalidValue;
 }

@@ -191,8 +191,14 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     /* the two-launch additive kernels; LINA_CUDA_ADD_FUSED=1 selects the fused one (benchmarks) */
     const char *fused_env = getenv("LINA_CUDA_ADD_FUSED");
     const int split = !recurrent && !p.delta && !(fused_env && atoi(fused_env) == 1);
+    /* the delta rule with 16-bit inputs: WY + states + outputs (attn_chunk_delta_mma.cu);
+     * LINA_CUDA_DELTA_IMPL=fused selects the fused kernel (benchmarks, tests) */
+    const char *delta_env = getenv("LINA_CUDA_DELTA_IMPL");
+    const int delta_mma = !recurrent && p.delta && dtype != LINA_DTYPE_F32 &&
+                          !(delta_env && strcmp(delta_env, "fused") == 0);
+    const int chunked = split || delta_mma; /* chunk tables and chunk states in the workspace */
     int64_t n_chunks = 0;
-    if (split) {
+    if (chunked) {
         const int64_t C = LINA_CUDA_SPLIT_CHUNK;
         if (d->cu_seqlens)
             for (int n = 0; n < d->n_seqs; n++) n_chunks += (d->cu_seqlens[n + 1] - d->cu_seqlens[n] + C - 1) / C;
@@ -205,8 +211,12 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     }
     /* one device allocation: [cu_seqlens (N+1) | chunk table (n_chunks, 2) | first chunks (N)] int64, then ws */
     const int varlen = d->cu_seqlens != NULL;
-    size_t n_i64 = varlen ? (size_t)(d->n_seqs + 1) + (split ? 2 * (size_t)n_chunks + d->n_seqs : 0) : 0;
-    size_t ws_bytes = split ? (size_t)n_chunks * p.HV * p.K * p.V * (dtype == LINA_DTYPE_F32 ? 4 : 2) : 0;
+    size_t n_i64 = varlen ? (size_t)(d->n_seqs + 1) + (chunked ? 2 * (size_t)n_chunks + d->n_seqs : 0) : 0;
+    size_t ws_bytes = chunked ? (size_t)n_chunks * p.HV * p.K * p.V * (dtype == LINA_DTYPE_F32 ? 4 : 2) : 0;
+    /* delta: W (tokens, HV, K) and U (tokens, HV, V) in 16 bits after the chunk states */
+    const size_t tokens = (size_t)d->B * d->T;
+    const size_t ws_state_bytes = (ws_bytes + 255) / 256 * 256, w_bytes = (tokens * p.HV * p.K * 2 + 255) / 256 * 256;
+    if (delta_mma) ws_bytes = ws_state_bytes + w_bytes + tokens * p.HV * p.V * 2;
     size_t head_bytes = (n_i64 * sizeof(int64_t) + 255) / 256 * 256;
     unsigned char *dev_buf = NULL;
     cudaError_t e;
@@ -228,7 +238,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
                              n_i64 * sizeof(int64_t));
         }
         memcpy(h, d->cu_seqlens, sizeof(int64_t) * (size_t)(d->n_seqs + 1));
-        if (split) { /* chunk i: first token, length; sequence n: first chunk */
+        if (chunked) { /* chunk i: first token, length; sequence n: first chunk */
             int64_t *tab = h + d->n_seqs + 1, *first = tab + 2 * n_chunks, i = 0;
             for (int n = 0; n < d->n_seqs; n++) {
                 first[n] = i;
@@ -247,15 +257,20 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
             return cuda_fail(fn, "copying cu_seqlens to the device", e);
         }
         p.cu = (const int64_t *)dev_buf;
-        if (split) {
+        if (chunked) {
             p.chunk_tab = p.cu + d->n_seqs + 1;
             p.seq_chunk0 = p.chunk_tab + 2 * n_chunks;
         }
     }
-    if (split) p.ws = dev_buf + head_bytes;
-    int rc = recurrent ? lina_cuda_recurrent_forward(&p, dtype, stream)
-             : split   ? lina_cuda_chunk_add_forward(&p, dtype, stream)
-                       : lina_cuda_chunk_forward(&p, dtype, stream);
+    if (chunked) p.ws = dev_buf + head_bytes;
+    if (delta_mma) {
+        p.wy_w = dev_buf + head_bytes + ws_state_bytes;
+        p.wy_u = dev_buf + head_bytes + ws_state_bytes + w_bytes;
+    }
+    int rc = recurrent   ? lina_cuda_recurrent_forward(&p, dtype, stream)
+             : split     ? lina_cuda_chunk_add_forward(&p, dtype, stream)
+             : delta_mma ? lina_cuda_chunk_delta_mma_forward(&p, dtype, stream)
+                         : lina_cuda_chunk_forward(&p, dtype, stream);
     if (dev_buf) cudaFreeAsync(dev_buf, st);
     if (rc != cudaSuccess)
         return cuda_fail(fn, recurrent ? "recurrent kernel launch" : "chunk kernel launch", (cudaError_t)rc);

@@ -24,6 +24,8 @@ typedef struct {
     const int64_t *chunk_tab;   /* varlen: (n_chunks, 2) first token, length */
     const int64_t *seq_chunk0;  /* varlen: (n_seqs) index of each sequence's first chunk */
     void *ws;                   /* (n_chunks, HV, K, V) element type: state at each chunk start */
+    void *wy_w, *wy_u;          /* delta rule, 16-bit (attn_chunk_delta_mma.cu): W (tokens, HV, K) and
+                                 * U (tokens, HV, V) in the element type; U becomes U - W S in place */
     int gate;     /* lina_gate: NONE, CONST, SCALAR, VECTOR */
     int delta;    /* 1: delta update (uses beta) */
     float scale;
@@ -48,6 +50,13 @@ int lina_cuda_chunk_add_forward(const lina_cuda_attn_params *p, lina_dtype dtype
 /* The same for 16-bit inputs on tensor cores (mma.sync): states kernel per
  * (sequence, head, 64x64 state tile), outputs per (chunk, head, 64 values). */
 int lina_cuda_chunk_add_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Only the output kernel of the 16-bit split path: O = scale e^{b_t} Q ws[c] +
+ * (scale Q K^T o e^{b_t - b_s} [s <= t]) V (the delta rule passes V = U - W S). */
+int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Delta rule (gates NONE / CONST / SCALAR), 16-bit inputs: chunk-parallel WY
+ * (W, U into p->wy_w, p->wy_u), sequential states (U - W S, S update, p->ws),
+ * then lina_cuda_mma_outputs. */
+int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
  * configuration fits in the device's shared memory (set *value_tile). */
 size_t lina_cuda_chunk_smem(const lina_cuda_attn_params *p, lina_dtype dtype, int max_smem,

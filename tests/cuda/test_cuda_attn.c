@@ -322,6 +322,23 @@ int main(int argc, char **argv) {
                          LINA_FORM_AUTO, (pi + gate) % 2, seed++);
     }
     unsetenv("LINA_CUDA_STATE_BV");
+    /* the 16-bit delta rule's states pass with every value tile */
+    for (int bv = 32; bv <= 64; bv *= 2) {
+        char val[8];
+        snprintf(val, sizeof val, "%d", bv);
+        setenv("LINA_CUDA_DELTA_BV", val, 1);
+        const int picks[] = {1, 3, 4, 5, 7};
+        for (int pi = 0; pi < (quick ? 1 : 5); pi++)
+            for (int gate = 0; gate < 3; gate++)
+                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_DELTA,
+                         gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate) % 2, seed++);
+    }
+    unsetenv("LINA_CUDA_DELTA_BV");
+    /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
+    setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
+    for (int gate = 0; gate < 3; gate++)
+        run_case(&shapes[quick ? 2 : 4], (lina_gate)gate, LINA_UPDATE_DELTA, LINA_DTYPE_BF16, LINA_FORM_AUTO, 1, seed++);
+    unsetenv("LINA_CUDA_DELTA_IMPL");
     /* the previous 16-bit additive kernels (WMMA on shared memory), kept selectable */
     setenv("LINA_CUDA_ADD_IMPL", "wmma", 1);
     for (int gate = 0; gate < 3; gate++) {

@@ -1,0 +1,397 @@
+/* Chunkwise forward of the delta rule (gates NONE / CONST / SCALAR) for 16-bit
+ * inputs on tensor cores, in the shape of fla's chunk_gated_delta_rule_fwd:
+ * chunks of C = 64 tokens, b the chunk-local inclusive cumulative log gate.
+ *
+ * With S_0 the state at the chunk start, the recurrence
+ *     S_t = e^{g_t} S_{t-1} + beta_t k_t (v_t - e^{g_t} S_{t-1}^T k_t)^T
+ * becomes, per chunk (the WY form),
+ *     A    = tril(diag(beta) (K K^T) o e^{b_t - b_s}, -1)
+ *     W    = (I + A)^{-1} diag(beta e^{b}) K,     U = (I + A)^{-1} diag(beta) V
+ *     V'   = U - W S_0                            (the "new values")
+ *     S_C  = e^{b_{C-1}} S_0 + (K o e^{b_{C-1} - b_s})^T V'
+ *     O    = scale e^{b_t} Q S_0 + (scale Q K^T o e^{b_t - b_s} [s <= t]) V'
+ * in three launches:
+ * 1. wy (parallel over chunks, one block per (chunk, value head)): A with
+ *    mma.sync, then (I + A) X = [diag(beta e^b) K | diag(beta) V] by forward
+ *    substitution in fp32, one column per thread with the column in registers;
+ *    W and U to the workspace in the input type.
+ * 2. states (sequential over chunks, one block per (sequence, value head, BV
+ *    value columns); the block holds all K rows of its state tile in
+ *    registers, warp w rows 16 KM w .. 16 KM (w+1) - 1): per chunk
+ *    ws[c] = S (rounded, also the B operand of W S), V' = U - W S (written over
+ *    U in place), S = e^{b_{C-1}} S + (K o w)^T V'. Three barriers per chunk.
+ * 3. outputs: the additive output kernel (attn_chunk_add_mma.cu) with V = V'.
+ * The rounding points are fla's: S, W, U and V' in the input type.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+#include "cuda_mma.h"
+#include "cuda_types.h"
+
+#define DC LINA_CUDA_SPLIT_CHUNK /* tokens per chunk, 64 */
+#define DT 128                   /* threads per block: 4 warps */
+#define LDA 68                   /* fp32 rows of A: 16-byte aligned float4 reads */
+
+static_assert(DC == 64, "the delta mma kernels assume 64-token chunks (4 warps x 16 rows)");
+
+/* ---- 1. W and U per chunk ---- */
+
+struct wy_layout {
+    int KP, VP, ldk, ldv;
+    size_t k, v, a, ck, cv, bytes;
+};
+static __host__ __device__ inline size_t wy_take(size_t *off, size_t bytes) {
+    size_t r = *off;
+    *off += (bytes + 127) / 128 * 128;
+    return r;
+}
+static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts) {
+    wy_layout L;
+    L.KP = (K + 15) / 16 * 16;
+    L.VP = (V + 7) / 8 * 8;
+    L.ldk = L.KP + 8;
+    L.ldv = L.VP + 8;
+    size_t o = 0;
+    L.k = wy_take(&o, (size_t)DC * L.ldk * ts); /* K (C, KP) */
+    L.v = wy_take(&o, (size_t)DC * L.ldv * ts); /* V (C, VP) */
+    L.a = wy_take(&o, (size_t)DC * LDA * 4);    /* A (C, C) fp32, strictly lower */
+    L.ck = wy_take(&o, (size_t)DC * 4);         /* beta_t e^{b_t} (0 past the chunk) */
+    L.cv = wy_take(&o, (size_t)DC * 4);         /* beta_t */
+    L.bytes = o;
+    return L;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const wy_layout L = wy_layout_make(p.K, p.V, sizeof(T));
+    T *k_s = (T *)(smem + L.k), *v_s = (T *)(smem + L.v);
+    float *a_s = (float *)(smem + L.a), *ck = (float *)(smem + L.ck), *cv = (float *)(smem + L.cv);
+    const int i = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
+    const int mi = lane >> 3, mr = lane & 7;
+    int64_t start;
+    int lc;
+    chunk_range(p, i, &start, &lc);
+    const int64_t sqk = (int64_t)p.H * p.K, sv = (int64_t)p.HV * p.V;
+    tile_to_smem<T, DT>(k_s, L.ldk, (const T *)p.k + (start * p.H + h) * p.K, sqk, DC, L.KP, lc, p.K, p.vec_qk);
+    tile_to_smem<T, DT>(v_s, L.ldv, (const T *)p.v + (start * p.HV + hv) * p.V, sv, DC, L.VP, lc, p.V, p.vec_v);
+    cp_async_commit();
+
+    /* per warp: cumulative gates b and beta of tokens 2 lane, 2 lane + 1 */
+    const float gconst = p.gate == LINA_GATE_CONST ? p.g[hv] : 0.f;
+    const float2 b = chunk_cumsum64(load_gates2(p.g, p.gate, start, lc, p.HV, hv), p.gate, gconst, lc);
+    float2 beta = make_float2(0.f, 0.f);
+    if (2 * lane < lc) beta.x = p.beta[(start + 2 * lane) * p.HV + hv];
+    if (2 * lane + 1 < lc) beta.y = p.beta[(start + 2 * lane + 1) * p.HV + hv];
+    if (warp == 0) {
+        ck[2 * lane] = beta.x * __expf(b.x), ck[2 * lane + 1] = beta.y * __expf(b.y);
+        cv[2 * lane] = beta.x, cv[2 * lane + 1] = beta.y;
+    }
+    const int t_lo = 16 * warp + g, t_hi = t_lo + 8;
+    const float b_lo = b_at(b, t_lo), b_hi = b_at(b, t_hi);
+    const float beta_lo = b_at(beta, t_lo), beta_hi = b_at(beta, t_hi); /* b_at reads any lane pair */
+    cp_async_wait<0>();
+    __syncthreads();
+
+    /* K K^T for rows t_lo / t_hi, key tiles np <= warp */
+    float sc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
+    const T *k_row = k_s + (16 * warp + (lane & 15)) * L.ldk + ((lane >> 4) << 3);
+    for (int ks = 0; ks < L.KP / 16; ks++) {
+        uint32_t a[4];
+        ldsm_x4(a, k_row + ks * 16);
+#pragma unroll
+        for (int np = 0; np < 4; np++)
+            if (np <= warp) {
+                uint32_t bb[4];
+                ldsm_x4(bb, k_s + (np * 16 + mr + ((mi >> 1) << 3)) * L.ldk + ks * 16 + ((mi & 1) << 3));
+                mma16816<T>(sc[2 * np], a, bb[0], bb[1]);
+                mma16816<T>(sc[2 * np + 1], a, bb[2], bb[3]);
+            }
+    }
+    /* A_ts = beta_t e^{b_t - b_s} k_t.k_s for s < t, all 64 columns of the warp's rows */
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        const int s = nt * 8 + c2;
+        const float bs0 = __shfl_sync(0xffffffffu, b.x, nt * 4 + (lane & 3));
+        const float bs1 = __shfl_sync(0xffffffffu, b.y, nt * 4 + (lane & 3));
+        a_s[t_lo * LDA + s] = s < t_lo ? beta_lo * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
+        a_s[t_lo * LDA + s + 1] = s + 1 < t_lo ? beta_lo * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
+        a_s[t_hi * LDA + s] = s < t_hi ? beta_hi * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
+        a_s[t_hi * LDA + s + 1] = s + 1 < t_hi ? beta_hi * __expf(b_hi - bs1) * sc[nt][3] : 0.f;
+    }
+    __syncthreads();
+
+    /* (I + A) x = r for each column of [diag(beta e^b) K | diag(beta) V]: x_t = r_t - sum_{s<t} A_ts x_s */
+    const int64_t sw = (int64_t)p.HV * p.K;
+    T *wg = (T *)p.wy_w + (start * p.HV + hv) * p.K, *ug = (T *)p.wy_u + (start * p.HV + hv) * p.V;
+    for (int col = threadIdx.x; col < p.K + p.V; col += DT) {
+        const bool is_w = col < p.K;
+        const T *src = is_w ? k_s + col : v_s + (col - p.K);
+        const int ld = is_w ? L.ldk : L.ldv;
+        const float *coef = is_w ? ck : cv;
+        float x[DC];
+#pragma unroll
+        for (int t = 0; t < DC; t++) {
+            float r = coef[t] * to_f(src[t * ld]);
+            const float *arow = a_s + t * LDA;
+#pragma unroll
+            for (int s4 = 0; s4 < t; s4 += 4) {
+                const float4 a4 = *(const float4 *)(arow + s4);
+                r -= a4.x * x[s4];
+                if (s4 + 1 < t) r -= a4.y * x[s4 + 1];
+                if (s4 + 2 < t) r -= a4.z * x[s4 + 2];
+                if (s4 + 3 < t) r -= a4.w * x[s4 + 3];
+            }
+            x[t] = r;
+        }
+        T *dst = is_w ? wg + col : ug + (col - p.K);
+        const int64_t stride = is_w ? sw : sv;
+#pragma unroll
+        for (int t = 0; t < DC; t++)
+            if (t < lc) dst[t * stride] = from_f<T>(x[t]);
+    }
+}
+
+/* ---- 2. the sequential state pass ---- */
+
+template <typename T, int KM, int BV>
+__global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_attn_params p) {
+    constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BV + 8, NT = BV / 8;
+    constexpr int STAGE = DC * LDK * 2 + DC * LDU; /* elements: K, W, U of one chunk */
+    extern __shared__ __align__(128) unsigned char smem[];
+    T *stages = (T *)smem;          /* [2][K (C, LDK) | W (C, LDK) | U (C, LDU)] */
+    T *s_s = stages + 2 * STAGE;    /* S (KR, LDU) in T */
+    const int nvt = (p.V + BV - 1) / BV;
+    const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
+    const int v0 = blockIdx.y * BV, vcols = min(BV, p.V - v0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
+    const int mi = lane >> 3, mr = lane & 7;
+    (void)nvt;
+    int64_t bos;
+    int len;
+    seq_range(p.cu, p.T, n, &bos, &len);
+    const int64_t c0 = p.seq_chunk0 ? p.seq_chunk0[n] : (int64_t)n * ((p.T + DC - 1) / DC);
+    const int64_t sqk = (int64_t)p.H * p.K, sw = (int64_t)p.HV * p.K, sv = (int64_t)p.HV * p.V;
+    const T *kg = (const T *)p.k + (bos * p.H + h) * p.K;
+    const T *wg = (const T *)p.wy_w + (bos * p.HV + hv) * p.K;
+    T *ug = (T *)p.wy_u + (bos * p.HV + hv) * p.V + v0;
+    const size_t KV = (size_t)p.K * p.V, soff = ((size_t)n * p.HV + hv) * KV;
+    const int KP = (p.K + 15) / 16 * 16;
+    const bool vec_w = p.K % 8 == 0, vec_u = p.V % 8 == 0, pairs = p.V % 2 == 0;
+    const int lrow0 = 16 * KM * warp; /* this warp's first state row */
+
+    float acc[KM][NT][4]; /* S[lrow0 + 16 m + g (+8)][v0 + 8 nt + c2 (+1)] */
+#pragma unroll
+    for (int m = 0; m < KM; m++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = lrow0 + 16 * m + g + (e >> 1) * 8, col = v0 + nt * 8 + c2 + (e & 1);
+                acc[m][nt][e] = (p.h0 && r < p.K && col < p.V) ? p.h0[soff + (size_t)r * p.V + col] : 0.f;
+            }
+
+    const int nc = (len + DC - 1) / DC;
+    auto issue = [&](int c) {
+        const int t0 = c * DC, lc = min(DC, len - t0);
+        T *st = stages + (c & 1) * STAGE;
+        tile_to_smem<T, DT>(st, LDK, kg + t0 * sqk, sqk, DC, KR, lc, p.K, p.vec_qk);
+        tile_to_smem<T, DT>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
+        tile_to_smem<T, DT>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BV, lc, vcols, vec_u);
+    };
+    if (nc > 0) issue(0);
+    cp_async_commit();
+    const float gconst = (p.gate == LINA_GATE_CONST && nc > 0) ? p.g[hv] : 0.f;
+    float2 graw = make_float2(0.f, 0.f);
+    if (nc > 0) graw = load_gates2(p.g, p.gate, bos, min(DC, len), p.HV, hv);
+
+    for (int c = 0; c < nc; c++) {
+        const int t0 = c * DC, lc = min(DC, len - t0);
+        cp_async_wait<0>();
+        __syncthreads(); /* chunk c landed; chunk c-1's buffers and s_s are free */
+        if (c + 1 < nc) issue(c + 1);
+        cp_async_commit();
+        const T *k_cs = stages + (c & 1) * STAGE, *w_cs = k_cs + DC * LDK;
+        T *u_cs = (T *)k_cs + 2 * DC * LDK;
+
+        /* S (rounded) -> s_s and ws[c] */
+        T *wsc = (T *)p.ws + ((size_t)(c0 + c) * p.HV + hv) * KV;
+#pragma unroll
+        for (int m = 0; m < KM; m++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    const int r = lrow0 + 16 * m + g + 8 * hh, col = nt * 8 + c2;
+                    const uint32_t pk = pack2<T>(acc[m][nt][2 * hh], acc[m][nt][2 * hh + 1]);
+                    *(uint32_t *)(s_s + r * LDU + col) = pk;
+                    if (r >= p.K || v0 + col >= p.V) continue;
+                    T *dst = wsc + (size_t)r * p.V + v0 + col;
+                    if (pairs) {
+                        *(uint32_t *)dst = pk;
+                    } else {
+                        dst[0] = from_f<T>(acc[m][nt][2 * hh]);
+                        if (v0 + col + 1 < p.V) dst[1] = from_f<T>(acc[m][nt][2 * hh + 1]);
+                    }
+                }
+        const float2 b = chunk_cumsum64(graw, p.gate, gconst, lc);
+        if (c + 1 < nc) graw = load_gates2(p.g, p.gate, bos + t0 + DC, min(DC, len - t0 - DC), p.HV, hv);
+        const float blast = b_at(b, DC - 1), decay = __expf(blast);
+        const float2 wl = make_float2(__expf(blast - b.x), __expf(blast - b.y));
+        __syncthreads(); /* s_s complete */
+
+        /* V' = U - W S for token rows 16 warp + g (+8) */
+        float vn[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) vn[nt][e] = 0.f;
+        const T *w_row = w_cs + (16 * warp + (lane & 15)) * LDK + ((lane >> 4) << 3);
+        for (int ks = 0; ks < KP / 16; ks++) {
+            uint32_t a[4];
+            ldsm_x4(a, w_row + ks * 16);
+#pragma unroll
+            for (int np = 0; np < BV / 16; np++) {
+                uint32_t bb[4];
+                ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * LDU + np * 16 + ((mi >> 1) << 3));
+                mma16816<T>(vn[2 * np], a, bb[0], bb[1]);
+                mma16816<T>(vn[2 * np + 1], a, bb[2], bb[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const int tl = 16 * warp + g + 8 * hh, col = nt * 8 + c2;
+                uint32_t *pu = (uint32_t *)(u_cs + tl * LDU + col);
+                const float2 u = unpack2<T>(*pu);
+                const uint32_t pk = pack2<T>(u.x - vn[nt][2 * hh], u.y - vn[nt][2 * hh + 1]);
+                *pu = pk;
+                if (tl >= lc || v0 + col >= p.V) continue;
+                T *dst = ug + (t0 + tl) * sv + col;
+                if (pairs) {
+                    *(uint32_t *)dst = pk;
+                } else {
+                    const float2 f = unpack2<T>(pk);
+                    dst[0] = from_f<T>(f.x);
+                    if (v0 + col + 1 < p.V) dst[1] = from_f<T>(f.y);
+                }
+            }
+        __syncthreads(); /* V' complete in u_cs */
+
+        /* S = e^{b_{C-1}} S + (K o e^{b_{C-1} - b_t})^T V' */
+#pragma unroll
+        for (int m = 0; m < KM; m++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[m][nt][e] *= decay;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            const int src = kk * 8 + (lane & 3);
+            const float w0 = __shfl_sync(0xffffffffu, wl.x, src), w1 = __shfl_sync(0xffffffffu, wl.y, src);
+            const float w8 = __shfl_sync(0xffffffffu, wl.x, src + 4), w9 = __shfl_sync(0xffffffffu, wl.y, src + 4);
+#pragma unroll
+            for (int m = 0; m < KM; m++) {
+                uint32_t a[4];
+                ldsm_x4_t(a, k_cs + (kk * 16 + mr + ((mi >> 1) << 3)) * LDK + lrow0 + 16 * m + ((mi & 1) << 3));
+                a[0] = scale2<T>(a[0], w0, w1);
+                a[1] = scale2<T>(a[1], w0, w1);
+                a[2] = scale2<T>(a[2], w8, w9);
+                a[3] = scale2<T>(a[3], w8, w9);
+#pragma unroll
+                for (int np = 0; np < BV / 16; np++) {
+                    uint32_t bb[4];
+                    ldsm_x4_t(bb, u_cs + (kk * 16 + mr + ((mi & 1) << 3)) * LDU + np * 16 + ((mi >> 1) << 3));
+                    mma16816<T>(acc[m][2 * np], a, bb[0], bb[1]);
+                    mma16816<T>(acc[m][2 * np + 1], a, bb[2], bb[3]);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+    if (p.ht)
+#pragma unroll
+        for (int m = 0; m < KM; m++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = lrow0 + 16 * m + g + (e >> 1) * 8, col = v0 + nt * 8 + c2 + (e & 1);
+                    if (r < p.K && col < p.V) p.ht[soff + (size_t)r * p.V + col] = acc[m][nt][e];
+                }
+}
+
+/* ---- host side ---- */
+
+template <typename T, int KM, int BV>
+static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, cudaStream_t st) {
+    constexpr int KR = 64 * KM;
+    const size_t bytes = ((size_t)2 * (DC * (KR + 8) * 2 + DC * (BV + 8)) + (size_t)KR * (BV + 8)) * sizeof(T);
+    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)(p->n_seqs * p->HV), (unsigned)((p->V + BV - 1) / BV));
+    delta_states_kernel<T, KM, BV><<<grid, DT, bytes, st>>>(*p);
+    return cudaGetLastError();
+}
+
+template <typename T, int KM>
+static cudaError_t launch_delta_states_bv(const lina_cuda_attn_params *p, int bv, cudaStream_t st) {
+    if constexpr (KM < 4) {
+        if (bv == 64) return launch_delta_states<T, KM, 64>(p, st);
+    }
+    if (bv >= 32) return launch_delta_states<T, KM, 32>(p, st);
+    return launch_delta_states<T, KM, 16>(p, st);
+}
+
+/* Value tile of the states pass: LINA_CUDA_DELTA_BV (16, 32, 64) if set, else
+ * the widest giving every multiprocessor a block; 64 only for K <= 128 (registers). */
+static int delta_bv(const lina_cuda_attn_params *p) {
+    const int max_bv = p->K > 128 ? 32 : 64;
+    const char *env = getenv("LINA_CUDA_DELTA_BV");
+    if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) return atoi(env) < max_bv ? atoi(env) : max_bv;
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        sms = 132;
+    }
+    for (int bv = max_bv; bv > 16; bv /= 2)
+        if ((int64_t)p->n_seqs * p->HV * ((p->V + bv - 1) / bv) >= sms) return bv;
+    return 16;
+}
+
+template <typename T>
+static cudaError_t launch_delta(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st) {
+    cudaError_t e;
+    if (p->n_chunks > 0) {
+        const wy_layout L = wy_layout_make(p->K, p->V, sizeof(T));
+        e = cudaFuncSetAttribute(wy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
+        if (e != cudaSuccess) return e;
+        wy_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV), DT, L.bytes, st>>>(*p);
+        if ((e = cudaGetLastError()) != cudaSuccess) return e;
+    }
+    const int bv = delta_bv(p);
+    e = p->K <= 64 ? launch_delta_states_bv<T, 1>(p, bv, st)
+        : p->K <= 128 ? launch_delta_states_bv<T, 2>(p, bv, st)
+                      : launch_delta_states_bv<T, 4>(p, bv, st);
+    if (e != cudaSuccess) return e;
+    lina_cuda_attn_params o = *p; /* outputs read V' (in wy_u) as their values */
+    o.v = p->wy_u;
+    return (cudaError_t)lina_cuda_mma_outputs(&o, dtype, st);
+}
+
+extern "C" int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (dtype == LINA_DTYPE_BF16) return (int)launch_delta<__nv_bfloat16>(p, dtype, st);
+    if (dtype == LINA_DTYPE_F16) return (int)launch_delta<__half>(p, dtype, st);
+    return (int)cudaErrorInvalidValue; /* fp32 stays on the fused kernel (attn_chunk.cu) */
+}
