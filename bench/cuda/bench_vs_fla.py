@@ -78,6 +78,7 @@ for (B, T, H, D) in shapes:
         ('delta_rule', ('none', True, kn, None, beta.float()), lambda: chunk_delta_rule(q, kn, v, beta=beta)),
         ('gated_delta_rule', ('scalar', True, kn, gs, beta.float()), lambda: chunk_gated_delta_rule(q, kn, v, g=gs, beta=beta)),
     ]
+    shape_rows = []
     for name, (gate, delta, kk, g, bb), fla_fn in ops:
         row = dict(op=name, shape=f'B{B}_T{T}_H{H}_D{D}')
         bytes_moved = 4 * q.numel() * 2 + (0 if g is None else g.numel() * 4) + (0 if bb is None else bb.numel() * 4)
@@ -95,19 +96,9 @@ for (B, T, H, D) in shapes:
                        lina_tbs=bytes_moved / ms[0] / 1e9)
         except Exception as e:
             row['lina_error'] = repr(e)[:300]
-        if have_fla:
-            try:
-                with torch.no_grad():
-                    ref = fla_fn()[0]
-                    row['rel_rms_vs_fla'] = rel(o, ref) if 'lina_ms' in row else None
-                    ms = do_bench(fla_fn, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=200)
-                row.update(fla_ms=ms[0], fla_p20=ms[1], fla_p80=ms[2])
-                if 'lina_ms' in row:
-                    row['speedup'] = ms[0] / row['lina_ms']
-            except Exception as e:
-                row['fla_error'] = repr(e)[:300]
-        print(json.dumps(row), flush=True)
+        print(json.dumps(row), flush=True)  # lina first: a run cut short by fla's compile keeps these
         rows.append(row)
+        shape_rows.append((row, run))
     if os.environ.get('LINA_BENCH_DETAIL', '1') == '1':  # per-kernel times (CUPTI via torch.profiler), tile variants
         from torch.profiler import profile, ProfilerActivity
         for name, (gate, delta, kk, g, bb), _ in ops:
@@ -142,6 +133,23 @@ for (B, T, H, D) in shapes:
             run, _ = lina_call(B, T, H, D, gate, False, q, k, v, gg, None, o)
             print(f'wmma kernels, additive, gate {gate}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_ADD_IMPL']
+    # fla on the same inputs (its Triton kernels compile on first use: minutes), and lina's output vs fla's
+    for (row, run), (name, _, fla_fn) in zip(shape_rows, ops):
+        if not have_fla:
+            break
+        if 'lina_ms' in row:
+            run()
+        try:
+            with torch.no_grad():
+                ref = fla_fn()[0]
+                row['rel_rms_vs_fla'] = rel(o, ref) if 'lina_ms' in row else None
+                ms = do_bench(fla_fn, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=200)
+            row.update(fla_ms=ms[0], fla_p20=ms[1], fla_p80=ms[2])
+            if 'lina_ms' in row:
+                row['speedup'] = ms[0] / row['lina_ms']
+        except Exception as e:
+            row['fla_error'] = repr(e)[:300]
+        print(json.dumps(row), flush=True)
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
 
