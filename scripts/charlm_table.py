@@ -64,7 +64,10 @@ def main():
         with open(dat, "w") as f:
             for mx, val in curves:
                 f.write(f"# {mx}\n" + "".join(f"{s} {v}\n" for s, v in val) + "\n\n")
-        plots = ", ".join(f"'{dat}' index {i} with linespoints lw 2 pt {i % 7 + 1} title '{mx}'"
+        colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                  "#7f7f7f", "#bcbd22", "#17becf"]
+        plots = ", ".join(f"'{dat}' index {i} with linespoints lw 2 pt {i % 7 + 1} "
+                          f"lc rgb '{colors[i % len(colors)]}' dt {1 + i // len(colors)} title '{mx}'"
                           for i, (mx, _) in enumerate(curves))
         gp = (f"set terminal pngcairo size 900,560 noenhanced\n"
               f"set output '{os.path.join(out, f'charlm_{name}.png')}'\n"
