@@ -127,6 +127,14 @@ for (B, T, H, D) in shapes:
         os.environ['LINA_CUDA_DELTA_IMPL'] = 'fused'
         print(f'fused kernel, delta_rule: {do_bench(run, warmup=5, rep=40):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_DELTA_IMPL']
+        # GLA (VECTOR gates) through the opt-in chunk kernels
+        os.environ['LINA_CUDA_VECTOR_IMPL'] = 'chunk'
+        run, _ = lina_call(B, T, H, D, 'vector', False, q, k, v, gv.float(), None, o)
+        try:
+            print(f'chunk kernels, gla: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        except Exception as e:
+            print('chunk kernels, gla: failed', repr(e)[:200], flush=True)
+        del os.environ['LINA_CUDA_VECTOR_IMPL']
         # the previous (WMMA, shared-memory) additive kernels on the same inputs, for comparison
         os.environ['LINA_CUDA_ADD_IMPL'] = 'wmma'
         for gate, gg in (('none', None), ('scalar', gs)):

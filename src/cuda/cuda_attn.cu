@@ -187,16 +187,21 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     set_vec_flags(&p, dtype);
 
     cudaStream_t st = (cudaStream_t)stream;
-    const int recurrent = d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR;
+    /* VECTOR gates, additive update, 16-bit: the chunk kernels of attn_chunk_vec_mma.cu when
+     * LINA_CUDA_VECTOR_IMPL=chunk (not yet run on a GPU; the default stays token by token) */
+    const char *vec_env = getenv("LINA_CUDA_VECTOR_IMPL");
+    const int vec_mma = d->gate == LINA_GATE_VECTOR && !p.delta && d->form != LINA_FORM_RECURRENT &&
+                        dtype != LINA_DTYPE_F32 && vec_env && strcmp(vec_env, "chunk") == 0;
+    const int recurrent = !vec_mma && (d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR);
     /* the two-launch additive kernels; LINA_CUDA_ADD_FUSED=1 selects the fused one (benchmarks) */
     const char *fused_env = getenv("LINA_CUDA_ADD_FUSED");
-    const int split = !recurrent && !p.delta && !(fused_env && atoi(fused_env) == 1);
+    const int split = !recurrent && !vec_mma && !p.delta && !(fused_env && atoi(fused_env) == 1);
     /* the delta rule with 16-bit inputs: WY + states + outputs (attn_chunk_delta_mma.cu);
      * LINA_CUDA_DELTA_IMPL=fused selects the fused kernel (benchmarks, tests) */
     const char *delta_env = getenv("LINA_CUDA_DELTA_IMPL");
     const int delta_mma = !recurrent && p.delta && dtype != LINA_DTYPE_F32 &&
                           !(delta_env && strcmp(delta_env, "fused") == 0);
-    const int chunked = split || delta_mma; /* chunk tables and chunk states in the workspace */
+    const int chunked = split || delta_mma || vec_mma; /* chunk tables and chunk states in the workspace */
     int64_t n_chunks = 0;
     if (chunked) {
         const int64_t C = LINA_CUDA_SPLIT_CHUNK;
@@ -270,6 +275,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     int rc = recurrent   ? lina_cuda_recurrent_forward(&p, dtype, stream)
              : split     ? lina_cuda_chunk_add_forward(&p, dtype, stream)
              : delta_mma ? lina_cuda_chunk_delta_mma_forward(&p, dtype, stream)
+             : vec_mma   ? lina_cuda_chunk_vec_mma_forward(&p, dtype, stream)
                          : lina_cuda_chunk_forward(&p, dtype, stream);
     if (dev_buf) cudaFreeAsync(dev_buf, st);
     if (rc != cudaSuccess)

@@ -57,6 +57,9 @@ int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void
  * (W, U into p->wy_w, p->wy_u), sequential states (U - W S, S update, p->ws),
  * then lina_cuda_mma_outputs. */
 int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Additive update with VECTOR gates (GLA), 16-bit inputs: states and outputs
+ * with per-key-dim decays (attn_chunk_vec_mma.cu); opt-in, LINA_CUDA_VECTOR_IMPL=chunk. */
+int lina_cuda_chunk_vec_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
  * configuration fits in the device's shared memory (set *value_tile). */
 size_t lina_cuda_chunk_smem(const lina_cuda_attn_params *p, lina_dtype dtype, int max_smem,

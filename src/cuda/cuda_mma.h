@@ -110,6 +110,27 @@ __device__ __forceinline__ void tile_to_smem(T *dst, int ldd, const T *src, int6
     }
 }
 
+/* The fp32 version of tile_to_smem (16-byte units of 4 floats; vec needs
+ * src 16-byte aligned, stride and cols_valid multiples of 4). CW multiple of 4. */
+template <int NT>
+__device__ __forceinline__ void tile_to_smem_f32(float *dst, int ldd, const float *src, int64_t stride, int R,
+                                                 int CW, int rows_valid, int cols_valid, bool vec) {
+    const int tid = threadIdx.x;
+    if (vec) {
+        const int units = CW / 4;
+        for (int u = tid; u < R * units; u += NT) {
+            const int r = u / units, c = (u % units) * 4;
+            const bool ok = r < rows_valid && c < cols_valid;
+            cp_async16(dst + r * ldd + c, ok ? (const void *)(src + r * stride + c) : (const void *)src, ok ? 16 : 0);
+        }
+    } else {
+        for (int e = tid; e < R * CW; e += NT) {
+            const int r = e / CW, c = e % CW;
+            dst[r * ldd + c] = (r < rows_valid && c < cols_valid) ? src[r * stride + c] : 0.f;
+        }
+    }
+}
+
 /* Chunk-local inclusive cumulative log gates, computed by every lane of a
  * warp for a chunk of 64 tokens: lane l returns b[2l] in b.x, b[2l+1] in b.y
  * (tokens >= lc contribute 0, so b stays at b[lc-1] after the chunk's end).

@@ -339,6 +339,12 @@ int main(int argc, char **argv) {
     for (int gate = 0; gate < 3; gate++)
         run_case(&shapes[quick ? 2 : 4], (lina_gate)gate, LINA_UPDATE_DELTA, LINA_DTYPE_BF16, LINA_FORM_AUTO, 1, seed++);
     unsetenv("LINA_CUDA_DELTA_IMPL");
+    /* VECTOR gates (GLA) through the chunk kernels (opt-in until these pass) */
+    setenv("LINA_CUDA_VECTOR_IMPL", "chunk", 1);
+    for (int si = 0; si < n_shapes; si++)
+        for (int di = 1; di < 3; di++)
+            run_case(&shapes[si], LINA_GATE_VECTOR, LINA_UPDATE_ADD, dts[di], LINA_FORM_AUTO, (si + di) % 2, seed++);
+    unsetenv("LINA_CUDA_VECTOR_IMPL");
     /* the previous 16-bit additive kernels (WMMA on shared memory), kept selectable */
     setenv("LINA_CUDA_ADD_IMPL", "wmma", 1);
     for (int gate = 0; gate < 3; gate++) {
