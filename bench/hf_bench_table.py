@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Markdown table of a bench/hf_bench.sh run (docs/HF_BENCH.md).
 
-    python3 bench/hf_bench_table.py WORKDIR
+    python3 bench/hf_bench_table.py WORKDIR [RUNDIR]
 
-Reads WORKDIR/lina.jsonl (bench/hf_speed.c) and WORKDIR/llama.jsonl (llama-bench
+Reads RUNDIR/lina.jsonl (bench/hf_speed.c) and RUNDIR/llama.jsonl (llama-bench
 -o jsonl) and prints one row per family and thread count: tokens/s of the
 fastest of the repeated runs (every run in brackets), llama.cpp's the same,
-and lina / llama.cpp. Parameters are counted from model.safetensors' header.
+and lina / llama.cpp. Parameters are counted from WORKDIR/<family>/model.safetensors'
+header. RUNDIR (default WORKDIR) holds an earlier run's two files moved aside.
 """
 import json
 import os
@@ -34,15 +35,16 @@ def runs(values):
 
 def main():
     work = sys.argv[1]
+    rundir = sys.argv[2] if len(sys.argv) > 2 else work
     lina, llama, order = {}, {}, []
-    for line in open(os.path.join(work, "lina.jsonl")):
+    for line in open(os.path.join(rundir, "lina.jsonl")):
         d = json.loads(line)
         fam = os.path.basename(d["dir"].rstrip("/"))
         key = (fam, d["threads"])
         if key not in lina:
             order.append(key)
         lina.setdefault(key, {})[(d["test"], d["tokens"])] = ([d["tokens"] / s for s in d["runs_s"]], d["load1"])
-    path = os.path.join(work, "llama.jsonl")
+    path = os.path.join(rundir, "llama.jsonl")
     if os.path.exists(path):
         for line in open(path):
             d = json.loads(line)
