@@ -10,7 +10,8 @@
 # Usage: scripts/icl_report.sh [OUT=reports/icl]
 # Environment: LINA (binary, default ./build/lina), JOBS (runs at once, default 1),
 #   SEEDS (default "1"), ONLY_LAYERS (e.g. "3 7": run only these depths; the table
-#   still shows every row found in OUT/results.jsonl), NO_TABLE=1 (runs only).
+#   still shows every row found in OUT/results.jsonl), ONLY (a bash regex: run only the
+#   argument lists it matches), NO_TABLE=1 (runs only).
 #
 # Recipe per depth (measured, see OUT/README.md):
 #   1 layer : random start, Adam lr 2e-3, 3000 steps x 512, one seed (matches the paper).
@@ -47,6 +48,7 @@ for s in $seeds; do  # seeds outermost: an interrupted run has covered every cel
   r=$(recipe "$L" "$P")
   for nz in "${noises[@]}"; do
       args="--layers $L --param $P $nz $r --eval $eval_n --seed $s"
+      if [ -n "${ONLY:-}" ] && ! [[ "$args" =~ $ONLY ]]; then continue; fi
       # done already: same model, noise, seed and recipe (the JSON echoes the flags)
       if python3 scripts/icl_table.py --has "$res" "$args"; then continue; fi
       echo "$args" >> "$todo"
