@@ -246,6 +246,47 @@ static void thread_independence(void) {
         }
 }
 
+/* VECTOR gates, many heads (the dispatcher walks up to 16 heads in lock-step,
+ * so 17 heads make two groups): bitwise equal to each head run on its own. */
+static void heads_lockstep(void) {
+    lina_attn_desc d = lina_attn_desc_default();
+    d.B = 2, d.T = 150, d.H = 17, d.K = 12, d.V = 10, d.chunk = 37, d.gate = LINA_GATE_VECTOR;
+    d.form = LINA_FORM_CHUNK;
+    problem p;
+    problem_init(&p, d, 950, -2.0f);
+    result all = run(&p, LINA_FORM_CHUNK, 1, 0);
+    int ok = all.fwd == LINA_OK, H = d.H, K = d.K, V = d.V;
+    size_t tokens = (size_t)d.B * d.T;
+    for (int h = 0; h < H && ok; h++) {
+        lina_attn_desc d1 = d;
+        d1.H = 1;
+        problem one;
+        problem_init(&one, d1, 951, -2.0f); /* right sizes; filled with head h below */
+        for (size_t t = 0; t < tokens; t++) {
+            memcpy(one.q + t * K, p.q + (t * H + h) * K, sizeof(float) * K);
+            memcpy(one.k + t * K, p.k + (t * H + h) * K, sizeof(float) * K);
+            memcpy(one.g + t * K, p.g + (t * H + h) * K, sizeof(float) * K);
+            memcpy(one.v + t * V, p.v + (t * H + h) * V, sizeof(float) * V);
+        }
+        for (int b = 0; b < d.B; b++)
+            memcpy(one.h0 + (size_t)b * K * V, p.h0 + ((size_t)b * H + h) * K * V,
+                   sizeof(float) * K * V);
+        result r = run(&one, LINA_FORM_CHUNK, 1, 0);
+        ok = r.fwd == LINA_OK;
+        for (size_t t = 0; t < tokens && ok; t++)
+            ok = same_bits(r.o + t * V, all.o + (t * H + h) * V, V);
+        for (int b = 0; b < d.B && ok; b++)
+            ok = same_bits(r.ht + (size_t)b * K * V, all.ht + ((size_t)b * H + h) * K * V,
+                           (size_t)K * V);
+        result_free(&r);
+        problem_free(&one);
+    }
+    test_report(ok, "17 vector-gate heads in lock-step == each head alone, bitwise",
+                "o or ht of some head differs");
+    result_free(&all);
+    problem_free(&p);
+}
+
 /* The sequence fed as [0, cut) and [cut, T) with the state carried == the whole. */
 static void pieces(void) {
     for (int gate = LINA_GATE_NONE; gate <= LINA_GATE_VECTOR; gate++) {
@@ -297,6 +338,7 @@ int main(void) {
     varlen();
     empty_alone();
     thread_independence();
+    heads_lockstep();
     pieces();
     no_states();
     return test_finish();

@@ -347,10 +347,57 @@ static lina_status plan_init(lina_ctx *ctx, const lina_attn_desc *d, const float
     return LINA_OK;
 }
 
+/* Heads walked in lock-step by one thread at most (their chunk rows span G*K floats). */
+#define LINA_LOCKSTEP_MAX_HEADS 16
+
+/* VECTOR-gate additive chunk forward with one thread per job: jobs of G
+ * neighbouring value heads of one sequence, walked chunk by chunk across the
+ * heads (lina_chunk_add_forward_heads), so each pass reads G heads' slices of a
+ * token row together rather than one. Sequences split into just enough head
+ * groups to feed `outer` threads. Per head the arithmetic is the one-thread
+ * job's, so results do not depend on the grouping or the thread count.
+ * Returns 0 when the case is not this one. */
+static int lockstep_forward(lina_ctx *ctx, const plan_t *p, const lina_attn_fwd_args *a, int outer,
+                            int inner, lina_status *st) {
+    const lina_attn_desc *d = p->d;
+    if (p->form != LINA_FORM_CHUNK || d->update != LINA_UPDATE_ADD ||
+        d->gate != LINA_GATE_VECTOR || inner > 1 || p->HV < 2)
+        return 0;
+    int N = lina_attn_n_states(d);
+    int groups = (outer + N - 1) / N; /* head groups per sequence */
+    int G = (p->HV + groups - 1) / groups;
+    G = G > LINA_LOCKSTEP_MAX_HEADS ? LINA_LOCKSTEP_MAX_HEADS : G;
+    groups = (p->HV + G - 1) / G;
+    lina_attn_job shape = make_job(p, 0, 0, a->q, a->k, a->g, a->beta, a->h0, a->ht);
+    shape.T = max_seq_len(d);
+    *st = lina_ctx_reserve(ctx, outer, lina_chunk_add_heads_ws_floats(&shape, G));
+    if (*st != LINA_OK) return 1;
+    int n_jobs = N * groups;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(outer) if (outer > 1)
+    for (int job = 0; job < n_jobs; job++) {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num();
+#else
+        int tid = 0;
+#endif
+        lina_attn_job jobs[LINA_LOCKSTEP_MAX_HEADS];
+        int n = job / groups, h0 = job % groups * G, nh = p->HV - h0 < G ? p->HV - h0 : G;
+        for (int h = 0; h < nh; h++) {
+            jobs[h] = make_job(p, n, h0 + h, a->q, a->k, a->g, a->beta, a->h0, a->ht);
+            jobs[h].inner_threads = 1;
+        }
+        jobs[0].ws = lina_ctx_thread_ws(ctx, tid);
+        lina_chunk_add_forward_heads(jobs, nh);
+    }
+    return 1;
+}
+
 static lina_status forward_jobs(lina_ctx *ctx, const plan_t *p, const lina_attn_fwd_args *a) {
     const lina_attn_desc *d = p->d;
     int N = lina_attn_n_states(d), n_jobs = N * p->HV, outer, inner;
     TRY(reserve(ctx, p, n_jobs, 0, &outer, &inner));
+    lina_status st = LINA_OK;
+    if (lockstep_forward(ctx, p, a, outer, inner, &st)) return st;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(outer) if (outer > 1)
     for (int job = 0; job < n_jobs; job++) {
 #ifdef _OPENMP

@@ -576,6 +576,50 @@ void lina_chunk_add_forward(const lina_attn_job *j) {
     if (j->ht) memcpy(j->ht, final, sizeof(float) * kv);
 }
 
+/* ---- heads in lock-step ---- */
+
+/* Workspace of lina_chunk_add_forward_heads over n jobs of this shape: one chunk
+ * scratch shared by the heads, then one (K, V) state per head. */
+size_t lina_chunk_add_heads_ws_floats(const lina_attn_job *j, int n) {
+    chunk_ws measure;
+    size_t C = (size_t)(j->chunk > 0 ? j->chunk : 64);
+    return carve_chunk_ws(NULL, (int)C, j->K, j->V, gate_width(j), &measure) +
+           round16((size_t)j->K * j->V) * (size_t)n + 16;
+}
+
+/* The single-thread fused forward of n jobs (heads of one sequence, equal T and
+ * shape), walked chunk by chunk across the heads: chunk c of every head, then
+ * chunk c + 1. Neighbouring heads' rows are neighbours in memory, so the group
+ * reads whole stretches of each token row instead of one head's slice per pass.
+ * Per head the arithmetic is that of lina_chunk_add_forward with one thread, so
+ * results are bitwise the same. Workspace: jobs[0].ws, see above. */
+void lina_chunk_add_forward_heads(const lina_attn_job *jobs, int n) {
+    const lina_attn_job *j0 = &jobs[0];
+    size_t kv = (size_t)j0->K * j0->V;
+    int C = j0->chunk > 0 ? j0->chunk : 64, nC = (j0->T + C - 1) / C;
+    chunk_ws w;
+    float *states = j0->ws + carve_chunk_ws(j0->ws, C, j0->K, j0->V, gate_width(j0), &w);
+    for (int h = 0; h < n; h++) load_state(jobs[h].h0, states + round16(kv) * h, kv);
+    for (int c = 0; c < nC; c++) {
+        int t0 = c * C, L = j0->T - t0 < C ? j0->T - t0 : C;
+        for (int h = 0; h < n; h++) {
+            const lina_attn_job *j = &jobs[h];
+            float *S = states + round16(kv) * h;
+            gate_prep(j, t0, L, &w, 1);
+            load_chunk(j, &w, t0, L, LOAD_Q | LOAD_K | LOAD_V, 1);
+            chunk_state_contrib(j, &w, t0, L, w.dS);
+            if (j->o) {
+                chunk_output_intra(j, &w, L, C);
+                chunk_output_inter(j, &w, L, S);
+                store_rows(w.Oc, j->V, L, j->o + (ptrdiff_t)t0 * j->so, j->so);
+            }
+            state_advance(j, w.el, S, w.dS, S);
+        }
+    }
+    for (int h = 0; h < n; h++)
+        if (jobs[h].ht) memcpy(jobs[h].ht, states + round16(kv) * h, sizeof(float) * kv);
+}
+
 /* ---- backward ---- */
 
 /* dS = scale (Q * e^b)^T dO: the chunk's contribution to the gradient of the state before it. */

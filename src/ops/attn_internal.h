@@ -66,6 +66,11 @@ void lina_recurrent_backward(const lina_attn_job *j);
 size_t lina_chunk_add_ws_floats(const lina_attn_job *j, int backward);
 void lina_chunk_add_forward(const lina_attn_job *j);
 void lina_chunk_add_backward(const lina_attn_job *j);
+/* Forward of n heads of one sequence in lock-step, chunk by chunk (one thread,
+ * bitwise equal to n single-thread jobs); workspace jobs[0].ws of
+ * lina_chunk_add_heads_ws_floats(shape, n) floats. */
+size_t lina_chunk_add_heads_ws_floats(const lina_attn_job *j, int n);
+void lina_chunk_add_forward_heads(const lina_attn_job *jobs, int n);
 
 size_t lina_chunk_delta_ws_floats(const lina_attn_job *j, int backward);
 void lina_chunk_delta_forward(const lina_attn_job *j);
