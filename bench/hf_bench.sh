@@ -18,7 +18,7 @@
 # bench/hf_bench_table.py WORKDIR prints the Markdown table of docs/HF_BENCH.md.
 set -euo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case $1 in -h|--help) usage; exit 0 ;; esac
 work=$1; shift
