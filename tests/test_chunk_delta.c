@@ -251,8 +251,9 @@ static int same_bits(const problem *p, const results *a, const results *b) {
 
 /* 1 thread vs `threads` threads, bit for bit, forward and backward with h0 and
  * dht. One (sequence, head) job gets the threads inside it (chunks prepared in
- * parallel, state passes by column blocks) when it has enough chunks: the
- * chunk sizes below give T = 63 and 65 eight or nine chunks. */
+ * parallel, state passes by column blocks; LINA_DELTA_INNER_THREADS=1, set in
+ * main) when it has enough chunks: the chunk sizes below give T = 63 and 65
+ * eight or nine chunks. */
 static void threads_case(const char *tag, lina_attn_desc d, float gmin, int threads, uint64_t seed) {
     problem p;
     problem_init(&p, d, seed, gmin, 0);
@@ -412,6 +413,9 @@ static void test_random_shapes(void) {
 }
 
 int main(void) {
+    /* the threaded sweep inside one job is opt-in (attn_chunk_delta_sweep.c):
+     * the thread tests below compare it with one thread */
+    setenv("LINA_DELTA_INNER_THREADS", "1", 1);
     test_random_shapes();
     test_finite_differences(LINA_GATE_SCALAR);
     test_finite_differences(LINA_GATE_VECTOR);

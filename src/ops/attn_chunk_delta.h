@@ -131,7 +131,7 @@ struct cd_sweep {
 int cd_col_blocks(int V);
 void cd_col_range(int V, int cb, int *v0, int *v1);
 /* Threads a sweep of this job uses: inner_threads when the job has enough
- * chunks to feed them, else 1. */
+ * chunks to feed them and LINA_DELTA_INNER_THREADS=1 is set, else 1. */
 int cd_sweep_threads(const lina_attn_job *j);
 /* Slots a sweep of this job needs (with or without post work). */
 int cd_sweep_slots(const lina_attn_job *j, int with_post);

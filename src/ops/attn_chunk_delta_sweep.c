@@ -15,9 +15,11 @@
  * the work that depends on it; the others keep working. A previous version
  * (parallel preps, then the state pass on one thread while the other waited)
  * was 5x slower under load. Jobs with fewer than CD_MIN_THREADED_CHUNKS
- * chunks run on one thread. */
+ * chunks run on one thread, and so does every job unless
+ * LINA_DELTA_INNER_THREADS=1 (see inner_threads_enabled). */
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 #include "attn_chunk_delta.h"
 
@@ -45,7 +47,8 @@ static int n_chunks_of(const lina_attn_job *j) {
     return (j->T + C - 1) / C;
 }
 
-int cd_sweep_threads(const lina_attn_job *j) {
+/* Threads the job's shape allows (the workspace is sized for these). */
+static int shape_threads(const lina_attn_job *j) {
     if (j->inner_threads <= 1 || n_chunks_of(j) < CD_MIN_THREADED_CHUNKS ||
         cd_col_blocks(j->V) > CD_MAX_COL_BLOCKS)
         return 1;
@@ -53,9 +56,25 @@ int cd_sweep_threads(const lina_attn_job *j) {
                                                                   : CD_MAX_SLOTS / CD_SLOTS_PER_THREAD;
 }
 
+/* Opt-in: LINA_DELTA_INNER_THREADS=1. On the shared 2-core machine (load
+ * average 6-13 while measured) the threaded sweep was 1.7-2x slower than one
+ * thread at B*H = 1, T = 16384, K = V = 128 (docs/BENCHMARKS.md, "delta rule,
+ * one long sequence"): the state recurrence is a chain, so a descheduled
+ * thread stalls its partner. It was never measured on an idle machine. The
+ * switch changes speed only, never results (the tests run both ways). */
+static int inner_threads_enabled(void) {
+    const char *e = getenv("LINA_DELTA_INNER_THREADS");
+    return e && e[0] == '1';
+}
+
+int cd_sweep_threads(const lina_attn_job *j) {
+    int threads = shape_threads(j);
+    return threads > 1 && inner_threads_enabled() ? threads : 1;
+}
+
 int cd_sweep_slots(const lina_attn_job *j, int with_post) {
     (void)with_post;
-    int threads = cd_sweep_threads(j);
+    int threads = shape_threads(j);
     return threads <= 1 ? 1 : CD_SLOTS_PER_THREAD * threads;
 }
 
