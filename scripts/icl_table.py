@@ -144,7 +144,7 @@ if os.path.exists(notes):
 
 failed = os.path.join(out, "failed.txt")
 if os.path.exists(failed):
-    lines += ["Runs that failed (not in the table):", ""] + ["- `" + l.strip() + "`" for l in open(failed) if l.strip()] + [""]
+    lines += ["Runs that failed (too many overflowing batches; not in the table, each retried at a third of the rate, see Notes):", ""] + ["- `" + l.strip() + "`" for l in open(failed) if l.strip()] + [""]
 
 # where DIAG/FULL beat the baselines
 lines += ["## Where DIAG/FULL beat the ridge baselines", "",
