@@ -268,28 +268,10 @@ __global__ void __launch_bounds__(MT, 3) mma_output_kernel(const lina_cuda_attn_
                 mma16816<T>(o[2 * np + 1], pf[j], bb[2], bb[3]);
             }
 
-    /* stage the warp's 16 x 64 tile in its own rows of Q (no other warp reads them), then 16-byte stores */
-    __syncwarp();
-    T *o_s = q_s + 16 * warp * ldq;
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        *(uint32_t *)(o_s + g * ldq + nt * 8 + c2) = pack2<T>(o[nt][0], o[nt][1]);
-        *(uint32_t *)(o_s + (g + 8) * ldq + nt * 8 + c2) = pack2<T>(o[nt][2], o[nt][3]);
-    }
-    __syncwarp();
+    /* the warp's 16 x 64 tile, staged in its own rows of Q (no other warp reads them) */
     T *og = (T *)p.o + ((start + 16 * warp) * p.HV + hv) * p.V + v0;
     const int rows = min(16, lc - 16 * warp);
-    if (p.vec_v) {
-        for (int u = lane; u < 16 * 8; u += 32) {
-            const int r = u >> 3, cc = (u & 7) * 8;
-            if (r < rows && cc < vcols) *(uint4 *)(og + r * sv + cc) = *(const uint4 *)(o_s + r * ldq + cc);
-        }
-    } else {
-        for (int e = lane; e < 16 * 64; e += 32) {
-            const int r = e >> 6, cc = e & 63;
-            if (r < rows && cc < vcols) og[r * sv + cc] = o_s[r * ldq + cc];
-        }
-    }
+    store_warp_tile<T>(o, q_s + 16 * warp * ldq, ldq, og, sv, rows, vcols, p.vec_v, lane);
 }
 
 /* ---- host side ---- */

@@ -168,4 +168,32 @@ __device__ __forceinline__ float b_at(float2 b, int t) {
     return (t & 1) ? y : x;
 }
 
+/* A warp's 16 x 64 fp32 accumulator tile o (mma layout: lane = 4 g + c2 / 2) written to
+ * global rows og (row stride sv, first `rows` rows and `vcols` columns), staged through
+ * the warp's own shared-memory rows o_s (ld ldq) so the global stores are 16 bytes wide
+ * when vec (row starts 16-byte aligned), element-wise otherwise. */
+template <typename T>
+__device__ __forceinline__ void store_warp_tile(const float (&o)[8][4], T *o_s, int ldq, T *og, int64_t sv,
+                                                int rows, int vcols, bool vec, int lane) {
+    const int g = lane >> 2, c2 = 2 * (lane & 3);
+    __syncwarp();
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        *(uint32_t *)(o_s + g * ldq + nt * 8 + c2) = pack2<T>(o[nt][0], o[nt][1]);
+        *(uint32_t *)(o_s + (g + 8) * ldq + nt * 8 + c2) = pack2<T>(o[nt][2], o[nt][3]);
+    }
+    __syncwarp();
+    if (vec) {
+        for (int u = lane; u < 16 * 8; u += 32) {
+            const int r = u >> 3, cc = (u & 7) * 8;
+            if (r < rows && cc < vcols) *(uint4 *)(og + r * sv + cc) = *(const uint4 *)(o_s + r * ldq + cc);
+        }
+    } else {
+        for (int e = lane; e < 16 * 64; e += 32) {
+            const int r = e >> 6, cc = e & 63;
+            if (r < rows && cc < vcols) og[r * sv + cc] = o_s[r * ldq + cc];
+        }
+    }
+}
+
 #endif
