@@ -122,3 +122,12 @@ lina_status hf_cfg_str(const cJSON *cfg, const char *path, const char *key, cons
     *out = j->valuestring;
     return LINA_OK;
 }
+
+int hf_cfg_has(const cJSON *cfg, const char *key) { return cJSON_GetObjectItemCaseSensitive(cfg, key) != NULL; }
+
+lina_status hf_cfg_require_null(const cJSON *cfg, const char *path, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (j && !cJSON_IsNull(j))
+        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': field '%s' is set; only null is supported", path, key);
+    return LINA_OK;
+}

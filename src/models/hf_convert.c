@@ -169,13 +169,6 @@ static lina_status require_str(const cJSON *cfg, const char *path, const char *k
     return LINA_OK;
 }
 
-static lina_status require_null(const cJSON *cfg, const char *path, const char *key) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (j && !cJSON_IsNull(j))
-        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': field '%s' is set; lina's mixer needs null", path, key);
-    return LINA_OK;
-}
-
 static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_config *c) {
     const char *type;
     TRY(hf_cfg_str(cfg, path, "model_type", NULL, &type));
@@ -196,7 +189,7 @@ static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_con
     TRY(hf_cfg_float(cfg, path, "norm_eps", 0, 1e-6, &eps));
     c->norm_eps = (float)eps;
     TRY(require_str(cfg, path, "hidden_act", "swish", "swish"));
-    TRY(require_null(cfg, path, "attn"));
+    TRY(hf_cfg_require_null(cfg, path, "attn"));
     TRY(hf_cfg_int(cfg, path, "max_position_embeddings", 0, 2048, &c->max_seq));
     int ratio, inter;
     TRY(hf_cfg_int(cfg, path, "hidden_ratio", 0, 4, &ratio));
@@ -241,7 +234,7 @@ static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_con
                                  c->n_heads);
             TRY(require_bool(cfg, path, "use_output_gate", 1, 1));
             TRY(require_bool(cfg, path, "elementwise_affine", 1, 1));
-            TRY(require_null(cfg, path, "feature_map"));
+            TRY(hf_cfg_require_null(cfg, path, "feature_map"));
             c->rope_theta = 10000.0f;
         } else if (gla) {
             int kv;
@@ -251,8 +244,8 @@ static lina_status fla_config(const cJSON *cfg, const char *path, lina_model_con
                                  c->n_heads);
             TRY(require_bool(cfg, path, "use_short_conv", 0, 0));
             TRY(require_bool(cfg, path, "use_output_gate", 1, 1));
-            TRY(require_null(cfg, path, "clamp_min"));
-            TRY(require_null(cfg, path, "feature_map"));
+            TRY(hf_cfg_require_null(cfg, path, "clamp_min"));
+            TRY(hf_cfg_require_null(cfg, path, "feature_map"));
             c->gate_low_rank = 16;
         } else {
             TRY(require_bool(cfg, path, "use_beta", 1, 1));

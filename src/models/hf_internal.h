@@ -145,6 +145,9 @@ lina_status hf_cfg_float(const cJSON *cfg, const char *path, const char *key, in
 lina_status hf_cfg_bool(const cJSON *cfg, const char *path, const char *key, int def, int *out);
 /* String or null (-> def); the result points into cfg or is def. */
 lina_status hf_cfg_str(const cJSON *cfg, const char *path, const char *key, const char *def, const char **out);
+int hf_cfg_has(const cJSON *cfg, const char *key);
+/* LINA_ERR_UNSUPPORTED naming the field unless it is absent or null */
+lina_status hf_cfg_require_null(const cJSON *cfg, const char *path, const char *key);
 lina_status hf_read_json(const char *path, cJSON **out);
 
 /* ---- hf_weights.c: the model's tensors (single file or shards) ---- */

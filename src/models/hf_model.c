@@ -13,13 +13,6 @@
 #include "hf_internal.h"
 
 
-static lina_status require_null(const cJSON *cfg, const char *path, const char *key) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (j && !cJSON_IsNull(j))
-        return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': field '%s' is set; only null is supported", path, key);
-    return LINA_OK;
-}
-
 static lina_status positive(const char *path, const char *key, int v) {
     if (v < 1 || v > (1 << 24)) return lina_fail(LINA_ERR_FORMAT, "'%s': field '%s' = %d must be >= 1", path, key, v);
     return LINA_OK;
@@ -40,8 +33,8 @@ static lina_status fla_mlp_width(lina_hf_model *m, const cJSON *cfg, const char 
     TRY(hf_cfg_str(cfg, path, "hidden_act", "swish", &act));
     if (strcmp(act, "swish") && strcmp(act, "silu"))
         return lina_fail(LINA_ERR_UNSUPPORTED, "'%s': hidden_act '%s' is not supported (swish only)", path, act);
-    TRY(require_null(cfg, path, "attn"));               /* hybrid softmax layers */
-    TRY(require_null(cfg, path, "attnres_block_size")); /* attention residuals */
+    TRY(hf_cfg_require_null(cfg, path, "attn"));               /* hybrid softmax layers */
+    TRY(hf_cfg_require_null(cfg, path, "attnres_block_size")); /* attention residuals */
     return LINA_OK;
 }
 
@@ -73,7 +66,7 @@ static lina_status parse_gla(lina_hf_model *m, const cJSON *cfg, const char *pat
     if (m->Hkv < 1 || m->H % m->Hkv)
         return lina_fail(LINA_ERR_FORMAT, "'%s': num_kv_heads = %d must divide num_heads = %d", path, m->Hkv, m->H);
     TRY(hf_cfg_bool(cfg, path, "use_output_gate", 1, &m->use_output_gate));
-    TRY(require_null(cfg, path, "feature_map"));
+    TRY(hf_cfg_require_null(cfg, path, "feature_map"));
     double clamp;
     TRY(hf_cfg_float(cfg, path, "clamp_min", 0, -INFINITY, &clamp));
     m->clamp_min = (float)clamp;
@@ -209,14 +202,10 @@ static lina_status parse_linear_attn(lina_hf_model *m, const cJSON *cfg, const c
 /* transformers' Mamba2Config and fla's Mamba2Config share model_type "mamba2" and the
  * weight names; fla's names its fields norm_eps, rmsnorm, dt_limit and adds
  * norm_before_gate and D_has_hdim, and its gated RMSNorm works on groups of I / n_groups. */
-static int has_key(const cJSON *cfg, const char *key) {
-    return cJSON_GetObjectItemCaseSensitive(cfg, key) != NULL;
-}
-
 static lina_status parse_mamba2(lina_hf_model *m, const cJSON *cfg, const char *path) {
     int expand, use_bias, rms_norm;
-    int fla = has_key(cfg, "rmsnorm") || has_key(cfg, "dt_limit") || has_key(cfg, "D_has_hdim") ||
-              (has_key(cfg, "norm_eps") && !has_key(cfg, "layer_norm_epsilon"));
+    int fla = hf_cfg_has(cfg, "rmsnorm") || hf_cfg_has(cfg, "dt_limit") || hf_cfg_has(cfg, "D_has_hdim") ||
+              (hf_cfg_has(cfg, "norm_eps") && !hf_cfg_has(cfg, "layer_norm_epsilon"));
     double eps;
     TRY(hf_cfg_int(cfg, path, "num_heads", 1, 0, &m->m_heads));
     TRY(hf_cfg_int(cfg, path, "head_dim", 1, 0, &m->m_head_dim));
