@@ -257,8 +257,9 @@ static void test_threads(const fixture *f, loaded *L) {
 }
 
 static void test_checkpoint_roundtrip(loaded *L) {
-    char dir[256];
-    snprintf(dir, sizeof dir, "/tmp/lina_test_ckpt_%d", (int)getpid());
+    char root[256], dir[300], file_parent[320];
+    snprintf(root, sizeof root, "/tmp/lina_test_ckpt_%d", (int)getpid());
+    snprintf(dir, sizeof dir, "%s/runs/demo", root); /* parents missing, as `make demo`'s runs/demo */
     lina_model *m2 = NULL;
     lina_status st = lina_model_save(L->m, dir);
     if (st == LINA_OK) st = lina_model_load(dir, &m2);
@@ -268,8 +269,14 @@ static void test_checkpoint_roundtrip(loaded *L) {
     test_report(same, "checkpoint save/load round trip", "%s",
                 same ? "" : st == LINA_OK ? "params differ" : lina_last_error());
     lina_model_free(m2);
+    /* a parent that is a regular file: an error naming it */
+    snprintf(file_parent, sizeof file_parent, "%s/config.json/sub", dir);
+    st = lina_model_save(L->m, file_parent);
+    snprintf(file_parent, sizeof file_parent, "%s/config.json", dir);
+    test_report(st == LINA_ERR_IO && strstr(lina_last_error(), file_parent), "checkpoint dir under a file is an error",
+                "status %d, '%s'", st, lina_last_error());
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd)) {}
 }
 

@@ -1,5 +1,5 @@
 /* Atomic file writes: temp file in the target's directory, checked writes,
- * fflush + fsync, rename, fsync of the directory. */
+ * fflush + fsync, rename, fsync of the directory; directory creation. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -98,4 +98,28 @@ fail:
 lina_status lina_write_file_atomic(const char *path, const void *data, size_t n) {
     lina_chunk c = {data, n};
     return lina_write_chunks_atomic(path, &c, 1);
+}
+
+static lina_status make_one_dir(const char *dir) {
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return S_ISDIR(sb.st_mode) ? LINA_OK : lina_fail(LINA_ERR_IO, "'%s' exists and is not a directory", dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return lina_fail(LINA_ERR_IO, "cannot create directory '%s': %s", dir, strerror(errno));
+    return LINA_OK;
+}
+
+lina_status lina_make_dirs(const char *dir) {
+    char path[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path) return lina_fail(LINA_ERR_IO, "directory name of %zu characters", n);
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i < n; i++) /* each parent, then the directory itself */
+        if (path[i] == '/' && path[i - 1] != '/') {
+            path[i] = 0;
+            lina_status st = make_one_dir(path);
+            path[i] = '/';
+            if (st) return st;
+        }
+    return make_one_dir(path);
 }

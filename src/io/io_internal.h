@@ -21,4 +21,8 @@ typedef struct {
  * removed and LINA_ERR_IO names the path and the errno string. */
 lina_status lina_write_chunks_atomic(const char *path, const lina_chunk *chunks, int n_chunks);
 
+/* mkdir -p: create dir and any missing parents (mode 0755); LINA_ERR_IO names the path
+ * that could not be made, or an existing path that is not a directory. */
+lina_status lina_make_dirs(const char *dir);
+
 #endif

@@ -21,15 +21,10 @@
 #include <sys/stat.h>
 
 #include "../core/internal.h"
+#include "../io/io_internal.h"
 #include "hf_internal.h"
 #include "lina/model.h"
 
-
-static lina_status make_dir(const char *dir) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return lina_fail(LINA_ERR_IO, "cannot create directory '%s': %s", dir, strerror(errno));
-    return LINA_OK;
-}
 
 static lina_status write_json(const char *dir, cJSON *j) {
     char path[4096];
@@ -125,7 +120,7 @@ static lina_status lina_to_fla(const char *src, const char *dst) {
         cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq);
         cJSON_AddNullToObject(j, "attn");
     }
-    if (!st) st = make_dir(dst);
+    if (!st) st = lina_make_dirs(dst);
     if (!st) st = write_json(dst, j);
     cJSON_Delete(j);
     /* the tensors, unchanged (lina already uses fla's names) */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "../core/internal.h"
+#include "../io/io_internal.h"
 #include "lina/io.h"
 #include "lm_internal.h"
 
@@ -18,20 +19,9 @@
         if (st_ != LINA_OK) return st_;                                                            \
     } while (0)
 
-static lina_status ensure_dir(const char *dir) {
-    struct stat sb;
-    if (stat(dir, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode)) return lina_fail(LINA_ERR_IO, "%s exists and is not a directory", dir);
-        return LINA_OK;
-    }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return lina_fail(LINA_ERR_IO, "cannot create directory %s: %s", dir, strerror(errno));
-    return LINA_OK;
-}
-
 lina_status lina_model_save(const lina_model *m, const char *dir) {
     if (!m || !dir) return lina_fail(LINA_ERR_INVALID_ARG, "lina_model_save: NULL argument");
-    TRY(ensure_dir(dir));
+    TRY(lina_make_dirs(dir));
     char path[4096];
     lina_st_writer *w = NULL;
     TRY(lina_st_writer_create(&w));
