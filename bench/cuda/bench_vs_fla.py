@@ -158,14 +158,56 @@ for (B, T, H, D) in shapes:
         except Exception as e:
             row['fla_error'] = repr(e)[:300]
         print(json.dumps(row), flush=True)
+    if os.environ.get('LINA_BENCH_BWD', '1') == '1':
+        # forward+backward references: torch SDPA causal (flash) and fla's chunk kernels
+        def fwd_bwd(fn, *leaves):
+            def step():
+                out = fn()
+                out = out[0] if isinstance(out, tuple) else out
+                out.backward(dout)
+                for t in leaves:
+                    t.grad = None
+            return step
+        dout = torch.randn_like(v)
+        ql, kl, vl, knl = (t.detach().clone().requires_grad_() for t in (q, k, v, kn))
+        gsl, gvl, bl = (t.detach().clone().requires_grad_() for t in (gs, gv, beta))
+        qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+        dout_t = dout.transpose(1, 2).contiguous()
+        def sdpa():
+            o_ = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+            o_.backward(dout_t); qt.grad = kt.grad = vt.grad = None
+        bwd = [('sdpa_causal', sdpa)]
+        if have_fla:
+            bwd += [
+                ('linear_attn', fwd_bwd(lambda: chunk_linear_attn(ql, kl, vl, normalize=False), ql, kl, vl)),
+                ('simple_gla', fwd_bwd(lambda: chunk_simple_gla(ql, kl, vl, g=gsl), ql, kl, vl, gsl)),
+                ('gla', fwd_bwd(lambda: chunk_gla(ql, kl, vl, g=gvl), ql, kl, vl, gvl)),
+                ('delta_rule', fwd_bwd(lambda: chunk_delta_rule(ql, knl, vl, beta=bl), ql, knl, vl, bl)),
+                ('gated_delta_rule', fwd_bwd(lambda: chunk_gated_delta_rule(ql, knl, vl, g=gsl, beta=bl), ql, knl, vl, gsl, bl)),
+            ]
+        for name, fn in bwd:
+            row = dict(op=name, shape=f'B{B}_T{T}_H{H}_D{D}', pass_='fwd+bwd')
+            try:
+                ms = do_bench(fn, quantiles=[0.5, 0.2, 0.8], warmup=10, rep=100)
+                row.update(ref_ms=ms[0], ref_p20=ms[1], ref_p80=ms[2], ref='torch' if name == 'sdpa_causal' else 'fla')
+            except Exception as e:
+                row['ref_error'] = repr(e)[:300]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        del ql, kl, vl, knl, gsl, gvl, bl, qt, kt, vt, dout, dout_t
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
 
 json.dump(rows, open(out_path, 'w'), indent=1)
 print(f"\n{'op':18s} {'shape':22s} {'lina ms':>9s} {'fla ms':>9s} {'x':>6s} {'TFLOP/s':>8s} {'TB/s':>6s} {'vs fla':>8s}")
 for r in rows:
+    if 'pass_' in r:
+        continue
     f = lambda key, fmt: (fmt % r[key]) if r.get(key) is not None else '-'
     print(f"{r['op']:18s} {r['shape']:22s} {f('lina_ms', '%9.3f'):>9s} {f('fla_ms', '%9.3f'):>9s} "
           f"{f('speedup', '%6.2f'):>6s} {f('lina_tflops', '%8.1f'):>8s} {f('lina_tbs', '%6.2f'):>6s} "
           f"{f('rel_rms_vs_fla', '%8.1e'):>8s}")
+for r in rows:
+    if 'pass_' in r:
+        print(f"fwd+bwd {r['op']:18s} {r['shape']:22s} {r.get('ref', '-')}: " + (f"{r['ref_ms']:.3f} ms" if 'ref_ms' in r else r.get('ref_error', '')[:120]))
 print(f'ceilings: {PEAK_TFLOPS} TFLOP/s bf16, {PEAK_TBS} TB/s (KINDS.md measurements)')

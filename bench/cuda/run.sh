@@ -27,9 +27,14 @@ if [ -d "$ROOT/.whl" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl \
         >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 fi
+# fla's Triton kernels take minutes to compile: reuse a cache brought back by an earlier call
+# ($OUT/triton-cache.tgz, carried as .triton-cache.tgz) and hand the new one back
+export TRITON_CACHE_DIR=/tmp/triton-cache; mkdir -p $TRITON_CACHE_DIR
+[ -f "$ROOT/.triton-cache.tgz" ] && tar -xzf "$ROOT/.triton-cache.tgz" -C $TRITON_CACHE_DIR
 stamp tested; echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
+tar -czf "$OUT/triton-cache.tgz" -C $TRITON_CACHE_DIR . && ls -la "$OUT/triton-cache.tgz"
 if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
     echo "== compute-sanitizer (memcheck, quick test list)"
     timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
