@@ -23,6 +23,12 @@ make BUILD=$BUILD CUDA=1 -j16 lib cuda-tests >"$OUT/build.log" 2>&1 || { tail -3
 stamp built; echo "== GPU tests"
 $BUILD/cuda-tests/test_cuda_attn ${1:-} >"$OUT/tests.log" 2>&1; rc=$?
 grep -E '^FAIL' "$OUT/tests.log" | head -30; tail -1 "$OUT/tests.log"
+if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
+    echo "== compute-sanitizer (memcheck, quick test list)"
+    timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
+    grep -E 'ERROR SUMMARY|^FAIL' "$OUT/sanitizer.log" | head; tail -1 "$OUT/sanitizer.log"
+    stamp sanitized
+fi
 if [ -d "$ROOT/.whl" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl \
         >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
@@ -32,13 +38,8 @@ fi
 export TRITON_CACHE_DIR=/tmp/triton-cache; mkdir -p $TRITON_CACHE_DIR
 [ -f "$ROOT/.triton-cache.tgz" ] && tar -xzf "$ROOT/.triton-cache.tgz" -C $TRITON_CACHE_DIR
 stamp tested; echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
-PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
+PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site timeout ${BENCH_TIMEOUT:-330} python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
 tar -czf "$OUT/triton-cache.tgz" -C $TRITON_CACHE_DIR . && ls -la "$OUT/triton-cache.tgz"
-if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
-    echo "== compute-sanitizer (memcheck, quick test list)"
-    timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
-    grep -E 'ERROR SUMMARY|^FAIL' "$OUT/sanitizer.log" | head; tail -1 "$OUT/sanitizer.log"
-fi
 stamp done
 exit $rc
