@@ -110,10 +110,10 @@ $(BUILD)/tests/%: tests/%.c $(TEST_UTIL_OBJ) $(BUILD)/liblina.a
 CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
 .PHONY: cuda-tests
 cuda-tests: $(CUDA_TEST_SRC:tests/cuda/%.c=$(BUILD)/cuda-tests/%)
-$(BUILD)/cuda-tests/%: tests/cuda/%.c $(TEST_UTIL_OBJ) $(BUILD)/liblina.a
+$(BUILD)/cuda-tests/%: tests/cuda/%.c tests/cuda/cuda_util.c tests/cuda/cuda_util.h $(TEST_UTIL_OBJ) $(BUILD)/liblina.a
 	@test "$(CUDA)" = 1 || { echo "cuda-tests need CUDA=1 (nvcc)"; exit 1; }
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -Itests -o $@ $< $(TEST_UTIL_OBJ) $(BUILD)/liblina.a $(LDLIBS)
+	$(CC) $(CFLAGS) -Isrc -Itests -o $@ $< tests/cuda/cuda_util.c $(TEST_UTIL_OBJ) $(BUILD)/liblina.a $(LDLIBS)
 
 # `make test`: dependencies, build, the suite (ends with "N passed, N failed").
 test:

@@ -21,6 +21,12 @@ class Desc(C.Structure):  # lina_attn_desc (include/lina/ops.h)
 class Args(C.Structure):  # lina_cuda_attn_fwd_args (include/lina/cuda.h)
     _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'o', 'ht')]
 
+class BwdArgs(C.Structure):  # lina_cuda_attn_bwd_args (include/lina/cuda.h)
+    _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'dout', 'dht', 'dq', 'dk', 'dv',
+                                          'dg', 'dbeta', 'dh0')]
+
+lib.lina_cuda_attn_backward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(BwdArgs), C.c_void_p]
+lib.lina_cuda_attn_backward.restype = C.c_int
 lib.lina_cuda_attn_forward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(Args), C.c_void_p]
 lib.lina_cuda_attn_forward.restype = C.c_int
 lib.lina_attn_flops.argtypes = [C.POINTER(Desc), C.c_int]
@@ -56,6 +62,23 @@ def lina_call(B, T, H, D, gate, delta, q, k, v, g, beta, o):
             raise RuntimeError(lib.lina_last_error().decode())
     return run, lib.lina_attn_flops(C.byref(d), 2)
 
+def lina_fwd_bwd(B, T, H, D, gate, delta, q, k, v, g, beta, o, dout):
+    """lina forward then backward (all gradients), as one training step of the op."""
+    fwd, _ = lina_call(B, T, H, D, gate, delta, q, k, v, g, beta, o)
+    grads = [torch.empty_like(t) for t in (q, k, v)]
+    dg = None if g is None else torch.empty_like(g)
+    db = None if beta is None else torch.empty_like(beta)
+    d = Desc(B=B, T=T, H=H, HV=0, K=D, V=D, gate=GATE[gate], update=1 if delta else 0, eps=1e-6, chunk=64)
+    a = BwdArgs(q=ptr(q), k=ptr(k), v=ptr(v), g=ptr(g), beta=ptr(beta), dout=ptr(dout), dq=ptr(grads[0]),
+                dk=ptr(grads[1]), dv=ptr(grads[2]), dg=ptr(dg), dbeta=ptr(db))
+    stream = torch.cuda.current_stream().cuda_stream
+    def run():
+        fwd()
+        st = lib.lina_cuda_attn_backward(C.byref(d), BF16, C.byref(a), stream)
+        if st != 0:
+            raise RuntimeError(lib.lina_last_error().decode())
+    return run
+
 def rel(a, b):
     a, b = a.float(), b.float()
     return ((a - b).norm() / b.norm()).item()
@@ -85,13 +108,7 @@ for (B, T, H, D) in shapes:
         run, flops = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
         try:
             with torch.no_grad():
-                if gate == 'vector' and T * B > 40000:
-                    # the token-by-token kernel: time it once, it is slow
-                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    run(); s.record(); run(); e.record(); torch.cuda.synchronize()
-                    ms = [s.elapsed_time(e)] * 3
-                else:
-                    ms = do_bench(run, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=200)
+                ms = do_bench(run, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=200)
             row.update(lina_ms=ms[0], lina_p20=ms[1], lina_p80=ms[2], lina_tflops=flops / ms[0] / 1e9,
                        lina_tbs=bytes_moved / ms[0] / 1e9)
         except Exception as e:
@@ -102,8 +119,6 @@ for (B, T, H, D) in shapes:
     if os.environ.get('LINA_BENCH_DETAIL', '1') == '1':  # per-kernel times (CUPTI via torch.profiler), tile variants
         from torch.profiler import profile, ProfilerActivity
         for name, (gate, delta, kk, g, bb), _ in ops:
-            if gate == 'vector':
-                continue
             run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
             run(); torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -127,13 +142,10 @@ for (B, T, H, D) in shapes:
         os.environ['LINA_CUDA_DELTA_IMPL'] = 'fused'
         print(f'fused kernel, delta_rule: {do_bench(run, warmup=5, rep=40):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_DELTA_IMPL']
-        # GLA (VECTOR gates) through the opt-in chunk kernels
-        os.environ['LINA_CUDA_VECTOR_IMPL'] = 'chunk'
+        # GLA (VECTOR gates) through the token-by-token kernel (the chunk kernels are the default)
+        os.environ['LINA_CUDA_VECTOR_IMPL'] = 'recurrent'
         run, _ = lina_call(B, T, H, D, 'vector', False, q, k, v, gv.float(), None, o)
-        try:
-            print(f'chunk kernels, gla: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        except Exception as e:
-            print('chunk kernels, gla: failed', repr(e)[:200], flush=True)
+        print(f'token-by-token kernel, gla: {do_bench(run, warmup=1, rep=20):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_VECTOR_IMPL']
         # the previous (WMMA, shared-memory) additive kernels on the same inputs, for comparison
         os.environ['LINA_CUDA_ADD_IMPL'] = 'wmma'
@@ -177,6 +189,8 @@ for (B, T, H, D) in shapes:
             o_ = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
             o_.backward(dout_t); qt.grad = kt.grad = vt.grad = None
         bwd = [('sdpa_causal', sdpa)]
+        bwd += [('lina_' + name, lina_fwd_bwd(B, T, H, D, gate, delta, q, kk, v, g, bb, o, dout))
+                for name, (gate, delta, kk, g, bb), _ in ops]
         if have_fla:
             bwd += [
                 ('linear_attn', fwd_bwd(lambda: chunk_linear_attn(ql, kl, vl, normalize=False), ql, kl, vl)),
@@ -188,8 +202,10 @@ for (B, T, H, D) in shapes:
         for name, fn in bwd:
             row = dict(op=name, shape=f'B{B}_T{T}_H{H}_D{D}', pass_='fwd+bwd')
             try:
-                ms = do_bench(fn, quantiles=[0.5, 0.2, 0.8], warmup=10, rep=100)
-                row.update(ref_ms=ms[0], ref_p20=ms[1], ref_p80=ms[2], ref='torch' if name == 'sdpa_causal' else 'fla')
+                ms = do_bench(fn, quantiles=[0.5, 0.2, 0.8], warmup=2 if name.startswith('lina_') else 10,
+                              rep=100)
+                row.update(ref_ms=ms[0], ref_p20=ms[1], ref_p80=ms[2],
+                           ref='torch' if name == 'sdpa_causal' else 'lina' if name.startswith('lina_') else 'fla')
             except Exception as e:
                 row['ref_error'] = repr(e)[:300]
             print(json.dumps(row), flush=True)
@@ -197,6 +213,50 @@ for (B, T, H, D) in shapes:
         del ql, kl, vl, knl, gsl, gvl, bl, qt, kt, vt, dout, dout_t
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
+
+# decode: one token per sequence with a state, B = 1..64, H = 16, K = V = 128 (lina_cuda_attn_step
+# vs fla's fused recurrent kernels at T = 1 with initial and final state)
+lib.lina_cuda_attn_step.argtypes = [C.POINTER(Desc), C.c_int] + [C.c_void_p] * 8
+lib.lina_cuda_attn_step.restype = C.c_int
+try:
+    from fla.ops.simple_gla import fused_recurrent_simple_gla
+    from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+except Exception as e:
+    fused_recurrent_simple_gla = fused_recurrent_gated_delta_rule = None
+    print('fla fused recurrent import failed:', repr(e)[:200])
+H, D = 16, 128
+for B in (1, 8, 64):
+    r = lambda *sh: torch.randn(*sh, device='cuda', dtype=torch.bfloat16)
+    q, v = r(B, 1, H, D), r(B, 1, H, D)
+    k = F.normalize(r(B, 1, H, D).float(), dim=-1).to(torch.bfloat16)
+    g = (F.logsigmoid(torch.randn(B, 1, H, device='cuda')) / 16).float()
+    beta = torch.rand(B, 1, H, device='cuda').sigmoid()
+    S = torch.randn(B, H, D, D, device='cuda') * 0.1
+    o = torch.empty_like(v)
+    for name, delta, fla_fn in (('simple_gla', False, fused_recurrent_simple_gla),
+                                ('gated_delta_rule', True, fused_recurrent_gated_delta_rule)):
+        row = dict(op=name, shape=f'B{B}_H{H}_D{D}', pass_='decode')
+        d = Desc(B=B, T=1, H=H, HV=0, K=D, V=D, gate=GATE['scalar'], update=1 if delta else 0, eps=1e-6, chunk=64)
+        stream = torch.cuda.current_stream().cuda_stream
+        def step():
+            st = lib.lina_cuda_attn_step(C.byref(d), BF16, ptr(q), ptr(k), ptr(v), ptr(g), ptr(beta) if delta else None,
+                                         ptr(S), ptr(o), stream)
+            if st != 0:
+                raise RuntimeError(lib.lina_last_error().decode())
+        row['lina_ms'] = do_bench(step, warmup=25, rep=100)
+        if fla_fn is not None:
+            try:
+                with torch.no_grad():
+                    if delta:
+                        fn = lambda: fla_fn(q, k, v, g=g, beta=beta, initial_state=S, output_final_state=True)
+                    else:
+                        fn = lambda: fla_fn(q, k, v, g=g, initial_state=S, output_final_state=True)
+                    row['ref_ms'] = do_bench(fn, warmup=25, rep=100)
+                    row['ref'] = 'fla'
+            except Exception as e:
+                row['ref_error'] = repr(e)[:300]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
 
 json.dump(rows, open(out_path, 'w'), indent=1)
 print(f"\n{'op':18s} {'shape':22s} {'lina ms':>9s} {'fla ms':>9s} {'x':>6s} {'TFLOP/s':>8s} {'TB/s':>6s} {'vs fla':>8s}")
@@ -209,5 +269,6 @@ for r in rows:
           f"{f('rel_rms_vs_fla', '%8.1e'):>8s}")
 for r in rows:
     if 'pass_' in r:
-        print(f"fwd+bwd {r['op']:18s} {r['shape']:22s} {r.get('ref', '-')}: " + (f"{r['ref_ms']:.3f} ms" if 'ref_ms' in r else r.get('ref_error', '')[:120]))
+        print(f"{r['pass_']} {r['op']:18s} {r['shape']:22s} {r.get('ref', '-')}: " + (f"{r['ref_ms']:.3f} ms" if 'ref_ms' in r else r.get('ref_error', '')[:120])
+              + (f" (lina {r['lina_ms']:.4f} ms)" if 'lina_ms' in r else ''))
 print(f'ceilings: {PEAK_TFLOPS} TFLOP/s bf16, {PEAK_TBS} TB/s (KINDS.md measurements)')

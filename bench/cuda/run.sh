@@ -21,25 +21,30 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,nohead
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 make BUILD=$BUILD CUDA=1 -j16 lib cuda-tests >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 stamp built; echo "== GPU tests"
-$BUILD/cuda-tests/test_cuda_attn ${1:-} >"$OUT/tests.log" 2>&1; rc=$?
-grep -E '^FAIL' "$OUT/tests.log" | head -30; tail -1 "$OUT/tests.log"
+rc=0
+for t in $BUILD/cuda-tests/test_cuda_attn $BUILD/cuda-tests/test_cuda_bwd; do
+    $t ${1:-} >>"$OUT/tests.log" 2>&1 || rc=1
+done
+grep -E '^FAIL' "$OUT/tests.log" | head -40; grep -E '^# ' "$OUT/tests.log"
 if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
     echo "== compute-sanitizer (memcheck, quick test list)"
-    timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/test_cuda_attn quick >"$OUT/sanitizer.log" 2>&1
+    for t in test_cuda_attn test_cuda_bwd; do
+        timeout 120 compute-sanitizer --tool memcheck --print-limit 10 $BUILD/cuda-tests/$t quick >>"$OUT/sanitizer.log" 2>&1
+    done
     grep -E 'ERROR SUMMARY|^FAIL' "$OUT/sanitizer.log" | head; tail -1 "$OUT/sanitizer.log"
     stamp sanitized
 fi
 if [ -d "$ROOT/.whl" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl \
-        >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
+        >/tmp/pip.log 2>&1 || tail -5 /tmp/pip.log
 fi
 # fla's Triton kernels take minutes to compile: reuse a cache brought back by an earlier call
-# ($OUT/triton-cache.tgz, carried as .triton-cache.tgz) and hand the new one back
+# ($OUT/triton-cache.tgz.* in 15 MB pieces, carried in .triton-cache/) and hand the new one back
 export TRITON_CACHE_DIR=/tmp/triton-cache; mkdir -p $TRITON_CACHE_DIR
-[ -f "$ROOT/.triton-cache.tgz" ] && tar -xzf "$ROOT/.triton-cache.tgz" -C $TRITON_CACHE_DIR
+[ -f "$ROOT/.triton-cache/triton-cache.tgz.aa" ] && cat "$ROOT"/.triton-cache/triton-cache.tgz.* | tar -xzf - -C $TRITON_CACHE_DIR
 stamp tested; echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site timeout ${BENCH_TIMEOUT:-330} python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
-tar -czf "$OUT/triton-cache.tgz" -C $TRITON_CACHE_DIR . && ls -la "$OUT/triton-cache.tgz"
+(cd $TRITON_CACHE_DIR && tar -czf - . | split -b 15m - "$OUT/triton-cache.tgz.") && ls -la "$OUT"/triton-cache.tgz.*
 stamp done
 exit $rc

@@ -26,13 +26,14 @@
  * calls reuse it. A failed allocation returns LINA_ERR_OOM naming the size.
  * Gates are not checked on the device (the CPU API rejects g > 0): log gates
  * must be finite and <= 0.
- * There is no backward pass on the GPU yet.
+ * The backward (lina_cuda_attn_backward) runs token by token for every gate
+ * and update; see there.
  *
  * Not supported on the GPU (LINA_ERR_UNSUPPORTED with a message): normalize,
  * form PARALLEL, K or V above 256. The chunk size is fixed by the kernels
  * (64, or 32 for the fp32 delta rule when shared memory is short) and
- * d->chunk is ignored: the result is the same function. A VECTOR gate runs
- * the token-by-token kernel.
+ * d->chunk is ignored: the result is the same function. A VECTOR gate with
+ * fp32 inputs runs the token-by-token kernel (16-bit: chunk kernels).
  */
 #ifndef LINA_CUDA_H
 #define LINA_CUDA_H
@@ -59,10 +60,33 @@ typedef struct {
     float *ht;             /* or NULL */
 } lina_cuda_attn_fwd_args;
 
-/* Forward on the device. d->form: AUTO or CHUNK (chunkwise kernel; VECTOR
+/* Forward on the device. d->form: AUTO or CHUNK (chunkwise kernels; fp32 VECTOR
  * gates run the recurrent kernel), RECURRENT (token-by-token kernel). */
 lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtype dtype,
                                    const lina_cuda_attn_fwd_args *a, void *stream);
+
+typedef struct {
+    const void *q, *k, *v;   /* dtype */
+    const float *g, *beta;   /* as the forward */
+    const float *h0;         /* or NULL for zeros */
+    const void *dout;        /* dtype, (B, T, HV, V) */
+    const float *dht;        /* (N, HV, K, V) or NULL (zero) */
+    void *dq, *dk, *dv;      /* dtype */
+    float *dg;               /* like g (CONST: (HV), summed over batch and time); any gate */
+    float *dbeta;            /* (B, T, HV), DELTA */
+    float *dh0;              /* (N, HV, K, V) or NULL */
+} lina_cuda_attn_bwd_args;
+
+/* Gradients of lina_cuda_attn_forward's outputs (o, and ht through dht), the
+ * device twin of lina_attn_backward: overwritten, never accumulated. Every
+ * gate and update, fp32 / bf16 / fp16, varlen, grouped heads. It recomputes
+ * the states from the inputs: a forward sweep keeps the state before every
+ * 16th token (fp32, 4 K V bytes per 16 tokens per sequence and value head,
+ * in a stream-ordered workspace), then a reverse sweep runs token by token
+ * (O(T K V) work, not tensor cores). Sums over value tiles and grouped heads
+ * use fp32 atomics, so results may differ in the last bits between runs. */
+lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dtype dtype,
+                                    const lina_cuda_attn_bwd_args *a, void *stream);
 
 /* Single-token decode step for N = d->B sequences, as lina_attn_step:
  * q, k (N, H, K), v, o (N, HV, V) in dtype; g fp32 (HV) | (N, HV) | (N, HV, K);

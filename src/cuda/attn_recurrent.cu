@@ -38,8 +38,17 @@ __global__ void __launch_bounds__(REC_COLS *REC_ROWS) recurrent_fwd_kernel(lina_
         s[i] = (p.h0 && valid && kk < p.K) ? p.h0[state_off + (size_t)kk * p.V] : 0.f;
     }
 
+    const int64_t ckpt_base = p.ckpt0 ? p.ckpt0[n] : (int64_t)n * ((p.T + LINA_CUDA_CKPT_EVERY - 1) / LINA_CUDA_CKPT_EVERY);
     for (int t = 0; t < len; t++) {
         const int64_t tok = bos + t;
+        if (p.ckpt && t % LINA_CUDA_CKPT_EVERY == 0 && valid) {
+            float *c = p.ckpt + ((ckpt_base + t / LINA_CUDA_CKPT_EVERY) * p.HV + hv) * p.K * p.V + col;
+#pragma unroll
+            for (int i = 0; i < REC_PER_THREAD; i++) {
+                const int kk = ty + REC_ROWS * i;
+                if (kk < p.K) c[(size_t)kk * p.V] = s[i];
+            }
+        }
         const T *q = (const T *)p.q + (tok * p.H + h) * p.K, *k = (const T *)p.k + (tok * p.H + h) * p.K;
         for (int kk = tid; kk < p.K; kk += REC_COLS * REC_ROWS) {
             q_s[kk] = to_f(q[kk]);
@@ -87,6 +96,10 @@ __global__ void __launch_bounds__(REC_COLS *REC_ROWS) recurrent_fwd_kernel(lina_
                 s[i] = fmaf(k_s[kk], u, s[i]);
                 part = fmaf(q_s[kk], s[i], part);
             }
+        }
+        if (!p.o) { /* checkpoint sweep: no outputs; q_s, k_s, v_s are rewritten next token */
+            __syncthreads();
+            continue;
         }
         red[ty][tx] = part;
         __syncthreads();

@@ -187,11 +187,11 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     set_vec_flags(&p, dtype);
 
     cudaStream_t st = (cudaStream_t)stream;
-    /* VECTOR gates, additive update, 16-bit: the chunk kernels of attn_chunk_vec_mma.cu when
-     * LINA_CUDA_VECTOR_IMPL=chunk (not yet run on a GPU; the default stays token by token) */
+    /* VECTOR gates, additive update, 16-bit: the chunk kernels of attn_chunk_vec_mma.cu;
+     * LINA_CUDA_VECTOR_IMPL=recurrent selects the token-by-token kernel (benchmarks, tests) */
     const char *vec_env = getenv("LINA_CUDA_VECTOR_IMPL");
     const int vec_mma = d->gate == LINA_GATE_VECTOR && !p.delta && d->form != LINA_FORM_RECURRENT &&
-                        dtype != LINA_DTYPE_F32 && vec_env && strcmp(vec_env, "chunk") == 0;
+                        dtype != LINA_DTYPE_F32 && !(vec_env && strcmp(vec_env, "recurrent") == 0);
     const int recurrent = !vec_mma && (d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR);
     /* the two-launch additive kernels; LINA_CUDA_ADD_FUSED=1 selects the fused one (benchmarks) */
     const char *fused_env = getenv("LINA_CUDA_ADD_FUSED");
@@ -308,5 +308,110 @@ extern "C" lina_status lina_cuda_attn_step(const lina_attn_desc *d, lina_dtype d
     p.ht = state;
     int rc = lina_cuda_recurrent_forward(&p, dtype, stream);
     if (rc != cudaSuccess) return cuda_fail(fn, "recurrent kernel launch", (cudaError_t)rc);
+    return LINA_OK;
+}
+
+extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dtype dtype,
+                                               const lina_cuda_attn_bwd_args *a, void *stream) {
+    static const char fn[] = "lina_cuda_attn_backward";
+    TRY(check_desc(fn, d, dtype, 0));
+    if (!a) return lina_fail(LINA_ERR_INVALID_ARG, "%s: args is NULL", fn);
+    lina_cuda_attn_bwd_params bp;
+    memset(&bp, 0, sizeof bp);
+    lina_cuda_attn_params &p = bp.f;
+    p = make_params(d, dtype);
+    p.n_seqs = d->cu_seqlens ? d->n_seqs : d->B;
+    TRY(check_limits(fn, p.n_seqs, p.HV, (int64_t)d->B * d->T, p.H, p.K, p.V));
+    const int tokens_exist = d->T > 0;
+    TRY(check_ptr(fn, "q", a->q, tokens_exist));
+    TRY(check_ptr(fn, "k", a->k, tokens_exist));
+    TRY(check_ptr(fn, "v", a->v, tokens_exist));
+    TRY(check_ptr(fn, "dout", a->dout, tokens_exist));
+    TRY(check_ptr(fn, "dq", a->dq, tokens_exist));
+    TRY(check_ptr(fn, "dk", a->dk, tokens_exist));
+    TRY(check_ptr(fn, "dv", a->dv, tokens_exist));
+    if (tokens_exist || d->gate == LINA_GATE_CONST) {
+        if (d->gate != LINA_GATE_NONE) TRY(check_ptr(fn, "dg", a->dg, 1));
+        if (tokens_exist) TRY(check_gate_ptrs(fn, d, a->g, a->beta));
+    }
+    if (tokens_exist && d->update == LINA_UPDATE_DELTA) TRY(check_ptr(fn, "dbeta", a->dbeta, 1));
+    TRY(check_ptr(fn, "h0", a->h0, 0));
+    TRY(check_ptr(fn, "dht", a->dht, 0));
+    TRY(check_ptr(fn, "dh0", a->dh0, 0));
+
+    const size_t tokens = (size_t)d->B * d->T, n_qk = tokens * p.H * p.K;
+    const int64_t E = LINA_CUDA_CKPT_EVERY;
+    int64_t n_ckpt = 0;
+    if (d->cu_seqlens)
+        for (int n = 0; n < d->n_seqs; n++) n_ckpt += (d->cu_seqlens[n + 1] - d->cu_seqlens[n] + E - 1) / E;
+    else
+        n_ckpt = (int64_t)d->B * ((d->T + E - 1) / E);
+    const size_t n_blocks = (size_t)p.n_seqs * p.HV * ((p.V + 31) / 32);
+    const int rows = lina_cuda_bwd_rows_per_thread(p.K);
+    const int accumulate = dtype != LINA_DTYPE_F32; /* fp32 sums beside 16-bit dq, dk */
+    /* workspace: [cu_seqlens (N+1) | first checkpoints (N)] int64 | checkpoints | scratch | dq, dk sums */
+    const size_t n_i64 = d->cu_seqlens ? 2 * (size_t)d->n_seqs + 1 : 0;
+    const size_t head = (n_i64 * 8 + 255) / 256 * 256;
+    const size_t ckpt_bytes = ((size_t)n_ckpt * p.HV * p.K * p.V * 4 + 255) / 256 * 256;
+    const size_t scratch_bytes = (n_blocks * LINA_CUDA_CKPT_EVERY * rows * 256 * 4 + 255) / 256 * 256;
+    const size_t acc_bytes = accumulate ? 2 * n_qk * 4 : 0;
+    const size_t total = head + ckpt_bytes + scratch_bytes + acc_bytes;
+    cudaStream_t st = (cudaStream_t)stream;
+    unsigned char *buf = NULL;
+    configure_pool();
+    cudaError_t e = cudaMallocAsync((void **)&buf, total, st);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lina_fail(e == cudaErrorMemoryAllocation ? LINA_ERR_OOM : LINA_ERR_CUDA,
+                         "%s: cannot allocate %zu bytes of device workspace (state checkpoints): %s", fn, total,
+                         cudaGetErrorString(e));
+    }
+    if (d->cu_seqlens) {
+        int64_t *h = (int64_t *)malloc(n_i64 * 8);
+        if (!h) {
+            cudaFreeAsync(buf, st);
+            return lina_fail(LINA_ERR_OOM, "%s: cannot allocate %zu host bytes", fn, n_i64 * 8);
+        }
+        memcpy(h, d->cu_seqlens, 8 * (size_t)(d->n_seqs + 1));
+        for (int n = 0, c = 0; n < d->n_seqs; n++) {
+            h[d->n_seqs + 1 + n] = c;
+            c += (int)((d->cu_seqlens[n + 1] - d->cu_seqlens[n] + E - 1) / E);
+        }
+        e = cudaMemcpyAsync(buf, h, n_i64 * 8, cudaMemcpyHostToDevice, st);
+        free(h);
+        if (e != cudaSuccess) {
+            cudaFreeAsync(buf, st);
+            return cuda_fail(fn, "copying cu_seqlens to the device", e);
+        }
+        p.cu = (const int64_t *)buf;
+        p.ckpt0 = p.cu + d->n_seqs + 1;
+    }
+    p.q = a->q, p.k = a->k, p.v = a->v, p.g = a->g, p.beta = a->beta, p.h0 = a->h0;
+    p.ckpt = (float *)(buf + head);
+    bp.scratch = (float *)(buf + head + ckpt_bytes);
+    bp.dq_acc = accumulate ? (float *)(buf + head + ckpt_bytes + scratch_bytes) : (float *)a->dq;
+    bp.dk_acc = accumulate ? bp.dq_acc + n_qk : (float *)a->dk;
+    bp.dout = a->dout, bp.dht = a->dht, bp.dv = a->dv, bp.dg = a->dg, bp.dbeta = a->dbeta, bp.dh0 = a->dh0;
+    const size_t n_g = d->gate == LINA_GATE_CONST    ? (size_t)p.HV
+                       : d->gate == LINA_GATE_SCALAR ? tokens * p.HV
+                       : d->gate == LINA_GATE_VECTOR ? tokens * p.HV * p.K
+                                                     : 0;
+    const char *what = "zeroing the gradients";
+    e = cudaSuccess;
+    if (n_qk) e = cudaMemsetAsync(bp.dq_acc, 0, n_qk * 4, st);
+    if (e == cudaSuccess && n_qk) e = cudaMemsetAsync(bp.dk_acc, 0, n_qk * 4, st);
+    if (e == cudaSuccess && n_g) e = cudaMemsetAsync(a->dg, 0, n_g * 4, st);
+    if (e == cudaSuccess && p.delta && tokens) e = cudaMemsetAsync(a->dbeta, 0, tokens * p.HV * 4, st);
+    if (e == cudaSuccess) {
+        what = "backward kernel launch";
+        e = (cudaError_t)lina_cuda_recurrent_backward(&bp, dtype, stream);
+    }
+    if (e == cudaSuccess && accumulate) {
+        what = "converting dq, dk";
+        e = (cudaError_t)lina_cuda_convert_f32(bp.dq_acc, a->dq, n_qk, dtype, stream);
+        if (e == cudaSuccess) e = (cudaError_t)lina_cuda_convert_f32(bp.dk_acc, a->dk, n_qk, dtype, stream);
+    }
+    cudaFreeAsync(buf, st);
+    if (e != cudaSuccess) return cuda_fail(fn, what, e);
     return LINA_OK;
 }

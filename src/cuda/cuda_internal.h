@@ -33,9 +33,28 @@ typedef struct {
     int vec_v;    /* 1: rows of v and o may be read/written as 16-byte vectors */
     const void *q, *k, *v; /* element type of the kernel instantiation */
     const float *g, *beta, *h0;
-    void *o;
+    void *o;      /* NULL: outputs not written (the backward's checkpoint sweep) */
     float *ht;
+    /* recurrent kernel only: the state before every LINA_CUDA_CKPT_EVERY-th token of each
+     * sequence, (checkpoints, HV, K, V) fp32; sequence n's first checkpoint is ckpt0[n]
+     * (varlen, device) or n * ceil(T / LINA_CUDA_CKPT_EVERY) */
+    float *ckpt;
+    const int64_t *ckpt0;
 } lina_cuda_attn_params;
+
+#define LINA_CUDA_CKPT_EVERY 16
+
+/* Backward (attn_recurrent_bwd.cu): every gate, both updates, any input dtype. */
+typedef struct {
+    lina_cuda_attn_params f; /* shape, q, k, v, g, beta, h0 and the checkpoints of the forward sweep */
+    const void *dout;        /* (tokens, HV, V) in the element type */
+    const float *dht;        /* (N, HV, K, V) or NULL */
+    float *dq_acc, *dk_acc;  /* (tokens, H, K) fp32, zeroed: sums over value tiles and grouped heads */
+    void *dv;                /* (tokens, HV, V) in the element type */
+    float *dg, *dbeta;       /* like g, (tokens, HV); zeroed */
+    float *dh0;              /* (N, HV, K, V) or NULL */
+    float *scratch;          /* per block: LINA_CUDA_CKPT_EVERY x 256 threads x ceil(K / 8) fp32 */
+} lina_cuda_attn_bwd_params;
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +79,16 @@ int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype
 /* Additive update with VECTOR gates (GLA), 16-bit inputs: states and outputs
  * with per-key-dim decays (attn_chunk_vec_mma.cu); opt-in, LINA_CUDA_VECTOR_IMPL=chunk. */
 int lina_cuda_chunk_vec_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Backward: the forward sweep writes checkpoints (p->f.ckpt), then the reverse sweep
+ * recomputes each stretch of LINA_CUDA_CKPT_EVERY states from its checkpoint and walks it
+ * backwards; dq/dk are accumulated in fp32 (converted by lina_cuda_convert_f32). */
+static inline int lina_cuda_bwd_rows_per_thread(int K) { /* registers per thread per state: K / 8, rounded up */
+    const int rows = (K + 7) / 8;
+    return rows <= 8 ? 8 : rows <= 16 ? 16 : 32;
+}
+int lina_cuda_recurrent_backward(const lina_cuda_attn_bwd_params *p, lina_dtype dtype, void *stream);
+/* dst[i] = (dtype) src[i], i < n. */
+int lina_cuda_convert_f32(const float *src, void *dst, size_t n, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
  * configuration fits in the device's shared memory (set *value_tile). */
 size_t lina_cuda_chunk_smem(const lina_cuda_attn_params *p, lina_dtype dtype, int max_smem,
