@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(BWD_THREADS) recurrent_bwd_kernel(lina_cuda_at
         const int kk = ty + BWD_ROWS * i;
         ds[i] = (bp.dht && valid && kk < K) ? bp.dht[state_off + (size_t)kk * p.V] : 0.f;
     }
-    float dg_const = 0.f; /* CONST: this thread's row sums over all tokens */
+    double dg_const = 0.0; /* CONST: this thread's row sums over all tokens (a long sum: double) */
 
     for (int j = (len + CB - 1) / CB - 1; j >= 0; j--) {
         const int t0 = j * CB, cb = min(CB, len - t0);
@@ -216,8 +216,9 @@ __global__ void __launch_bounds__(BWD_THREADS) recurrent_bwd_kernel(lina_cuda_at
         }
     }
     if (p.gate == LINA_GATE_CONST && tid < ((K + 31) & ~31)) {
-        const float dg = warp_sum(dg_const);
-        if ((tid & 31) == 0) atomicAdd(bp.dg + hv, dg);
+#pragma unroll
+        for (int m = 16; m; m >>= 1) dg_const += __shfl_xor_sync(0xffffffffu, dg_const, m);
+        if ((tid & 31) == 0) atomicAdd(bp.dg + hv, (float)dg_const);
     }
     if (bp.dh0 && valid)
 #pragma unroll

@@ -87,6 +87,10 @@ static inline int lina_cuda_bwd_rows_per_thread(int K) { /* registers per thread
     return rows <= 8 ? 8 : rows <= 16 ? 16 : 32;
 }
 int lina_cuda_recurrent_backward(const lina_cuda_attn_bwd_params *p, lina_dtype dtype, void *stream);
+/* Additive update, gates NONE / CONST / SCALAR, HV == H: gradients from three chunkwise
+ * forward runs (attn_chunk_add_bwd.cu); the arguments are validated by the caller. */
+lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
+                                         void *stream);
 /* dst[i] = (dtype) src[i], i < n. */
 int lina_cuda_convert_f32(const float *src, void *dst, size_t n, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no

@@ -70,9 +70,10 @@ static void run_case(const shape_t *s, lina_gate gate, lina_update upd, lina_dty
                              with_dht ? dht : NULL, rq, rk, rv, ng ? rg : NULL, nb ? rb : NULL, rh0};
     lina_status st = lina_attn_backward(NULL, &ref, &ra);
     char name[200];
-    snprintf(name, sizeof name, "bwd %s gate%d %s B%d T%d H%d/%d K%d V%d%s%s%s", dname(dt), (int)gate,
-             upd == LINA_UPDATE_DELTA ? "delta" : "add", s->B, s->T, s->H, HV, s->K, s->V, s->cu ? " varlen" : "",
-             with_h0 ? " h0" : "", with_dht ? " dht" : "");
+    const char *impl = getenv("LINA_CUDA_BWD_IMPL");
+    snprintf(name, sizeof name, "bwd%s%s %s gate%d %s B%d T%d H%d/%d K%d V%d%s%s%s", impl ? "/" : "",
+             impl ? impl : "", dname(dt), (int)gate, upd == LINA_UPDATE_DELTA ? "delta" : "add", s->B, s->T, s->H, HV, s->K,
+             s->V, s->cu ? " varlen" : "", with_h0 ? " h0" : "", with_dht ? " dht" : "");
     if (st != LINA_OK) {
         test_report(0, name, "CPU reference failed: %s", lina_last_error());
     } else {
@@ -172,6 +173,15 @@ int main(int argc, char **argv) {
                     run_case(&shapes[si], (lina_gate)gate, (lina_update)upd, dts[di], (si + gate) % 2,
                              (si + gate + upd) % 2, seed++);
                 }
+    /* the additive update with gates NONE/CONST/SCALAR and HV == H takes the chunkwise path by
+     * default; the token-by-token kernels on the same cases */
+    setenv("LINA_CUDA_BWD_IMPL", "recurrent", 1);
+    const int picks[] = {0, 3, 4, 5};
+    for (int pi = 0; pi < (quick ? 1 : 4); pi++)
+        for (int di = 0; di < 2; di++)
+            for (int gate = 0; gate < 3; gate++)
+                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_ADD, dts[di], 1, 1, seed++);
+    unsetenv("LINA_CUDA_BWD_IMPL");
     run_errors();
     return test_finish();
 }
