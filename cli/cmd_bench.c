@@ -1,6 +1,7 @@
 /* `lina bench ops`: time one attention op (forward, optionally forward+backward)
  * on random inputs, report median ms, GFLOP/s (lina_attn_flops) and the ratio to
- * this machine's sgemm GFLOP/s measured in the same run with the same threads. */
+ * this machine's sgemm GFLOP/s measured in the same run with the same threads.
+ * --device cuda runs cli/bench_ops_cuda.c instead (device buffers, CUDA events). */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "bench_ops.h"
 #include "cli.h"
 #include "lina.h"
 
@@ -19,14 +21,7 @@
 
 /* ---- options ---- */
 
-typedef enum { OP_LINEAR, OP_RETENTION, OP_SIMPLE_GLA, OP_GLA, OP_DELTA, OP_GATED_DELTA, OP_KDA, OP_SOFTMAX } op_kind;
-
-static const struct {
-    const char *name;
-    lina_gate gate;
-    lina_update update;
-    const char *what;
-} OPS[] = {
+const bench_op_info BENCH_OPS[N_BENCH_OPS] = {
     [OP_LINEAR] = {"linear", LINA_GATE_NONE, LINA_UPDATE_ADD, "linear attention, no gate"},
     [OP_RETENTION] = {"retention", LINA_GATE_CONST, LINA_UPDATE_ADD, "RetNet: constant decay log(1-2^(-5-h))"},
     [OP_SIMPLE_GLA] = {"simple_gla", LINA_GATE_SCALAR, LINA_UPDATE_ADD, "scalar gate per token and head"},
@@ -36,16 +31,12 @@ static const struct {
     [OP_KDA] = {"kda", LINA_GATE_VECTOR, LINA_UPDATE_DELTA, "Kimi delta attention (vector gate)"},
     [OP_SOFTMAX] = {"softmax", LINA_GATE_NONE, LINA_UPDATE_ADD, "causal softmax attention (form ignored)"},
 };
-#define N_OPS ((int)(sizeof OPS / sizeof *OPS))
+const char *const BENCH_FORM_NAMES[4] = {"auto", "recurrent", "chunk", "parallel"};
 
-static const char *FORM_NAMES[] = {"auto", "recurrent", "chunk", "parallel"};
-
-typedef struct {
-    op_kind op;
-    lina_form form;
-    int B, T, H, HV, K, V, chunk;
-    int threads, repeat, warmup, backward, json;
-} bench_opts;
+static const struct {
+    const char *name;
+    lina_dtype dtype;
+} DTYPES[] = {{"fp32", LINA_DTYPE_F32}, {"bf16", LINA_DTYPE_BF16}, {"fp16", LINA_DTYPE_F16}};
 
 static void bench_usage(FILE *f) {
     fprintf(f,
@@ -54,7 +45,8 @@ static void bench_usage(FILE *f) {
             "compares its GFLOP/s with cblas_sgemm 1024^3 measured in the same run (the\n"
             "better of one measurement before and one after the op).\n\n"
             "  --op OP         one of:\n");
-    for (int i = 0; i < N_OPS; i++) fprintf(f, "                    %-12s %s\n", OPS[i].name, OPS[i].what);
+    for (int i = 0; i < N_BENCH_OPS; i++)
+        fprintf(f, "                    %-12s %s\n", BENCH_OPS[i].name, BENCH_OPS[i].what);
     fprintf(f,
             "  --form F        chunk | recurrent | parallel | auto (default auto)\n"
             "  --B N --T N --H N --K N --V N   sizes (default 1 4096 8 64 64)\n"
@@ -63,7 +55,18 @@ static void bench_usage(FILE *f) {
             "  --threads N     lina_ctx threads and sgemm threads (default 1)\n"
             "  --repeat N      timed repetitions (default 5); --warmup N untimed (default 1)\n"
             "  --backward      also time forward+backward\n"
-            "  --json          print one JSON object instead of text\n");
+            "  --json          print one JSON object instead of text\n"
+            "  --device D      cpu | cuda (default cpu)\n"
+            "  --dtype T       fp32 | bf16 | fp16 for q, k, v, o (default fp32; bf16 and fp16\n"
+            "                  need --device cuda); gates, beta and states are fp32\n\n"
+            "With --device cuda the inputs are drawn on the GPU (same distributions), every\n"
+            "repetition is timed with CUDA events after a 256 MB write that evicts the L2\n"
+            "cache (as triton's do_bench), and the report gives TFLOP/s (lina_attn_flops of\n"
+            "the form the kernels run: chunk, with --chunk only used for that count, or\n"
+            "recurrent for --form recurrent and fp32 vector gates) and GB/s of the minimum\n"
+            "traffic: forward reads q, k, v, gates, beta and writes o; forward+backward adds\n"
+            "reading them and dout again and writing dq, dk, dv, dgates, dbeta. softmax has\n"
+            "no CUDA kernel; --threads is ignored.\n");
 }
 
 /* Parse a whole decimal int in [lo, hi] or print a message naming the value. */
@@ -73,6 +76,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
     o->op = -1;
     o->B = 1, o->T = 4096, o->H = 8, o->K = 64, o->V = 64, o->chunk = 64;
     o->threads = 1, o->repeat = 5, o->warmup = 1;
+    o->device = BENCH_CPU, o->dtype = LINA_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         struct {
@@ -98,18 +102,37 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--op")) {
-            for (int k = 0; k < N_OPS && val; k++)
-                if (!strcmp(val, OPS[k].name)) o->op = (op_kind)k;
+            for (int k = 0; k < N_BENCH_OPS && val; k++)
+                if (!strcmp(val, BENCH_OPS[k].name)) o->op = (bench_op)k;
             if ((int)o->op < 0) {
                 fprintf(stderr, "lina bench ops: --op '%s' is not one of linear, retention, "
                         "simple_gla, gla, delta, gated_delta, kda, softmax\n", val ? val : "(missing)");
                 return 2;
             }
             i++;
+        } else if (!strcmp(a, "--device")) {
+            if (val && !strcmp(val, "cpu")) o->device = BENCH_CPU;
+            else if (val && !strcmp(val, "cuda")) o->device = BENCH_CUDA;
+            else {
+                fprintf(stderr, "lina bench ops: --device '%s' is not one of cpu, cuda\n", val ? val : "(missing)");
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(a, "--dtype")) {
+            int t = -1;
+            for (int k = 0; k < (int)(sizeof DTYPES / sizeof *DTYPES) && val; k++)
+                if (!strcmp(val, DTYPES[k].name)) t = k;
+            if (t < 0) {
+                fprintf(stderr, "lina bench ops: --dtype '%s' is not one of fp32, bf16, fp16\n",
+                        val ? val : "(missing)");
+                return 2;
+            }
+            o->dtype = DTYPES[t].dtype;
+            i++;
         } else if (!strcmp(a, "--form")) {
             int f = -1;
             for (int k = 0; k < 4 && val; k++)
-                if (!strcmp(val, FORM_NAMES[k])) f = k;
+                if (!strcmp(val, BENCH_FORM_NAMES[k])) f = k;
             if (f < 0) {
                 fprintf(stderr, "lina bench ops: --form '%s' is not one of chunk, recurrent, "
                         "parallel, auto\n", val ? val : "(missing)");
@@ -124,6 +147,11 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
     }
     if ((int)o->op < 0) {
         fprintf(stderr, "lina bench ops: --op is required (lina bench ops --help)\n");
+        return 2;
+    }
+    if (o->dtype != LINA_DTYPE_F32 && o->device != BENCH_CUDA) {
+        fprintf(stderr, "lina bench ops: --dtype %s needs --device cuda (the CPU ops run in fp32)\n",
+                o->dtype == LINA_DTYPE_BF16 ? "bf16" : "fp16");
         return 2;
     }
     if (!o->HV) o->HV = o->H;
@@ -178,8 +206,8 @@ static void buffers_free(buffers *b) {
 static int buffers_init(buffers *b, const bench_opts *o) {
     memset(b, 0, sizeof *b);
     size_t tokens = (size_t)o->B * o->T;
-    lina_gate gate = OPS[o->op].gate;
-    int delta = OPS[o->op].update == LINA_UPDATE_DELTA;
+    lina_gate gate = BENCH_OPS[o->op].gate;
+    int delta = BENCH_OPS[o->op].update == LINA_UPDATE_DELTA;
     b->nqk = tokens * o->H * o->K;
     b->nv = tokens * o->HV * o->V;
     b->ng = gate == LINA_GATE_CONST    ? (size_t)o->HV
@@ -230,7 +258,7 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static double median(double *x, int n) {
+double bench_median(double *x, int n) {
     qsort(x, n, sizeof *x, cmp_double);
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
@@ -256,7 +284,7 @@ static double sgemm_gflops(int n, int threads) {
     }
     openblas_set_num_threads(saved);
     free(a), free(b), free(c);
-    return 2.0 * n * n * n / (median(t, 5) * 1e6);
+    return 2.0 * n * n * n / (bench_median(t, 5) * 1e6);
 }
 
 typedef struct {
@@ -303,7 +331,7 @@ static double time_median(bench_run *r, lina_status (*fn)(bench_run *)) {
         }
         if (i >= r->o->warmup) t[i - r->o->warmup] = dt;
     }
-    double m = median(t, n);
+    double m = bench_median(t, n);
     free(t);
     return m;
 }
@@ -313,7 +341,7 @@ static double time_median(bench_run *r, lina_status (*fn)(bench_run *)) {
 static void print_json(const bench_opts *o, const char *form, double fwd_ms, double fwdbwd_ms,
                        double flops, double gflops, double sgemm) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "op", OPS[o->op].name);
+    cJSON_AddStringToObject(j, "op", BENCH_OPS[o->op].name);
     cJSON_AddStringToObject(j, "form", form);
     cJSON_AddNumberToObject(j, "B", o->B);
     cJSON_AddNumberToObject(j, "T", o->T);
@@ -343,6 +371,7 @@ static int bench_ops(int argc, char **argv) {
     bench_opts o;
     int rc = parse_opts(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;
+    if (o.device == BENCH_CUDA) return bench_ops_cuda(&o);
 
     lina_ctx *ctx = NULL;
     if (lina_ctx_create(&ctx) != LINA_OK || lina_ctx_set_threads(ctx, o.threads) != LINA_OK) {
@@ -374,11 +403,11 @@ static int bench_ops(int argc, char **argv) {
     } else {
         lina_attn_desc *d = &r.attn;
         d->B = o.B, d->T = o.T, d->H = o.H, d->HV = o.HV, d->K = o.K, d->V = o.V;
-        d->gate = OPS[o.op].gate, d->update = OPS[o.op].update;
+        d->gate = BENCH_OPS[o.op].gate, d->update = BENCH_OPS[o.op].update;
         d->form = o.form, d->chunk = o.chunk;
         lina_form resolved = lina_attn_resolve_form(d);
         flops = lina_attn_flops(d, resolved);
-        form = FORM_NAMES[resolved];
+        form = BENCH_FORM_NAMES[resolved];
     }
 
     /* The ceiling: the better of two sgemm measurements, before and after the op
@@ -395,7 +424,7 @@ static int bench_ops(int argc, char **argv) {
             print_json(&o, form, fwd_ms, fwdbwd_ms, flops, gflops, sgemm);
         } else {
             printf("op %s  form %s  B=%d T=%d H=%d HV=%d K=%d V=%d  threads %d  (median of %d)\n",
-                   OPS[o.op].name, form, o.B, o.T, o.H, o.HV, o.K, o.V, o.threads, o.repeat);
+                   BENCH_OPS[o.op].name, form, o.B, o.T, o.H, o.HV, o.K, o.V, o.threads, o.repeat);
             printf("  forward           %10.3f ms   %8.2f GFLOP/s\n", fwd_ms, gflops);
             if (o.backward) printf("  forward+backward  %10.3f ms\n", fwdbwd_ms);
             printf("  sgemm 1024^3      %10.2f GFLOP/s  -> forward at %.1f%% of sgemm\n", sgemm,

@@ -95,6 +95,58 @@ lina_status lina_cuda_attn_step(const lina_attn_desc *d, lina_dtype dtype, const
                                 const void *k, const void *v, const float *g, const float *beta,
                                 float *state, void *o, void *stream);
 
+/* ---- Device memory and timing (src/cuda/cuda_mem.cu) ----
+ * For C callers without the CUDA headers (the CLI's `bench ops --device cuda`).
+ * The current device of the calling thread; every CUDA error becomes a status
+ * whose message names the call and the size (LINA_ERR_OOM for out of memory,
+ * LINA_ERR_CUDA otherwise, e.g. no device or no driver). Without CUDA every
+ * call returns LINA_ERR_UNSUPPORTED ("built without CUDA"). */
+
+typedef struct {
+    int index;           /* cudaGetDevice */
+    char name[256];      /* e.g. "NVIDIA H200" */
+    int cc_major, cc_minor;
+    int sm_count;
+    size_t total_bytes;  /* global memory */
+} lina_cuda_device;
+
+/* The current device, or an error saying why there is none. */
+lina_status lina_cuda_device_info(lina_cuda_device *out);
+
+/* cudaMalloc: *p = NULL on failure and for bytes == 0 (which succeeds). */
+lina_status lina_cuda_malloc(void **p, size_t bytes);
+void lina_cuda_free(void *p); /* NULL is fine; errors are dropped */
+/* Synchronous copies (cudaMemcpy) between host and device memory. */
+lina_status lina_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
+lina_status lina_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
+/* cudaMemsetAsync on `stream` (cudaStream_t as void*, NULL: legacy default). */
+lina_status lina_cuda_memset(void *p, int byte, size_t bytes, void *stream);
+/* cudaDeviceSynchronize: also reports an earlier asynchronous (kernel) error. */
+lina_status lina_cuda_synchronize(void);
+
+/* A pair of CUDA events. stop records the stop event, waits for it and returns
+ * the milliseconds between the two events (GPU time of the work enqueued on
+ * `stream` between start and stop, plus any idle gap there). */
+typedef struct lina_cuda_timer lina_cuda_timer;
+lina_status lina_cuda_timer_create(lina_cuda_timer **out);
+lina_status lina_cuda_timer_start(lina_cuda_timer *t, void *stream);
+lina_status lina_cuda_timer_stop(lina_cuda_timer *t, void *stream, float *ms);
+void lina_cuda_timer_free(lina_cuda_timer *t); /* NULL is fine */
+
+typedef enum {
+    LINA_CUDA_RANDOM_NORMAL = 0,  /* N(0, 1) */
+    LINA_CUDA_RANDOM_UNIFORM = 1, /* U[lo, hi) */
+    LINA_CUDA_RANDOM_SIGMOID = 2  /* 1 / (1 + e^-z), z ~ N(0, 1): in (0, 1) */
+} lina_cuda_random;
+
+/* Fill the device array x, (rows, cols) in dtype (F32, BF16, F16), on `stream`
+ * with draws from a counter-based hash of (seed, element index) (the same
+ * values for the same seed, whatever the launch). l2_rows: each row is
+ * scaled to unit L2 norm after drawing (norm computed in fp32 before the
+ * rounding to dtype). lo, hi: UNIFORM only. */
+lina_status lina_cuda_fill_random(void *x, size_t rows, int cols, lina_dtype dtype, lina_cuda_random dist,
+                                  float lo, float hi, int l2_rows, uint64_t seed, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
