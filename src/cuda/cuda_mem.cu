@@ -33,7 +33,7 @@ extern "C" lina_status lina_cuda_device_info(lina_cuda_device *out) {
         return lina_fail(LINA_ERR_CUDA, "lina_cuda_device_info: no usable CUDA device: cudaGetDeviceCount: %s (%s)",
                          cudaGetErrorString(e), cudaGetErrorName(e));
     }
-    if (n < 1) return lina_fail(LINA_ERR_CUDA, "lina_cuda_device_info: no CUDA device is visible");
+    if (n < 1) return lina_fail(LINA_ERR_CUDA, "lina_cuda_device_info: no usable CUDA device: none is visible");
     cudaDeviceProp prop;
     if ((e = cudaGetDevice(&dev)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess) {
         cudaGetLastError();
