@@ -231,10 +231,15 @@ int bench_ops_cuda(const bench_opts *o) {
     d->B = o->B, d->T = o->T, d->H = o->H, d->HV = o->HV, d->K = o->K, d->V = o->V;
     d->gate = BENCH_OPS[o->op].gate, d->update = BENCH_OPS[o->op].update;
     d->form = o->form, d->chunk = o->chunk;
-    /* the kernels' form (include/lina/cuda.h): chunkwise, except --form recurrent and fp32
-     * vector gates (token by token); PARALLEL is refused by the library below */
+    /* the form the kernels run (the dispatch in src/cuda/cuda_attn.cu): chunkwise, except
+     * --form recurrent and vector gates with fp32 inputs, with the delta rule (KDA) or with
+     * LINA_CUDA_VECTOR_IMPL=recurrent (token by token); PARALLEL is refused by the library */
+    const char *vec_env = getenv("LINA_CUDA_VECTOR_IMPL");
+    const int vec_recurrent = d->gate == LINA_GATE_VECTOR &&
+                              (o->dtype == LINA_DTYPE_F32 || d->update == LINA_UPDATE_DELTA ||
+                               (vec_env && !strcmp(vec_env, "recurrent")));
     lina_form ran = LINA_FORM_CHUNK;
-    if (o->form == LINA_FORM_RECURRENT || (d->gate == LINA_GATE_VECTOR && o->dtype == LINA_DTYPE_F32))
+    if (o->form == LINA_FORM_RECURRENT || vec_recurrent)
         ran = LINA_FORM_RECURRENT;
     else if (o->form == LINA_FORM_PARALLEL)
         ran = LINA_FORM_PARALLEL;

@@ -63,7 +63,7 @@ static void bench_usage(FILE *f) {
             "repetition is timed with CUDA events after a 256 MB write that evicts the L2\n"
             "cache (as triton's do_bench), and the report gives TFLOP/s (lina_attn_flops of\n"
             "the form the kernels run: chunk, with --chunk only used for that count, or\n"
-            "recurrent for --form recurrent and fp32 vector gates) and GB/s of the minimum\n"
+            "recurrent for --form recurrent, kda, and gla in fp32) and GB/s of the minimum\n"
             "traffic: forward reads q, k, v, gates, beta and writes o; forward+backward adds\n"
             "reading them and dout again and writing dq, dk, dv, dgates, dbeta. softmax has\n"
             "no CUDA kernel; --threads is ignored.\n");
