@@ -134,20 +134,50 @@ __global__ void state_dot_kernel(const float *dht, const float *htT, float *dot,
 }
 
 /* Reverse cumulative sums per (sequence, head): dg_t = sum_{u >= t} dlb_u (+ dot at the last token);
- * CONST adds sum_t dg_t into dg[h]. One thread per (sequence, head). */
+ * CONST adds sum_t dg_t into dg[h]. One block per (sequence, head): each thread sums a stretch
+ * of tokens, the stretch sums are scanned, then each thread walks its stretch backwards. */
+#define SCAN_THREADS 256
 __global__ void gate_scan_kernel(const float *dlb, const float *dot, float *dg, int gate, int H, const int64_t *cu,
-                                 int n_seqs, int Tlen) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_seqs * H) return;
-    const int n = i / H, h = i % H;
+                                 int Tlen) {
+    __shared__ double part[SCAN_THREADS];
+    const int i = blockIdx.x, n = i / H, h = i % H, tid = threadIdx.x;
     const int64_t bos = cu ? cu[n] : (int64_t)n * Tlen, len = cu ? cu[n + 1] - cu[n] : Tlen;
-    double acc = dot ? dot[i] : 0.0, total = 0.0;
-    for (int64_t t = bos + len - 1; t >= bos; t--) {
+    const int64_t per = (len + SCAN_THREADS - 1) / SCAN_THREADS, lo = bos + tid * per;
+    const int64_t hi = lo + per < bos + len ? lo + per : bos + len;
+    double sum = 0.0;
+    for (int64_t t = lo; t < hi; t++) sum += dlb[t * H + h];
+    part[tid] = sum;
+    __syncthreads();
+    if (tid == 0) { /* part[j] = everything after stretch j (+ dot) */
+        double after = dot ? dot[i] : 0.0;
+        for (int j = SCAN_THREADS - 1; j >= 0; j--) {
+            const double here = part[j];
+            part[j] = after;
+            after += here;
+        }
+    }
+    __syncthreads();
+    double acc = part[tid], total = 0.0;
+    for (int64_t t = hi - 1; t >= lo; t--) {
         acc += dlb[t * H + h];
         if (gate == LINA_GATE_SCALAR) dg[t * H + h] = (float)acc;
         total += acc;
     }
-    if (gate == LINA_GATE_CONST && len > 0) atomicAdd(dg + h, (float)total);
+    if (gate == LINA_GATE_CONST) {
+        __syncthreads();
+        part[tid] = total;
+        __syncthreads();
+        if (tid == 0) {
+            double all = 0.0;
+            for (int j = 0; j < SCAN_THREADS; j++) all += part[j];
+            if (len > 0) atomicAdd(dg + h, (float)all);
+        }
+    }
+}
+
+template <typename T> __global__ void to_f32_kernel(const T *src, float *dst, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = to_f(src[i]);
 }
 
 static unsigned blocks_for(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
@@ -181,16 +211,18 @@ static void dlogb(const void *q, const void *k, const void *dq, const void *dk, 
         }                                                                                          \
     } while (0)
 
-/* Validation is the caller's (lina_cuda_attn_backward): additive, gate NONE/CONST/SCALAR, HV == H. */
-extern "C" lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dtype,
-                                                    const lina_cuda_attn_bwd_args *a, void *stream) {
-    static const char fn[] = "lina_cuda_attn_backward";
+static const char fn[] = "lina_cuda_attn_backward";
+
+/* The three runs; dg (by the identity) only if want_dg; the dv run is skipped when a->dv is NULL
+ * (a->dh0 is then ignored). */
+static lina_status chunk_add_bwd(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
+                                 void *stream, int want_dg) {
     cudaStream_t st = (cudaStream_t)stream;
     const int H = d->H, K = d->K, V = d->V, N = d->cu_seqlens ? d->n_seqs : d->B;
     const float scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)K);
     const int64_t tokens = (int64_t)d->B * d->T, KV = (int64_t)K * V, states = (int64_t)N * H;
     const size_t es = dtype == LINA_DTYPE_F32 ? 4 : 2;
-    const int gated = d->gate != LINA_GATE_NONE;
+    const int gated = d->gate != LINA_GATE_NONE, dg_here = gated && want_dg;
 
     /* workspace (256-byte aligned pieces) */
     size_t off = 0;
@@ -199,9 +231,9 @@ extern "C" lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lin
     const size_t o_qr = take(tokens * H * K * es), o_kr = take(tokens * H * K * es);
     const size_t o_vr = take(tokens * H * V * es), o_dor = take(tokens * H * V * es);
     const size_t o_dkr = take(tokens * H * K * es), o_dvr = take(tokens * H * V * es);
-    const size_t o_gr = gated ? take(tokens * H * 4) : 0, o_dlb = gated ? take(tokens * H * 4) : 0;
+    const size_t o_gr = gated ? take(tokens * H * 4) : 0, o_dlb = dg_here ? take(tokens * H * 4) : 0;
     const size_t o_h0T = a->h0 ? take(states * KV * 4) : 0;
-    const int need_ht = gated && a->dht;
+    const int need_ht = dg_here && a->dht;
     const size_t o_htT = need_ht ? take(states * KV * 4) : 0, o_dot = need_ht ? take(states * 4) : 0;
     const size_t o_dhtS = a->dht ? take(states * KV * 4) : 0, o_dhtT = a->dht ? take(states * KV * 4) : 0;
     unsigned char *buf = NULL;
@@ -223,7 +255,7 @@ extern "C" lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lin
     }
     void *q_r = buf + o_qr, *k_r = buf + o_kr, *v_r = buf + o_vr, *do_r = buf + o_dor;
     void *dk_r = buf + o_dkr, *dv_r = buf + o_dvr;
-    float *g_r = gated ? (float *)(buf + o_gr) : NULL, *dlb = gated ? (float *)(buf + o_dlb) : NULL;
+    float *g_r = gated ? (float *)(buf + o_gr) : NULL, *dlb = dg_here ? (float *)(buf + o_dlb) : NULL;
     float *h0T = a->h0 ? (float *)(buf + o_h0T) : NULL, *htT = need_ht ? (float *)(buf + o_htT) : NULL;
     float *dot = need_ht ? (float *)(buf + o_dot) : NULL;
     float *dhtS = a->dht ? (float *)(buf + o_dhtS) : NULL, *dhtT = a->dht ? (float *)(buf + o_dhtT) : NULL;
@@ -250,28 +282,65 @@ extern "C" lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lin
     lina_attn_desc drv = *d;
     drv.HV = 0, drv.scale = scale, drv.form = LINA_FORM_CHUNK, drv.gate = gated ? LINA_GATE_SCALAR : LINA_GATE_NONE;
     /* dv (reversed): forward(q = rev k, k = rev q, v = rev do, h0 = dht / scale); final state -> dh0 */
-    lina_cuda_attn_fwd_args f2 = {k_r, q_r, do_r, g_r, NULL, dhtS, dv_r, a->dh0};
-    TRY(lina_cuda_attn_forward(&drv, dtype, &f2, stream));
+    if (a->dv) {
+        lina_cuda_attn_fwd_args f2 = {k_r, q_r, do_r, g_r, NULL, dhtS, dv_r, a->dh0};
+        TRY(lina_cuda_attn_forward(&drv, dtype, &f2, stream));
+    }
     /* dk (reversed): forward(q = rev v, k = rev do, v = rev q, h0 = dht^T / scale) */
     lina_attn_desc drs = drv;
     drs.K = V, drs.V = K;
     lina_cuda_attn_fwd_args f3 = {v_r, do_r, q_r, g_r, NULL, dhtT, dk_r, NULL};
     TRY(lina_cuda_attn_forward(&drs, dtype, &f3, stream));
-    reverse_any(dtype, dv_r, a->dv, tokens, H * V, cu, N, Tl, st);
+    if (a->dv) reverse_any(dtype, dv_r, a->dv, tokens, H * V, cu, N, Tl, st);
     reverse_any(dtype, dk_r, a->dk, tokens, H * K, cu, N, Tl, st);
-    if (a->dh0)
+    if (a->dv && a->dh0)
         dh0_scale_kernel<<<blocks_for(states * KV, 256), 256, 0, st>>>(a->dh0, a->g, d->gate, H, KV, cu, N, Tl, scale);
 
-    if (gated) {
+    if (dg_here) {
         if (dtype == LINA_DTYPE_F32) dlogb<float>(a->q, a->k, a->dq, a->dk, dlb, tokens * H, K, st);
         else if (dtype == LINA_DTYPE_BF16) dlogb<__nv_bfloat16>(a->q, a->k, a->dq, a->dk, dlb, tokens * H, K, st);
         else dlogb<__half>(a->q, a->k, a->dq, a->dk, dlb, tokens * H, K, st);
         if (need_ht) state_dot_kernel<<<(unsigned)states, 256, 0, st>>>(a->dht, htT, dot, K, V);
         if (d->gate == LINA_GATE_CONST) cudaMemsetAsync(a->dg, 0, (size_t)H * 4, st);
-        gate_scan_kernel<<<blocks_for(states, 128), 128, 0, st>>>(dlb, dot, a->dg, d->gate, H, cu, N, Tl);
+        if (states) gate_scan_kernel<<<(unsigned)states, SCAN_THREADS, 0, st>>>(dlb, dot, a->dg, d->gate, H, cu, Tl);
     }
     e = cudaGetLastError();
     cudaFreeAsync(buf, st);
     if (e != cudaSuccess) return lina_fail(LINA_ERR_CUDA, "%s: kernel launch: %s", fn, cudaGetErrorString(e));
     return LINA_OK;
+}
+
+/* dL/db_t = q.dq - k.dk cancels: across a long sequence both terms hold every pair of tokens
+ * and only the pairs crossing t survive, so 16-bit dq, dk (relative error ~2^-9) gave dg off by
+ * 1e-1 on the H200 tests. With 16-bit inputs the gates' gradient therefore comes from a second
+ * set of runs in fp32 (dq, dk to ~1e-6; dv not needed); dq, dk, dv, dh0 from the 16-bit runs. */
+extern "C" lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dtype,
+                                                    const lina_cuda_attn_bwd_args *a, void *stream) {
+    if (d->gate == LINA_GATE_NONE || dtype == LINA_DTYPE_F32) return chunk_add_bwd(d, dtype, a, stream, 1);
+    cudaStream_t st = (cudaStream_t)stream;
+    const int64_t tokens = (int64_t)d->B * d->T, nqk = tokens * d->H * d->K, nv = tokens * d->H * d->V;
+    const size_t bytes = (size_t)(4 * nqk + 2 * nv) * 4;
+    float *buf = NULL;
+    cudaError_t e = bytes ? cudaMallocAsync((void **)&buf, bytes, st) : cudaSuccess;
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lina_fail(e == cudaErrorMemoryAllocation ? LINA_ERR_OOM : LINA_ERR_CUDA,
+                         "%s: cannot allocate %zu bytes of device workspace (fp32 copies): %s", fn, bytes,
+                         cudaGetErrorString(e));
+    }
+    float *q32 = buf, *k32 = q32 + nqk, *dq32 = k32 + nqk, *dk32 = dq32 + nqk, *v32 = dk32 + nqk, *do32 = v32 + nv;
+    const void *src[4] = {a->q, a->k, a->v, a->dout};
+    float *dst[4] = {q32, k32, v32, do32};
+    const int64_t len[4] = {nqk, nqk, nv, nv};
+    for (int i = 0; i < 4 && len[i]; i++) {
+        if (dtype == LINA_DTYPE_BF16)
+            to_f32_kernel<<<blocks_for(len[i], 256), 256, 0, st>>>((const __nv_bfloat16 *)src[i], dst[i], len[i]);
+        else
+            to_f32_kernel<<<blocks_for(len[i], 256), 256, 0, st>>>((const __half *)src[i], dst[i], len[i]);
+    }
+    lina_cuda_attn_bwd_args a32 = {q32, k32, v32, a->g, NULL, a->h0, do32, a->dht, dq32, dk32, NULL, a->dg, NULL, NULL};
+    lina_status rc = chunk_add_bwd(d, LINA_DTYPE_F32, &a32, stream, 1);
+    if (rc == LINA_OK) rc = chunk_add_bwd(d, dtype, a, stream, 0);
+    cudaFreeAsync(buf, st);
+    return rc;
 }

@@ -95,9 +95,9 @@ static void run_case(const shape_t *s, lina_gate gate, lina_update upd, lina_dty
                 from_device(x, dv_d, nv, dt);
                 compare(name, "dv", x, rv, nv, tol);
             }
-            if (ng) {
+            if (ng) { /* CONST: one number per head summing T K V products of fp32 states (1.4e-5 seen) */
                 CK(cudaMemcpy(x, dg_d, ng * 4, cudaMemcpyDeviceToHost));
-                compare(name, "dg", x, rg, ng, tol);
+                compare(name, "dg", x, rg, ng, gate == LINA_GATE_CONST && dt == LINA_DTYPE_F32 ? 1e-4 : tol);
             }
             if (nb) {
                 CK(cudaMemcpy(x, db_d, nb * 4, cudaMemcpyDeviceToHost));
