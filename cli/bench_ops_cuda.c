@@ -85,7 +85,9 @@ static lina_status dev_buffers_fill(dev_buffers *b, const bench_opts *o) {
     const size_t tokens = (size_t)o->B * o->T;
     lina_status st;
 #define TRY(x)                                                                                                \
-    if ((st = (x)) != LINA_OK) return st
+    do {                                                                                                      \
+        if ((st = (x)) != LINA_OK) return st;                                                                 \
+    } while (0)
     TRY(lina_cuda_fill_random(b->q, tokens * o->H, o->K, o->dtype, LINA_CUDA_RANDOM_NORMAL, 0, 0, delta, 1, NULL));
     TRY(lina_cuda_fill_random(b->k, tokens * o->H, o->K, o->dtype, LINA_CUDA_RANDOM_NORMAL, 0, 0, delta, 2, NULL));
     TRY(lina_cuda_fill_random(b->v, tokens * o->HV, o->V, o->dtype, LINA_CUDA_RANDOM_NORMAL, 0, 0, 0, 3, NULL));

@@ -79,12 +79,17 @@ typedef struct {
 
 /* Gradients of lina_cuda_attn_forward's outputs (o, and ht through dht), the
  * device twin of lina_attn_backward: overwritten, never accumulated. Every
- * gate and update, fp32 / bf16 / fp16, varlen, grouped heads. It recomputes
- * the states from the inputs: a forward sweep keeps the state before every
- * 16th token (fp32, 4 K V bytes per 16 tokens per sequence and value head,
- * in a stream-ordered workspace), then a reverse sweep runs token by token
- * (O(T K V) work, not tensor cores). Sums over value tiles and grouped heads
- * use fp32 atomics, so results may differ in the last bits between runs. */
+ * gate and update, fp32 / bf16 / fp16, varlen, grouped heads. Two paths:
+ *  - additive update, gates NONE / CONST / SCALAR, HV == H (not fp32 with a
+ *    gate): three chunkwise forward runs (dq directly, dk and dv on the
+ *    sequences reversed), the gates' gradient from q.dq - k.dk, reverse-summed
+ *    over time, with dq, dk from extra fp32 runs (the identity cancels);
+ *  - everything else: token by token from states recomputed out of
+ *    checkpoints (the state before every 16th token, fp32: 4 K V bytes per 16
+ *    tokens per sequence and value head). Slow (O(T K V) on CUDA cores, tens
+ *    of ms at B8 T4096 H16 K=V=128) but exact; sums over value tiles and
+ *    grouped heads use fp32 atomics (last bits may differ between runs).
+ * Workspaces are stream-ordered (cudaMallocAsync); a failed one is LINA_ERR_OOM. */
 lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dtype dtype,
                                     const lina_cuda_attn_bwd_args *a, void *stream);
 
