@@ -83,8 +83,56 @@ def rel(a, b):
     a, b = a.float(), b.float()
     return ((a - b).norm() / b.norm()).item()
 
-shapes = [(8, 4096, 16, 128), (2, 16384, 16, 128)]
+def decode_bench():
+    # decode: one token per sequence with a state, B = 1..64, H = 16, K = V = 128 (lina_cuda_attn_step
+    # vs fla's fused recurrent kernels at T = 1 with initial and final state)
+    lib.lina_cuda_attn_step.argtypes = [C.POINTER(Desc), C.c_int] + [C.c_void_p] * 8
+    lib.lina_cuda_attn_step.restype = C.c_int
+    try:
+        from fla.ops.simple_gla import fused_recurrent_simple_gla
+        from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+    except Exception as e:
+        fused_recurrent_simple_gla = fused_recurrent_gated_delta_rule = None
+        print('fla fused recurrent import failed:', repr(e)[:200])
+    H, D = 16, 128
+    for B in (1, 8, 64):
+        r = lambda *sh: torch.randn(*sh, device='cuda', dtype=torch.bfloat16)
+        q, v = r(B, 1, H, D), r(B, 1, H, D)
+        k = F.normalize(r(B, 1, H, D).float(), dim=-1).to(torch.bfloat16)
+        g = (F.logsigmoid(torch.randn(B, 1, H, device='cuda')) / 16).float()
+        beta = torch.rand(B, 1, H, device='cuda').sigmoid()
+        S = torch.randn(B, H, D, D, device='cuda') * 0.1
+        o = torch.empty_like(v)
+        for name, delta, fla_fn in (('simple_gla', False, fused_recurrent_simple_gla),
+                                    ('gated_delta_rule', True, fused_recurrent_gated_delta_rule)):
+            row = dict(op=name, shape=f'B{B}_H{H}_D{D}', pass_='decode')
+            d = Desc(B=B, T=1, H=H, HV=0, K=D, V=D, gate=GATE['scalar'], update=1 if delta else 0, eps=1e-6, chunk=64)
+            stream = torch.cuda.current_stream().cuda_stream
+            def step():
+                st = lib.lina_cuda_attn_step(C.byref(d), BF16, ptr(q), ptr(k), ptr(v), ptr(g), ptr(beta) if delta else None,
+                                             ptr(S), ptr(o), stream)
+                if st != 0:
+                    raise RuntimeError(lib.lina_last_error().decode())
+            row['lina_ms'] = do_bench(step, warmup=25, rep=100)
+            if fla_fn is not None:
+                try:
+                    with torch.no_grad():
+                        if delta:
+                            fn = lambda: fla_fn(q, k, v, g=g, beta=beta, initial_state=S, output_final_state=True)
+                        else:
+                            fn = lambda: fla_fn(q, k, v, g=g, initial_state=S, output_final_state=True)
+                        row['ref_ms'] = do_bench(fn, warmup=25, rep=100)
+                        row['ref'] = 'fla'
+                except Exception as e:
+                    row['ref_error'] = repr(e)[:300]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+
+
 rows = []
+if os.environ.get('LINA_BENCH_DECODE_FIRST', '0') == '1':
+    decode_bench()
+shapes = [(8, 4096, 16, 128), (2, 16384, 16, 128)]
 for (B, T, H, D) in shapes:
     torch.manual_seed(0)
     r = lambda *sh: torch.randn(*sh, device='cuda', dtype=torch.bfloat16)
@@ -214,49 +262,8 @@ for (B, T, H, D) in shapes:
     del q, k, v, kn, gs, gv, beta, o
     torch.cuda.empty_cache()
 
-# decode: one token per sequence with a state, B = 1..64, H = 16, K = V = 128 (lina_cuda_attn_step
-# vs fla's fused recurrent kernels at T = 1 with initial and final state)
-lib.lina_cuda_attn_step.argtypes = [C.POINTER(Desc), C.c_int] + [C.c_void_p] * 8
-lib.lina_cuda_attn_step.restype = C.c_int
-try:
-    from fla.ops.simple_gla import fused_recurrent_simple_gla
-    from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
-except Exception as e:
-    fused_recurrent_simple_gla = fused_recurrent_gated_delta_rule = None
-    print('fla fused recurrent import failed:', repr(e)[:200])
-H, D = 16, 128
-for B in (1, 8, 64):
-    r = lambda *sh: torch.randn(*sh, device='cuda', dtype=torch.bfloat16)
-    q, v = r(B, 1, H, D), r(B, 1, H, D)
-    k = F.normalize(r(B, 1, H, D).float(), dim=-1).to(torch.bfloat16)
-    g = (F.logsigmoid(torch.randn(B, 1, H, device='cuda')) / 16).float()
-    beta = torch.rand(B, 1, H, device='cuda').sigmoid()
-    S = torch.randn(B, H, D, D, device='cuda') * 0.1
-    o = torch.empty_like(v)
-    for name, delta, fla_fn in (('simple_gla', False, fused_recurrent_simple_gla),
-                                ('gated_delta_rule', True, fused_recurrent_gated_delta_rule)):
-        row = dict(op=name, shape=f'B{B}_H{H}_D{D}', pass_='decode')
-        d = Desc(B=B, T=1, H=H, HV=0, K=D, V=D, gate=GATE['scalar'], update=1 if delta else 0, eps=1e-6, chunk=64)
-        stream = torch.cuda.current_stream().cuda_stream
-        def step():
-            st = lib.lina_cuda_attn_step(C.byref(d), BF16, ptr(q), ptr(k), ptr(v), ptr(g), ptr(beta) if delta else None,
-                                         ptr(S), ptr(o), stream)
-            if st != 0:
-                raise RuntimeError(lib.lina_last_error().decode())
-        row['lina_ms'] = do_bench(step, warmup=25, rep=100)
-        if fla_fn is not None:
-            try:
-                with torch.no_grad():
-                    if delta:
-                        fn = lambda: fla_fn(q, k, v, g=g, beta=beta, initial_state=S, output_final_state=True)
-                    else:
-                        fn = lambda: fla_fn(q, k, v, g=g, initial_state=S, output_final_state=True)
-                    row['ref_ms'] = do_bench(fn, warmup=25, rep=100)
-                    row['ref'] = 'fla'
-            except Exception as e:
-                row['ref_error'] = repr(e)[:300]
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+if os.environ.get('LINA_BENCH_DECODE_FIRST', '0') != '1':
+    decode_bench()
 
 json.dump(rows, open(out_path, 'w'), indent=1)
 print(f"\n{'op':18s} {'shape':22s} {'lina ms':>9s} {'fla ms':>9s} {'x':>6s} {'TFLOP/s':>8s} {'TB/s':>6s} {'vs fla':>8s}")

@@ -19,11 +19,12 @@ if [ ! -e /usr/include/cjson/cJSON.h ] && ls "$ROOT"/.deb/libcjson*.deb >/dev/nu
 fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,noheader
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-make BUILD=$BUILD CUDA=1 -j16 lib cuda-tests >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+make BUILD=$BUILD CUDA=1 -j16 lib cli cuda-tests $BUILD/tests/test_cuda_mem >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 stamp built; echo "== GPU tests"
 rc=0
-for t in $BUILD/cuda-tests/test_cuda_attn $BUILD/cuda-tests/test_cuda_bwd; do
-    $t ${1:-} >>"$OUT/tests.log" 2>&1 || rc=1
+# TESTS: which GPU test binaries (default all three)
+for t in ${TESTS:-cuda-tests/test_cuda_attn cuda-tests/test_cuda_bwd tests/test_cuda_mem}; do
+    $BUILD/$t ${1:-} >>"$OUT/tests.log" 2>&1 || rc=1
 done
 grep -E '^FAIL' "$OUT/tests.log" | head -40; grep -E '^# ' "$OUT/tests.log"
 if [ "${CUDA_SANITIZER:-0}" = 1 ]; then
@@ -42,7 +43,21 @@ fi
 # ($OUT/triton-cache.tgz.* in 15 MB pieces, carried in .triton-cache/) and hand the new one back
 export TRITON_CACHE_DIR=/tmp/triton-cache; mkdir -p $TRITON_CACHE_DIR
 [ -f "$ROOT/.triton-cache/triton-cache.tgz.aa" ] && cat "$ROOT"/.triton-cache/triton-cache.tgz.* | tar -xzf - -C $TRITON_CACHE_DIR
-stamp tested; echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
+stamp tested
+if [ "${CLI_BENCH:-1}" = 1 ]; then
+    echo "== lina bench ops --device cuda (bf16, H16 K=V=128: B8 T4096 forward and forward+backward, B2 T16384 forward)"
+    for op in linear retention simple_gla gla delta gated_delta; do
+        for bwd in "" --backward; do
+            $BUILD/lina bench ops --op $op --device cuda --dtype bf16 --B 8 --T 4096 --H 16 --K 128 --V 128 \
+                --warmup 2 --repeat 10 $bwd --json
+        done
+        $BUILD/lina bench ops --op $op --device cuda --dtype bf16 --B 2 --T 16384 --H 16 --K 128 --V 128 \
+            --warmup 2 --repeat 10 --json
+    done >"$OUT/cli_bench.jsonl" 2>&1
+    cut -c1-300 "$OUT/cli_bench.jsonl"
+    stamp cli
+fi
+echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site timeout ${BENCH_TIMEOUT:-330} python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
 (cd $TRITON_CACHE_DIR && tar -czf - . | split -b 15m - "$OUT/triton-cache.tgz.") && ls -la "$OUT"/triton-cache.tgz.*

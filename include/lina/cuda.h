@@ -32,8 +32,9 @@
  * Not supported on the GPU (LINA_ERR_UNSUPPORTED with a message): normalize,
  * form PARALLEL, K or V above 256. The chunk size is fixed by the kernels
  * (64, or 32 for the fp32 delta rule when shared memory is short) and
- * d->chunk is ignored: the result is the same function. A VECTOR gate with
- * fp32 inputs runs the token-by-token kernel (16-bit: chunk kernels).
+ * d->chunk is ignored: the result is the same function. VECTOR gates run
+ * chunk kernels for the additive update with 16-bit inputs, the
+ * token-by-token kernel otherwise (fp32, or the delta rule).
  */
 #ifndef LINA_CUDA_H
 #define LINA_CUDA_H
@@ -60,8 +61,8 @@ typedef struct {
     float *ht;             /* or NULL */
 } lina_cuda_attn_fwd_args;
 
-/* Forward on the device. d->form: AUTO or CHUNK (chunkwise kernels; fp32 VECTOR
- * gates run the recurrent kernel), RECURRENT (token-by-token kernel). */
+/* Forward on the device. d->form: AUTO or CHUNK (chunkwise kernels where they
+ * exist, see above), RECURRENT (token-by-token kernel). */
 lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtype dtype,
                                    const lina_cuda_attn_fwd_args *a, void *stream);
 
