@@ -73,7 +73,8 @@ typedef struct {
     const void *dout;        /* dtype, (B, T, HV, V) */
     const float *dht;        /* (N, HV, K, V) or NULL (zero) */
     void *dq, *dk, *dv;      /* dtype */
-    float *dg;               /* like g (CONST: (HV), summed over batch and time); any gate */
+    float *dg;               /* like g (CONST: (HV), summed over batch and time), or NULL when
+                              * the gates are fixed (no gradient wanted: the faster path) */
     float *dbeta;            /* (B, T, HV), DELTA */
     float *dh0;              /* (N, HV, K, V) or NULL */
 } lina_cuda_attn_bwd_args;
@@ -81,10 +82,11 @@ typedef struct {
 /* Gradients of lina_cuda_attn_forward's outputs (o, and ht through dht), the
  * device twin of lina_attn_backward: overwritten, never accumulated. Every
  * gate and update, fp32 / bf16 / fp16, varlen, grouped heads. Two paths:
- *  - additive update, gates NONE / CONST / SCALAR, HV == H (not fp32 with a
- *    gate): three chunkwise forward runs (dq directly, dk and dv on the
- *    sequences reversed), the gates' gradient from q.dq - k.dk, reverse-summed
- *    over time, with dq, dk from extra fp32 runs (the identity cancels);
+ *  - additive update, gates NONE / CONST / SCALAR, HV == H, when dg is NULL
+ *    or the gate is NONE, or SCALAR with 16-bit inputs: three chunkwise
+ *    forward runs (dq directly, dk and dv on the sequences reversed); SCALAR
+ *    dg from q.dq - k.dk reverse-summed over time, with dq, dk from two extra
+ *    fp32 runs (the identity cancels; ~8x slower than without dg);
  *  - everything else: token by token from states recomputed out of
  *    checkpoints (the state before every 16th token, fp32: 4 K V bytes per 16
  *    tokens per sequence and value head). Slow (O(T K V) on CUDA cores, tens

@@ -316,7 +316,7 @@ static lina_status chunk_add_bwd(const lina_attn_desc *d, lina_dtype dtype, cons
  * set of runs in fp32 (dq, dk to ~1e-6; dv not needed); dq, dk, dv, dh0 from the 16-bit runs. */
 extern "C" lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dtype,
                                                     const lina_cuda_attn_bwd_args *a, void *stream) {
-    if (d->gate == LINA_GATE_NONE || dtype == LINA_DTYPE_F32) return chunk_add_bwd(d, dtype, a, stream, 1);
+    if (d->gate == LINA_GATE_NONE || !a->dg || dtype == LINA_DTYPE_F32) return chunk_add_bwd(d, dtype, a, stream, a->dg != NULL);
     cudaStream_t st = (cudaStream_t)stream;
     const int64_t tokens = (int64_t)d->B * d->T, nqk = tokens * d->H * d->K, nv = tokens * d->H * d->V;
     const size_t bytes = (size_t)(4 * nqk + 2 * nv) * 4;

@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(BWD_THREADS) recurrent_bwd_kernel(lina_cuda_at
     const size_t state_off = ((size_t)n * p.HV + hv) * K * p.V + col;
     const int64_t ckpt_base = p.ckpt0 ? p.ckpt0[n] : (int64_t)n * ((p.T + CB - 1) / CB);
     float *scratch = bp.scratch + ((size_t)blockIdx.x * gridDim.y + blockIdx.y) * CB * NI * BWD_THREADS + tid;
-    const bool gated = p.gate != LINA_GATE_NONE;
+    const bool gated = p.gate != LINA_GATE_NONE, want_dg = gated && bp.dg; /* dg NULL: not wanted */
 
     float ds[NI], s[NI];
 #pragma unroll
@@ -173,10 +173,8 @@ __global__ void __launch_bounds__(BWD_THREADS) recurrent_bwd_kernel(lina_cuda_at
                         dsg = fmaf(-kt[kk], bdu, dsg);
                     }
                     part_dk[kk * (BWD_COLS + 1) + tx] = dk;
-                    if (gated) {
-                        part_dg[kk * (BWD_COLS + 1) + tx] = dsg * sg[i];
-                        dsg *= dt[kk];
-                    }
+                    if (want_dg) part_dg[kk * (BWD_COLS + 1) + tx] = dsg * sg[i];
+                    if (gated) dsg *= dt[kk];
                     ds[i] = dsg;
                 }
             }
@@ -199,13 +197,13 @@ __global__ void __launch_bounds__(BWD_THREADS) recurrent_bwd_kernel(lina_cuda_at
                     for (int x = 0; x < BWD_COLS; x++) {
                         dq += a[x];
                         dk += b[x];
-                        if (gated) dg += e[x];
+                        if (want_dg) dg += e[x];
                     }
                     atomicAdd(bp.dq_acc + (tok * p.H + h) * K + kk, dq);
                     atomicAdd(bp.dk_acc + (tok * p.H + h) * K + kk, dk);
-                    if (p.gate == LINA_GATE_VECTOR) atomicAdd(bp.dg + (tok * p.HV + hv) * K + kk, dg);
+                    if (want_dg && p.gate == LINA_GATE_VECTOR) atomicAdd(bp.dg + (tok * p.HV + hv) * K + kk, dg);
                 }
-                if (p.gate == LINA_GATE_SCALAR) {
+                if (want_dg && p.gate == LINA_GATE_SCALAR) {
                     dg = warp_sum(dg);
                     if ((tid & 31) == 0) atomicAdd(bp.dg + tok * p.HV + hv, dg);
                 } else if (p.gate == LINA_GATE_CONST) {
@@ -215,7 +213,7 @@ __global__ void __launch_bounds__(BWD_THREADS) recurrent_bwd_kernel(lina_cuda_at
             __syncthreads(); /* part and red are rewritten by the next token */
         }
     }
-    if (p.gate == LINA_GATE_CONST && tid < ((K + 31) & ~31)) {
+    if (want_dg && p.gate == LINA_GATE_CONST && tid < ((K + 31) & ~31)) {
 #pragma unroll
         for (int m = 16; m; m >>= 1) dg_const += __shfl_xor_sync(0xffffffffu, dg_const, m);
         if ((tid & 31) == 0) atomicAdd(bp.dg + hv, (float)dg_const);
