@@ -38,6 +38,13 @@ typedef struct {
     lina_dtype dtype; /* F32, or BF16 / F16 with BENCH_CUDA */
 } bench_opts;
 
+/* Element counts of the op's tensors: q/k (B,T,H,K), v/o (B,T,HV,V), gates
+ * (CONST: HV, SCALAR: B*T*HV, VECTOR: B*T*HV*K, NONE: 0), beta (DELTA: B*T*HV). */
+typedef struct {
+    size_t nqk, nv, ng, nb;
+} bench_sizes;
+bench_sizes bench_op_sizes(const bench_opts *o);
+
 /* Median of x[0..n) (sorts x). */
 double bench_median(double *x, int n);
 

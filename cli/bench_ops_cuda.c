@@ -37,18 +37,10 @@ static void dev_buffers_free(dev_buffers *b) {
 
 /* Allocate every buffer the run needs; the first failure names the tensor. */
 static lina_status dev_buffers_alloc(dev_buffers *b, const bench_opts *o) {
-    const lina_gate gate = BENCH_OPS[o->op].gate;
-    const int delta = BENCH_OPS[o->op].update == LINA_UPDATE_DELTA;
-    const size_t tokens = (size_t)o->B * o->T;
     memset(b, 0, sizeof *b);
     b->esize = o->dtype == LINA_DTYPE_F32 ? 4 : 2;
-    b->nqk = tokens * o->H * o->K;
-    b->nv = tokens * o->HV * o->V;
-    b->ng = gate == LINA_GATE_CONST    ? (size_t)o->HV
-            : gate == LINA_GATE_SCALAR ? tokens * o->HV
-            : gate == LINA_GATE_VECTOR ? tokens * o->HV * o->K
-                                       : 0;
-    b->nb = delta ? tokens * o->HV : 0;
+    const bench_sizes sz = bench_op_sizes(o);
+    b->nqk = sz.nqk, b->nv = sz.nv, b->ng = sz.ng, b->nb = sz.nb;
     struct {
         void **p;
         size_t bytes;

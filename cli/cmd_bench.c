@@ -205,20 +205,12 @@ static void buffers_free(buffers *b) {
  * log-decays in [-0.1, 0]; RetNet's constant decay is log(1 - 2^(-5-h)). */
 static int buffers_init(buffers *b, const bench_opts *o) {
     memset(b, 0, sizeof *b);
-    size_t tokens = (size_t)o->B * o->T;
-    lina_gate gate = BENCH_OPS[o->op].gate;
-    int delta = BENCH_OPS[o->op].update == LINA_UPDATE_DELTA;
-    b->nqk = tokens * o->H * o->K;
-    b->nv = tokens * o->HV * o->V;
-    b->ng = gate == LINA_GATE_CONST    ? (size_t)o->HV
-            : gate == LINA_GATE_SCALAR ? tokens * o->HV
-            : gate == LINA_GATE_VECTOR ? tokens * o->HV * o->K
-                                       : 0;
-    b->nb = delta ? tokens * o->HV : 0;
+    const bench_sizes sz = bench_op_sizes(o);
+    b->nqk = sz.nqk, b->nv = sz.nv, b->ng = sz.ng, b->nb = sz.nb;
     b->q = alloc_or_null(b->nqk), b->k = alloc_or_null(b->nqk), b->v = alloc_or_null(b->nv);
     b->o = alloc_or_null(b->nv), b->dout = alloc_or_null(b->nv);
     b->g = alloc_or_null(b->ng), b->beta = alloc_or_null(b->nb);
-    b->lse = alloc_or_null(tokens * o->HV);
+    b->lse = alloc_or_null((size_t)o->B * o->T * o->HV);
     if (o->backward) {
         b->dq = alloc_or_null(b->nqk), b->dk = alloc_or_null(b->nqk), b->dv = alloc_or_null(b->nv);
         b->dg = alloc_or_null(b->ng), b->dbeta = alloc_or_null(b->nb);
@@ -233,12 +225,12 @@ static int buffers_init(buffers *b, const bench_opts *o) {
     uint64_t s = 12345;
     for (size_t i = 0; i < b->nqk; i++) b->q[i] = rng_gauss(&s), b->k[i] = rng_gauss(&s);
     for (size_t i = 0; i < b->nv; i++) b->v[i] = rng_gauss(&s), b->dout[i] = rng_gauss(&s);
-    if (delta) {
+    if (b->nb) { /* delta rule */
         l2_normalize_rows(b->q, b->nqk / o->K, o->K);
         l2_normalize_rows(b->k, b->nqk / o->K, o->K);
         for (size_t i = 0; i < b->nb; i++) b->beta[i] = 1.0f / (1.0f + expf(-rng_gauss(&s)));
     }
-    if (gate == LINA_GATE_CONST)
+    if (BENCH_OPS[o->op].gate == LINA_GATE_CONST)
         for (int h = 0; h < o->HV; h++) b->g[h] = (float)log(1.0 - exp2(-5.0 - h));
     else
         for (size_t i = 0; i < b->ng; i++) b->g[i] = -0.1f * rng_unit(&s);
@@ -256,6 +248,20 @@ static double now_ms(void) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+bench_sizes bench_op_sizes(const bench_opts *o) {
+    const size_t tokens = (size_t)o->B * o->T;
+    const lina_gate gate = BENCH_OPS[o->op].gate;
+    bench_sizes z;
+    z.nqk = tokens * o->H * o->K;
+    z.nv = tokens * o->HV * o->V;
+    z.ng = gate == LINA_GATE_CONST    ? (size_t)o->HV
+           : gate == LINA_GATE_SCALAR ? tokens * o->HV
+           : gate == LINA_GATE_VECTOR ? tokens * o->HV * o->K
+                                      : 0;
+    z.nb = BENCH_OPS[o->op].update == LINA_UPDATE_DELTA ? tokens * o->HV : 0;
+    return z;
 }
 
 double bench_median(double *x, int n) {

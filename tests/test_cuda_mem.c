@@ -14,6 +14,7 @@
 
 #include "lina.h"
 #include "util/check.h"
+#include "util/fixture.h"
 
 static int contains(const char *s, const char *needle) { return s && strstr(s, needle) != NULL; }
 
@@ -213,16 +214,8 @@ static int run_lina(const char *lina, const char *args, char *out, size_t out_n,
 }
 
 static void test_cli(void) {
-    char exe[1024], lina[1100], out[8192], err[8192];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    *strrchr(exe, '/') = 0; /* .../BUILD/tests */
-    snprintf(lina, sizeof lina, "%s/../lina", exe);
-    if (access(lina, X_OK) != 0) {
-        printf("(skipping CLI tests: %s not built)\n", lina);
-        return;
-    }
+    char lina[1100], out[8192], err[8192];
+    if (!fixture_lina_exe(lina, sizeof lina)) return;
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/lina_test_cuda_mem_%d", (int)getpid());
     char cmd[512];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", tmp_dir);

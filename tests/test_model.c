@@ -16,6 +16,7 @@
 
 #include "lina.h"
 #include "util/check.h"
+#include "util/fixture.h"
 
 #define B_TEST 2
 #define T_TEST 67 /* > 64: the chunkwise forms run */
@@ -377,16 +378,8 @@ static int files_equal(const char *a, const char *b) {
 }
 
 static void test_cli(void) {
-    char exe[1024], lina[1100], tmp[256], cmd[4096], a[400], b[400];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    *strrchr(exe, '/') = 0; /* .../build/tests */
-    snprintf(lina, sizeof lina, "%s/../lina", exe);
-    if (access(lina, X_OK) != 0) {
-        printf("(skipping CLI tests: %s not built)\n", lina);
-        return;
-    }
+    char lina[1100], tmp[256], cmd[4096], a[400], b[400];
+    if (!fixture_lina_exe(lina, sizeof lina)) return;
     snprintf(tmp, sizeof tmp, "/tmp/lina_test_cli_%d", (int)getpid());
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cd %s && : > empty.txt && "
              "for i in $(seq 200); do echo \"line $i: the quick brown fox jumps over the lazy dog\"; done > data.txt",
