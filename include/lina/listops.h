@@ -23,6 +23,7 @@
 #define LINA_LISTOPS_H
 
 #include "core.h"
+#include "io.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -99,6 +100,27 @@ lina_status lina_listops_accuracy(lina_listops_model *m, int n, int stride,
                                   const int32_t *tokens, const int32_t *lengths,
                                   const int32_t *labels, int batch, double *accuracy,
                                   double *loss);
+
+/* Safetensors I/O (src/models/listops_io.c). Tensors (F32): embed (15, D),
+ * pos (max_len, D) (absent without positions), layers.<i>.{norm1 (D), wq, wk,
+ * wv, wo (D, D), norm2 (D), w_gate, w_up (2D, D), w_down (D, 2D)}, norm (D),
+ * head.weight (10, D), head.bias (10); metadata listops.{mixer, dim, layers,
+ * heads, max_len}. With optimizer = 1 also adamw.m1, adamw.m2 (n_params, the
+ * flat order of lina_listops_model_params) and metadata adamw.t (steps taken). */
+lina_status lina_listops_model_write(const lina_listops_model *m, int optimizer, lina_st_writer *w);
+/* The weights (optimizer = 0) to path, atomically (temp file + rename). */
+lina_status lina_listops_model_save(const lina_listops_model *m, const char *path);
+/* Exact restore of a file written by lina_listops_model_write: mixer, dim,
+ * layers, heads and max_len must equal m's (the error names the first that
+ * differs); optimizer = 1 also restores the AdamW moments and step count. */
+lina_status lina_listops_model_restore(lina_listops_model *m, const lina_st_file *f, int optimizer);
+/* Warm start from the weights of a model trained at other lengths: mixer,
+ * dim, layers and heads must match (the error names the first that differs);
+ * every weight is copied. Positions: rows 0..min(source, m)-1 are copied, rows
+ * the source never trained keep m's initialization N(0, 0.02^2); a source
+ * with positions into m without (or the reverse) is refused. The optimizer
+ * state stays fresh. */
+lina_status lina_listops_model_warm_start(lina_listops_model *m, const char *path);
 
 #ifdef __cplusplus
 }

@@ -10,33 +10,6 @@
 #include "lina/softmax.h"
 #include "listops_internal.h"
 
-typedef struct {
-    float *n1, *Wq, *Wk, *Wv, *Wo, *n2, *Wg, *Wu, *Wd; /* (D) (D,D)x4 (D) (I,D)x2 (D,I) */
-} layer_params;
-
-typedef struct { /* activations saved for the backward, N token rows */
-    float *xin, *rstd1, *h1, *q, *k, *v, *fq, *fk, *aux, *att, *xmid, *rstd2, *h2, *a, *b, *hh;
-} layer_cache;
-
-struct lina_listops_model {
-    lina_listops_model_config c;
-    int D, H, d, I, threads;
-    int64_t n_params;
-    float *params, *grads, *m1, *m2; /* flat (n_params) */
-    uint8_t *decays;                 /* (n_params) 1 where weight decay applies */
-    int64_t t;                       /* AdamW steps taken */
-    float *E, *P, *nf, *Wh, *bh;     /* (V,D) (max_len,D) (D) (10,D) (10) */
-    layer_params *lp, *lg;           /* parameters, gradients per layer */
-    /* activation arena for up to cap_N tokens and cap_B sequences */
-    int64_t cap_N;
-    int cap_B;
-    float *arena;
-    layer_cache *lc;
-    float *xout, *rstdf, *yf, *pooled, *probs, *dlogits, *dpooled;
-    float *dx, *dmid, *dh, *datt, *dq, *dk, *dv, *dfq, *dfk, *da, *db;
-    lina_ctx *ctx;
-};
-
 static uint64_t splitmix64(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -65,7 +38,7 @@ static float *tensor(lina_listops_model *m, float *base, int64_t *off, int64_t n
 
 /* Lays out all tensors in base (params or grads); returns the count. */
 static int64_t layout(lina_listops_model *m, float *base, uint64_t *rng) {
-    int D = m->D, I = m->I, L = m->c.layers;
+    int D = m->D, I = m->hidden, L = m->c.layers;
     int64_t off = 0;
     float sd = 1.0f / sqrtf((float)D), so = sd / sqrtf(2.0f * L), si = 1.0f / sqrtf((float)I);
     float *E = tensor(m, base, &off, (int64_t)LINA_LISTOPS_VOCAB * D, 1, 2, 1.0f, rng);
@@ -119,7 +92,7 @@ lina_status lina_listops_model_create(const lina_listops_model_config *c, uint64
     lina_listops_model *m = calloc(1, sizeof *m);
     if (!m) return lina_fail(LINA_ERR_OOM, "listops_model_create: out of memory");
     m->c = *c;
-    m->D = c->dim, m->H = c->heads, m->d = c->dim / c->heads, m->I = 2 * c->dim, m->threads = 1;
+    m->D = c->dim, m->H = c->heads, m->d = c->dim / c->heads, m->hidden = 2 * c->dim, m->threads = 1;
     m->lp = calloc(c->layers, sizeof *m->lp);
     m->lg = calloc(c->layers, sizeof *m->lg);
     m->lc = calloc(c->layers, sizeof *m->lc);
@@ -157,7 +130,7 @@ static lina_status reserve(lina_listops_model *m, int64_t N, int B) {
     if (N <= m->cap_N && B <= m->cap_B) return LINA_OK;
     if (N < m->cap_N) N = m->cap_N;
     if (B < m->cap_B) B = m->cap_B;
-    int D = m->D, H = m->H, I = m->I, L = m->c.layers;
+    int D = m->D, H = m->H, I = m->hidden, L = m->c.layers;
     /* per layer: 11 (N,D) + 2 (N) + 1 (N,H) + 3 (N,I); final: 2 (N,D) + (N) + 4 (B, <=D);
      * backward scratch: 9 (N,D) + 2 (N,I) */
     size_t per_layer = (size_t)N * (11 * D + 2 + H + 3 * I);
@@ -221,7 +194,7 @@ static lina_status mixer_backward(lina_listops_model *m, int B, const int64_t *c
 }
 
 static lina_mlp mlp_of(const lina_listops_model *m, int l) {
-    lina_mlp p = {m->D, m->I, m->lp[l].Wg, m->lp[l].Wu, m->lp[l].Wd,
+    lina_mlp p = {m->D, m->hidden, m->lp[l].Wg, m->lp[l].Wu, m->lp[l].Wd,
                   m->lg[l].Wg, m->lg[l].Wu, m->lg[l].Wd};
     return p;
 }
