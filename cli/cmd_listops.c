@@ -37,7 +37,8 @@ static void usage(FILE *f) {
             "  --train N       training examples (default 96000, as LRA)\n"
             "  --val N         validation examples (default 2000)\n"
             "  --test N        test examples (default 2000)\n"
-            "  --steps N       optimizer steps (default 2000)\n"
+            "  --steps N       optimizer steps (default 2000; 0 = only score the initial\n"
+            "                  or --init-from model on the validation and test splits)\n"
             "  --batch N       sequences per step (default 16)\n"
             "  --lr X          peak learning rate (default 1e-3)\n"
             "  --wd X          AdamW weight decay (default 0.01)\n"
@@ -245,7 +246,7 @@ int cmd_listops(int argc, char **argv) {
         else if (!strcmp(a, "--train")) ok = cli_int(CMD, a, v, 1, 10000000, &n_train);
         else if (!strcmp(a, "--val")) ok = cli_int(CMD, a, v, 1, 10000000, &n_val);
         else if (!strcmp(a, "--test")) ok = cli_int(CMD, a, v, 1, 10000000, &n_test);
-        else if (!strcmp(a, "--steps")) ok = cli_int(CMD, a, v, 1, 100000000, &steps);
+        else if (!strcmp(a, "--steps")) ok = cli_int(CMD, a, v, 0, 100000000, &steps);
         else if (!strcmp(a, "--batch")) ok = cli_int(CMD, a, v, 1, 65536, &batch);
         else if (!strcmp(a, "--eval-every")) ok = cli_int(CMD, a, v, 1, 100000000, &eval_every);
         else if (!strcmp(a, "--lr")) ok = cli_float(CMD, a, v, -HUGE_VAL, HUGE_VAL, &opt.lr);
@@ -403,6 +404,13 @@ int cmd_listops(int argc, char **argv) {
         if (stopped && !json)
             fprintf(stderr, "listops: stopped after step %d (--stop-after %d)%s\n", step + 1, stop_after,
                     ckpt_dir ? "; rerun the same command to continue" : "");
+    }
+    if (!steps) { /* scoring only: the validation point of the untrained / warm-started model */
+        if (lina_listops_accuracy(m, n_val, c.max_len, va.tokens, va.lengths, va.labels, batch, &val_acc, &val_loss)) {
+            fprintf(stderr, "lina listops: %s\n", lina_last_error());
+            goto done;
+        }
+        best_val = val_acc;
     }
     double train_s = ts.seconds + cli_now() - t0, test_acc = 0, test_loss = 0;
     if (stopped) { /* interrupted on purpose: no test, the checkpoint holds the state */

@@ -391,6 +391,12 @@ static void test_cli_resume(void) {
              "> /dev/null && ! %s listops %s --dim 32 --steps 4 --init-from full.st > /dev/null 2> dim.txt && "
              "grep -q 'dim = 16' dim.txt", tmp, lina, common, lina, common);
     test_report(run(cmd) == 0, "listops_cli_init_from", "%s", "warm start 10-40 -> 30-80, dim mismatch refused");
+    /* --steps 0 scores the --init-from model: the trained run's test accuracy and loss again */
+    snprintf(cmd, sizeof cmd, "cd %s && %s listops %s --steps 0 --init-from full.st > score.json && "
+             "grep -o '\"accuracy\":[^,]*,\"test_loss\":[^,]*' full.json > a.txt && "
+             "grep -o '\"accuracy\":[^,]*,\"test_loss\":[^,]*' score.json > b.txt && test -s a.txt && cmp -s a.txt b.txt",
+             tmp, lina, common);
+    test_report(run(cmd) == 0, "listops_cli_steps0_scores_init_from", "%s", "see a.txt b.txt");
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     run(cmd);
 }
