@@ -26,15 +26,6 @@ typedef struct {
 
 static int value_heads(const lina_attn_desc *d) { return d->HV ? d->HV : d->H; }
 
-static size_t gate_count(const lina_attn_desc *d, size_t tokens, int HV) {
-    switch (d->gate) {
-    case LINA_GATE_CONST: return HV;
-    case LINA_GATE_SCALAR: return tokens * HV;
-    case LINA_GATE_VECTOR: return tokens * HV * d->K;
-    default: return 0;
-    }
-}
-
 /* Log-gates uniform in [gmin, 0]. */
 static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin) {
     test_rng r;
@@ -44,7 +35,7 @@ static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin
     size_t tokens = (size_t)d.B * d.T;
     p->nqk = tokens * d.H * d.K;
     p->nv = tokens * HV * d.V;
-    p->ng = gate_count(&d, tokens, HV);
+    p->ng = lina_attn_gate_numel(&d);
     p->ns = (size_t)lina_attn_n_states(&d) * HV * d.K * lina_attn_state_cols(&d);
     p->q = alloc_floats(p->nqk);
     p->k = alloc_floats(p->nqk);

@@ -21,15 +21,6 @@ typedef struct {
     float *o, *ht, *dq, *dk, *dv, *dg, *dbeta, *dh0;
 } results;
 
-static size_t gate_count(const lina_attn_desc *d, size_t tokens, int HV) {
-    switch (d->gate) {
-    case LINA_GATE_CONST: return HV;
-    case LINA_GATE_SCALAR: return tokens * HV;
-    case LINA_GATE_VECTOR: return tokens * HV * d->K;
-    default: return 0;
-    }
-}
-
 /* keys: L2-normalized (knorm = 0) or N(0, knorm^2 / K) per entry;
  * log-gates uniform in [gmin, 0]; beta uniform in (0.05, 0.95). */
 static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin, float knorm) {
@@ -40,7 +31,7 @@ static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin
     size_t tokens = (size_t)d.B * d.T;
     p->nqk = tokens * d.H * d.K;
     p->nv = tokens * HV * d.V;
-    p->ng = gate_count(&d, tokens, HV);
+    p->ng = lina_attn_gate_numel(&d);
     p->nb = tokens * HV;
     p->ns = (size_t)lina_attn_n_states(&d) * HV * d.K * d.V;
     p->q = alloc_floats(p->nqk), p->k = alloc_floats(p->nqk), p->v = alloc_floats(p->nv);

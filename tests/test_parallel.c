@@ -23,15 +23,6 @@ typedef struct {
     float *dq, *dk, *dv, *dg, *dbeta, *dh0; /* backward */
 } results;
 
-static size_t gate_count(const lina_attn_desc *d, size_t tokens, int HV) {
-    switch (d->gate) {
-    case LINA_GATE_CONST: return HV;
-    case LINA_GATE_SCALAR: return tokens * HV;
-    case LINA_GATE_VECTOR: return tokens * HV * d->K;
-    default: return 0;
-    }
-}
-
 /* Random inputs; log-gates gmin * u^2 (u uniform) cover ~0 down to gmin. */
 static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin) {
     test_rng r;
@@ -41,7 +32,7 @@ static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin
     size_t tokens = (size_t)d.B * d.T;
     p->nqk = tokens * d.H * d.K;
     p->nv = tokens * HV * d.V;
-    p->ng = gate_count(&d, tokens, HV);
+    p->ng = lina_attn_gate_numel(&d);
     p->nb = d.update == LINA_UPDATE_DELTA ? tokens * HV : 0;
     p->ns = (size_t)lina_attn_n_states(&d) * HV * d.K * lina_attn_state_cols(&d);
     p->q = alloc_floats(p->nqk + 1);

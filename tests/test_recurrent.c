@@ -13,15 +13,6 @@ typedef struct {
     size_t nqk, nv, ng, nb, ns;
 } problem;
 
-static size_t gate_count(const lina_attn_desc *d, size_t tokens, int HV) {
-    switch (d->gate) {
-    case LINA_GATE_CONST: return HV;
-    case LINA_GATE_SCALAR: return tokens * HV;
-    case LINA_GATE_VECTOR: return tokens * HV * d->K;
-    default: return 0;
-    }
-}
-
 static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin) {
     test_rng r;
     rng_seed(&r, seed);
@@ -30,7 +21,7 @@ static void problem_init(problem *p, lina_attn_desc d, uint64_t seed, float gmin
     size_t tokens = (size_t)d.B * d.T;
     p->nqk = tokens * d.H * d.K;
     p->nv = tokens * HV * d.V;
-    p->ng = gate_count(&d, tokens, HV);
+    p->ng = lina_attn_gate_numel(&d);
     p->nb = tokens * HV;
     p->ns = (size_t)lina_attn_n_states(&d) * HV * d.K * lina_attn_state_cols(&d);
     p->q = alloc_floats(p->nqk);

@@ -90,10 +90,7 @@ static int parse_case(const cJSON *c, fixture *f) {
     size_t tokens = (size_t)d.B * d.T;
     f->nqk = tokens * d.H * d.K;
     f->nv = tokens * d.HV * d.V;
-    f->ng = d.gate == LINA_GATE_CONST    ? (size_t)d.HV
-            : d.gate == LINA_GATE_SCALAR ? tokens * d.HV
-            : d.gate == LINA_GATE_VECTOR ? tokens * d.HV * d.K
-                                         : 0;
+    f->ng = lina_attn_gate_numel(&d);
     f->nb = d.update == LINA_UPDATE_DELTA ? tokens * d.HV : 0;
     f->ns = (size_t)f->N * d.HV * d.K * f->Vs;
     return 1;

@@ -60,6 +60,9 @@ lina_attn_desc lina_attn_desc_default(void);
  * (V, or V+1 when normalize). States are (N, HV, K, state_cols) fp32. */
 int lina_attn_n_states(const lina_attn_desc *d);
 int lina_attn_state_cols(const lina_attn_desc *d);
+/* Elements of g for this descriptor's gate: CONST HV, SCALAR B*T*HV, VECTOR
+ * B*T*HV*K, NONE 0. */
+size_t lina_attn_gate_numel(const lina_attn_desc *d);
 /* The form AUTO resolves to for this descriptor. */
 lina_form lina_attn_resolve_form(const lina_attn_desc *d);
 

@@ -402,10 +402,7 @@ extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dty
     bp.dq_acc = accumulate ? (float *)(buf + head + ckpt_bytes + scratch_bytes) : (float *)a->dq;
     bp.dk_acc = accumulate ? bp.dq_acc + n_qk : (float *)a->dk;
     bp.dout = a->dout, bp.dht = a->dht, bp.dv = a->dv, bp.dg = a->dg, bp.dbeta = a->dbeta, bp.dh0 = a->dh0;
-    const size_t n_g = d->gate == LINA_GATE_CONST    ? (size_t)p.HV
-                       : d->gate == LINA_GATE_SCALAR ? tokens * p.HV
-                       : d->gate == LINA_GATE_VECTOR ? tokens * p.HV * p.K
-                                                     : 0;
+    const size_t n_g = lina_attn_gate_numel(d);
     const char *what = "zeroing the gradients";
     e = cudaSuccess;
     if (n_qk) e = cudaMemsetAsync(bp.dq_acc, 0, n_qk * 4, st);

@@ -24,6 +24,16 @@ lina_attn_desc lina_attn_desc_default(void) {
 
 int lina_attn_n_states(const lina_attn_desc *d) { return d->cu_seqlens ? d->n_seqs : d->B; }
 int lina_attn_state_cols(const lina_attn_desc *d) { return d->V + (d->normalize ? 1 : 0); }
+
+size_t lina_attn_gate_numel(const lina_attn_desc *d) {
+    const size_t tokens = (size_t)d->B * d->T, hv = (size_t)(d->HV ? d->HV : d->H);
+    switch (d->gate) {
+    case LINA_GATE_CONST: return hv;
+    case LINA_GATE_SCALAR: return tokens * hv;
+    case LINA_GATE_VECTOR: return tokens * hv * d->K;
+    default: return 0;
+    }
+}
 static int value_heads(const lina_attn_desc *d) { return d->HV ? d->HV : d->H; }
 static int chunk_size(const lina_attn_desc *d) { return d->chunk > 0 ? d->chunk : 64; }
 static float scale_of(const lina_attn_desc *d) {
@@ -120,10 +130,7 @@ static sizes_t sizes_of(const lina_attn_desc *d) {
     size_t tokens = (size_t)d->B * d->T, hv = value_heads(d);
     s.qk = tokens * d->H * d->K;
     s.v = tokens * hv * d->V;
-    s.g = d->gate == LINA_GATE_CONST    ? hv
-          : d->gate == LINA_GATE_SCALAR ? tokens * hv
-          : d->gate == LINA_GATE_VECTOR ? tokens * hv * d->K
-                                        : 0;
+    s.g = lina_attn_gate_numel(d);
     s.beta = d->update == LINA_UPDATE_DELTA ? tokens * hv : 0;
     s.state = (size_t)lina_attn_n_states(d) * hv * d->K * lina_attn_state_cols(d);
     return s;

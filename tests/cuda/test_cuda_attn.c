@@ -20,7 +20,7 @@ static int run_case(const shape_t *s, lina_gate gate, lina_update upd, lina_dtyp
     d.gate = gate, d.update = upd, d.cu_seqlens = s->cu, d.n_seqs = s->n_seqs;
     int HV = s->HV ? s->HV : s->H, N = lina_attn_n_states(&d);
     size_t tok = (size_t)s->B * s->T, nqk = tok * s->H * s->K, nv = tok * HV * s->V;
-    size_t ng = gate == LINA_GATE_NONE ? 0 : gate == LINA_GATE_CONST ? (size_t)HV : gate == LINA_GATE_SCALAR ? tok * HV : tok * HV * s->K;
+    size_t ng = lina_attn_gate_numel(&d);
     size_t nb = upd == LINA_UPDATE_DELTA ? tok * HV : 0, ns = (size_t)N * HV * s->K * s->V;
     test_rng r;
     rng_seed(&r, seed);
@@ -90,7 +90,7 @@ static void run_step(lina_gate gate, lina_update upd, lina_dtype dt) {
     lina_attn_desc d = lina_attn_desc_default();
     d.B = N, d.T = 1, d.H = H, d.HV = HV, d.K = K, d.V = V, d.gate = gate, d.update = upd;
     size_t nqk = (size_t)N * H * K, nv = (size_t)N * HV * V, ns = (size_t)N * HV * K * V;
-    size_t ng = gate == LINA_GATE_NONE ? 0 : gate == LINA_GATE_CONST ? HV : gate == LINA_GATE_SCALAR ? (size_t)N * HV : (size_t)N * HV * K;
+    size_t ng = lina_attn_gate_numel(&d); /* T = 1: one token per sequence */
     test_rng r;
     rng_seed(&r, 77 + gate * 10 + upd);
     float *S = alloc_floats(ns), *o = alloc_floats(nv), *og = alloc_floats(nv), *Sg = alloc_floats(ns);

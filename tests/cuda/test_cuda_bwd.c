@@ -9,10 +9,6 @@
 
 #include "cuda_util.h"
 
-static size_t gate_len(lina_gate gate, size_t tok, int HV, int K) {
-    return gate == LINA_GATE_NONE ? 0 : gate == LINA_GATE_CONST ? (size_t)HV : gate == LINA_GATE_SCALAR ? tok * HV : tok * HV * K;
-}
-
 static void *dev_poisoned(size_t n, size_t elem) {
     void *p = NULL;
     if (!n) return NULL;
@@ -35,7 +31,7 @@ static void run_case(const shape_t *s, lina_gate gate, lina_update upd, lina_dty
     d.gate = gate, d.update = upd, d.cu_seqlens = s->cu, d.n_seqs = s->n_seqs;
     const int HV = s->HV ? s->HV : s->H, N = lina_attn_n_states(&d);
     const size_t tok = (size_t)s->B * s->T, nqk = tok * s->H * s->K, nv = tok * HV * s->V;
-    const size_t ng = gate_len(gate, tok, HV, s->K), nb = upd == LINA_UPDATE_DELTA ? tok * HV : 0;
+    const size_t ng = lina_attn_gate_numel(&d), nb = upd == LINA_UPDATE_DELTA ? tok * HV : 0;
     const size_t ns = (size_t)N * HV * s->K * s->V;
     test_rng r;
     rng_seed(&r, seed);
