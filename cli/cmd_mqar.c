@@ -36,6 +36,12 @@ static void usage(FILE *f) {
             "  --vocab N      vocabulary V > T (default 8192)\n"
             "  --power-a X    gap power law exponent (default 0.01, as Zoology)\n"
             "  --train N      training examples (default 2000; Zoology: 100000)\n"
+            "  --train-mix T:K[:N],...  train on a mix of settings (seq:pairs[:examples],\n"
+            "                 N defaults to --train); each step is one batch of one setting,\n"
+            "                 drawn with probability N / sum N from (seed, step); the test set\n"
+            "                 stays --seq/--pairs. Zoology: 64:4:100000,128:8:20000,\n"
+            "                 256:16:20000,256:32:20000,256:64:20000\n"
+            "  --tie          tie the LM head to the embedding (as Zoology does)\n"
             "  --test N       test examples (default 300; Zoology: 3000)\n"
             "  --steps N      optimizer steps (default 600)\n"
             "  --batch N      examples per step (default 16)\n"
@@ -71,7 +77,7 @@ typedef struct {
     int step;          /* optimizer steps done */
     double tail_sum;   /* sum of the losses of the steps in the final-loss window so far */
     double seconds;    /* training seconds spent before this process */
-    char run[512];     /* the run's settings; a checkpoint of another run is refused */
+    char run[1024];    /* the run's settings; a checkpoint of another run is refused */
 } mqar_state;
 
 static int write_state(const char *path, const mqar_state *s) {
@@ -85,7 +91,7 @@ static int write_state(const char *path, const mqar_state *s) {
 static int read_state(const char *path, mqar_state *s) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    char buf[2048];
+    char buf[4096];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
@@ -204,7 +210,8 @@ int cmd_mqar(int argc, char **argv) {
     lina_mqar_config c = lina_mqar_config_default();
     lina_mqar_train_config tc = lina_mqar_train_default();
     int dim = 64, heads = 0, layers = 2, n_train = 2000, n_test = 300, seed = 1, threads = 0;
-    int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0;
+    int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0, tie = 0;
+    const char *mix_spec = NULL;
     float target_acc = 0;
     const char *ckpt = NULL;
     tc.steps = 600;
@@ -222,6 +229,9 @@ int cmd_mqar(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--dense-head")) {
             tc.dense_head = 1;
+            continue;
+        } else if (!strcmp(a, "--tie")) {
+            tie = 1;
             continue;
         } else if (!v) {
             fprintf(stderr, "lina mqar: %s needs a value (or unknown option)\n", a);
@@ -255,6 +265,7 @@ int cmd_mqar(int argc, char **argv) {
         else if (!strcmp(a, "--eval-n")) ok = cli_int(CMD, a, v, 0, 100000000, &eval_n);
         else if (!strcmp(a, "--target-acc")) ok = cli_float(CMD, a, v, 0, 1, &target_acc);
         else if (!strcmp(a, "--checkpoint")) ckpt = v;
+        else if (!strcmp(a, "--train-mix")) mix_spec = v;
         else {
             fprintf(stderr, "lina mqar: unknown option '%s' (see lina mqar --help)\n", a);
             return 2;
@@ -274,6 +285,17 @@ int cmd_mqar(int argc, char **argv) {
         fprintf(stderr, "lina %s\n", lina_last_error());
         return 2;
     }
+    /* the training settings: the mix, or the test setting alone */
+    lina_mqar_config set_cfg[LINA_MQAR_MAX_MIX];
+    int set_n[LINA_MQAR_MAX_MIX], n_sets = 1, max_seq = c.seq;
+    set_cfg[0] = c;
+    set_n[0] = n_train;
+    if (mix_spec && lina_mqar_mix_parse(mix_spec, &c, n_train, set_cfg, set_n, &n_sets) != LINA_OK) {
+        fprintf(stderr, "lina --train-mix: %s\n", lina_last_error());
+        return 2;
+    }
+    for (int i = 0; i < n_sets; i++)
+        if (set_cfg[i].seq > max_seq) max_seq = set_cfg[i].seq;
     if (!(tc.lr > 0)) {
         fprintf(stderr, "lina mqar: --lr = %g must be > 0\n", tc.lr);
         return 2;
@@ -287,26 +309,41 @@ int cmd_mqar(int argc, char **argv) {
     mc.dim = dim;
     mc.n_layers = layers;
     mc.n_heads = heads ? heads : (dim / 64 > 1 ? dim / 64 : 1);
-    mc.max_seq = c.seq > 2048 ? c.seq : 2048;
+    mc.max_seq = max_seq > 2048 ? max_seq : 2048;
+    mc.tie_embeddings = tie;
     for (int l = 0; l < layers; l++) mc.mixer[l] = (lina_mixer_kind)mixer;
     if (lina_model_config_validate(&mc) != LINA_OK) {
         fprintf(stderr, "lina mqar: %s\n", lina_last_error());
         return 2;
     }
 
-    size_t tr = (size_t)n_train * c.seq, te = (size_t)n_test * c.seq;
-    int32_t *x_train = malloc(sizeof(int32_t) * tr), *y_train = malloc(sizeof(int32_t) * tr);
+    size_t te = (size_t)n_test * c.seq;
+    int32_t *x_train[LINA_MQAR_MAX_MIX] = {0}, *y_train[LINA_MQAR_MAX_MIX] = {0};
     int32_t *x_test = malloc(sizeof(int32_t) * te), *y_test = malloc(sizeof(int32_t) * te);
+    lina_mqar_set sets[LINA_MQAR_MAX_MIX];
     lina_model *m = NULL;
     lina_adamw *opt = NULL;
-    int rc = 1;
-    if (!x_train || !y_train || !x_test || !y_test) {
-        fprintf(stderr, "lina mqar: out of memory for %d + %d examples of %d tokens\n", n_train,
+    int rc = 1, oom = !x_test || !y_test;
+    for (int i = 0; i < n_sets; i++) {
+        size_t tr = (size_t)set_n[i] * set_cfg[i].seq;
+        oom |= !(x_train[i] = malloc(sizeof(int32_t) * tr)) || !(y_train[i] = malloc(sizeof(int32_t) * tr));
+        /* the plain run's training set comes from the seed; mix setting i from seed + 1000 + i
+         * (the test set from seed + 10) */
+        if (!oom && lina_mqar_generate(&set_cfg[i], set_n[i],
+                                       (uint64_t)seed + (mix_spec ? 1000 + i : 0), x_train[i],
+                                       y_train[i]) != LINA_OK) {
+            fprintf(stderr, "lina mqar: %s\n", lina_last_error());
+            goto done;
+        }
+        sets[i] = (lina_mqar_set){.seq = set_cfg[i].seq, .pairs = set_cfg[i].pairs,
+                                  .n_train = set_n[i], .inputs = x_train[i], .targets = y_train[i]};
+    }
+    if (oom) {
+        fprintf(stderr, "lina mqar: out of memory for the training sets + %d test examples of %d tokens\n",
                 n_test, c.seq);
         goto done;
     }
-    if (lina_mqar_generate(&c, n_train, (uint64_t)seed, x_train, y_train) != LINA_OK ||
-        lina_mqar_generate(&c, n_test, (uint64_t)seed + 10, x_test, y_test) != LINA_OK ||
+    if (lina_mqar_generate(&c, n_test, (uint64_t)seed + 10, x_test, y_test) != LINA_OK ||
         lina_model_create(&mc, (uint64_t)seed, &m) != LINA_OK) {
         fprintf(stderr, "lina mqar: %s\n", lina_last_error());
         goto done;
@@ -315,12 +352,19 @@ int cmd_mqar(int argc, char **argv) {
 
     const char *mname = lina_mixer_name((lina_mixer_kind)mixer);
     /* the settings that define the run: a checkpoint resumes only the same run */
-    char run[512];
-    snprintf(run, sizeof run,
+    char run[1024];
+    int run_len = snprintf(run, sizeof run,
              "%s d=%d heads=%d layers=%d seq=%d pairs=%d vocab=%d a=%g train=%d steps=%d batch=%d "
              "lr=%g wd=%g clip=%g seed=%d",
              mname, dim, mc.n_heads, layers, c.seq, c.pairs, c.vocab, c.power_a, n_train, tc.steps,
              tc.batch, tc.lr, tc.weight_decay, tc.clip, seed);
+    /* mix and tie only when used, so checkpoints of earlier plain runs still resume */
+    char mix_norm[LINA_MQAR_MAX_MIX * 32] = ""; /* the mix as T:K:N,... */
+    for (int i = 0, len = 0; mix_spec && i < n_sets; i++)
+        len += snprintf(mix_norm + len, sizeof mix_norm - len, "%s%d:%d:%d", i ? "," : "",
+                        set_cfg[i].seq, set_cfg[i].pairs, set_n[i]);
+    snprintf(run + run_len, sizeof run - run_len, "%s%s%s", mix_spec ? " mix=" : "", mix_norm,
+             tie ? " tie=1" : "");
     mqar_state state = {0};
     snprintf(state.run, sizeof state.run, "%s", run);
     if (lina_mqar_optimizer(m, &tc, &opt) != LINA_OK) {
@@ -350,8 +394,8 @@ int cmd_mqar(int argc, char **argv) {
         int s1 = s + every < tc.steps ? s + every : tc.steps;
         prog.chunk_sum = 0;
         prog.chunk_n = 0;
-        if (lina_mqar_train_steps(m, opt, c.seq, n_train, x_train, y_train, &tc, s, s1, on_progress,
-                                  &prog) != LINA_OK) {
+        if (lina_mqar_train_steps_mix(m, opt, n_sets, sets, &tc, s, s1, on_progress, &prog) !=
+            LINA_OK) {
             fprintf(stderr, "lina mqar: %s\n", lina_last_error());
             goto done;
         }
@@ -402,6 +446,8 @@ int cmd_mqar(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "vocab", c.vocab);
         cJSON_AddNumberToObject(o, "power_a", short_float(c.power_a));
         cJSON_AddNumberToObject(o, "train", n_train);
+        if (mix_spec) cJSON_AddStringToObject(o, "train_mix", mix_norm);
+        cJSON_AddBoolToObject(o, "tie", tie);
         cJSON_AddNumberToObject(o, "test", n_test);
         cJSON_AddNumberToObject(o, "steps", tc.steps);
         cJSON_AddNumberToObject(o, "batch", tc.batch);
@@ -433,8 +479,10 @@ int cmd_mqar(int argc, char **argv) {
 done:
     lina_adamw_free(opt);
     lina_model_free(m);
-    free(x_train);
-    free(y_train);
+    for (int i = 0; i < n_sets; i++) {
+        free(x_train[i]);
+        free(y_train[i]);
+    }
     free(x_test);
     free(y_test);
     return rc;

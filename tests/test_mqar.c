@@ -11,6 +11,11 @@
 #include "lina.h"
 #include "util/check.h"
 
+#ifndef MIX_LEARN_STEPS
+#define MIX_LEARN_STEPS 800
+#endif
+#define MIX_LEARN_MIN 0.5
+
 static void check_layout(const lina_mqar_config *c, int n, uint64_t seed) {
     int T = c->seq, K = c->pairs, V = c->vocab, half = V / 2;
     int32_t *x = malloc(sizeof(int32_t) * n * T), *y = malloc(sizeof(int32_t) * n * T);
@@ -225,6 +230,198 @@ static void check_resume_split(void) {
     free(y);
 }
 
+/* --train-mix parsing: accepted lists and the errors, each naming the bad entry. */
+static void check_mix_parse(void) {
+    lina_mqar_config base = {.vocab = 300, .seq = 256, .pairs = 16, .power_a = 0.01f};
+    lina_mqar_config cfgs[LINA_MQAR_MAX_MIX];
+    int n_train[LINA_MQAR_MAX_MIX], n = 0;
+    lina_status st = lina_mqar_mix_parse("64:4:100,128:8,256:64:7", &base, 33, cfgs, n_train, &n);
+    test_report(st == LINA_OK && n == 3 && cfgs[0].seq == 64 && cfgs[0].pairs == 4 &&
+                    n_train[0] == 100 && cfgs[1].seq == 128 && cfgs[1].pairs == 8 &&
+                    n_train[1] == 33 && cfgs[2].seq == 256 && cfgs[2].pairs == 64 &&
+                    n_train[2] == 7 && cfgs[2].vocab == 300 && cfgs[2].power_a == 0.01f,
+                "mqar mix parses T:K[:N] lists (N defaults to --train)", "%s; n = %d",
+                st ? lina_last_error() : "", n);
+    static const struct {
+        const char *spec, *named, *why;
+    } bad[] = {
+        {"63:4", "63", "odd seq"},
+        {"64:4,64:17", "64:17", "4K > seq"},
+        {"64:4,400:8", "400", "vocab <= seq"},
+        {"64:4,", "ends with a comma", "trailing comma"},
+        {"64:4,,128:8", "entry 2", "empty entry"},
+        {"64", "'64'", "no pairs"},
+        {"64:4:0", "64:4:0", "0 examples"},
+        {"64:4x", "64:4x", "junk after the pairs"},
+        {"", "empty", "empty list"},
+        {"8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1,8:1", "more than 16",
+         "17 settings"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        n = -1;
+        st = lina_mqar_mix_parse(bad[i].spec, &base, 10, cfgs, n_train, &n);
+        char name[96];
+        snprintf(name, sizeof name, "mqar mix rejects %s, naming it", bad[i].why);
+        test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), bad[i].named) && n == -1,
+                    name, "status %d: %s", st, lina_last_error());
+    }
+}
+
+/* Two settings' training sets (T 16, K 2, 14 examples) and (T 32, K 4, 10 examples), V 64. */
+typedef struct {
+    lina_mqar_set sets[2];
+    int32_t *buf[4];
+} mix_data;
+
+static void mix_data_make(mix_data *d) {
+    lina_mqar_config c[2] = {{.vocab = 64, .seq = 16, .pairs = 2, .power_a = 0.01f},
+                             {.vocab = 64, .seq = 32, .pairs = 4, .power_a = 0.01f}};
+    int n[2] = {14, 10};
+    for (int i = 0; i < 2; i++) {
+        d->buf[2 * i] = malloc(sizeof(int32_t) * n[i] * c[i].seq);
+        d->buf[2 * i + 1] = malloc(sizeof(int32_t) * n[i] * c[i].seq);
+        lina_mqar_generate(&c[i], n[i], 20 + i, d->buf[2 * i], d->buf[2 * i + 1]);
+        d->sets[i] = (lina_mqar_set){.seq = c[i].seq, .pairs = c[i].pairs, .n_train = n[i],
+                                     .inputs = d->buf[2 * i], .targets = d->buf[2 * i + 1]};
+    }
+}
+
+static void mix_data_free(mix_data *d) {
+    for (int i = 0; i < 4; i++) free(d->buf[i]);
+}
+
+/* The step -> setting draw: a function of (seed, step), frequencies ~ n_train. */
+static void check_mix_pick(void) {
+    mix_data d;
+    mix_data_make(&d);
+    int count[2] = {0, 0}, same = 1, other_seed_differs = 0;
+    for (int s = 0; s < 4000; s++) {
+        int i = lina_mqar_mix_pick(d.sets, 2, 9, s);
+        count[i]++;
+        same &= i == lina_mqar_mix_pick(d.sets, 2, 9, s);
+        other_seed_differs |= i != lina_mqar_mix_pick(d.sets, 2, 10, s);
+    }
+    /* P(setting 0) = 14 / 24: 2333 of 4000 expected, sd ~31 */
+    test_report(same && other_seed_differs && count[0] > 2180 && count[0] < 2490 &&
+                    lina_mqar_mix_pick(d.sets, 1, 9, 5) == 0,
+                "mqar mix picks settings by (seed, step) with probability ~ examples",
+                "same %d, other seed differs %d, setting 0 in %d of 4000 steps (expect ~2333)", same,
+                other_seed_differs, count[0]);
+    mix_data_free(&d);
+}
+
+static lina_model *mix_model(int tie) {
+    lina_model_config mc = lina_model_config_default();
+    mc.vocab_size = 64;
+    mc.dim = 32;
+    mc.n_heads = 1;
+    mc.tie_embeddings = tie;
+    mc.mixer[0] = mc.mixer[1] = LINA_MIXER_DELTANET;
+    lina_model *m = NULL;
+    if (lina_model_create(&mc, 4, &m) != LINA_OK) return NULL;
+    lina_model_set_threads(m, 1);
+    return m;
+}
+
+/* A mix run twice = the same parameters; split 5 + 9 = 14 at once (resume);
+ * both settings used; a one-setting mix = lina_mqar_train_steps. */
+static void check_mix_train(void) {
+    mix_data d;
+    mix_data_make(&d);
+    lina_mqar_train_config tc = lina_mqar_train_default();
+    tc.steps = 14;
+    tc.batch = 7; /* each setting crosses epochs every one or two of its steps */
+    tc.warmup = 2;
+    tc.lr = 3e-3f;
+    tc.seed = 2; /* both settings used: 7 + 7 steps */
+    lina_model *m[4] = {mix_model(1), mix_model(1), mix_model(1), mix_model(1)};
+    lina_adamw *o[4] = {0};
+    int ok = 1;
+    for (int i = 0; i < 4; i++) ok = ok && m[i] && lina_mqar_optimizer(m[i], &tc, &o[i]) == LINA_OK;
+    ok = ok && lina_mqar_train_steps_mix(m[0], o[0], 2, d.sets, &tc, 0, 14, NULL, NULL) == LINA_OK;
+    ok = ok && lina_mqar_train_steps_mix(m[1], o[1], 2, d.sets, &tc, 0, 14, NULL, NULL) == LINA_OK;
+    ok = ok && lina_mqar_train_steps_mix(m[2], o[2], 2, d.sets, &tc, 0, 5, NULL, NULL) == LINA_OK;
+    ok = ok && lina_mqar_train_steps_mix(m[2], o[2], 2, d.sets, &tc, 5, 14, NULL, NULL) == LINA_OK;
+    size_t P = ok ? lina_model_n_params(m[0]) : 0;
+    int deterministic = ok && !memcmp(lina_model_params(m[0]), lina_model_params(m[1]), sizeof(float) * P);
+    int resumed = ok && !memcmp(lina_model_params(m[0]), lina_model_params(m[2]), sizeof(float) * P);
+    int used[2] = {0, 0};
+    for (int s = 0; s < 14; s++) used[lina_mqar_mix_pick(d.sets, 2, tc.seed, s)]++;
+    test_report(deterministic && used[0] && used[1], "mqar mix training is deterministic",
+                "%s; identical %d, steps per setting %d / %d", ok ? "" : lina_last_error(),
+                deterministic, used[0], used[1]);
+    test_report(resumed, "mqar mix training split 5 + 9 = 14 at once (resume)", "%s",
+                ok ? "parameters differ" : lina_last_error());
+    /* one setting: the mix path and the plain path agree bit for bit */
+    lina_model *a = mix_model(0), *b = mix_model(0);
+    lina_adamw *oa = NULL, *ob = NULL;
+    int ok1 = a && b && lina_mqar_optimizer(a, &tc, &oa) == LINA_OK &&
+              lina_mqar_optimizer(b, &tc, &ob) == LINA_OK &&
+              lina_mqar_train_steps_mix(a, oa, 1, d.sets + 1, &tc, 0, 14, NULL, NULL) == LINA_OK &&
+              lina_mqar_train_steps(b, ob, d.sets[1].seq, d.sets[1].n_train, d.sets[1].inputs,
+                                    d.sets[1].targets, &tc, 0, 14, NULL, NULL) == LINA_OK;
+    int same1 = ok1 && !memcmp(lina_model_params(a), lina_model_params(b),
+                               sizeof(float) * lina_model_n_params(a));
+    test_report(same1, "mqar one-setting mix = the plain training", "%s",
+                ok1 ? "parameters differ" : lina_last_error());
+    lina_mqar_set broken = d.sets[0];
+    broken.n_train = 0;
+    lina_mqar_set two[2] = {d.sets[0], broken};
+    test_report(a && oa && lina_mqar_train_steps_mix(a, oa, 2, two, &tc, 0, 1, NULL, NULL) ==
+                               LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "setting 1"),
+                "mqar mix rejects a setting without examples, naming it", "%s", lina_last_error());
+    for (int i = 0; i < 4; i++) {
+        lina_model_free(m[i]);
+        lina_adamw_free(o[i]);
+    }
+    lina_model_free(a);
+    lina_model_free(b);
+    lina_adamw_free(oa);
+    lina_adamw_free(ob);
+    mix_data_free(&d);
+}
+
+/* A DeltaNet trained on the mix (T 16, K 2) + (T 32, K 4) recalls on fresh
+ * (T 32, K 4) examples. */
+static void check_mix_learns(void) {
+    lina_mqar_config c[3] = {{.vocab = 64, .seq = 16, .pairs = 2, .power_a = 0.01f},
+                             {.vocab = 64, .seq = 32, .pairs = 4, .power_a = 0.01f},
+                             {.vocab = 64, .seq = 32, .pairs = 4, .power_a = 0.01f}};
+    int n[3] = {1500, 1500, 100};
+    int32_t *x[3], *y[3];
+    lina_mqar_set sets[2];
+    for (int i = 0; i < 3; i++) {
+        x[i] = malloc(sizeof(int32_t) * n[i] * c[i].seq);
+        y[i] = malloc(sizeof(int32_t) * n[i] * c[i].seq);
+        lina_mqar_generate(&c[i], n[i], 30 + i, x[i], y[i]);
+        if (i < 2)
+            sets[i] = (lina_mqar_set){.seq = c[i].seq, .pairs = c[i].pairs, .n_train = n[i],
+                                      .inputs = x[i], .targets = y[i]};
+    }
+    lina_model *m = mix_model(0);
+    lina_adamw *o = NULL;
+    lina_mqar_train_config tc = lina_mqar_train_default();
+    tc.steps = MIX_LEARN_STEPS;
+    tc.batch = 16;
+    tc.warmup = tc.steps / 20;
+    tc.lr = 3e-3f;
+    double acc0 = 0, acc = 0;
+    int ok = m && lina_mqar_accuracy(m, c[2].seq, n[2], x[2], y[2], 8, &acc0, NULL) == LINA_OK &&
+             lina_mqar_optimizer(m, &tc, &o) == LINA_OK &&
+             lina_mqar_train_steps_mix(m, o, 2, sets, &tc, 0, tc.steps, NULL, NULL) == LINA_OK &&
+             lina_mqar_accuracy(m, c[2].seq, n[2], x[2], y[2], 8, &acc, NULL) == LINA_OK;
+    test_report(ok && acc0 < 0.15 && acc >= MIX_LEARN_MIN,
+                "mqar DeltaNet trained on the mix (16, 2) + (32, 4) recalls (chance 1/32)",
+                "%s; accuracy %.3f before, %.3f after (need >= %.2f)", ok ? "" : lina_last_error(),
+                acc0, acc, MIX_LEARN_MIN);
+    lina_model_free(m);
+    lina_adamw_free(o);
+    for (int i = 0; i < 3; i++) {
+        free(x[i]);
+        free(y[i]);
+    }
+}
+
 /* Train a 2-layer model on (T 32, K 4, V 64) and check the test accuracy. */
 static void check_learns(lina_mixer_kind mixer, double min_acc) {
     lina_mqar_config c = {.vocab = 64, .seq = 32, .pairs = 4, .power_a = 0.01f};
@@ -276,6 +473,10 @@ int main(void) {
     check_scored_head(LINA_MIXER_SOFTMAX, 1, 0);
     check_scored_errors();
     check_resume_split();
+    check_mix_parse();
+    check_mix_pick();
+    check_mix_train();
+    check_mix_learns();
     check_learns(LINA_MIXER_DELTANET, 0.6);
     /* Gated DeltaNet leaves the plateau later at this lr: 0.53 with this data order
      * (0.8 with the order before epoch permutations became f(seed, epoch)); chance 0.03 */

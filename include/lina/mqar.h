@@ -77,6 +77,41 @@ lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_t
                                   const lina_mqar_train_config *tc, int step0, int step1,
                                   lina_mqar_progress cb, void *user);
 
+/* ---- training on a mix of settings (Zoology trains on (64, 4), (128, 8),
+ * (256, 16), (256, 32), (256, 64) at once and tests on longer ones) ---- */
+
+#define LINA_MQAR_MAX_MIX 16
+
+/* One training setting of a mix: its own training set of n_train examples. */
+typedef struct {
+    int seq;                /* T of this setting */
+    int pairs;              /* K of this setting */
+    int n_train;            /* examples; a step uses this setting with probability n_train / sum */
+    const int32_t *inputs;  /* (n_train, seq) tokens */
+    const int32_t *targets; /* (n_train, seq) values at the answers, -1 elsewhere */
+} lina_mqar_set;
+
+/* Parses "T:K[:N],T:K[:N],..." (at most LINA_MQAR_MAX_MIX entries; N defaults
+ * to default_n) into cfgs[i] (vocab and power_a from base, each checked with
+ * lina_mqar_config_check) and n_train[i]. The message names the bad entry. */
+lina_status lina_mqar_mix_parse(const char *spec, const lina_mqar_config *base, int default_n,
+                                lina_mqar_config *cfgs, int *n_train, int *n_sets);
+
+/* The setting step s (0-based) trains on: drawn with probabilities
+ * n_train[i] / sum from a generator seeded by (seed, s) only (as if the
+ * settings' examples were pooled and shuffled, as Zoology does), so a resumed
+ * run picks the same settings. Always 0 for one setting. */
+int lina_mqar_mix_pick(const lina_mqar_set *sets, int n_sets, uint64_t seed, int step);
+
+/* lina_mqar_train_steps over a mix: each step is one batch of tc->batch
+ * examples of the setting lina_mqar_mix_pick chooses (one length per batch, so
+ * short settings make cheap steps). Setting i visits its examples in seeded
+ * epoch permutations of its own; its j-th step takes examples jB .. jB+B-1 of
+ * that stream. With one setting this is exactly lina_mqar_train_steps. */
+lina_status lina_mqar_train_steps_mix(lina_model *m, lina_adamw *opt, int n_sets,
+                                      const lina_mqar_set *sets, const lina_mqar_train_config *tc,
+                                      int step0, int step1, lina_mqar_progress cb, void *user);
+
 /* Exact-match accuracy over the answer positions of n examples (evaluated
  * `batch` at a time) and the mean cross-entropy there (loss may be NULL). */
 lina_status lina_mqar_accuracy(lina_model *m, int T, int n, const int32_t *inputs,

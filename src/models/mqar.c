@@ -2,6 +2,7 @@
  * loop over a fixed training set (AdamW, warm-up + cosine, clipping) and the
  * exact-match accuracy on the answer positions. See include/lina/mqar.h. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,16 +147,94 @@ static void epoch_order(uint64_t seed, int64_t epoch, int n, int *order) {
     }
 }
 
-lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_train,
-                                  const int32_t *inputs, const int32_t *targets,
-                                  const lina_mqar_train_config *tc, int step0, int step1,
-                                  lina_mqar_progress cb, void *user) {
-    if (!m || !opt || !inputs || !targets || !tc)
+/* Seed of setting i's epoch permutations: setting 0 keeps tc->seed, so a
+ * one-setting mix is the plain run. */
+static uint64_t set_seed(uint64_t seed, int i) { return seed + (uint64_t)i * 0x632BE59BD9B4E019ull; }
+
+int lina_mqar_mix_pick(const lina_mqar_set *sets, int n_sets, uint64_t seed, int step) {
+    if (!sets || n_sets <= 1) return 0;
+    int64_t total = 0;
+    for (int i = 0; i < n_sets; i++) total += sets[i].n_train;
+    lina_rng r;
+    lina_rng_seed(&r, seed * 0xA24BAED4963EE407ull + (uint64_t)step * 0x9FB21C651E98DF25ull + 11);
+    int64_t u = (int64_t)lina_rng_below(&r, (uint64_t)total), acc = 0;
+    for (int i = 0; i < n_sets; i++)
+        if (u < (acc += sets[i].n_train)) return i;
+    return n_sets - 1;
+}
+
+lina_status lina_mqar_mix_parse(const char *spec, const lina_mqar_config *base, int default_n,
+                                lina_mqar_config *cfgs, int *n_train, int *n_sets) {
+    if (!spec || !base || !cfgs || !n_train || !n_sets)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar mix: NULL argument");
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[64];
+        if (len == 0 || len >= sizeof item)
+            return lina_fail(LINA_ERR_INVALID_ARG,
+                             "mqar mix: entry %d of '%s' is empty or too long (want T:K or T:K:N)",
+                             n + 1, spec);
+        if (n == LINA_MQAR_MAX_MIX)
+            return lina_fail(LINA_ERR_INVALID_ARG, "mqar mix: '%s' has more than %d settings", spec,
+                             LINA_MQAR_MAX_MIX);
+        memcpy(item, p, len);
+        item[len] = 0;
+        long T = 0, K = 0, N = default_n;
+        int used = 0, got = sscanf(item, "%ld:%ld%n", &T, &K, &used);
+        if (got == 2 && item[used] == ':') {
+            int more = 0;
+            got = sscanf(item + used + 1, "%ld%n", &N, &more) == 1 ? 3 : 0;
+            used += 1 + more;
+        }
+        if (got < 2 || item[used] != 0)
+            return lina_fail(LINA_ERR_INVALID_ARG,
+                             "mqar mix: entry '%s' is not T:K or T:K:N (seq:pairs[:examples])", item);
+        if (T < 2 || T > 1000000 || K < 1 || K > 1000000 || N < 1 || N > 100000000)
+            return lina_fail(LINA_ERR_INVALID_ARG,
+                             "mqar mix: entry '%s': seq %ld, pairs %ld or examples %ld out of range",
+                             item, T, K, N);
+        cfgs[n] = *base;
+        cfgs[n].seq = (int)T;
+        cfgs[n].pairs = (int)K;
+        n_train[n] = (int)N;
+        if (lina_mqar_config_check(&cfgs[n]) != LINA_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", lina_last_error());
+            return lina_fail(LINA_ERR_INVALID_ARG, "mqar mix: entry '%s': %s", item, why);
+        }
+        n++;
+        p += len;
+        if (*p == ',') p++;
+        if (end && !*p)
+            return lina_fail(LINA_ERR_INVALID_ARG, "mqar mix: '%s' ends with a comma", spec);
+    }
+    if (!n) return lina_fail(LINA_ERR_INVALID_ARG, "mqar mix: empty list (want T:K[:N],...)");
+    *n_sets = n;
+    return LINA_OK;
+}
+
+lina_status lina_mqar_train_steps_mix(lina_model *m, lina_adamw *opt, int n_sets,
+                                      const lina_mqar_set *sets, const lina_mqar_train_config *tc,
+                                      int step0, int step1, lina_mqar_progress cb, void *user) {
+    if (!m || !opt || !sets || !tc)
         return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: NULL argument");
-    if (T < 1 || n_train < 1 || tc->batch < 1 || tc->steps < 0 || tc->warmup < 0)
-        return lina_fail(LINA_ERR_INVALID_ARG,
-                         "mqar train: T = %d, n_train = %d, batch = %d, steps = %d, warmup = %d",
-                         T, n_train, tc->batch, tc->steps, tc->warmup);
+    if (n_sets < 1 || n_sets > LINA_MQAR_MAX_MIX)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: %d settings (want 1..%d)", n_sets,
+                         LINA_MQAR_MAX_MIX);
+    int Tmax = 0;
+    for (int i = 0; i < n_sets; i++) {
+        if (sets[i].seq < 1 || sets[i].n_train < 1 || !sets[i].inputs || !sets[i].targets)
+            return lina_fail(LINA_ERR_INVALID_ARG,
+                             "mqar train: setting %d has T = %d, n_train = %d or NULL data", i,
+                             sets[i].seq, sets[i].n_train);
+        if (sets[i].seq > Tmax) Tmax = sets[i].seq;
+    }
+    if (tc->batch < 1 || tc->steps < 0 || tc->warmup < 0)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: batch = %d, steps = %d, warmup = %d",
+                         tc->batch, tc->steps, tc->warmup);
     if (step0 < 0 || step1 < step0 || step1 > tc->steps)
         return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: steps [%d, %d) outside [0, %d]", step0,
                          step1, tc->steps);
@@ -163,22 +242,31 @@ lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_t
         return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: lr = %g must be > 0", tc->lr);
     int B = tc->batch;
     lina_status st = LINA_OK;
-    int *order = malloc(sizeof(int) * n_train);                 // (n_train) epoch permutation
-    int32_t *x = malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T) batch tokens
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T) batch targets
-    if (!order || !x || !y) {
-        st = lina_fail(LINA_ERR_OOM, "mqar train: out of memory (batch %d x %d)", B, T);
+    int *order[LINA_MQAR_MAX_MIX] = {0};     /* per setting: (n_train) epoch permutation */
+    int64_t have_epoch[LINA_MQAR_MAX_MIX];   /* which epoch order[i] holds, -1 none */
+    int64_t used[LINA_MQAR_MAX_MIX] = {0};   /* per setting: steps before this one that used it */
+    int32_t *x = malloc(sizeof(int32_t) * (size_t)B * Tmax); // (B, T) batch tokens
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)B * Tmax); // (B, T) batch targets
+    int oom = !x || !y;
+    for (int i = 0; i < n_sets; i++) {
+        have_epoch[i] = -1;
+        oom |= !(order[i] = malloc(sizeof(int) * sets[i].n_train));
+    }
+    if (oom) {
+        st = lina_fail(LINA_ERR_OOM, "mqar train: out of memory (batch %d x %d)", B, Tmax);
         goto done;
     }
-    int64_t have_epoch = -1;
+    for (int s = 0; s < step0; s++) used[lina_mqar_mix_pick(sets, n_sets, tc->seed, s)]++;
     for (int s = step0; s < step1; s++) {
-        for (int b = 0; b < B; b++) { /* example number s B + b of the endless epoch stream */
-            int64_t idx = (int64_t)s * B + b, epoch = idx / n_train;
-            if (epoch != have_epoch) epoch_order(tc->seed, have_epoch = epoch, n_train, order);
-            size_t e = (size_t)order[idx % n_train];
-            memcpy(x + (size_t)b * T, inputs + e * T, sizeof(int32_t) * T);
-            memcpy(y + (size_t)b * T, targets + e * T, sizeof(int32_t) * T);
+        int i = lina_mqar_mix_pick(sets, n_sets, tc->seed, s), T = sets[i].seq, n = sets[i].n_train;
+        for (int b = 0; b < B; b++) { /* example used[i] B + b of setting i's endless epoch stream */
+            int64_t idx = used[i] * B + b, epoch = idx / n;
+            if (epoch != have_epoch[i]) epoch_order(set_seed(tc->seed, i), have_epoch[i] = epoch, n, order[i]);
+            size_t e = (size_t)order[i][idx % n];
+            memcpy(x + (size_t)b * T, sets[i].inputs + e * T, sizeof(int32_t) * T);
+            memcpy(y + (size_t)b * T, sets[i].targets + e * T, sizeof(int32_t) * T);
         }
+        used[i]++;
         float loss = 0;
         lina_model_zero_grads(m);
         st = tc->dense_head ? lina_model_forward(m, B, T, x, y, NULL, &loss)
@@ -195,10 +283,20 @@ lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_t
         if (cb) cb(user, s + 1, tc->steps, loss);
     }
 done:
-    free(order);
+    for (int i = 0; i < n_sets; i++) free(order[i]);
     free(x);
     free(y);
     return st;
+}
+
+lina_status lina_mqar_train_steps(lina_model *m, lina_adamw *opt, int T, int n_train,
+                                  const int32_t *inputs, const int32_t *targets,
+                                  const lina_mqar_train_config *tc, int step0, int step1,
+                                  lina_mqar_progress cb, void *user) {
+    if (T < 1 || n_train < 1)
+        return lina_fail(LINA_ERR_INVALID_ARG, "mqar train: T = %d, n_train = %d", T, n_train);
+    lina_mqar_set one = {.seq = T, .pairs = 0, .n_train = n_train, .inputs = inputs, .targets = targets};
+    return lina_mqar_train_steps_mix(m, opt, 1, &one, tc, step0, step1, cb, user);
 }
 
 typedef struct {
