@@ -22,30 +22,24 @@ static void check_model(const char *dir, const char *name, int fla_generate_quir
     char path[1200], tname[128];
     snprintf(path, sizeof path, "%s/golden.safetensors", dir);
     lina_hf_model *m = NULL;
-    lina_st_file *g = NULL;
     snprintf(tname, sizeof tname, "%s_load", name);
     lina_status st = lina_hf_load(dir, &m);
     test_report(st == LINA_OK, tname, "%s", st ? lina_last_error() : "");
     if (st) return;
-    st = lina_st_open(path, &g);
+    fixture_ref r;
     snprintf(tname, sizeof tname, "%s_golden_file", name);
-    const lina_tensor_view *ids = g ? fixture_tensor(g, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = g ? fixture_tensor(g, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = g ? fixture_tensor(g, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *want = g ? fixture_tensor(g, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
-    int ok = st == LINA_OK && ids && ref && prompt && want && ref->shape[2] == lina_hf_vocab_size(m) &&
-             ref->shape[0] == ids->shape[0] && ref->shape[1] == ids->shape[1];
-    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
+    int ok = fixture_ref_open(path, lina_hf_vocab_size(m), 1, &r);
+    test_report(ok, tname, "%s", ok ? "" : r.why);
     if (!ok) {
-        lina_st_close(g);
         lina_hf_free(m);
         return;
     }
-    int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
-    size_t n = (size_t)B * T * V;
-    float *logits = alloc_floats(n), *expect = alloc_floats(n);
-    int64_t *id = fixture_ids(ids);
-    lina_tensor_to_f32(ref, expect, (int64_t)n);
+    const lina_tensor_view *prompt = r.prompt, *want = r.greedy;
+    const int B = r.B, T = r.T, V = r.vocab;
+    const size_t n = (size_t)B * T * V;
+    const int64_t *id = r.ids;
+    const float *expect = r.logits;
+    float *logits = alloc_floats(n);
 
     /* 1. logits of the whole batch (chunkwise form) */
     st = lina_hf_forward(NULL, m, NULL, B, T, id, logits);
@@ -119,10 +113,8 @@ static void check_model(const char *dir, const char *name, int fla_generate_quir
     free(got);
     free(row);
     free(piece);
-    free(id);
     free(logits);
-    free(expect);
-    lina_st_close(g);
+    fixture_ref_close(&r);
     lina_hf_free(m);
 }
 
@@ -301,20 +293,16 @@ static void check_variant(const char *name) {
     snprintf(dir, sizeof dir, "%s/hf_variants/%s", fixture_data_dir(), name);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     lina_hf_model *m = NULL;
-    lina_st_file *f = NULL;
+    fixture_ref r;
     lina_status st = lina_hf_load(dir, &m);
-    if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL;
     snprintf(tname, sizeof tname, "variant_%s_load", name);
-    int ok = !st && ids && ref && ref->shape[2] == lina_hf_vocab_size(m);
-    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
+    int ok = !st && fixture_ref_open(path, lina_hf_vocab_size(m), 0, &r);
+    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : r.why);
     if (ok) {
-        int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
-        size_t n = (size_t)B * T * V;
-        float *got = alloc_floats(n), *want = alloc_floats(n), *steps = alloc_floats(n);
-        int64_t *id = fixture_ids(ids);
-        lina_tensor_to_f32(ref, want, (int64_t)n);
+        const int B = r.B, T = r.T, V = r.vocab;
+        const size_t n = (size_t)B * T * V;
+        float *got = alloc_floats(n), *want = r.logits, *steps = alloc_floats(n);
+        const int64_t *id = r.ids;
         st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
         snprintf(tname, sizeof tname, "variant_%s_logits_rel_rms_1e-4", name);
         if (st) test_report(0, tname, "%s", lina_last_error());
@@ -339,11 +327,9 @@ static void check_variant(const char *name) {
         free(part);
         free(lg);
         free(got);
-        free(want);
         free(steps);
-        free(id);
+        fixture_ref_close(&r);
     }
-    lina_st_close(f);
     lina_hf_free(m);
 }
 

@@ -61,26 +61,20 @@ static void check_model(const char *name) {
     data_dir(dir, sizeof dir, name);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     lina_hf_model *m = NULL;
-    lina_st_file *f = NULL;
+    fixture_ref r;
     lina_status st = lina_hf_load(dir, &m);
-    if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = f ? fixture_tensor(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *greedy = f ? fixture_tensor(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
     snprintf(tname, sizeof tname, "%s_load", name);
-    int ok = !st && ids && ref && prompt && greedy && ref->shape[2] == lina_hf_vocab_size(m);
-    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
+    int ok = !st && fixture_ref_open(path, lina_hf_vocab_size(m), 1, &r);
+    test_report(ok, tname, "%s", ok ? "" : st ? lina_last_error() : r.why);
     if (!ok) {
-        lina_st_close(f);
         lina_hf_free(m);
         return;
     }
-    int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
-    size_t n = (size_t)B * T * V;
-    float *got = alloc_floats(n), *want = alloc_floats(n);
-    int64_t *id = fixture_ids(ids);
-    lina_tensor_to_f32(ref, want, (int64_t)n);
+    const lina_tensor_view *prompt = r.prompt, *greedy = r.greedy;
+    const int B = r.B, T = r.T, V = r.vocab;
+    const size_t n = (size_t)B * T * V;
+    float *got = alloc_floats(n), *want = r.logits;
+    int64_t *id = r.ids;
     st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
     snprintf(tname, sizeof tname, "%s_logits_rel_rms_1e-4", name);
     if (st) test_report(0, tname, "%s", lina_last_error());
@@ -97,9 +91,7 @@ static void check_model(const char *name) {
     free(g);
     free(out);
     free(got);
-    free(want);
-    free(id);
-    lina_st_close(f);
+    fixture_ref_close(&r);
     lina_hf_free(m);
 }
 

@@ -27,25 +27,19 @@ static void check_golden(void) {
     char path[1300];
     snprintf(path, sizeof path, "%s/golden.safetensors", fixture_dir());
     lina_hf_model *m = NULL;
-    lina_st_file *f = NULL;
+    fixture_ref r;
     lina_status st = lina_hf_load(fixture_dir(), &m);
-    if (!st) st = lina_st_open(path, &f);
-    const lina_tensor_view *ids = f ? fixture_tensor(f, "input_ids", LINA_DTYPE_I64, 2) : NULL,
-                           *ref = f ? fixture_tensor(f, "logits", LINA_DTYPE_F32, 3) : NULL,
-                           *prompt = f ? fixture_tensor(f, "greedy_prompt", LINA_DTYPE_I64, 2) : NULL,
-                           *greedy = f ? fixture_tensor(f, "greedy_output", LINA_DTYPE_I64, 2) : NULL;
-    int ok = !st && ids && ref && prompt && greedy && ref->shape[2] == lina_hf_vocab_size(m);
-    test_report(ok, "qwen3_next_load", "%s", ok ? "" : st ? lina_last_error() : "unexpected tensors");
+    int ok = !st && fixture_ref_open(path, lina_hf_vocab_size(m), 1, &r);
+    test_report(ok, "qwen3_next_load", "%s", ok ? "" : st ? lina_last_error() : r.why);
     if (!ok) {
-        lina_st_close(f);
         lina_hf_free(m);
         return;
     }
-    int B = (int)ids->shape[0], T = (int)ids->shape[1], V = lina_hf_vocab_size(m);
-    size_t n = (size_t)B * T * V;
-    float *got = alloc_floats(n), *want = alloc_floats(n), *lg = alloc_floats(n);
-    int64_t *id = fixture_ids(ids), *part = malloc((size_t)B * T * sizeof *part);
-    lina_tensor_to_f32(ref, want, (int64_t)n);
+    const lina_tensor_view *prompt = r.prompt, *greedy = r.greedy;
+    const int B = r.B, T = r.T, V = r.vocab;
+    const size_t n = (size_t)B * T * V;
+    float *got = alloc_floats(n), *want = r.logits, *lg = alloc_floats(n);
+    int64_t *id = r.ids, *part = malloc((size_t)B * T * sizeof *part);
     st = lina_hf_forward(NULL, m, NULL, B, T, id, got);
     if (st) test_report(0, "qwen3_next_logits_rel_rms_1e-3", "%s", lina_last_error());
     else check_close("qwen3_next_logits_rel_rms_1e-3", got, want, n, 1e-3);
@@ -81,10 +75,8 @@ static void check_golden(void) {
     free(out);
     free(part);
     free(got);
-    free(want);
     free(lg);
-    free(id);
-    lina_st_close(f);
+    fixture_ref_close(&r);
     lina_hf_free(m);
 }
 
