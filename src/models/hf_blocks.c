@@ -113,3 +113,15 @@ lina_status hf_attn_run(lina_ctx *ctx, const lina_attn_desc *d, int layer, const
     }
     return LINA_OK;
 }
+
+void hf_norm_gate_out(const lina_hf_model *m, const hf_layer *L, int N, int heads, int Vh, const float *xn, float *o,
+                      float *gate, float *pre, float *x) {
+    const int D = m->D, vv = heads * Vh;
+    hf_rmsnorm(N * heads, Vh, o, L->o_norm, m->norm_eps, o);
+    if (L->g_proj) {
+        hf_linear(N, D, vv, xn, L->g_proj, NULL, gate);
+        for (size_t i = 0; i < (size_t)N * vv; i++) o[i] *= hf_silu(gate[i]);
+    }
+    hf_linear(N, vv, D, o, L->o_proj, NULL, pre);
+    for (size_t i = 0; i < (size_t)N * D; i++) x[i] += pre[i];
+}

@@ -122,14 +122,7 @@ lina_status hf_gdn_mixer(lina_ctx *ctx, const lina_hf_model *m, int l, hf_layer_
         return st_attn;
     }
 
-    /* per-head RMSNorm, output gate, output projection, residual */
-    hf_rmsnorm((int)(N * HV), Vh, o, L->o_norm, m->norm_eps, o);
-    if (L->g_proj) {
-        hf_linear((int)N, D, (int)vv, xn, L->g_proj, NULL, gate);
-        for (size_t i = 0; i < N * vv; i++) o[i] *= hf_silu(gate[i]);
-    }
-    hf_linear((int)N, (int)vv, D, o, L->o_proj, NULL, pre);
-    for (size_t i = 0; i < N * (size_t)D; i++) x[i] += pre[i];
+    hf_norm_gate_out(m, L, (int)N, HV, Vh, xn, o, gate, pre, x);
     free(buf);
     return LINA_OK;
 }

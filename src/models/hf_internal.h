@@ -180,6 +180,11 @@ void hf_swiglu(int N, int D, int width, const float *x, const float *Wg, const f
 float hf_silu(float x);
 float hf_sigmoid(float x);
 float hf_softplus(float x); /* torch: x for x > 20 */
+/* The output of an fla-style mixer, added to the residual x (N, D):
+ * x += (RMSNorm_Vh(o) * o_norm [* silu(xn Wg)]) Wo over N rows of `heads` heads of Vh;
+ * o (N, heads*Vh) is overwritten; gate (N, heads*Vh) and pre (N, D) are scratch. */
+void hf_norm_gate_out(const lina_hf_model *m, const hf_layer *L, int N, int heads, int Vh, const float *xn, float *o,
+                      float *gate, float *pre, float *x);
 /* The op descriptor of one layer: B rows of T tokens, H q/k heads, HV value
  * heads, head dims K and V, scale 1/sqrt(K), form AUTO. */
 lina_attn_desc hf_attn_desc(int B, int T, int H, int HV, int K, int V, lina_gate gate, lina_update update);
