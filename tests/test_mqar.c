@@ -7,9 +7,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lina.h"
 #include "util/check.h"
+#include "util/fixture.h"
 
 #ifndef MIX_LEARN_STEPS
 #define MIX_LEARN_STEPS 800
@@ -422,6 +424,39 @@ static void check_mix_learns(void) {
     }
 }
 
+/* lina mqar --train-mix --checkpoint: the JSON names the mix; a checkpoint is
+ * refused by a run with another mix or none, and resumed by the same run. */
+static void check_mix_cli(void) {
+    char lina[4096], cmd[16384], tmp[256];
+    if (!fixture_lina_exe(lina, sizeof lina)) return;
+    snprintf(tmp, sizeof tmp, "/tmp/lina_test_mqar_cli_%d", (int)getpid());
+    const char *common = "--vocab 64 --seq 32 --pairs 4 --dim 16 --steps 6 --batch 4 --every 2 "
+                         "--test 10 --threads 1 --quiet --json --checkpoint ck";
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && mkdir -p %s && cd %s && %s mqar %s --train-mix 16:2:30,32:4 --train 20 "
+             "> a.json && grep -q '\"train_mix\":\"16:2:30,32:4:20\"' a.json",
+             tmp, tmp, tmp, lina, common);
+    int rc = system(cmd);
+    test_report(rc == 0, "mqar CLI --train-mix runs and reports the mix", "rc %d (%s)", rc, cmd);
+    static const char *other[] = {"--train-mix 16:2:30 --train 20", "--train 20",
+                                  "--train-mix 16:2:30,32:4 --train 21"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "cd %s && %s mqar %s %s > b.json 2> b.err; r=$?; "
+                                  "grep -q 'holds another run' b.err && [ $r -ne 0 ]",
+                 tmp, lina, common, other[i]);
+        char name[128];
+        snprintf(name, sizeof name, "mqar CLI refuses a checkpoint of another mix (%s)", other[i]);
+        test_report(system(cmd) == 0, name, "accepted or no message (%s)", cmd);
+    }
+    /* the same run again resumes at its end and reports the same accuracy */
+    snprintf(cmd, sizeof cmd,
+             "cd %s && %s mqar %s --train-mix 16:2:30,32:4 --train 20 > c.json && "
+             "for f in a c; do sed -E 's/\"(train_seconds|step_seconds|steps_this_process)\":[0-9.e+-]+//g' "
+             "$f.json > $f.cmp; done && cmp -s a.cmp c.cmp && rm -rf %s",
+             tmp, lina, common, tmp);
+    test_report(system(cmd) == 0, "mqar CLI resumes its own mix checkpoint", "(%s)", cmd);
+}
+
 /* Train a 2-layer model on (T 32, K 4, V 64) and check the test accuracy. */
 static void check_learns(lina_mixer_kind mixer, double min_acc) {
     lina_mqar_config c = {.vocab = 64, .seq = 32, .pairs = 4, .power_a = 0.01f};
@@ -477,6 +512,7 @@ int main(void) {
     check_mix_pick();
     check_mix_train();
     check_mix_learns();
+    check_mix_cli();
     check_learns(LINA_MIXER_DELTANET, 0.6);
     /* Gated DeltaNet leaves the plateau later at this lr: 0.53 with this data order
      * (0.8 with the order before epoch permutations became f(seed, epoch)); chance 0.03 */
