@@ -56,12 +56,7 @@ lina_status hf_hgrn2_load_layer(lina_hf_model *m, hf_weights *w, int l) {
         TRY(hf_layer_conv(w, m, l, "i", D, &L->i_conv));
     }
     if (m->norm_affine) TRY(hf_layer_get(w, m, l, "attn.g_norm.weight", 1, D, 0, 0, 1, &L->o_norm));
-    TRY(hf_layer_get(w, m, l, "attn.o_proj.weight", 2, D, D, 0, 1, &L->o_proj));
-    TRY(hf_layer_get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
-    TRY(hf_layer_get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
-    TRY(hf_layer_get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
-    TRY(hf_layer_get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down));
-    return LINA_OK;
+    return hf_layer_out_mlp(w, m, l, D, L);
 }
 
 lina_status hf_hgrn2_state_alloc(const lina_hf_model *m, int B, hf_layer_state *st) {

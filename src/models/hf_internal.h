@@ -160,6 +160,9 @@ int hf_weights_has(const hf_weights *w, const char *name);
 /* "model.layers.L.SUFFIX" with shape (d0[, d1[, d2]]) as hf_weights_get. */
 lina_status hf_layer_get(hf_weights *w, lina_hf_model *m, int l, const char *suffix, int ndim, int64_t d0,
                          int64_t d1, int64_t d2, int required, const float **out);
+/* The tail every fla block shares: attn.o_proj (D, vv), mlp_norm (D) and the SwiGLU
+ * MLP (mlp.gate_proj, mlp.up_proj (I_mlp, D), mlp.down_proj (D, I_mlp)). */
+lina_status hf_layer_out_mlp(hf_weights *w, lina_hf_model *m, int l, int64_t vv, hf_layer *L);
 /* A short conv "attn.WHICH_conv1d.weight" (C, 1, conv_size) and optional bias (C). */
 lina_status hf_layer_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv);
 lina_status hf_weights_get(hf_weights *w, lina_hf_model *m, const char *name, int ndim, const int64_t *shape,

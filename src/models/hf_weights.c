@@ -148,6 +148,15 @@ lina_status hf_layer_get(hf_weights *w, lina_hf_model *m, int l, const char *suf
     return hf_weights_get(w, m, name, ndim, shape, required, out);
 }
 
+lina_status hf_layer_out_mlp(hf_weights *w, lina_hf_model *m, int l, int64_t vv, hf_layer *L) {
+    const int64_t D = m->D;
+    TRY(hf_layer_get(w, m, l, "attn.o_proj.weight", 2, D, vv, 0, 1, &L->o_proj));
+    TRY(hf_layer_get(w, m, l, "mlp_norm.weight", 1, D, 0, 0, 1, &L->mlp_norm));
+    TRY(hf_layer_get(w, m, l, "mlp.gate_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_gate));
+    TRY(hf_layer_get(w, m, l, "mlp.up_proj.weight", 2, m->I_mlp, D, 0, 1, &L->mlp_up));
+    return hf_layer_get(w, m, l, "mlp.down_proj.weight", 2, D, m->I_mlp, 0, 1, &L->mlp_down);
+}
+
 lina_status hf_layer_conv(hf_weights *w, lina_hf_model *m, int l, const char *which, int C, hf_conv *cv) {
     char suffix[96];
     cv->C = C;
