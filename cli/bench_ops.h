@@ -34,6 +34,7 @@ typedef struct {
     lina_form form;
     int B, T, H, HV, K, V, chunk;
     int threads, repeat, warmup, backward, json;
+    int fixed_gates; /* CUDA backward without the gates' gradient (dg = NULL) */
     bench_device device;
     lina_dtype dtype; /* F32, or BF16 / F16 with BENCH_CUDA */
 } bench_opts;

@@ -116,7 +116,7 @@ static lina_status run_forward_backward(cuda_run *r) {
     if (st != LINA_OK) return st;
     const dev_buffers *b = r->b;
     lina_cuda_attn_bwd_args a = {b->q, b->k, b->v, b->g, b->beta, NULL, b->dout, NULL,
-                                 b->dq, b->dk, b->dv, b->dg, b->dbeta, NULL};
+                                 b->dq, b->dk, b->dv, r->o->fixed_gates ? NULL : b->dg, b->dbeta, NULL};
     return lina_cuda_attn_backward(&r->d, r->o->dtype, &a, NULL);
 }
 
@@ -178,6 +178,7 @@ static void print_json(const bench_opts *o, const lina_cuda_device *dev, const c
     cJSON_AddNumberToObject(j, "fwd_bytes", r->fwd_bytes);
     cJSON_AddNumberToObject(j, "fwd_gbs", r->fwd_bytes / (r->fwd_ms * 1e6));
     if (o->backward) {
+        cJSON_AddBoolToObject(j, "fixed_gates", o->fixed_gates);
         cJSON_AddNumberToObject(j, "fwdbwd_ms", r->fwdbwd_ms);
         cJSON_AddNumberToObject(j, "fwdbwd_min_ms", r->fwdbwd_min_ms);
         cJSON_AddNumberToObject(j, "fwdbwd_bytes", r->fwdbwd_bytes);

@@ -55,6 +55,8 @@ static void bench_usage(FILE *f) {
             "  --threads N     lina_ctx threads and sgemm threads (default 1)\n"
             "  --repeat N      timed repetitions (default 5); --warmup N untimed (default 1)\n"
             "  --backward      also time forward+backward\n"
+            "  --fixed-gates   with --device cuda: the backward does not compute the gates'\n"
+            "                  gradient (dg = NULL: fixed decays, the faster path)\n"
             "  --json          print one JSON object instead of text\n"
             "  --device D      cpu | cuda (default cpu)\n"
             "  --dtype T       fp32 | bf16 | fp16 for q, k, v, o (default fp32; bf16 and fp16\n"
@@ -99,6 +101,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
             return 1;
         } else if (!strcmp(a, "--backward")) {
             o->backward = 1;
+        } else if (!strcmp(a, "--fixed-gates")) {
+            o->fixed_gates = 1;
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--op")) {
@@ -147,6 +151,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
     }
     if ((int)o->op < 0) {
         fprintf(stderr, "lina bench ops: --op is required (lina bench ops --help)\n");
+        return 2;
+    }
+    if (o->fixed_gates && o->device != BENCH_CUDA) {
+        fprintf(stderr, "lina bench ops: --fixed-gates needs --device cuda (the CPU backward always computes dg)\n");
         return 2;
     }
     if (o->dtype != LINA_DTYPE_F32 && o->device != BENCH_CUDA) {

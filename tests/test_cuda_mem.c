@@ -227,6 +227,9 @@ static void test_cli(void) {
     rc = run_lina(lina, "bench ops --op softmax --device cuda --T 8", out, sizeof out, err, sizeof err);
     test_report(rc == 2 && contains(err, "not supported on cuda"), "CLI: softmax on cuda refused", "rc %d, stderr '%s'",
                 rc, err);
+    rc = run_lina(lina, "bench ops --op simple_gla --fixed-gates --backward --T 8", out, sizeof out, err, sizeof err);
+    test_report(rc == 2 && contains(err, "--fixed-gates needs --device cuda"), "CLI: --fixed-gates without cuda refused",
+                "rc %d, stderr '%s'", rc, err);
     rc = run_lina(lina, "bench ops --op gla --device tpu", out, sizeof out, err, sizeof err);
     test_report(rc == 2 && contains(err, "--device 'tpu'"), "CLI: unknown --device refused", "rc %d, stderr '%s'", rc,
                 err);

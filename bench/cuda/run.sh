@@ -54,6 +54,10 @@ if [ "${CLI_BENCH:-1}" = 1 ]; then
         $BUILD/lina bench ops --op $op --device cuda --dtype bf16 --B 2 --T 16384 --H 16 --K 128 --V 128 \
             --warmup 2 --repeat 10 --json
     done >"$OUT/cli_bench.jsonl" 2>&1
+    for op in retention simple_gla; do  # the backward without the gates' gradient (fixed decays)
+        $BUILD/lina bench ops --op $op --device cuda --dtype bf16 --B 8 --T 4096 --H 16 --K 128 --V 128 \
+            --warmup 2 --repeat 10 --backward --fixed-gates --json
+    done >>"$OUT/cli_bench.jsonl" 2>&1
     cut -c1-300 "$OUT/cli_bench.jsonl"
     stamp cli
 fi
