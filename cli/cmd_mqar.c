@@ -42,6 +42,9 @@ static void usage(FILE *f) {
             "                 stays --seq/--pairs. Zoology: 64:4:100000,128:8:20000,\n"
             "                 256:16:20000,256:32:20000,256:64:20000\n"
             "  --tie          tie the LM head to the embedding (as Zoology does)\n"
+            "  --init-from DIR  start from the weights of a model directory (a finished\n"
+            "                 run's --checkpoint DIR/cur) of the same architecture, with a\n"
+            "                 fresh optimizer and schedule (warm start: curriculum stage 2)\n"
             "  --test N       test examples (default 300; Zoology: 3000)\n"
             "  --steps N      optimizer steps (default 600)\n"
             "  --batch N      examples per step (default 16)\n"
@@ -211,7 +214,7 @@ int cmd_mqar(int argc, char **argv) {
     lina_mqar_train_config tc = lina_mqar_train_default();
     int dim = 64, heads = 0, layers = 2, n_train = 2000, n_test = 300, seed = 1, threads = 0;
     int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0, tie = 0;
-    const char *mix_spec = NULL;
+    const char *mix_spec = NULL, *init_from = NULL;
     float target_acc = 0;
     const char *ckpt = NULL;
     tc.steps = 600;
@@ -266,6 +269,7 @@ int cmd_mqar(int argc, char **argv) {
         else if (!strcmp(a, "--target-acc")) ok = cli_float(CMD, a, v, 0, 1, &target_acc);
         else if (!strcmp(a, "--checkpoint")) ckpt = v;
         else if (!strcmp(a, "--train-mix")) mix_spec = v;
+        else if (!strcmp(a, "--init-from")) init_from = v;
         else {
             fprintf(stderr, "lina mqar: unknown option '%s' (see lina mqar --help)\n", a);
             return 2;
@@ -348,6 +352,32 @@ int cmd_mqar(int argc, char **argv) {
         fprintf(stderr, "lina mqar: %s\n", lina_last_error());
         goto done;
     }
+    if (init_from) { /* warm start: the weights of another run, same architecture */
+        lina_model *w = NULL;
+        if (lina_model_load(init_from, &w) != LINA_OK) {
+            fprintf(stderr, "lina mqar: --init-from %s: %s\n", init_from, lina_last_error());
+            goto done;
+        }
+        const lina_model_config *wc = lina_model_get_config(w);
+        int same = wc->vocab_size == mc.vocab_size && wc->dim == mc.dim &&
+                   wc->n_layers == mc.n_layers && wc->n_heads == mc.n_heads &&
+                   wc->tie_embeddings == mc.tie_embeddings &&
+                   lina_model_n_params(w) == lina_model_n_params(m);
+        for (int l = 0; same && l < layers; l++) same = wc->mixer[l] == mc.mixer[l];
+        if (!same) {
+            fprintf(stderr,
+                    "lina mqar: --init-from %s holds another architecture (vocab %d, dim %d, %d "
+                    "layers, %d heads, tie %d, %s) than this run's (vocab %d, dim %d, %d layers, "
+                    "%d heads, tie %d, %s)\n",
+                    init_from, wc->vocab_size, wc->dim, wc->n_layers, wc->n_heads,
+                    wc->tie_embeddings, lina_mixer_name(wc->mixer[0]), mc.vocab_size, mc.dim,
+                    mc.n_layers, mc.n_heads, mc.tie_embeddings, lina_mixer_name(mc.mixer[0]));
+            lina_model_free(w);
+            goto done;
+        }
+        memcpy(lina_model_params(m), lina_model_params(w), sizeof(float) * lina_model_n_params(m));
+        lina_model_free(w);
+    }
     if (threads > 0) lina_model_set_threads(m, threads);
 
     const char *mname = lina_mixer_name((lina_mixer_kind)mixer);
@@ -363,8 +393,8 @@ int cmd_mqar(int argc, char **argv) {
     for (int i = 0, len = 0; mix_spec && i < n_sets; i++)
         len += snprintf(mix_norm + len, sizeof mix_norm - len, "%s%d:%d:%d", i ? "," : "",
                         set_cfg[i].seq, set_cfg[i].pairs, set_n[i]);
-    snprintf(run + run_len, sizeof run - run_len, "%s%s%s", mix_spec ? " mix=" : "", mix_norm,
-             tie ? " tie=1" : "");
+    snprintf(run + run_len, sizeof run - run_len, "%s%s%s%s%s", mix_spec ? " mix=" : "", mix_norm,
+             tie ? " tie=1" : "", init_from ? " init=" : "", init_from ? init_from : "");
     mqar_state state = {0};
     snprintf(state.run, sizeof state.run, "%s", run);
     if (lina_mqar_optimizer(m, &tc, &opt) != LINA_OK) {
@@ -448,6 +478,7 @@ int cmd_mqar(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "train", n_train);
         if (mix_spec) cJSON_AddStringToObject(o, "train_mix", mix_norm);
         cJSON_AddBoolToObject(o, "tie", tie);
+        if (init_from) cJSON_AddStringToObject(o, "init_from", init_from);
         cJSON_AddNumberToObject(o, "test", n_test);
         cJSON_AddNumberToObject(o, "steps", tc.steps);
         cJSON_AddNumberToObject(o, "batch", tc.batch);

@@ -425,7 +425,8 @@ static void check_mix_learns(void) {
 }
 
 /* lina mqar --train-mix --checkpoint: the JSON names the mix; a checkpoint is
- * refused by a run with another mix or none, and resumed by the same run. */
+ * refused by a run with another mix or none, and resumed by the same run;
+ * --init-from warm-starts from the finished run's weights. */
 static void check_mix_cli(void) {
     char lina[4096], cmd[16384], tmp[256];
     if (!fixture_lina_exe(lina, sizeof lina)) return;
@@ -448,6 +449,17 @@ static void check_mix_cli(void) {
         snprintf(name, sizeof name, "mqar CLI refuses a checkpoint of another mix (%s)", other[i]);
         test_report(system(cmd) == 0, name, "accepted or no message (%s)", cmd);
     }
+    /* warm start: the finished run's weights with 0 steps give the run's test loss;
+     * a model of another architecture (tied head) is refused */
+    snprintf(cmd, sizeof cmd,
+             "cd %s && %s mqar --vocab 64 --seq 32 --pairs 4 --dim 16 --steps 0 --test 10 --threads 1 "
+             "--quiet --json --init-from ck/cur > w.json && "
+             "a=$(grep -o '\"test_loss\":[0-9.e+-]*' a.json) && [ -n \"$a\" ] && grep -q \"$a\" w.json && "
+             "! %s mqar --vocab 64 --seq 32 --pairs 4 --dim 16 --steps 0 --test 10 --tie --quiet "
+             "--init-from ck/cur 2> w.err > /dev/null && grep -q 'another architecture' w.err",
+             tmp, lina, lina);
+    test_report(system(cmd) == 0, "mqar CLI --init-from starts from a run's weights, refuses another architecture",
+                "(%s)", cmd);
     /* the same run again resumes at its end and reports the same accuracy */
     snprintf(cmd, sizeof cmd,
              "cd %s && %s mqar %s --train-mix 16:2:30,32:4 --train 20 > c.json && "
