@@ -13,7 +13,8 @@
 #   still shows every row found in OUT/results.jsonl), ONLY (a bash regex: run only the
 #   argument lists it matches), NO_TABLE=1 (runs only), STEPS / BATCH / LR (replace the
 #   recipe's steps, batch or peak rate for the runs selected, e.g. longer runs of the
-#   cells that miss the bar; the table keeps the best run per cell whatever its recipe).
+#   cells that miss the bar; the table keeps the best run per cell whatever its recipe),
+#   RANDOM_START=1 (drop the recipe's GD start: automatic random initialisation).
 #
 # Recipe per depth (measured, see OUT/README.md):
 #   1 layer : random start, Adam lr 2e-3, 3000 steps x 512, one seed (matches the paper).
@@ -36,12 +37,13 @@ recipe() { # layers param -> training flags
     1) echo "--steps 3000 --batch 512 --lr 2e-3 --clip 1";;
     3) echo "--steps 3000 --batch 256 --lr $([ "$2" = full ] && echo 1e-2 || echo 5e-2) --clip 1 --init-gd 0.3 --init-std 1e-3";;
     *) echo "--steps 3000 --batch 256 --lr 1e-2 --clip 1 --init-gd 0.3 --init-std 1e-3";;
-  esac | awk -v steps="${STEPS:-}" -v batch="${BATCH:-}" -v lr="${LR:-}" '{
+  esac | awk -v steps="${STEPS:-}" -v batch="${BATCH:-}" -v lr="${LR:-}" -v random_start="${RANDOM_START:-}" '{
     for (i = 1; i < NF; i++) {
       if ($i == "--steps" && steps != "") $(i + 1) = steps
       if ($i == "--batch" && batch != "") $(i + 1) = batch
       if ($i == "--lr" && lr != "") $(i + 1) = lr
     }
+    if (random_start != "") sub(/ --init-gd [^ ]+ --init-std [^ ]+/, "")
     print }'
 }
 
