@@ -21,6 +21,8 @@
 #   3 layers: start at one GD step per layer (--init-gd 0.3, noise 1e-3), 3000 x 256,
 #             lr 5e-2 (FULL: 1e-2).
 #   7 layers: same start, lr 1e-2 (3e-2 overflows), 3000 x 256; overflowing batches skipped.
+# Cells that missed the bar with these were rerun with STEPS / LR / RANDOM_START (longer
+# runs, a higher GD++ rate); the commands are in scripts/icl_notes.md (OUT/README.md).
 set -euo pipefail
 out=${1:-reports/icl}
 lina=${LINA:-./build/lina}

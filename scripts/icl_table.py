@@ -91,7 +91,7 @@ def recipe(r):
 lines = ["# In-context linear regression (Vladymyrov et al. 2024, Table 1) in lina", "",
          "Adjusted evaluation loss (model loss minus ridge regression with the true sigma; loss = MSE/2), "
          "d = 10, N = 20, evaluated on 20000 fresh sequences. Each cell: **lina** (best of the runs kept for "
-         "that cell: seeds, and for 3/7 layers also the earlier random-start recipe, see Training) / "
+         "that cell: seeds and recipes (steps, rate, start), see Training) / "
          "paper; ✓ where lina is within 25% of the paper or within 0.01 absolute (the issue's bar), ✗ where not.",
          "", "Command (resumable; finished runs are kept in `results.jsonl`): `" + command + "`", "",
          "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
@@ -124,7 +124,7 @@ lines += ["## Training", "",
           "Adam (b1 0.9, b2 0.999, eps 1e-8), 2% linear warm-up then cosine decay to lr/10, global "
           "gradient-norm clipping at 1; fresh batches every step. The paper: 200k steps x batch 2048, "
           "best of 5 seeds. Here:", "",
-          "| model | recipes run | seeds run | best run per noise (seed, start) | overflowing batches skipped (best runs, max) |",
+          "| model | recipes run | seeds run | best run per noise (seed, start, steps, lr) | overflowing batches skipped (best runs, max) |",
           "|---|---|---|---|---|"]
 for (L, p) in [k for k in paper if isinstance(k, tuple)]:
     runs = [r for (l2, p2, n), v in cells.items() if (l2, p2) == (L, p) for r in v]
@@ -135,7 +135,8 @@ for (L, p) in [k for k in paper if isinstance(k, tuple)]:
     bests = [best[(L, p, c)] for c in cols if (L, p, c) in best]
     lines.append("| %dL %s | %s | %s | %s | %d |" % (
         L, names[p], "; ".join(recs), ",".join(map(str, seeds)),
-        ", ".join("%d %s" % (b["seed"], "GD" if b.get("init_gd", 0) > 0 else "rand") for b in bests),
+        ", ".join("%d %s %d %.2g" % (b["seed"], "GD" if b.get("init_gd", 0) > 0 else "rand", b["steps"], b["lr"])
+                  for b in bests),
         max(b.get("skipped_steps", 0) for b in bests)))
 lines += [""]
 notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "icl_notes.md")
@@ -148,7 +149,7 @@ if os.path.exists(failed):
 
 # where DIAG/FULL beat the baselines
 lines += ["## Where DIAG/FULL beat the ridge baselines", "",
-          "Adjusted loss of the best seed vs ConstRR (one tuned lambda) and AdaRR (lambda = OLS noise "
+          "Adjusted loss of the best run per cell vs ConstRR (one tuned lambda) and AdaRR (lambda = OLS noise "
           "estimate), both measured on the same evaluation sequences:", "",
           "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
 for (L, p) in [k for k in paper if isinstance(k, tuple) and k[1] in ("diag", "full")]:
