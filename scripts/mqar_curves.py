@@ -3,8 +3,9 @@
 one line per progress interval (step, mean training loss over the interval, accuracy on
 the first --eval-n test examples or -1, training seconds so far).
 
-  mqar_curves.py OUT.png TITLE NAME=CURVE.tsv [NAME=CURVE.tsv ...]
-writes a two-panel PNG (answer accuracy and training loss vs step).
+  mqar_curves.py OUT.png TITLE NAME=CURVE.tsv[@OFFSET] [NAME=CURVE.tsv[@OFFSET] ...]
+writes a two-panel PNG (answer accuracy and training loss vs step). @OFFSET shifts a
+curve's steps (a warm-started run continuing another: --init-from).
 """
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import sys
 def main():
     out, title, runs = sys.argv[1], sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
     acc_plots, loss_plots = [], []
-    for name, path in runs:
-        acc_plots.append(f"'{path}' using 1:($3 >= 0 ? 100 * $3 : 1/0) with linespoints lw 2 title '{name}'")
-        loss_plots.append(f"'{path}' using 1:2 with lines lw 2 title '{name}'")
+    for name, spec in runs:
+        path, _, offset = spec.partition("@")
+        x = f"($1 + {int(offset or 0)})"
+        acc_plots.append(f"'{path}' using {x}:($3 >= 0 ? 100 * $3 : 1/0) with linespoints lw 2 title '{name}'")
+        loss_plots.append(f"'{path}' using {x}:2 with lines lw 2 title '{name}'")
     gp = (f"set terminal pngcairo size 900,700 noenhanced\nset output '{out}'\n"
           "set multiplot layout 2,1\nset grid\nset key left top\n"
           f"set title '{title}'\nset ylabel 'eval accuracy (%)'\nset yrange [0:105]\n"

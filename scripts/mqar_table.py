@@ -44,7 +44,10 @@ def main():
     # (seq, pairs, steps, batch, train, vocab) -> {(mixer, dim): the best row over the lrs}
     groups, lrs = {}, {}
     for r in rows:
-        g = (r["seq"], r["pairs"], r["steps"], r["batch"], r["train"], r["vocab"])
+        # a --train-mix run names its mix (and warm start) in place of the training-set size
+        train = (f"mix {r['train_mix']}" + (f", tied head, from {r['init_from']}" if r.get("init_from") else
+                                             ", tied head" if r.get("tie") else "")) if r.get("train_mix") else r["train"]
+        g = (r["seq"], r["pairs"], r["steps"], r["batch"], train, r["vocab"])
         cell = groups.setdefault(g, {})
         lrs.setdefault(g, set()).add(r["lr"])
         old = cell.get((r["mixer"], r["dim"]))
@@ -70,8 +73,9 @@ def main():
             " per cell (lr in brackets)"
         dims = sorted({d for (_, d) in runs})
         mixers = [m for m in ORDER if any((m, d) in runs for d in dims)]
-        md += [f"## seq {seq}, {pairs} pairs, vocab {vocab}: {steps} steps x batch {batch}, {train} training "
-               f"examples, lr {lr}", ""]
+        train_txt = train if isinstance(train, str) else f"{train} training examples"
+        md += [f"## seq {seq}, {pairs} pairs, vocab {vocab}: {steps} steps x batch {batch}, {train_txt}, "
+               f"lr {lr}", ""]
         paper = seq == 512 and pairs == 64 and vocab == 8192
         head = "| mixer | " + " | ".join(f"d={d}" for d in dims) + " |"
         if paper:
