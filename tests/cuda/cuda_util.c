@@ -4,32 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-/* ---- 16-bit conversions on the host (round to nearest even) ---- */
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
-    u += 0x7fff + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static uint16_t f2h(float f) {
-    _Float16 h = (_Float16)f;
-    uint16_t b;
-    memcpy(&b, &h, 2);
-    return b;
-}
-static float h2f(uint16_t b) {
-    _Float16 h;
-    memcpy(&h, &b, 2);
-    return (float)h;
-}
-
 size_t esize(lina_dtype dt) { return dt == LINA_DTYPE_F32 ? 4 : 2; }
 const char *dname(lina_dtype dt) {
     return dt == LINA_DTYPE_F32 ? "f32" : dt == LINA_DTYPE_BF16 ? "bf16" : "f16";
@@ -46,8 +20,8 @@ void *to_device(float *x, size_t n, lina_dtype dt) {
     }
     uint16_t *h = malloc(n * 2);
     for (size_t i = 0; i < n; i++) {
-        h[i] = dt == LINA_DTYPE_BF16 ? f2bf(x[i]) : f2h(x[i]);
-        x[i] = dt == LINA_DTYPE_BF16 ? bf2f(h[i]) : h2f(h[i]);
+        h[i] = dt == LINA_DTYPE_BF16 ? lina_f32_to_bf16(x[i]) : lina_f32_to_f16(x[i]);
+        x[i] = dt == LINA_DTYPE_BF16 ? lina_bf16_to_f32(h[i]) : lina_f16_to_f32(h[i]);
     }
     CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
     free(h);
@@ -61,7 +35,7 @@ void from_device(float *x, const void *d, size_t n, lina_dtype dt) {
     }
     uint16_t *h = malloc(n * 2);
     CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = dt == LINA_DTYPE_BF16 ? bf2f(h[i]) : h2f(h[i]);
+    for (size_t i = 0; i < n; i++) x[i] = dt == LINA_DTYPE_BF16 ? lina_bf16_to_f32(h[i]) : lina_f16_to_f32(h[i]);
     free(h);
 }
 
