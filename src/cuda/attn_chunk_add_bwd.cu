@@ -17,7 +17,8 @@
  * The dv run's final state is sum_t e^{b_t - g_first} q_t do_t^T + e^{b_last - g_first} dht / scale,
  * so dh0 = scale e^{g_first} ht'. The log gates follow from the identity
  *   dL/db_t = q_t . dq_t - k_t . dk_t  (+ <dht, ht> at the last token),
- * dg_t = sum_{u>=t} dL/db_u (SCALAR), dg = sum_t dg_t (CONST). */
+ * dg_t = sum_{u>=t} dL/db_u. Only SCALAR gates take dg from here: the identity cancels, and a
+ * CONST dg (one number per head) is routed to the token-by-token kernels by the caller. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -133,12 +134,11 @@ __global__ void state_dot_kernel(const float *dht, const float *htT, float *dot,
     }
 }
 
-/* Reverse cumulative sums per (sequence, head): dg_t = sum_{u >= t} dlb_u (+ dot at the last token);
- * CONST adds sum_t dg_t into dg[h]. One block per (sequence, head): each thread sums a stretch
+/* Reverse cumulative sums per (sequence, head): dg_t = sum_{u >= t} dlb_u (+ dot at the last token),
+ * SCALAR gates. One block per (sequence, head): each thread sums a stretch
  * of tokens, the stretch sums are scanned, then each thread walks its stretch backwards. */
 #define SCAN_THREADS 256
-__global__ void gate_scan_kernel(const float *dlb, const float *dot, float *dg, int gate, int H, const int64_t *cu,
-                                 int Tlen) {
+__global__ void gate_scan_kernel(const float *dlb, const float *dot, float *dg, int H, const int64_t *cu, int Tlen) {
     __shared__ double part[SCAN_THREADS];
     const int i = blockIdx.x, n = i / H, h = i % H, tid = threadIdx.x;
     const int64_t bos = cu ? cu[n] : (int64_t)n * Tlen, len = cu ? cu[n + 1] - cu[n] : Tlen;
@@ -157,21 +157,10 @@ __global__ void gate_scan_kernel(const float *dlb, const float *dot, float *dg, 
         }
     }
     __syncthreads();
-    double acc = part[tid], total = 0.0;
+    double acc = part[tid];
     for (int64_t t = hi - 1; t >= lo; t--) {
         acc += dlb[t * H + h];
-        if (gate == LINA_GATE_SCALAR) dg[t * H + h] = (float)acc;
-        total += acc;
-    }
-    if (gate == LINA_GATE_CONST) {
-        __syncthreads();
-        part[tid] = total;
-        __syncthreads();
-        if (tid == 0) {
-            double all = 0.0;
-            for (int j = 0; j < SCAN_THREADS; j++) all += part[j];
-            if (len > 0) atomicAdd(dg + h, (float)all);
-        }
+        dg[t * H + h] = (float)acc;
     }
 }
 
@@ -213,7 +202,7 @@ static void dlogb(const void *q, const void *k, const void *dq, const void *dk, 
 
 static const char fn[] = "lina_cuda_attn_backward";
 
-/* The three runs; dg (by the identity) only if want_dg; the dv run is skipped when a->dv is NULL
+/* The three runs; dg (by the identity) only for SCALAR gates with want_dg; the dv run is skipped when a->dv is NULL
  * (a->dh0 is then ignored). */
 static lina_status chunk_add_bwd(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
                                  void *stream, int want_dg) {
@@ -222,7 +211,7 @@ static lina_status chunk_add_bwd(const lina_attn_desc *d, lina_dtype dtype, cons
     const float scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)K);
     const int64_t tokens = (int64_t)d->B * d->T, KV = (int64_t)K * V, states = (int64_t)N * H;
     const size_t es = dtype == LINA_DTYPE_F32 ? 4 : 2;
-    const int gated = d->gate != LINA_GATE_NONE, dg_here = gated && want_dg;
+    const int gated = d->gate != LINA_GATE_NONE, dg_here = d->gate == LINA_GATE_SCALAR && want_dg;
 
     /* workspace (256-byte aligned pieces) */
     size_t off = 0;
@@ -301,8 +290,7 @@ static lina_status chunk_add_bwd(const lina_attn_desc *d, lina_dtype dtype, cons
         else if (dtype == LINA_DTYPE_BF16) dlogb<__nv_bfloat16>(a->q, a->k, a->dq, a->dk, dlb, tokens * H, K, st);
         else dlogb<__half>(a->q, a->k, a->dq, a->dk, dlb, tokens * H, K, st);
         if (need_ht) state_dot_kernel<<<(unsigned)states, 256, 0, st>>>(a->dht, htT, dot, K, V);
-        if (d->gate == LINA_GATE_CONST) cudaMemsetAsync(a->dg, 0, (size_t)H * 4, st);
-        if (states) gate_scan_kernel<<<(unsigned)states, SCAN_THREADS, 0, st>>>(dlb, dot, a->dg, d->gate, H, cu, Tl);
+        if (states) gate_scan_kernel<<<(unsigned)states, SCAN_THREADS, 0, st>>>(dlb, dot, a->dg, H, cu, Tl);
     }
     e = cudaGetLastError();
     cudaFreeAsync(buf, st);
