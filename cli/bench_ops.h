@@ -46,6 +46,10 @@ typedef struct {
 } bench_sizes;
 bench_sizes bench_op_sizes(const bench_opts *o);
 
+/* The sizes B, T, H, HV, K, V into a JSON report. */
+typedef struct cJSON cJSON;
+void bench_json_sizes(cJSON *j, const bench_opts *o);
+
 /* Median of x[0..n) (sorts x). */
 double bench_median(double *x, int n);
 

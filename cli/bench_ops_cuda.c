@@ -162,12 +162,7 @@ static void print_json(const bench_opts *o, const lina_cuda_device *dev, const c
     cJSON_AddNumberToObject(j, "sm_count", dev->sm_count);
     cJSON_AddStringToObject(j, "dtype", dtype_name(o->dtype));
     cJSON_AddStringToObject(j, "form", r->form);
-    cJSON_AddNumberToObject(j, "B", o->B);
-    cJSON_AddNumberToObject(j, "T", o->T);
-    cJSON_AddNumberToObject(j, "H", o->H);
-    cJSON_AddNumberToObject(j, "HV", o->HV);
-    cJSON_AddNumberToObject(j, "K", o->K);
-    cJSON_AddNumberToObject(j, "V", o->V);
+    bench_json_sizes(j, o);
     cJSON_AddNumberToObject(j, "repeat", o->repeat);
     cJSON_AddNumberToObject(j, "warmup", o->warmup);
     cJSON_AddNumberToObject(j, "l2_flush_mb", (double)(L2_FLUSH_BYTES >> 20));

@@ -258,6 +258,15 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+void bench_json_sizes(cJSON *j, const bench_opts *o) {
+    cJSON_AddNumberToObject(j, "B", o->B);
+    cJSON_AddNumberToObject(j, "T", o->T);
+    cJSON_AddNumberToObject(j, "H", o->H);
+    cJSON_AddNumberToObject(j, "HV", o->HV);
+    cJSON_AddNumberToObject(j, "K", o->K);
+    cJSON_AddNumberToObject(j, "V", o->V);
+}
+
 bench_sizes bench_op_sizes(const bench_opts *o) {
     const size_t tokens = (size_t)o->B * o->T;
     const lina_gate gate = BENCH_OPS[o->op].gate;
@@ -357,12 +366,7 @@ static void print_json(const bench_opts *o, const char *form, double fwd_ms, dou
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "op", BENCH_OPS[o->op].name);
     cJSON_AddStringToObject(j, "form", form);
-    cJSON_AddNumberToObject(j, "B", o->B);
-    cJSON_AddNumberToObject(j, "T", o->T);
-    cJSON_AddNumberToObject(j, "H", o->H);
-    cJSON_AddNumberToObject(j, "HV", o->HV);
-    cJSON_AddNumberToObject(j, "K", o->K);
-    cJSON_AddNumberToObject(j, "V", o->V);
+    bench_json_sizes(j, o);
     cJSON_AddNumberToObject(j, "chunk", o->chunk);
     cJSON_AddNumberToObject(j, "threads", o->threads);
     cJSON_AddNumberToObject(j, "repeat", o->repeat);
