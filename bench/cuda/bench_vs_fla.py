@@ -175,32 +175,21 @@ for (B, T, H, D) in shapes:
                 torch.cuda.synchronize()
             ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages() if e.device_time_total > 0]
             print('profile', name, '; '.join(f'{k[:40]} {ms:.3f} ms x{c}' for k, ms, c in ks), flush=True)
-        # value tile of the mma states kernel (env read per call)
-        run, _ = lina_call(B, T, H, D, 'none', False, q, k, v, None, None, o)
-        for bv in (16, 32, 64):
-            os.environ['LINA_CUDA_STATE_BV'] = str(bv)
-            print(f'state tile linear_attn STATE_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_STATE_BV']
-        # delta rule: value tile of the states pass, and the previous fused kernel
-        run, _ = lina_call(B, T, H, D, 'none', True, q, kn, v, None, beta.float(), o)
-        for bv in (16, 32, 64):
-            os.environ['LINA_CUDA_DELTA_BV'] = str(bv)
-            print(f'state tile delta_rule DELTA_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_DELTA_BV']
-        os.environ['LINA_CUDA_DELTA_IMPL'] = 'fused'
-        print(f'fused kernel, delta_rule: {do_bench(run, warmup=5, rep=40):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_DELTA_IMPL']
-        # GLA (VECTOR gates) through the token-by-token kernel (the chunk kernels are the default)
-        os.environ['LINA_CUDA_VECTOR_IMPL'] = 'recurrent'
-        run, _ = lina_call(B, T, H, D, 'vector', False, q, k, v, gv.float(), None, o)
-        print(f'token-by-token kernel, gla: {do_bench(run, warmup=1, rep=20):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_VECTOR_IMPL']
-        # the previous (WMMA, shared-memory) additive kernels on the same inputs, for comparison
-        os.environ['LINA_CUDA_ADD_IMPL'] = 'wmma'
+        # the split kernels (a state per chunk through global memory) on the same inputs
+        os.environ['LINA_CUDA_FUSED'] = '0'
+        for name, (gate, delta, kk, g, bb), _ in ops:
+            if gate == 'vector':
+                continue
+            run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
+            print(f'split kernels (LINA_CUDA_FUSED=0), {name}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_FUSED']
+        # segments of the one-pass kernel (additive): states-only pass + scan + outputs
         for gate, gg in (('none', None), ('scalar', gs)):
             run, _ = lina_call(B, T, H, D, gate, False, q, k, v, gg, None, o)
-            print(f'wmma kernels, additive, gate {gate}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_ADD_IMPL']
+            for segs in (1, 2, 4, 8):
+                os.environ['LINA_CUDA_FUSED_SEGS'] = str(segs)
+                print(f'one-pass segments={segs}, gate {gate}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+            del os.environ['LINA_CUDA_FUSED_SEGS']
     # fla on the same inputs (its Triton kernels compile on first use: minutes), and lina's output vs fla's
     for (row, run), (name, _, fla_fn) in zip(shape_rows, ops):
         if not have_fla:

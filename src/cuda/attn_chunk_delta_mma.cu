@@ -370,15 +370,19 @@ static int delta_bv(const lina_cuda_attn_params *p) {
 }
 
 template <typename T>
+static cudaError_t launch_wy(const lina_cuda_attn_params *p, cudaStream_t st) {
+    if (p->n_chunks == 0) return cudaSuccess;
+    const wy_layout L = wy_layout_make(p->K, p->V, sizeof(T));
+    cudaError_t e = cudaFuncSetAttribute(wy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
+    if (e != cudaSuccess) return e;
+    wy_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV), DT, L.bytes, st>>>(*p);
+    return cudaGetLastError();
+}
+
+template <typename T>
 static cudaError_t launch_delta(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st) {
-    cudaError_t e;
-    if (p->n_chunks > 0) {
-        const wy_layout L = wy_layout_make(p->K, p->V, sizeof(T));
-        e = cudaFuncSetAttribute(wy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
-        if (e != cudaSuccess) return e;
-        wy_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV), DT, L.bytes, st>>>(*p);
-        if ((e = cudaGetLastError()) != cudaSuccess) return e;
-    }
+    cudaError_t e = launch_wy<T>(p, st);
+    if (e != cudaSuccess) return e;
     const int bv = delta_bv(p);
     e = p->K <= 64 ? launch_delta_states_bv<T, 1>(p, bv, st)
         : p->K <= 128 ? launch_delta_states_bv<T, 2>(p, bv, st)
@@ -394,4 +398,11 @@ extern "C" int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p,
     if (dtype == LINA_DTYPE_BF16) return (int)launch_delta<__nv_bfloat16>(p, dtype, st);
     if (dtype == LINA_DTYPE_F16) return (int)launch_delta<__half>(p, dtype, st);
     return (int)cudaErrorInvalidValue; /* fp32 stays on the fused kernel (attn_chunk.cu) */
+}
+
+extern "C" int lina_cuda_delta_wy(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (dtype == LINA_DTYPE_BF16) return (int)launch_wy<__nv_bfloat16>(p, st);
+    if (dtype == LINA_DTYPE_F16) return (int)launch_wy<__half>(p, st);
+    return (int)cudaErrorInvalidValue;
 }

@@ -193,35 +193,60 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     const int vec_mma = d->gate == LINA_GATE_VECTOR && !p.delta && d->form != LINA_FORM_RECURRENT &&
                         dtype != LINA_DTYPE_F32 && !(vec_env && strcmp(vec_env, "recurrent") == 0);
     const int recurrent = !vec_mma && (d->form == LINA_FORM_RECURRENT || d->gate == LINA_GATE_VECTOR);
-    /* the two-launch additive kernels; LINA_CUDA_ADD_FUSED=1 selects the fused one (benchmarks) */
-    const char *fused_env = getenv("LINA_CUDA_ADD_FUSED");
-    const int split = !recurrent && !vec_mma && !p.delta && !(fused_env && atoi(fused_env) == 1);
-    /* the delta rule with 16-bit inputs: WY + states + outputs (attn_chunk_delta_mma.cu);
-     * LINA_CUDA_DELTA_IMPL=fused selects the fused kernel (benchmarks, tests) */
-    const char *delta_env = getenv("LINA_CUDA_DELTA_IMPL");
-    const int delta_mma = !recurrent && p.delta && dtype != LINA_DTYPE_F32 &&
+    /* kept selectable for benchmarks and tests: LINA_CUDA_FUSED=0 (the split kernels below),
+     * LINA_CUDA_ADD_FUSED=1 / LINA_CUDA_ADD_IMPL=wmma / LINA_CUDA_DELTA_IMPL=fused (session 1's) */
+    const char *fused_env = getenv("LINA_CUDA_ADD_FUSED"), *delta_env = getenv("LINA_CUDA_DELTA_IMPL");
+    const char *onepass_env = getenv("LINA_CUDA_FUSED"), *add_env = getenv("LINA_CUDA_ADD_IMPL");
+    const int legacy = (fused_env && atoi(fused_env) == 1) || (add_env && strcmp(add_env, "wmma") == 0) ||
+                       (delta_env && strcmp(delta_env, "fused") == 0);
+    /* 16-bit, K <= 128: one pass with the state in registers (attn_chunk_fused_mma.cu) */
+    const int one_pass = !recurrent && !vec_mma && dtype != LINA_DTYPE_F32 && p.K <= 128 && !legacy &&
+                         !(onepass_env && atoi(onepass_env) == 0);
+    /* otherwise the two-launch additive kernels, or the fused one-block kernel */
+    const int split = !recurrent && !vec_mma && !one_pass && !p.delta && !(fused_env && atoi(fused_env) == 1);
+    /* the delta rule with 16-bit inputs: WY + states + outputs (attn_chunk_delta_mma.cu) */
+    const int delta_mma = !recurrent && !one_pass && p.delta && dtype != LINA_DTYPE_F32 &&
                           !(delta_env && strcmp(delta_env, "fused") == 0);
-    const int chunked = split || delta_mma || vec_mma; /* chunk tables and chunk states in the workspace */
-    int64_t n_chunks = 0;
-    if (chunked) {
+    const int wy = delta_mma || (one_pass && p.delta);      /* W, U in the workspace */
+    const int chunk_states = split || delta_mma || vec_mma; /* a state per chunk in the workspace */
+    const int chunked = chunk_states || wy;                  /* chunk tables */
+    int64_t n_chunks = 0, max_chunks = 0;
+    {
         const int64_t C = LINA_CUDA_SPLIT_CHUNK;
         if (d->cu_seqlens)
-            for (int n = 0; n < d->n_seqs; n++) n_chunks += (d->cu_seqlens[n + 1] - d->cu_seqlens[n] + C - 1) / C;
+            for (int n = 0; n < d->n_seqs; n++) {
+                const int64_t c = (d->cu_seqlens[n + 1] - d->cu_seqlens[n] + C - 1) / C;
+                n_chunks += c;
+                if (c > max_chunks) max_chunks = c;
+            }
         else
-            n_chunks = (int64_t)d->B * ((d->T + C - 1) / C);
-        if (n_chunks * p.HV > INT_MAX)
+            n_chunks = (int64_t)d->B * (max_chunks = (d->T + C - 1) / C);
+        if (chunked && n_chunks * p.HV > INT_MAX)
             return lina_fail(LINA_ERR_UNSUPPORTED, "%s: chunks * HV = %lld exceeds the grid limit %d", fn,
                              (long long)(n_chunks * p.HV), INT_MAX);
-        p.n_chunks = (int)n_chunks;
+        if (chunked) p.n_chunks = (int)n_chunks;
     }
-    /* one device allocation: [cu_seqlens (N+1) | chunk table (n_chunks, 2) | first chunks (N)] int64, then ws */
+    if (one_pass) { /* segments: p.n_segs of p.seg_chunks chunks (the last may be shorter) */
+        const int segs = lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks, p.delta);
+        p.seg_chunks = max_chunks > 0 ? (int)((max_chunks + segs - 1) / segs) : 1;
+        p.n_segs = max_chunks > 0 ? (int)((max_chunks + p.seg_chunks - 1) / p.seg_chunks) : 1;
+        if ((int64_t)p.n_seqs * p.HV * p.n_segs * ((p.V + 63) / 64) > INT_MAX)
+            return lina_fail(LINA_ERR_UNSUPPORTED, "%s: sequences * HV * value tiles = %lld exceeds the grid limit %d",
+                             fn, (long long)((int64_t)p.n_seqs * p.HV * p.n_segs * ((p.V + 63) / 64)), INT_MAX);
+    }
+    /* one device allocation: [cu_seqlens (N+1) | chunk table (n_chunks, 2) | first chunks (N)] int64,
+     * then [chunk states | W | U | segment states | segment log decays] */
     const int varlen = d->cu_seqlens != NULL;
     size_t n_i64 = varlen ? (size_t)(d->n_seqs + 1) + (chunked ? 2 * (size_t)n_chunks + d->n_seqs : 0) : 0;
-    size_t ws_bytes = chunked ? (size_t)n_chunks * p.HV * p.K * p.V * (dtype == LINA_DTYPE_F32 ? 4 : 2) : 0;
-    /* delta: W (tokens, HV, K) and U (tokens, HV, V) in 16 bits after the chunk states */
     const size_t tokens = (size_t)d->B * d->T;
-    const size_t ws_state_bytes = (ws_bytes + 255) / 256 * 256, w_bytes = (tokens * p.HV * p.K * 2 + 255) / 256 * 256;
-    if (delta_mma) ws_bytes = ws_state_bytes + w_bytes + tokens * p.HV * p.V * 2;
+    const size_t ws_state_bytes =
+        chunk_states ? ((size_t)n_chunks * p.HV * p.K * p.V * (dtype == LINA_DTYPE_F32 ? 4 : 2) + 255) / 256 * 256 : 0;
+    /* delta: W (tokens, HV, K) and U (tokens, HV, V) in 16 bits after the chunk states */
+    const size_t w_bytes = wy ? (tokens * p.HV * p.K * 2 + 255) / 256 * 256 : 0;
+    const size_t u_bytes = wy ? (tokens * p.HV * p.V * 2 + 255) / 256 * 256 : 0;
+    const size_t n_seg_slots = one_pass && p.n_segs > 1 ? (size_t)p.n_seqs * p.HV * p.n_segs : 0;
+    const size_t seg_bytes = (n_seg_slots * p.K * p.V * 4 + 255) / 256 * 256;
+    size_t ws_bytes = ws_state_bytes + w_bytes + u_bytes + seg_bytes + n_seg_slots * 4;
     size_t head_bytes = (n_i64 * sizeof(int64_t) + 255) / 256 * 256;
     unsigned char *dev_buf = NULL;
     cudaError_t e;
@@ -267,12 +292,17 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
             p.seq_chunk0 = p.chunk_tab + 2 * n_chunks;
         }
     }
-    if (chunked) p.ws = dev_buf + head_bytes;
-    if (delta_mma) {
+    if (chunk_states) p.ws = dev_buf + head_bytes;
+    if (wy) {
         p.wy_w = dev_buf + head_bytes + ws_state_bytes;
         p.wy_u = dev_buf + head_bytes + ws_state_bytes + w_bytes;
     }
+    if (n_seg_slots) {
+        p.seg_state = (float *)(dev_buf + head_bytes + ws_state_bytes + w_bytes + u_bytes);
+        p.seg_logdecay = (float *)(dev_buf + head_bytes + ws_state_bytes + w_bytes + u_bytes + seg_bytes);
+    }
     int rc = recurrent   ? lina_cuda_recurrent_forward(&p, dtype, stream)
+             : one_pass  ? lina_cuda_chunk_fused_forward(&p, dtype, stream)
              : split     ? lina_cuda_chunk_add_forward(&p, dtype, stream)
              : delta_mma ? lina_cuda_chunk_delta_mma_forward(&p, dtype, stream)
              : vec_mma   ? lina_cuda_chunk_vec_mma_forward(&p, dtype, stream)

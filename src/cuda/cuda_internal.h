@@ -24,6 +24,11 @@ typedef struct {
     const int64_t *chunk_tab;   /* varlen: (n_chunks, 2) first token, length */
     const int64_t *seq_chunk0;  /* varlen: (n_seqs) index of each sequence's first chunk */
     void *ws;                   /* (n_chunks, HV, K, V) element type: state at each chunk start */
+    /* one-pass kernel (attn_chunk_fused_mma.cu): sequences cut into n_segs segments of
+     * seg_chunks chunks; seg_state (n_seqs, HV, n_segs, K, V) fp32 and seg_logdecay
+     * (n_seqs, HV, n_segs) when n_segs > 1 */
+    int n_segs, seg_chunks;
+    float *seg_state, *seg_logdecay;
     void *wy_w, *wy_u;          /* delta rule, 16-bit (attn_chunk_delta_mma.cu): W (tokens, HV, K) and
                                  * U (tokens, HV, V) in the element type; U becomes U - W S in place */
     int gate;     /* lina_gate: NONE, CONST, SCALAR, VECTOR */
@@ -76,6 +81,15 @@ int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void
  * (W, U into p->wy_w, p->wy_u), sequential states (U - W S, S update, p->ws),
  * then lina_cuda_mma_outputs. */
 int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Only the WY kernel of the delta path (W, U into p->wy_w, p->wy_u). */
+int lina_cuda_delta_wy(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* One pass over the sequence with the state in registers (attn_chunk_fused_mma.cu):
+ * 16-bit, gates NONE / CONST / SCALAR, additive (segments: p->n_segs, p->seg_chunks,
+ * p->seg_state, p->seg_logdecay) or delta (WY first; p->wy_w, p->wy_u), K <= 128. */
+int lina_cuda_chunk_fused_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Segments per sequence for the one-pass kernel: LINA_CUDA_FUSED_SEGS if set, else enough
+ * for ~2 blocks per multiprocessor (segments of >= 16 chunks); 1 for the delta rule. */
+int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks, int delta);
 /* Additive update with VECTOR gates (GLA), 16-bit inputs: states and outputs
  * with per-key-dim decays (attn_chunk_vec_mma.cu); opt-in, LINA_CUDA_VECTOR_IMPL=chunk. */
 int lina_cuda_chunk_vec_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);

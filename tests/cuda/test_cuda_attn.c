@@ -206,6 +206,21 @@ int main(int argc, char **argv) {
                     if (s->T >= 4096 && gate == LINA_GATE_VECTOR && dts[di] == LINA_DTYPE_F32) continue;
                     run_case(s, (lina_gate)gate, (lina_update)upd, dts[di], LINA_FORM_AUTO, (si + gate) % 2, seed++);
                 }
+    /* the one-pass kernel (the 16-bit default for K <= 128) with forced segments: states-only pass,
+     * scan, outputs from the segment starts (odd segment lengths; varlen with an empty sequence) */
+    for (int segs = 2; segs <= 7; segs += 5) {
+        char val[8];
+        snprintf(val, sizeof val, "%d", segs);
+        setenv("LINA_CUDA_FUSED_SEGS", val, 1);
+        const int picks[] = {2, 3, 4, 6, 7};
+        for (int pi = 0; pi < (quick ? 1 : 5); pi++)
+            for (int gate = 0; gate < 3; gate++)
+                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_ADD, gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16,
+                         LINA_FORM_AUTO, (pi + gate + 1) % 2, seed++);
+    }
+    unsetenv("LINA_CUDA_FUSED_SEGS");
+    /* the split kernels (a state per chunk through global memory), kept selectable */
+    setenv("LINA_CUDA_FUSED", "0", 1);
     /* the 16-bit additive states kernel with every value tile (small shapes pick 16 by themselves) */
     for (int bv = 32; bv <= 64; bv *= 2) {
         char val[8];
@@ -230,6 +245,7 @@ int main(int argc, char **argv) {
                          gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate) % 2, seed++);
     }
     unsetenv("LINA_CUDA_DELTA_BV");
+    unsetenv("LINA_CUDA_FUSED");
     /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
     setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
     for (int gate = 0; gate < 3; gate++)
