@@ -40,9 +40,10 @@ if [ -d "$ROOT/.whl" ]; then
         >/tmp/pip.log 2>&1 || tail -5 /tmp/pip.log
 fi
 # fla's Triton kernels take minutes to compile: reuse a cache brought back by an earlier call
-# ($OUT/triton-cache.tgz.* in 15 MB pieces, carried in .triton-cache/) and hand the new one back
+# ($OUT/triton-cache.txz.* in 15 MB pieces, xz: 20 MB where gzip gave 46; carried in
+# .triton-cache/) and hand the new one back
 export TRITON_CACHE_DIR=/tmp/triton-cache; mkdir -p $TRITON_CACHE_DIR
-[ -f "$ROOT/.triton-cache/triton-cache.tgz.aa" ] && cat "$ROOT"/.triton-cache/triton-cache.tgz.* | tar -xzf - -C $TRITON_CACHE_DIR
+[ -f "$ROOT/.triton-cache/triton-cache.txz.aa" ] && cat "$ROOT"/.triton-cache/triton-cache.txz.* | xz -dc | tar -xf - -C $TRITON_CACHE_DIR
 stamp tested
 if [ "${CLI_BENCH:-1}" = 1 ]; then
     echo "== lina bench ops --device cuda (bf16, H16 K=V=128: B8 T4096 forward and forward+backward, B2 T16384 forward)"
@@ -64,6 +65,6 @@ fi
 echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site timeout ${BENCH_TIMEOUT:-330} python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
-(cd $TRITON_CACHE_DIR && tar -czf - . | split -b 15m - "$OUT/triton-cache.tgz.") && ls -la "$OUT"/triton-cache.tgz.*
+(cd $TRITON_CACHE_DIR && tar -cf - . | xz -T0 -6 | split -b 15m - "$OUT/triton-cache.txz.") && ls -la "$OUT"/triton-cache.txz.*
 stamp done
 exit $rc
