@@ -176,12 +176,14 @@ for (B, T, H, D) in shapes:
             ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages() if e.device_time_total > 0]
             print('profile', name, '; '.join(f'{k[:40]} {ms:.3f} ms x{c}' for k, ms, c in ks), flush=True)
         # the split kernels (a state per chunk through global memory) on the same inputs
-        os.environ['LINA_CUDA_FUSED'] = '0'
-        for name, (gate, delta, kk, g, bb), _ in ops:
-            if gate == 'vector':
-                continue
-            run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
-            print(f'split kernels (LINA_CUDA_FUSED=0), {name}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        # and the one-pass delta rule where the default picks the split kernels (few blocks)
+        for env in ('0', '1'):
+            os.environ['LINA_CUDA_FUSED'] = env
+            for name, (gate, delta, kk, g, bb), _ in ops:
+                if gate == 'vector' or (env == '1' and not delta):
+                    continue
+                run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
+                print(f'LINA_CUDA_FUSED={env}, {name}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_FUSED']
         # segments of the one-pass kernel (additive): states-only pass + scan + outputs
         for gate, gg in (('none', None), ('scalar', gs)):

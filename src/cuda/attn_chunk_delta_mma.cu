@@ -41,7 +41,7 @@ static_assert(DC == 64, "the delta mma kernels assume 64-token chunks (4 warps x
 
 struct wy_layout {
     int KP, VP, ldk, ldv;
-    size_t k, v, a, ck, cv, bytes;
+    size_t k, v, a, x, y, ck, cv, bytes;
 };
 static __host__ __device__ inline size_t wy_take(size_t *off, size_t bytes) {
     size_t r = *off;
@@ -58,6 +58,8 @@ static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts)
     L.k = wy_take(&o, (size_t)DC * L.ldk * ts); /* K (C, KP) */
     L.v = wy_take(&o, (size_t)DC * L.ldv * ts); /* V (C, VP) */
     L.a = wy_take(&o, (size_t)DC * LDA * 4);    /* A (C, C) fp32, strictly lower */
+    L.x = wy_take(&o, (size_t)DC * LDA * 4);    /* X = (I + A)^{-1} (C, C) fp32, lower */
+    L.y = wy_take(&o, (size_t)16 * 48 * 4);     /* one row block of A X (16, <= 48) fp32 */
     L.ck = wy_take(&o, (size_t)DC * 4);         /* beta_t e^{b_t} (0 past the chunk) */
     L.cv = wy_take(&o, (size_t)DC * 4);         /* beta_t */
     L.bytes = o;
@@ -129,35 +131,100 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     }
     __syncthreads();
 
-    /* (I + A) x = r for each column of [diag(beta e^b) K | diag(beta) V]: x_t = r_t - sum_{s<t} A_ts x_s */
-    const int64_t sw = (int64_t)p.HV * p.K;
-    T *wg = (T *)p.wy_w + (start * p.HV + hv) * p.K, *ug = (T *)p.wy_u + (start * p.HV + hv) * p.V;
-    for (int col = threadIdx.x; col < p.K + p.V; col += DT) {
-        const bool is_w = col < p.K;
-        const T *src = is_w ? k_s + col : v_s + (col - p.K);
-        const int ld = is_w ? L.ldk : L.ldv;
-        const float *coef = is_w ? ck : cv;
-        float x[DC];
+    /* X = (I + A)^{-1} (unit lower triangular) by 16 x 16 blocks: the diagonal blocks by
+     * substitution (one column per thread), then row block i = 1, 2, 3:
+     *     X[i, :16i] = -X[i, i] (A[i, :16i] X[:16i, :16i])                      (fp32) */
+    float *x_s = (float *)(smem + L.x), *y_s = (float *)(smem + L.y);
+    if (threadIdx.x < 64) {
+        const int r0 = 16 * (threadIdx.x >> 4), c = threadIdx.x & 15;
+        float x[16];
 #pragma unroll
-        for (int t = 0; t < DC; t++) {
-            float r = coef[t] * to_f(src[t * ld]);
-            const float *arow = a_s + t * LDA;
+        for (int t = 0; t < 16; t++) {
+            float r = t == c ? 1.f : 0.f;
 #pragma unroll
-            for (int s4 = 0; s4 < t; s4 += 4) {
-                const float4 a4 = *(const float4 *)(arow + s4);
-                r -= a4.x * x[s4];
-                if (s4 + 1 < t) r -= a4.y * x[s4 + 1];
-                if (s4 + 2 < t) r -= a4.z * x[s4 + 2];
-                if (s4 + 3 < t) r -= a4.w * x[s4 + 3];
-            }
+            for (int m = 0; m < t; m++) r -= a_s[(r0 + t) * LDA + r0 + m] * x[m];
             x[t] = r;
         }
-        T *dst = is_w ? wg + col : ug + (col - p.K);
-        const int64_t stride = is_w ? sw : sv;
 #pragma unroll
-        for (int t = 0; t < DC; t++)
-            if (t < lc) dst[t * stride] = from_f<T>(x[t]);
+        for (int t = 0; t < 16; t++) x_s[(r0 + t) * LDA + r0 + c] = x[t];
     }
+    __syncthreads();
+    for (int i = 1; i < 4; i++) {
+        const int W = 16 * i;
+        for (int e = threadIdx.x; e < 16 * W; e += DT) {
+            const int r = e / W, c = e % W;
+            float acc = 0.f;
+            for (int m = c; m < W; m++) acc += a_s[(W + r) * LDA + m] * x_s[m * LDA + c]; /* X[m][c] = 0, m < c */
+            y_s[r * 48 + c] = acc;
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < 16 * W; e += DT) {
+            const int r = e / W, c = e % W;
+            float acc = 0.f;
+            for (int m = 0; m <= r; m++) acc += x_s[(W + r) * LDA + W + m] * y_s[m * 48 + c];
+            x_s[(W + r) * LDA + c] = -acc;
+        }
+        __syncthreads();
+    }
+
+    /* W = X diag(beta e^b) K, U = X diag(beta) V on tensor cores: warp w computes token rows
+     * 16w .. 16w+15 over token tiles j <= w; the A operand X diag(coef) is split into a 16-bit
+     * high part and the 16-bit rounding of the rest, so W and U carry fp32-grade weights. */
+    const int64_t sw = (int64_t)p.HV * p.K;
+    T *wg = (T *)p.wy_w + (start * p.HV + hv) * p.K, *ug = (T *)p.wy_u + (start * p.HV + hv) * p.V;
+    auto product = [&](const T *b_s, int ldb, int ncols, const float *coef, T *dst, int64_t stride) {
+        uint32_t ahi[4][4], alo[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (j <= warp)
+#pragma unroll
+                for (int q = 0; q < 4; q++) { /* a0: (g, c2), a1: (g + 8, c2), a2: (g, c2 + 8), a3: (g + 8, c2 + 8) */
+                    const int t = 16 * warp + g + 8 * (q & 1), s0 = 16 * j + c2 + 8 * (q >> 1);
+                    const float2 xv = *(const float2 *)(x_s + t * LDA + s0);
+                    const float x0 = xv.x * coef[s0], x1 = xv.y * coef[s0 + 1];
+                    ahi[j][q] = pack2<T>(x0, x1);
+                    const float2 hi = unpack2<T>(ahi[j][q]);
+                    alo[j][q] = pack2<T>(x0 - hi.x, x1 - hi.y);
+                }
+        const int ncols16 = (ncols + 15) / 16 * 16;
+        const bool pairs = ncols % 2 == 0;
+        for (int cb = 0; cb < ncols16; cb += 64) {
+            float acc[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[nt][e] = 0.f;
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                if (j <= warp)
+#pragma unroll
+                    for (int np = 0; np < 4; np++)
+                        if (cb + 16 * np < ncols16) { /* B[s][c] = B_s[s][c], transposed load */
+                            uint32_t bb[4];
+                            ldsm_x4_t(bb, b_s + (16 * j + mr + ((mi & 1) << 3)) * ldb + cb + 16 * np + ((mi >> 1) << 3));
+                            mma16816<T>(acc[2 * np], ahi[j], bb[0], bb[1]);
+                            mma16816<T>(acc[2 * np], alo[j], bb[0], bb[1]);
+                            mma16816<T>(acc[2 * np + 1], ahi[j], bb[2], bb[3]);
+                            mma16816<T>(acc[2 * np + 1], alo[j], bb[2], bb[3]);
+                        }
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    const int t = 16 * warp + g + 8 * hh, col = cb + 8 * nt + c2;
+                    if (t >= lc || col >= ncols) continue;
+                    T *d = dst + t * stride + col;
+                    if (pairs) {
+                        *(uint32_t *)d = pack2<T>(acc[nt][2 * hh], acc[nt][2 * hh + 1]);
+                    } else {
+                        d[0] = from_f<T>(acc[nt][2 * hh]);
+                        if (col + 1 < ncols) d[1] = from_f<T>(acc[nt][2 * hh + 1]);
+                    }
+                }
+        }
+    };
+    product(k_s, L.ldk, p.K, ck, wg, sw);
+    product(v_s, L.ldv, p.V, cv, ug, sv);
 }
 
 /* ---- 2. the sequential state pass ---- */

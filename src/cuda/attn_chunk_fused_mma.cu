@@ -16,7 +16,8 @@
  * holds S^T for them (16 x K fp32, mma accumulator layout: rows = value
  * columns, columns = keys). That layout, packed to 16 bits, is exactly the B
  * operand of Q S and W S, so no warp needs another warp's state:
- *   per chunk  (a) warp w: rows 16w.. of P -> shared memory (the only exchange)
+ *   per chunk  (a) P = scale Q K^T o decay mask, 16 x 16 tiles spread over the warps -> shared
+ *                  memory (the only exchange between warps)
  *              (b) delta:  V'[:, own] = U[:, own] - W S_w -> over U in shared memory
  *              (c) O[:, own] = scale e^{b_t} Q S_w           (B from registers)
  *              (e) O[:, own] += P V[:, own]                   (after one barrier)
@@ -146,41 +147,44 @@ __global__ void __launch_bounds__(FT, 2) fused_kernel(const lina_cuda_attn_param
         float o[4][2][4]; /* O rows 16 mt + g (+8), own value columns 8 nv + c2 (+1) */
         if constexpr (OUT) {
             T *p_s = base + L.p;
-            /* (a) rows t = 16 warp + g (+8) of P, key tiles np <= warp */
+            /* (a) P by 16 x 16 tiles (row tile mt, key tile jt <= mt), the ten tiles of the lower
+             * triangle spread over the warps 3 / 3 / 2 / 2 (by rows it would be 1 / 2 / 3 / 4,
+             * and every warp waits for the slowest at the barrier below) */
             {
-                float sc[8][4];
+                /* tile = 4 mt + jt, one hex digit; warp w takes digits 3w .. 3w + count - 1:
+                 * w0 {0, 12, 13}, w1 {4, 5, 14}, w2 {8, 9}, w3 {10, 15} */
+                constexpr uint64_t tiles = 0x0FA098E54DC0ull; /* digit i = bits 4i .. 4i + 3 */
+                const int count = warp < 2 ? 3 : 2;
 #pragma unroll
-                for (int nt = 0; nt < 8; nt++)
+                for (int it = 0; it < 3; it++) {
+                    if (it >= count) break;
+                    const int tile = (int)(tiles >> (4 * (3 * warp + it))) & 15, mt = tile >> 2, jt = tile & 3;
+                    float sc[2][4];
 #pragma unroll
-                    for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
-                const T *q_row = q_s + (16 * warp + (lane & 15)) * ldq + ((lane >> 4) << 3);
+                    for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-                for (int ks = 0; ks < NK; ks++) {
-                    uint32_t a[4];
-                    ldsm_x4(a, q_row + ks * 16);
+                        for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
 #pragma unroll
-                    for (int np = 0; np < 4; np++)
-                        if (np <= warp) {
-                            uint32_t bb[4];
-                            ldsm_x4(bb, k_s + (np * 16 + mr + ((mi >> 1) << 3)) * ldq + ks * 16 + ((mi & 1) << 3));
-                            mma16816<T>(sc[2 * np], a, bb[0], bb[1]);
-                            mma16816<T>(sc[2 * np + 1], a, bb[2], bb[3]);
-                        }
-                }
-                const int t_lo = 16 * warp + g, t_hi = t_lo + 8;
-                const float b_lo = b_at(b, t_lo), b_hi = b_at(b, t_hi);
+                    for (int ks = 0; ks < NK; ks++) {
+                        uint32_t a[4], bb[4]; /* A = Q rows of tile mt; B[k][s] = K[s][k]: plain load of K rows */
+                        ldsm_x4(a, q_s + (16 * mt + (lane & 15)) * ldq + ((lane >> 4) << 3) + ks * 16);
+                        ldsm_x4(bb, k_s + (16 * jt + mr + ((mi >> 1) << 3)) * ldq + ks * 16 + ((mi & 1) << 3));
+                        mma16816<T>(sc[0], a, bb[0], bb[1]);
+                        mma16816<T>(sc[1], a, bb[2], bb[3]);
+                    }
+                    const int t_lo = 16 * mt + g, t_hi = t_lo + 8;
+                    const float b_lo = b_at(b, t_lo), b_hi = b_at(b, t_hi);
 #pragma unroll
-                for (int nt = 0; nt < 8; nt++) {
-                    const int s = nt * 8 + c2;
-                    const float bs0 = __shfl_sync(0xffffffffu, b.x, nt * 4 + (lane & 3));
-                    const float bs1 = __shfl_sync(0xffffffffu, b.y, nt * 4 + (lane & 3));
-                    if (nt > 2 * warp + 1) continue; /* above the diagonal tile: never read */
-                    const float x0 = s <= t_lo ? p.scale * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
-                    const float x1 = s + 1 <= t_lo ? p.scale * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
-                    const float x2 = s <= t_hi ? p.scale * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
-                    const float x3 = s + 1 <= t_hi ? p.scale * __expf(b_hi - bs1) * sc[nt][3] : 0.f;
-                    *(uint32_t *)(p_s + t_lo * LDV + s) = pack2<T>(x0, x1);
-                    *(uint32_t *)(p_s + t_hi * LDV + s) = pack2<T>(x2, x3);
+                    for (int nt = 0; nt < 2; nt++) {
+                        const int s = 16 * jt + 8 * nt + c2;
+                        const float bs0 = b_at(b, s), bs1 = b_at(b, s + 1);
+                        const float x0 = s <= t_lo ? p.scale * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
+                        const float x1 = s + 1 <= t_lo ? p.scale * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
+                        const float x2 = s <= t_hi ? p.scale * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
+                        const float x3 = s + 1 <= t_hi ? p.scale * __expf(b_hi - bs1) * sc[nt][3] : 0.f;
+                        *(uint32_t *)(p_s + t_lo * LDV + s) = pack2<T>(x0, x1);
+                        *(uint32_t *)(p_s + t_hi * LDV + s) = pack2<T>(x2, x3);
+                    }
                 }
             }
             /* A = rows of X (shared, ld ldq) times S_w: out[mt][nv] over all 64 rows, own columns */
@@ -374,21 +378,19 @@ static cudaError_t launch_fused(const lina_cuda_attn_params *p, lina_dtype dtype
 }
 
 extern "C" int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks, int delta) {
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        sms = 132;
+    }
+    const int64_t blocks = n_seqs * HV * ((V + 63) / 64);
+    if (delta) return blocks * 2 >= 3LL * sms ? 1 : 0;
     const char *env = getenv("LINA_CUDA_FUSED_SEGS");
     int segs = 1;
-    if (env && atoi(env) >= 1) {
+    if (env && atoi(env) >= 1)
         segs = atoi(env);
-    } else if (!delta) { /* enough blocks for two per multiprocessor, segments of >= 8 chunks */
-        int dev = 0, sms = 132;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            cudaGetLastError();
-            sms = 132;
-        }
-        const int64_t blocks = n_seqs * HV * ((V + 63) / 64);
+    else /* enough blocks for two per multiprocessor, segments of >= 16 chunks */
         while (blocks * segs * 10 < 19LL * sms && (int64_t)max_chunks >= 16LL * segs) segs++;
-    }
-    if (delta) segs = 1;
     if (segs > max_chunks) segs = max_chunks > 0 ? max_chunks : 1;
     return segs;
 }

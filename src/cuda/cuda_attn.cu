@@ -199,9 +199,13 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     const char *onepass_env = getenv("LINA_CUDA_FUSED"), *add_env = getenv("LINA_CUDA_ADD_IMPL");
     const int legacy = (fused_env && atoi(fused_env) == 1) || (add_env && strcmp(add_env, "wmma") == 0) ||
                        (delta_env && strcmp(delta_env, "fused") == 0);
-    /* 16-bit, K <= 128: one pass with the state in registers (attn_chunk_fused_mma.cu) */
+    /* 16-bit, K <= 128: one pass with the state in registers (attn_chunk_fused_mma.cu); for the
+     * delta rule only with a block per multiprocessor or more (LINA_CUDA_FUSED=1 forces it): its
+     * state has no segments, and few long sequences run faster on the split kernels */
     const int one_pass = !recurrent && !vec_mma && dtype != LINA_DTYPE_F32 && p.K <= 128 && !legacy &&
-                         !(onepass_env && atoi(onepass_env) == 0);
+                         !(onepass_env && atoi(onepass_env) == 0) &&
+                         (!p.delta || (onepass_env && atoi(onepass_env) == 1) ||
+                          lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, 0, 1) > 0);
     /* otherwise the two-launch additive kernels, or the fused one-block kernel */
     const int split = !recurrent && !vec_mma && !one_pass && !p.delta && !(fused_env && atoi(fused_env) == 1);
     /* the delta rule with 16-bit inputs: WY + states + outputs (attn_chunk_delta_mma.cu) */

@@ -219,6 +219,14 @@ int main(int argc, char **argv) {
                          LINA_FORM_AUTO, (pi + gate + 1) % 2, seed++);
     }
     unsetenv("LINA_CUDA_FUSED_SEGS");
+    /* the one-pass delta rule on small shapes too (by default it needs >= 1.5 blocks per SM) */
+    setenv("LINA_CUDA_FUSED", "1", 1);
+    for (int si = 0; si < n_shapes; si++)
+        for (int gate = 0; gate < 3; gate++)
+            if (shapes[si].K <= 128)
+                run_case(&shapes[si], (lina_gate)gate, LINA_UPDATE_DELTA, gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16,
+                         LINA_FORM_AUTO, (si + gate) % 2, seed++);
+    unsetenv("LINA_CUDA_FUSED");
     /* the split kernels (a state per chunk through global memory), kept selectable */
     setenv("LINA_CUDA_FUSED", "0", 1);
     /* the 16-bit additive states kernel with every value tile (small shapes pick 16 by themselves) */
