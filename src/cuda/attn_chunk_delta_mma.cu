@@ -93,48 +93,51 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
         ck[2 * lane] = beta.x * __expf(b.x), ck[2 * lane + 1] = beta.y * __expf(b.y);
         cv[2 * lane] = beta.x, cv[2 * lane + 1] = beta.y;
     }
-    const int t_lo = 16 * warp + g, t_hi = t_lo + 8;
-    const float b_lo = b_at(b, t_lo), b_hi = b_at(b, t_hi);
-    const float beta_lo = b_at(beta, t_lo), beta_hi = b_at(beta, t_hi); /* b_at reads any lane pair */
+    float *x_s = (float *)(smem + L.x), *y_s = (float *)(smem + L.y);
+    for (int e = threadIdx.x; e < DC * LDA; e += DT) x_s[e] = 0.f; /* X's upper blocks are read as zeros */
     cp_async_wait<0>();
     __syncthreads();
 
-    /* K K^T for rows t_lo / t_hi, key tiles np <= warp */
-    float sc[8][4];
+    /* A_ts = beta_t e^{b_t - b_s} k_t.k_s for s < t, by 16 x 16 tiles (row tile mt, key tile
+     * jt <= mt), the ten tiles spread 3 / 3 / 2 / 2 over the warps (digits as in the one-pass kernel) */
+    {
+        constexpr uint64_t tiles = 0x0FA098E54DC0ull;
+        const int count = warp < 2 ? 3 : 2;
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+        for (int it = 0; it < 3; it++) {
+            if (it >= count) break;
+            const int tile = (int)(tiles >> (4 * (3 * warp + it))) & 15, mt = tile >> 2, jt = tile & 3;
+            float sc[2][4];
 #pragma unroll
-        for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
-    const T *k_row = k_s + (16 * warp + (lane & 15)) * L.ldk + ((lane >> 4) << 3);
-    for (int ks = 0; ks < L.KP / 16; ks++) {
-        uint32_t a[4];
-        ldsm_x4(a, k_row + ks * 16);
+            for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-        for (int np = 0; np < 4; np++)
-            if (np <= warp) {
-                uint32_t bb[4];
-                ldsm_x4(bb, k_s + (np * 16 + mr + ((mi >> 1) << 3)) * L.ldk + ks * 16 + ((mi & 1) << 3));
-                mma16816<T>(sc[2 * np], a, bb[0], bb[1]);
-                mma16816<T>(sc[2 * np + 1], a, bb[2], bb[3]);
+                for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
+            for (int ks = 0; ks < L.KP / 16; ks++) {
+                uint32_t a[4], bb[4];
+                ldsm_x4(a, k_s + (16 * mt + (lane & 15)) * L.ldk + ((lane >> 4) << 3) + ks * 16);
+                ldsm_x4(bb, k_s + (16 * jt + mr + ((mi >> 1) << 3)) * L.ldk + ks * 16 + ((mi & 1) << 3));
+                mma16816<T>(sc[0], a, bb[0], bb[1]);
+                mma16816<T>(sc[1], a, bb[2], bb[3]);
             }
-    }
-    /* A_ts = beta_t e^{b_t - b_s} k_t.k_s for s < t, all 64 columns of the warp's rows */
+            const int t_lo = 16 * mt + g, t_hi = t_lo + 8;
+            const float b_lo = b_at(b, t_lo), b_hi = b_at(b, t_hi);
+            const float beta_lo = b_at(beta, t_lo), beta_hi = b_at(beta, t_hi);
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        const int s = nt * 8 + c2;
-        const float bs0 = __shfl_sync(0xffffffffu, b.x, nt * 4 + (lane & 3));
-        const float bs1 = __shfl_sync(0xffffffffu, b.y, nt * 4 + (lane & 3));
-        a_s[t_lo * LDA + s] = s < t_lo ? beta_lo * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
-        a_s[t_lo * LDA + s + 1] = s + 1 < t_lo ? beta_lo * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
-        a_s[t_hi * LDA + s] = s < t_hi ? beta_hi * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
-        a_s[t_hi * LDA + s + 1] = s + 1 < t_hi ? beta_hi * __expf(b_hi - bs1) * sc[nt][3] : 0.f;
+            for (int nt = 0; nt < 2; nt++) {
+                const int s = 16 * jt + 8 * nt + c2;
+                const float bs0 = b_at(b, s), bs1 = b_at(b, s + 1);
+                a_s[t_lo * LDA + s] = s < t_lo ? beta_lo * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
+                a_s[t_lo * LDA + s + 1] = s + 1 < t_lo ? beta_lo * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
+                a_s[t_hi * LDA + s] = s < t_hi ? beta_hi * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
+                a_s[t_hi * LDA + s + 1] = s + 1 < t_hi ? beta_hi * __expf(b_hi - bs1) * sc[nt][3] : 0.f;
+            }
+        }
     }
     __syncthreads();
 
-    /* X = (I + A)^{-1} (unit lower triangular) by 16 x 16 blocks: the diagonal blocks by
-     * substitution (one column per thread), then row block i = 1, 2, 3:
-     *     X[i, :16i] = -X[i, i] (A[i, :16i] X[:16i, :16i])                      (fp32) */
-    float *x_s = (float *)(smem + L.x), *y_s = (float *)(smem + L.y);
+    /* X = (I + A)^{-1} (unit lower triangular) by 16 x 16 blocks, fp32: the diagonal blocks by
+     * substitution (one column per thread), then row blocks i = 1, 2, 3:
+     *     Y = A[i, :16i] X[:16i, :16i],   X[i, :16i] = -X[i, i] Y   (thread: row r, columns cg + 8u) */
     if (threadIdx.x < 64) {
         const int r0 = 16 * (threadIdx.x >> 4), c = threadIdx.x & 15;
         float x[16];
@@ -149,78 +152,99 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
         for (int t = 0; t < 16; t++) x_s[(r0 + t) * LDA + r0 + c] = x[t];
     }
     __syncthreads();
-    for (int i = 1; i < 4; i++) {
-        const int W = 16 * i;
-        for (int e = threadIdx.x; e < 16 * W; e += DT) {
-            const int r = e / W, c = e % W;
-            float acc = 0.f;
-            for (int m = c; m < W; m++) acc += a_s[(W + r) * LDA + m] * x_s[m * LDA + c]; /* X[m][c] = 0, m < c */
-            y_s[r * 48 + c] = acc;
+    {
+        const int r = threadIdx.x >> 3, cg = threadIdx.x & 7;
+#pragma unroll
+        for (int i = 1; i < 4; i++) {
+            constexpr int U = 6;
+            const int W = 16 * i;
+            float y[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) y[u] = 0.f;
+#pragma unroll 4
+            for (int m = 0; m < W; m++) {
+                const float a = a_s[(W + r) * LDA + m];
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    if (u < 2 * i) y[u] += a * x_s[m * LDA + cg + 8 * u];
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (u < 2 * i) y_s[r * 48 + cg + 8 * u] = y[u];
+            __syncthreads();
+#pragma unroll
+            for (int u = 0; u < U; u++) y[u] = 0.f;
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const float xd = x_s[(W + r) * LDA + W + m];
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    if (u < 2 * i) y[u] += xd * y_s[m * 48 + cg + 8 * u];
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (u < 2 * i) x_s[(W + r) * LDA + cg + 8 * u] = -y[u];
+            __syncthreads();
         }
-        __syncthreads();
-        for (int e = threadIdx.x; e < 16 * W; e += DT) {
-            const int r = e / W, c = e % W;
-            float acc = 0.f;
-            for (int m = 0; m <= r; m++) acc += x_s[(W + r) * LDA + W + m] * y_s[m * 48 + c];
-            x_s[(W + r) * LDA + c] = -acc;
-        }
-        __syncthreads();
     }
 
-    /* W = X diag(beta e^b) K, U = X diag(beta) V on tensor cores: warp w computes token rows
-     * 16w .. 16w+15 over token tiles j <= w; the A operand X diag(coef) is split into a 16-bit
-     * high part and the 16-bit rounding of the rest, so W and U carry fp32-grade weights. */
+    /* W = X diag(beta e^b) K, U = X diag(beta) V on tensor cores, by 16-column groups dealt
+     * round-robin to the warps (every warp all 64 rows: balanced); the A operand X diag(coef)
+     * is split into a 16-bit high part and the 16-bit rounding of the rest, so W and U carry
+     * fp32-grade weights. */
     const int64_t sw = (int64_t)p.HV * p.K;
     T *wg = (T *)p.wy_w + (start * p.HV + hv) * p.K, *ug = (T *)p.wy_u + (start * p.HV + hv) * p.V;
     auto product = [&](const T *b_s, int ldb, int ncols, const float *coef, T *dst, int64_t stride) {
-        uint32_t ahi[4][4], alo[4][4];
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            if (j <= warp)
-#pragma unroll
-                for (int q = 0; q < 4; q++) { /* a0: (g, c2), a1: (g + 8, c2), a2: (g, c2 + 8), a3: (g + 8, c2 + 8) */
-                    const int t = 16 * warp + g + 8 * (q & 1), s0 = 16 * j + c2 + 8 * (q >> 1);
-                    const float2 xv = *(const float2 *)(x_s + t * LDA + s0);
-                    const float x0 = xv.x * coef[s0], x1 = xv.y * coef[s0 + 1];
-                    ahi[j][q] = pack2<T>(x0, x1);
-                    const float2 hi = unpack2<T>(ahi[j][q]);
-                    alo[j][q] = pack2<T>(x0 - hi.x, x1 - hi.y);
-                }
-        const int ncols16 = (ncols + 15) / 16 * 16;
+        const int groups = (ncols + 15) / 16;
         const bool pairs = ncols % 2 == 0;
-        for (int cb = 0; cb < ncols16; cb += 64) {
-            float acc[8][4];
+        for (int grp = warp; grp < groups; grp += 4) {
+            float acc[4][2][4];
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++)
+            for (int mt = 0; mt < 4; mt++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) acc[nt][e] = 0.f;
+                for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-            for (int j = 0; j < 4; j++)
-                if (j <= warp)
+                    for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.f;
 #pragma unroll
-                    for (int np = 0; np < 4; np++)
-                        if (cb + 16 * np < ncols16) { /* B[s][c] = B_s[s][c], transposed load */
-                            uint32_t bb[4];
-                            ldsm_x4_t(bb, b_s + (16 * j + mr + ((mi & 1) << 3)) * ldb + cb + 16 * np + ((mi >> 1) << 3));
-                            mma16816<T>(acc[2 * np], ahi[j], bb[0], bb[1]);
-                            mma16816<T>(acc[2 * np], alo[j], bb[0], bb[1]);
-                            mma16816<T>(acc[2 * np + 1], ahi[j], bb[2], bb[3]);
-                            mma16816<T>(acc[2 * np + 1], alo[j], bb[2], bb[3]);
-                        }
+            for (int j = 0; j < 4; j++) {
+                uint32_t bb[4]; /* B[s][c] = B_s[s][c], tokens 16 j .., transposed load */
+                ldsm_x4_t(bb, b_s + (16 * j + mr + ((mi & 1) << 3)) * ldb + 16 * grp + ((mi >> 1) << 3));
+                const float c_lo0 = coef[16 * j + c2], c_lo1 = coef[16 * j + c2 + 1];
+                const float c_hi0 = coef[16 * j + c2 + 8], c_hi1 = coef[16 * j + c2 + 9];
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++)
+                for (int mt = j; mt < 4; mt++) {
+                    uint32_t ahi[4], alo[4];
 #pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    const int t = 16 * warp + g + 8 * hh, col = cb + 8 * nt + c2;
-                    if (t >= lc || col >= ncols) continue;
-                    T *d = dst + t * stride + col;
-                    if (pairs) {
-                        *(uint32_t *)d = pack2<T>(acc[nt][2 * hh], acc[nt][2 * hh + 1]);
-                    } else {
-                        d[0] = from_f<T>(acc[nt][2 * hh]);
-                        if (col + 1 < ncols) d[1] = from_f<T>(acc[nt][2 * hh + 1]);
+                    for (int q = 0; q < 4; q++) { /* a0: (g, c2), a1: (g + 8, c2), a2: (g, c2 + 8), a3: (g + 8, c2 + 8) */
+                        const int t = 16 * mt + g + 8 * (q & 1), s0 = 16 * j + c2 + 8 * (q >> 1);
+                        const float2 xv = *(const float2 *)(x_s + t * LDA + s0);
+                        const float x0 = xv.x * (q >> 1 ? c_hi0 : c_lo0), x1 = xv.y * (q >> 1 ? c_hi1 : c_lo1);
+                        ahi[q] = pack2<T>(x0, x1);
+                        const float2 hi = unpack2<T>(ahi[q]);
+                        alo[q] = pack2<T>(x0 - hi.x, x1 - hi.y);
                     }
+                    mma16816<T>(acc[mt][0], ahi, bb[0], bb[1]);
+                    mma16816<T>(acc[mt][0], alo, bb[0], bb[1]);
+                    mma16816<T>(acc[mt][1], ahi, bb[2], bb[3]);
+                    mma16816<T>(acc[mt][1], alo, bb[2], bb[3]);
                 }
+            }
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++) {
+                        const int t = 16 * mt + g + 8 * hh, col = 16 * grp + 8 * nt + c2;
+                        if (t >= lc || col >= ncols) continue;
+                        T *d = dst + t * stride + col;
+                        if (pairs) {
+                            *(uint32_t *)d = pack2<T>(acc[mt][nt][2 * hh], acc[mt][nt][2 * hh + 1]);
+                        } else {
+                            d[0] = from_f<T>(acc[mt][nt][2 * hh]);
+                            if (col + 1 < ncols) d[1] = from_f<T>(acc[mt][nt][2 * hh + 1]);
+                        }
+                    }
         }
     };
     product(k_s, L.ldk, p.K, ck, wg, sw);

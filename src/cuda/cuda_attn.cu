@@ -231,7 +231,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
         if (chunked) p.n_chunks = (int)n_chunks;
     }
     if (one_pass) { /* segments: p.n_segs of p.seg_chunks chunks (the last may be shorter) */
-        const int segs = lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks, p.delta);
+        const int segs = p.delta ? 1 : lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks, 0);
         p.seg_chunks = max_chunks > 0 ? (int)((max_chunks + segs - 1) / segs) : 1;
         p.n_segs = max_chunks > 0 ? (int)((max_chunks + p.seg_chunks - 1) / p.seg_chunks) : 1;
         if ((int64_t)p.n_seqs * p.HV * p.n_segs * ((p.V + 63) / 64) > INT_MAX)
