@@ -12,7 +12,8 @@
  *    t = 16w..16w+15 (a sub-chunk, reference row r = 16w):
  *        O    = scale (Q o e^{B_t}) ws[c] + P V,  P_ts = scale sum_k q_tk k_sk e^{B_tk - B_sk} [s <= t]
  *    key tiles before the warp's own: (Q o e^{B_t - B_r}) (K o e^{B_r - B_s})^T by mma;
- *    the diagonal 16 x 16 tile: the sum over k with exact factors, in fp32.
+ *    the diagonal 16 x 16 tile too, with r = the sub-chunk's middle row, when its decay range
+ *    is small enough for the 16-bit operands; otherwise the sum over k with exact factors, in fp32.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -197,16 +198,28 @@ __global__ void __launch_bounds__(GT, 2) vec_output_kernel(const lina_cuda_attn_
     }
     __syncthreads();
 
-    const int t_lo = 16 * warp + g, t_hi = t_lo + 8, r = 16 * warp; /* rows; the sub-chunk's reference row */
-    const float *bt_lo = b_s + t_lo * ldb, *bt_hi = b_s + t_hi * ldb, *br = b_s + r * ldb;
+    const int t_lo = 16 * warp + g, t_hi = t_lo + 8, r = 16 * warp; /* rows; the sub-chunk's first row */
+    /* Reference row of the factorization e^{B_t - B_s} = e^{B_t - B_ref} e^{B_ref - B_s}: when the
+     * sub-chunk's decay range max_k (B_r[k] - B_{r+15}[k]) is small enough that no factor can
+     * overflow the 16-bit operands (e^60 for bf16, e^8 for fp16), ref = the middle row r + 8 and
+     * the diagonal tile goes through the tensor cores like the others (factors <= e^range);
+     * otherwise ref = r (every factor <= 1) and the diagonal tile is summed with exact factors. */
+    float range = 0.f;
+    for (int k = lane; k < p.K; k += 32) range = fmaxf(range, b_s[r * ldb + k] - b_s[(r + 15) * ldb + k]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) range = fmaxf(range, __shfl_xor_sync(0xffffffffu, range, off));
+    const bool mid = range < (std::is_same<T, __half>::value ? 8.f : 60.f);
+    const int ref = mid ? r + 8 : r;
+    const float *bt_lo = b_s + t_lo * ldb, *bt_hi = b_s + t_hi * ldb, *br = b_s + ref * ldb;
     float sc[8][4];
 #pragma unroll
     for (int nt = 0; nt < 8; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
     const T *q_row = q_s + (16 * warp + (lane & 15)) * ldq + ((lane >> 4) << 3);
-    /* key tiles np < warp: (Q o e^{B_t - B_r}) (K o e^{B_r - B_s})^T */
-    if (warp > 0)
+    /* key tiles np < warp (and np == warp when mid): (Q o e^{B_t - B_ref}) (K o e^{B_ref - B_s})^T */
+    const int last = mid ? warp : warp - 1;
+    if (last >= 0)
         for (int ks = 0; ks < KP / 16; ks++) {
             const int kc = ks * 16 + c2; /* this thread's key dims: kc, kc+1, kc+8, kc+9 */
             uint32_t a[4];
@@ -216,8 +229,8 @@ __global__ void __launch_bounds__(GT, 2) vec_output_kernel(const lina_cuda_attn_
             a[2] = scale2<T>(a[2], __expf(bt_lo[kc + 8] - br[kc + 8]), __expf(bt_lo[kc + 9] - br[kc + 9]));
             a[3] = scale2<T>(a[3], __expf(bt_hi[kc + 8] - br[kc + 8]), __expf(bt_hi[kc + 9] - br[kc + 9]));
 #pragma unroll
-            for (int np = 0; np < 3; np++)
-                if (np < warp) { /* b0 = K[s][kc..kc+1], b1 = K[s][kc+8..kc+9] with s = 16 np (+8) + g */
+            for (int np = 0; np < 4; np++)
+                if (np <= last) { /* b0 = K[s][kc..kc+1], b1 = K[s][kc+8..kc+9] with s = 16 np (+8) + g */
                     uint32_t bb[4];
                     ldsm_x4(bb, k_s + (np * 16 + mr + ((mi >> 1) << 3)) * ldk + ks * 16 + ((mi & 1) << 3));
                     const float *bs0 = b_s + (np * 16 + g) * ldb, *bs1 = bs0 + 8 * ldb;
@@ -229,23 +242,24 @@ __global__ void __launch_bounds__(GT, 2) vec_output_kernel(const lina_cuda_attn_
                     mma16816<T>(sc[2 * np + 1], a, bb[2], bb[3]);
                 }
         }
-    /* the diagonal tile (s, t in the warp's own 16 rows): exact factors, s <= t */
+    /* otherwise the diagonal tile (s, t in the warp's own 16 rows): exact factors, s <= t */
+    if (!mid)
 #pragma unroll
-    for (int half = 0; half < 2; half++)
+        for (int half = 0; half < 2; half++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int nt = 2 * warp + half; /* run-time n-tile index: select below keeps sc in registers */
-            const int t = (e >> 1) ? t_hi : t_lo, s = 16 * warp + 8 * half + c2 + (e & 1);
-            float sum = 0.f;
-            if (s <= t) {
-                const T *qt = q_s + t * ldq, *kst = k_s + s * ldk;
-                const float *bt = b_s + t * ldb, *bsr = b_s + s * ldb;
-                for (int k = 0; k < p.K; k++) sum += to_f(qt[k]) * to_f(kst[k]) * __expf(bt[k] - bsr[k]);
+            for (int e = 0; e < 4; e++) {
+                const int nt = 2 * warp + half; /* run-time n-tile index: select below keeps sc in registers */
+                const int t = (e >> 1) ? t_hi : t_lo, s = 16 * warp + 8 * half + c2 + (e & 1);
+                float sum = 0.f;
+                if (s <= t) {
+                    const T *qt = q_s + t * ldq, *kst = k_s + s * ldk;
+                    const float *bt = b_s + t * ldb, *bsr = b_s + s * ldb;
+                    for (int k = 0; k < p.K; k++) sum += to_f(qt[k]) * to_f(kst[k]) * __expf(bt[k] - bsr[k]);
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    if (j == nt) sc[j][e] = sum;
             }
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                if (j == nt) sc[j][e] = sum;
-        }
     /* P = scale A [s <= t] packed as A fragments */
     uint32_t pf[4][4];
 #pragma unroll
