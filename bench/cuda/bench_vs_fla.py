@@ -185,6 +185,12 @@ for (B, T, H, D) in shapes:
                 run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
                 print(f'LINA_CUDA_FUSED={env}, {name}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
         del os.environ['LINA_CUDA_FUSED']
+        # value tile of the VECTOR states kernel
+        run, _ = lina_call(B, T, H, D, 'vector', False, q, k, v, gv.float(), None, o)
+        for bv in (16, 32, 64):
+            os.environ['LINA_CUDA_VEC_BV'] = str(bv)
+            print(f'gla LINA_CUDA_VEC_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_VEC_BV']
         # segments of the one-pass kernel (additive): states-only pass + scan + outputs
         for gate, gg in (('none', None), ('scalar', gs)):
             run, _ = lina_call(B, T, H, D, gate, False, q, k, v, gg, None, o)

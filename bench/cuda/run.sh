@@ -66,10 +66,10 @@ echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site timeout ${BENCH_TIMEOUT:-330} python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then  # stall reasons of the one-pass kernel
-    for op in linear delta; do
-        timeout 120 ncu -k regex:fused_kernel -c 1 --section WarpStateStats --section SchedulerStats \
+    for op in gated_delta gla; do
+        timeout 120 ncu -k regex:"${NCU_KERNELS:-wy_kernel|vec_}" -c 3 --section WarpStateStats --section SchedulerStats \
             --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-            $BUILD/lina bench ops --op $op --device cuda --dtype bf16 --B 8 --T 4096 --H 16 --K 128 --V 128 \
+            $BUILD/lina bench ops --op $op --device cuda --dtype bf16 --B 2 --T 16384 --H 16 --K 128 --V 128 \
             --warmup 0 --repeat 1 >"$OUT/ncu_$op.txt" 2>&1
         grep -E "Stall|Issued|Occupancy|Throughput|Pipe|Warp Cycles|Eligible" "$OUT/ncu_$op.txt" | head -40
     done

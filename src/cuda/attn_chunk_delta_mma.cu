@@ -41,7 +41,7 @@ static_assert(DC == 64, "the delta mma kernels assume 64-token chunks (4 warps x
 
 struct wy_layout {
     int KP, VP, ldk, ldv;
-    size_t k, v, a, x, y, ck, cv, bytes;
+    size_t k, v, a, y, ck, cv, bytes;
 };
 static __host__ __device__ inline size_t wy_take(size_t *off, size_t bytes) {
     size_t r = *off;
@@ -57,8 +57,7 @@ static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts)
     size_t o = 0;
     L.k = wy_take(&o, (size_t)DC * L.ldk * ts); /* K (C, KP) */
     L.v = wy_take(&o, (size_t)DC * L.ldv * ts); /* V (C, VP) */
-    L.a = wy_take(&o, (size_t)DC * LDA * 4);    /* A (C, C) fp32, strictly lower */
-    L.x = wy_take(&o, (size_t)DC * LDA * 4);    /* X = (I + A)^{-1} (C, C) fp32, lower */
+    L.a = wy_take(&o, (size_t)DC * LDA * 4);    /* A (C, C) fp32, strictly lower; becomes X = (I + A)^{-1} */
     L.y = wy_take(&o, (size_t)16 * 48 * 4);     /* one row block of A X (16, <= 48) fp32 */
     L.ck = wy_take(&o, (size_t)DC * 4);         /* beta_t e^{b_t} (0 past the chunk) */
     L.cv = wy_take(&o, (size_t)DC * 4);         /* beta_t */
@@ -67,7 +66,7 @@ static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p) {
+__global__ void __launch_bounds__(DT, 4) wy_kernel(const lina_cuda_attn_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     const wy_layout L = wy_layout_make(p.K, p.V, sizeof(T));
     T *k_s = (T *)(smem + L.k), *v_s = (T *)(smem + L.v);
@@ -93,8 +92,10 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
         ck[2 * lane] = beta.x * __expf(b.x), ck[2 * lane + 1] = beta.y * __expf(b.y);
         cv[2 * lane] = beta.x, cv[2 * lane + 1] = beta.y;
     }
-    float *x_s = (float *)(smem + L.x), *y_s = (float *)(smem + L.y);
-    for (int e = threadIdx.x; e < DC * LDA; e += DT) x_s[e] = 0.f; /* X's upper blocks are read as zeros */
+    /* A, then X in place (each row block of X is written after that of A was read); the upper
+     * blocks are never written and are read as zeros */
+    float *x_s = a_s, *y_s = (float *)(smem + L.y);
+    for (int e = threadIdx.x; e < DC * LDA; e += DT) a_s[e] = 0.f;
     cp_async_wait<0>();
     __syncthreads();
 
@@ -138,18 +139,21 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     /* X = (I + A)^{-1} (unit lower triangular) by 16 x 16 blocks, fp32: the diagonal blocks by
      * substitution (one column per thread), then row blocks i = 1, 2, 3:
      *     Y = A[i, :16i] X[:16i, :16i],   X[i, :16i] = -X[i, i] Y   (thread: row r, columns cg + 8u) */
-    if (threadIdx.x < 64) {
-        const int r0 = 16 * (threadIdx.x >> 4), c = threadIdx.x & 15;
+    {
+        const int r0 = 16 * ((threadIdx.x >> 4) & 3), c = threadIdx.x & 15;
         float x[16];
+        if (threadIdx.x < 64)
 #pragma unroll
-        for (int t = 0; t < 16; t++) {
-            float r = t == c ? 1.f : 0.f;
+            for (int t = 0; t < 16; t++) {
+                float r = t == c ? 1.f : 0.f;
 #pragma unroll
-            for (int m = 0; m < t; m++) r -= a_s[(r0 + t) * LDA + r0 + m] * x[m];
-            x[t] = r;
-        }
+                for (int m = 0; m < t; m++) r -= a_s[(r0 + t) * LDA + r0 + m] * x[m];
+                x[t] = r;
+            }
+        __syncthreads(); /* every diagonal block of A read */
+        if (threadIdx.x < 64)
 #pragma unroll
-        for (int t = 0; t < 16; t++) x_s[(r0 + t) * LDA + r0 + c] = x[t];
+            for (int t = 0; t < 16; t++) x_s[(r0 + t) * LDA + r0 + c] = x[t];
     }
     __syncthreads();
     {
@@ -205,14 +209,15 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
                 for (int nt = 0; nt < 2; nt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.f;
-#pragma unroll
+#pragma unroll 1
             for (int j = 0; j < 4; j++) {
                 uint32_t bb[4]; /* B[s][c] = B_s[s][c], tokens 16 j .., transposed load */
                 ldsm_x4_t(bb, b_s + (16 * j + mr + ((mi & 1) << 3)) * ldb + 16 * grp + ((mi >> 1) << 3));
                 const float c_lo0 = coef[16 * j + c2], c_lo1 = coef[16 * j + c2 + 1];
                 const float c_hi0 = coef[16 * j + c2 + 8], c_hi1 = coef[16 * j + c2 + 9];
 #pragma unroll
-                for (int mt = j; mt < 4; mt++) {
+                for (int mt = 0; mt < 4; mt++) {
+                    if (mt < j) continue; /* X is lower triangular */
                     uint32_t ahi[4], alo[4];
 #pragma unroll
                     for (int q = 0; q < 4; q++) { /* a0: (g, c2), a1: (g + 8, c2), a2: (g, c2 + 8), a3: (g + 8, c2 + 8) */

@@ -333,9 +333,14 @@ template <typename T>
 static cudaError_t launch_vec(const lina_cuda_attn_params *p, cudaStream_t st) {
     const int nvt = (p->V + 63) / 64;
     if ((int64_t)p->n_chunks * p->HV * nvt > INT_MAX) return cudaErrorInvalidConfiguration;
-    /* value tile: 64 when every SM gets two blocks, else 16 (as the NONE/SCALAR states kernel) */
+    /* value tile: LINA_CUDA_VEC_BV (16, 32, 64) if set; else 64 when every SM gets two blocks,
+     * else 16 (as the NONE/SCALAR states kernel) */
     const int64_t heads = (int64_t)p->n_seqs * p->HV * ((p->K + 63) / 64);
-    cudaError_t e = heads * ((p->V + 63) / 64) >= 264 ? launch_vec_states<T, 64>(p, st) : launch_vec_states<T, 16>(p, st);
+    const char *env = getenv("LINA_CUDA_VEC_BV");
+    int bv = heads * ((p->V + 63) / 64) >= 264 ? 64 : 16;
+    if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) bv = atoi(env);
+    cudaError_t e = bv == 64 ? launch_vec_states<T, 64>(p, st) : bv == 32 ? launch_vec_states<T, 32>(p, st)
+                                                                          : launch_vec_states<T, 16>(p, st);
     if (e != cudaSuccess || p->n_chunks == 0) return e;
     const vec_out_layout L = vec_out_layout_make(p->K, sizeof(T));
     e = cudaFuncSetAttribute(vec_output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
