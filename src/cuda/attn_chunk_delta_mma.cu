@@ -12,9 +12,11 @@
  *     O    = scale e^{b_t} Q S_0 + (scale Q K^T o e^{b_t - b_s} [s <= t]) V'
  * in three launches:
  * 1. wy (parallel over chunks, one block per (chunk, value head)): A with
- *    mma.sync, then (I + A) X = [diag(beta e^b) K | diag(beta) V] by forward
- *    substitution in fp32, one column per thread with the column in registers;
- *    W and U to the workspace in the input type.
+ *    mma.sync, X = (I + A)^{-1} in fp32 by 16 x 16 blocks (diagonal blocks by
+ *    substitution, the others by block products), then W = X diag(beta e^b) K and
+ *    U = X diag(beta) V with mma.sync (X diag(coef) split into 16-bit high and low
+ *    parts); W and U to the workspace in the input type. Also the first launch
+ *    of the one-pass path (attn_chunk_fused_mma.cu).
  * 2. states (sequential over chunks, one block per (sequence, value head, BV
  *    value columns); the block holds all K rows of its state tile in
  *    registers, warp w rows 16 KM w .. 16 KM (w+1) - 1): per chunk
@@ -34,6 +36,7 @@
 #define DC LINA_CUDA_SPLIT_CHUNK /* tokens per chunk, 64 */
 #define DT 128                   /* threads per block: 4 warps */
 #define LDA 68                   /* fp32 rows of A: 16-byte aligned float4 reads */
+#define LDX 72                   /* 16-bit rows of the split X: 144 bytes, conflict-free ldmatrix */
 
 static_assert(DC == 64, "the delta mma kernels assume 64-token chunks (4 warps x 16 rows)");
 
@@ -41,7 +44,7 @@ static_assert(DC == 64, "the delta mma kernels assume 64-token chunks (4 warps x
 
 struct wy_layout {
     int KP, VP, ldk, ldv;
-    size_t k, v, a, y, ck, cv, bytes;
+    size_t k, v, a, y, xs, ck, cv, bytes;
 };
 static __host__ __device__ inline size_t wy_take(size_t *off, size_t bytes) {
     size_t r = *off;
@@ -59,6 +62,7 @@ static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts)
     L.v = wy_take(&o, (size_t)DC * L.ldv * ts); /* V (C, VP) */
     L.a = wy_take(&o, (size_t)DC * LDA * 4);    /* A (C, C) fp32, strictly lower; becomes X = (I + A)^{-1} */
     L.y = wy_take(&o, (size_t)16 * 48 * 4);     /* one row block of A X (16, <= 48) fp32 */
+    L.xs = wy_take(&o, (size_t)2 * DC * LDX * ts); /* X diag(coef) split: high, low (C, C) 16-bit */
     L.ck = wy_take(&o, (size_t)DC * 4);         /* beta_t e^{b_t} (0 past the chunk) */
     L.cv = wy_take(&o, (size_t)DC * 4);         /* beta_t */
     L.bytes = o;
@@ -66,7 +70,7 @@ static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(DT, 4) wy_kernel(const lina_cuda_attn_params p) {
+__global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     const wy_layout L = wy_layout_make(p.K, p.V, sizeof(T));
     T *k_s = (T *)(smem + L.k), *v_s = (T *)(smem + L.v);
@@ -193,12 +197,23 @@ __global__ void __launch_bounds__(DT, 4) wy_kernel(const lina_cuda_attn_params p
     }
 
     /* W = X diag(beta e^b) K, U = X diag(beta) V on tensor cores, by 16-column groups dealt
-     * round-robin to the warps (every warp all 64 rows: balanced); the A operand X diag(coef)
-     * is split into a 16-bit high part and the 16-bit rounding of the rest, so W and U carry
-     * fp32-grade weights. */
+     * round-robin to the warps (every warp all 64 rows: balanced). The A operand X diag(coef) is
+     * split once into a 16-bit high part and the 16-bit rounding of the rest (two mma each), so
+     * W and U carry fp32-grade weights. */
     const int64_t sw = (int64_t)p.HV * p.K;
     T *wg = (T *)p.wy_w + (start * p.HV + hv) * p.K, *ug = (T *)p.wy_u + (start * p.HV + hv) * p.V;
+    T *xh_s = (T *)(smem + L.xs), *xl_s = xh_s + DC * LDX;
     auto product = [&](const T *b_s, int ldb, int ncols, const float *coef, T *dst, int64_t stride) {
+        for (int e = threadIdx.x; e < DC * DC / 2; e += DT) { /* (row t, columns s, s + 1) */
+            const int t = e >> 5, s = (e & 31) * 2;
+            const float2 xv = *(const float2 *)(x_s + t * LDA + s);
+            const float x0 = xv.x * coef[s], x1 = xv.y * coef[s + 1];
+            const uint32_t hi = pack2<T>(x0, x1);
+            const float2 hf = unpack2<T>(hi);
+            *(uint32_t *)(xh_s + t * LDX + s) = hi;
+            *(uint32_t *)(xl_s + t * LDX + s) = pack2<T>(x0 - hf.x, x1 - hf.y);
+        }
+        __syncthreads();
         const int groups = (ncols + 15) / 16;
         const bool pairs = ncols % 2 == 0;
         for (int grp = warp; grp < groups; grp += 4) {
@@ -209,25 +224,17 @@ __global__ void __launch_bounds__(DT, 4) wy_kernel(const lina_cuda_attn_params p
                 for (int nt = 0; nt < 2; nt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.f;
-#pragma unroll 1
+#pragma unroll
             for (int j = 0; j < 4; j++) {
                 uint32_t bb[4]; /* B[s][c] = B_s[s][c], tokens 16 j .., transposed load */
                 ldsm_x4_t(bb, b_s + (16 * j + mr + ((mi & 1) << 3)) * ldb + 16 * grp + ((mi >> 1) << 3));
-                const float c_lo0 = coef[16 * j + c2], c_lo1 = coef[16 * j + c2 + 1];
-                const float c_hi0 = coef[16 * j + c2 + 8], c_hi1 = coef[16 * j + c2 + 9];
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++) {
                     if (mt < j) continue; /* X is lower triangular */
                     uint32_t ahi[4], alo[4];
-#pragma unroll
-                    for (int q = 0; q < 4; q++) { /* a0: (g, c2), a1: (g + 8, c2), a2: (g, c2 + 8), a3: (g + 8, c2 + 8) */
-                        const int t = 16 * mt + g + 8 * (q & 1), s0 = 16 * j + c2 + 8 * (q >> 1);
-                        const float2 xv = *(const float2 *)(x_s + t * LDA + s0);
-                        const float x0 = xv.x * (q >> 1 ? c_hi0 : c_lo0), x1 = xv.y * (q >> 1 ? c_hi1 : c_lo1);
-                        ahi[q] = pack2<T>(x0, x1);
-                        const float2 hi = unpack2<T>(ahi[q]);
-                        alo[q] = pack2<T>(x0 - hi.x, x1 - hi.y);
-                    }
+                    const int off = (16 * mt + (lane & 15)) * LDX + 16 * j + ((lane >> 4) << 3);
+                    ldsm_x4(ahi, xh_s + off);
+                    ldsm_x4(alo, xl_s + off);
                     mma16816<T>(acc[mt][0], ahi, bb[0], bb[1]);
                     mma16816<T>(acc[mt][0], alo, bb[0], bb[1]);
                     mma16816<T>(acc[mt][1], ahi, bb[2], bb[3]);
@@ -251,6 +258,7 @@ __global__ void __launch_bounds__(DT, 4) wy_kernel(const lina_cuda_attn_params p
                         }
                     }
         }
+        __syncthreads(); /* the split X is rewritten by the next product */
     };
     product(k_s, L.ldk, p.K, ck, wg, sw);
     product(v_s, L.ldv, p.V, cv, ug, sv);

@@ -333,11 +333,11 @@ template <typename T>
 static cudaError_t launch_vec(const lina_cuda_attn_params *p, cudaStream_t st) {
     const int nvt = (p->V + 63) / 64;
     if ((int64_t)p->n_chunks * p->HV * nvt > INT_MAX) return cudaErrorInvalidConfiguration;
-    /* value tile: LINA_CUDA_VEC_BV (16, 32, 64) if set; else 64 when every SM gets two blocks,
-     * else 16 (as the NONE/SCALAR states kernel) */
+    /* value tile: LINA_CUDA_VEC_BV (16, 32, 64) if set; else 64 with half a block per SM or more
+     * (run 14, H16 K=V=128: 64 beat 32 and 16 at B2 T16384 (1.57 / 1.61 / 2.00 ms) and B8 T4096) */
     const int64_t heads = (int64_t)p->n_seqs * p->HV * ((p->K + 63) / 64);
     const char *env = getenv("LINA_CUDA_VEC_BV");
-    int bv = heads * ((p->V + 63) / 64) >= 264 ? 64 : 16;
+    int bv = heads * ((p->V + 63) / 64) >= 64 ? 64 : 16;
     if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) bv = atoi(env);
     cudaError_t e = bv == 64 ? launch_vec_states<T, 64>(p, st) : bv == 32 ? launch_vec_states<T, 32>(p, st)
                                                                           : launch_vec_states<T, 16>(p, st);
