@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     /* A, then X in place (each row block of X is written after that of A was read); the upper
      * blocks are never written and are read as zeros */
     float *x_s = a_s, *y_s = (float *)(smem + L.y);
-    for (int e = threadIdx.x; e < DC * LDA / 4; e += DT) ((float4 *)a_s)[e] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int e = threadIdx.x; e < DC * LDA; e += DT) a_s[e] = 0.f;
     cp_async_wait<0>();
     __syncthreads();
 
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 
     /* X = (I + A)^{-1} (unit lower triangular) by 16 x 16 blocks, fp32: the diagonal blocks by
      * substitution (one column per thread), then row blocks i = 1, 2, 3:
-     *     Y = A[i, :16i] X[:16i, :16i],   X[i, :16i] = -X[i, i] Y   (an item: one row, four columns) */
+     *     Y = A[i, :16i] X[:16i, :16i],   X[i, :16i] = -X[i, i] Y   (thread: row r, columns cg + 8u) */
     {
         const int r0 = 16 * ((threadIdx.x >> 4) & 3), c = threadIdx.x & 15;
         float x[16];
@@ -161,32 +161,37 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     }
     __syncthreads();
     {
+        const int r = threadIdx.x >> 3, cg = threadIdx.x & 7;
 #pragma unroll
-        for (int i = 1; i < 4; i++) { /* items (row r, columns 4q .. 4q + 3): 16 x 4i of them */
+        for (int i = 1; i < 4; i++) {
+            constexpr int U = 6;
             const int W = 16 * i;
-            for (int it = threadIdx.x; it < 64 * i; it += DT) {
-                const int r = it / (4 * i), q = it % (4 * i);
-                float4 y = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-                for (int m = 4 * q; m < W; m++) { /* X[m][4q..] = 0 for m < 4q */
-                    const float a = a_s[(W + r) * LDA + m];
-                    const float4 x = *(const float4 *)(x_s + m * LDA + 4 * q);
-                    y.x += a * x.x, y.y += a * x.y, y.z += a * x.z, y.w += a * x.w;
-                }
-                *(float4 *)(y_s + r * 48 + 4 * q) = y;
-            }
-            __syncthreads();
-            for (int it = threadIdx.x; it < 64 * i; it += DT) {
-                const int r = it / (4 * i), q = it % (4 * i);
-                float4 y = make_float4(0.f, 0.f, 0.f, 0.f);
+            float y[U];
 #pragma unroll
-                for (int m = 0; m < 16; m++) {
-                    const float xd = x_s[(W + r) * LDA + W + m];
-                    const float4 yy = *(const float4 *)(y_s + m * 48 + 4 * q);
-                    y.x += xd * yy.x, y.y += xd * yy.y, y.z += xd * yy.z, y.w += xd * yy.w;
-                }
-                *(float4 *)(x_s + (W + r) * LDA + 4 * q) = make_float4(-y.x, -y.y, -y.z, -y.w);
+            for (int u = 0; u < U; u++) y[u] = 0.f;
+#pragma unroll 4
+            for (int m = 0; m < W; m++) {
+                const float a = a_s[(W + r) * LDA + m];
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    if (u < 2 * i) y[u] += a * x_s[m * LDA + cg + 8 * u];
             }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (u < 2 * i) y_s[r * 48 + cg + 8 * u] = y[u];
+            __syncthreads();
+#pragma unroll
+            for (int u = 0; u < U; u++) y[u] = 0.f;
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const float xd = x_s[(W + r) * LDA + W + m];
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    if (u < 2 * i) y[u] += xd * y_s[m * 48 + cg + 8 * u];
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (u < 2 * i) x_s[(W + r) * LDA + cg + 8 * u] = -y[u];
             __syncthreads();
         }
     }
