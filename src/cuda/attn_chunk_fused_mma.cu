@@ -377,22 +377,29 @@ static cudaError_t launch_fused(const lina_cuda_attn_params *p, lina_dtype dtype
     return p->K <= 64 ? launch_fused_nk<T, 4>(p, st) : launch_fused_nk<T, 8>(p, st);
 }
 
-extern "C" int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks, int delta) {
+static int sm_count(void) {
     int dev = 0, sms = 132;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
         cudaGetLastError();
         sms = 132;
     }
-    const int64_t blocks = n_seqs * HV * ((V + 63) / 64);
-    if (delta) return blocks * 2 >= 3LL * sms ? 1 : 0;
+    return sms;
+}
+
+extern "C" int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks) {
+    const int64_t blocks = n_seqs * HV * ((V + 63) / 64), sms = sm_count();
     const char *env = getenv("LINA_CUDA_FUSED_SEGS");
     int segs = 1;
     if (env && atoi(env) >= 1)
         segs = atoi(env);
     else /* enough blocks for two per multiprocessor, segments of >= 16 chunks */
-        while (blocks * segs * 10 < 19LL * sms && (int64_t)max_chunks >= 16LL * segs) segs++;
+        while (blocks * segs * 10 < 19 * sms && (int64_t)max_chunks >= 16LL * segs) segs++;
     if (segs > max_chunks) segs = max_chunks > 0 ? max_chunks : 1;
     return segs;
+}
+
+extern "C" int lina_cuda_fused_delta_ok(int64_t n_seqs, int HV, int V) {
+    return n_seqs * HV * ((V + 63) / 64) * 2 >= 3LL * sm_count();
 }
 
 extern "C" int lina_cuda_chunk_fused_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {

@@ -205,7 +205,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     const int one_pass = !recurrent && !vec_mma && dtype != LINA_DTYPE_F32 && p.K <= 128 && !legacy &&
                          !(onepass_env && atoi(onepass_env) == 0) &&
                          (!p.delta || (onepass_env && atoi(onepass_env) == 1) ||
-                          lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, 0, 1) > 0);
+                          lina_cuda_fused_delta_ok(p.n_seqs, p.HV, p.V));
     /* otherwise the two-launch additive kernels, or the fused one-block kernel */
     const int split = !recurrent && !vec_mma && !one_pass && !p.delta && !(fused_env && atoi(fused_env) == 1);
     /* the delta rule with 16-bit inputs: WY + states + outputs (attn_chunk_delta_mma.cu) */
@@ -231,7 +231,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
         if (chunked) p.n_chunks = (int)n_chunks;
     }
     if (one_pass) { /* segments: p.n_segs of p.seg_chunks chunks (the last may be shorter) */
-        const int segs = p.delta ? 1 : lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks, 0);
+        const int segs = p.delta ? 1 : lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks);
         p.seg_chunks = max_chunks > 0 ? (int)((max_chunks + segs - 1) / segs) : 1;
         p.n_segs = max_chunks > 0 ? (int)((max_chunks + p.seg_chunks - 1) / p.seg_chunks) : 1;
         if ((int64_t)p.n_seqs * p.HV * p.n_segs * ((p.V + 63) / 64) > INT_MAX)

@@ -87,10 +87,12 @@ int lina_cuda_delta_wy(const lina_cuda_attn_params *p, lina_dtype dtype, void *s
  * 16-bit, gates NONE / CONST / SCALAR, additive (segments: p->n_segs, p->seg_chunks,
  * p->seg_state, p->seg_logdecay) or delta (WY first; p->wy_w, p->wy_u), K <= 128. */
 int lina_cuda_chunk_fused_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
-/* Segments per sequence for the one-pass kernel: LINA_CUDA_FUSED_SEGS if set, else enough
- * for ~2 blocks per multiprocessor (segments of >= 16 chunks). Delta rule (no segments): 1 if
- * there are >= 1.5 blocks per multiprocessor, else 0 (the split kernels are faster). */
-int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks, int delta);
+/* Segments per sequence for the additive one-pass kernel: LINA_CUDA_FUSED_SEGS if set, else
+ * enough for ~2 blocks per multiprocessor (segments of >= 16 chunks). */
+int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks);
+/* The delta rule has no segments: the one-pass kernel only with >= 1.5 blocks per
+ * multiprocessor (1), else the split kernels are faster (0; runs 13-16: 1.49 vs 1.74 ms). */
+int lina_cuda_fused_delta_ok(int64_t n_seqs, int HV, int V);
 /* Additive update with VECTOR gates (GLA), 16-bit inputs: states and outputs
  * with per-key-dim decays (attn_chunk_vec_mma.cu); opt-in, LINA_CUDA_VECTOR_IMPL=chunk. */
 int lina_cuda_chunk_vec_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
