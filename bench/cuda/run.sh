@@ -65,7 +65,7 @@ fi
 echo "== lina vs fla (bf16 forward, median ms; LINA_BENCH_FLA=0: lina alone)"
 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site timeout ${BENCH_TIMEOUT:-330} python3 bench/cuda/bench_vs_fla.py $BUILD/liblina.so "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | cut -c1-400
 stamp benchmarked
-if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then  # stall reasons of the one-pass kernel
+if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then  # ncu sections of the kernels NCU_KERNELS matches (B2 T16384)
     for op in gated_delta gla; do
         timeout 120 ncu -k regex:"${NCU_KERNELS:-wy_kernel|vec_}" -c 3 --section WarpStateStats --section SchedulerStats \
             --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
