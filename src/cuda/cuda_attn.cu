@@ -382,6 +382,13 @@ extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dty
     if (!p.delta && d->gate != LINA_GATE_VECTOR && p.HV == p.H && d->form != LINA_FORM_RECURRENT && dg_ok &&
         !(impl && strcmp(impl, "recurrent") == 0))
         return lina_cuda_chunk_add_backward(d, dtype, a, stream);
+    /* The delta rule with scalar decays: chunkwise (cuBLAS); if its workspace does not fit,
+     * token by token below (checkpoints only: far less memory). */
+    if (p.delta && d->gate != LINA_GATE_VECTOR && d->form != LINA_FORM_RECURRENT &&
+        !(impl && strcmp(impl, "recurrent") == 0)) {
+        lina_status s = lina_cuda_chunk_delta_backward(d, dtype, a, stream);
+        if (s != LINA_ERR_OOM) return s;
+    }
 
     const size_t tokens = (size_t)d->B * d->T, n_qk = tokens * p.H * p.K;
     const int64_t E = LINA_CUDA_CKPT_EVERY;

@@ -108,6 +108,11 @@ int lina_cuda_recurrent_backward(const lina_cuda_attn_bwd_params *p, lina_dtype 
  * forward runs (attn_chunk_add_bwd.cu); the arguments are validated by the caller. */
 lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
                                          void *stream);
+/* Delta rule, gates NONE / CONST / SCALAR: chunkwise backward on cuBLAS batched GEMMs
+ * (attn_chunk_delta_bwd.cu); validated by the caller. LINA_ERR_OOM if its workspace
+ * (about 1 MB per 64-token chunk and value head at K = V = 128) cannot be allocated. */
+lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
+                                           void *stream);
 /* dst[i] = (dtype) src[i], i < n. */
 int lina_cuda_convert_f32(const float *src, void *dst, size_t n, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no

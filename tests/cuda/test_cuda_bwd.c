@@ -171,17 +171,18 @@ int main(int argc, char **argv) {
                     run_case(&shapes[si], (lina_gate)gate, (lina_update)upd, dts[di], (si + gate) % 2,
                              (si + gate + upd) % 2, 1, seed++);
                 }
-    /* the additive update with gates NONE/CONST/SCALAR and HV == H takes the chunkwise path by
-     * default; the token-by-token kernels on the same cases */
+    /* gates NONE/CONST/SCALAR take chunkwise paths by default (the additive update with
+     * HV == H, and the delta rule); the token-by-token kernels on the same cases */
     setenv("LINA_CUDA_BWD_IMPL", "recurrent", 1);
     const int picks[] = {0, 3, 4, 5};
     for (int pi = 0; pi < (quick ? 1 : 4); pi++)
         for (int di = 0; di < 2; di++)
-            for (int gate = 0; gate < 3; gate++)
-                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_ADD, dts[di], 1, 1, 1, seed++);
+            for (int upd = 0; upd < 2; upd++)
+                for (int gate = 0; gate < 3; gate++)
+                    run_case(&shapes[picks[pi]], (lina_gate)gate, (lina_update)upd, dts[di], 1, 1, 1, seed++);
     unsetenv("LINA_CUDA_BWD_IMPL");
-    /* fixed gates (dg NULL): the chunkwise path for CONST/SCALAR in every dtype, token by token
-     * for VECTOR and the delta rule */
+    /* fixed gates (dg NULL): the chunkwise paths for CONST/SCALAR in every dtype, token by token
+     * for VECTOR */
     for (int pi = 0; pi < (quick ? 1 : 4); pi++)
         for (int di = 0; di < 3; di++)
             for (int upd = 0; upd < 2; upd++)

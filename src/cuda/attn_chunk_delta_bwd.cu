@@ -1,0 +1,582 @@
+/* Backward of the delta rule with gates NONE / CONST / SCALAR, chunkwise, fp32
+ * arithmetic for every input dtype. The math is the CPU twin's
+ * (src/ops/attn_chunk_delta.h, attn_chunk_delta_bwd.c); here every sequence is
+ * cut into chunks of DB_C rows, padded with zero rows (k = v = q = dO = beta =
+ * 0, log-gate 0: an identity step), and each (chunk, value head) z is one
+ * batch entry of cuBLAS strided-batched GEMMs and of small per-chunk kernels.
+ *
+ * Per chunk (rows r, b_r the inclusive cumulative log-gate, gam_r = e^{b_r},
+ * dec_r = e^{b_last - b_r}, gl = e^{b_last}, E_rs = e^{b_r - b_s} for s <= r):
+ *   M = tril(K K^T o E, -1), Mq = tril(Q K^T o E), L = diag(beta) M
+ *   X = [W | Ut] = (I + L)^-1 diag(beta) [Kg | V]      (explicit inverse Tinv)
+ *   S_next = gl S_0 - (Kd^T W) S_0 + Kd^T Ut              (forward chain)
+ *   U = Ut - W S_0,  O = scale (Qg S_0 + Mq U)
+ * The two state recurrences over chunks are the only sequential parts:
+ *   S_{i+1} = gl_i S_i - (W_i^T Kd_i)^T S_i + F_i,     F_i = Kd_i^T Ut_i
+ *   dS_i    = gl_i dS_{i+1} - (W_i^T Kd_i) dS_{i+1} + H_i,
+ *             H_i = scale Qg_i^T dO_i - W_i^T A_i,      A_i = scale Mq_i^T dO_i
+ * (dS_i: gradient w.r.t. the state at chunk i's start; dS after the chunk is
+ * dSa). Everything else is chunk-parallel:
+ *   dU = A + Kd dSa, dKd = U dSa^T, dQg = scale dO S_0^T, dMq = scale tril(dO U^T),
+ *   dW = -dU S_0^T, dB = Tinv^T [dW | dU], dL = -tril(dB X^T, -1),
+ *   dbeta_r = dB_r . [Kg_r | v_r] + sum_s dL_rs M_rs, dv = beta dB[:, K:],
+ *   scores: dKK = beta dL o E, dQK = dMq o E (strict), Mq's diagonal q.k apart,
+ *   dq = dQK K + dQg o gam + diag k,  dk = (dKK + dKK^T) K + dQK^T Q + beta dB[:, :K] o gam + dKd o dec + diag q,
+ *   db_r = sum_s Z_rs - sum_s Z_sr (Z = dM o M + dMq o Mq, strict) + gam (q.dQg + k.dKg) - dec k.dKd,
+ *   db_last += sum_r dec_r k_r.dKd_r + gl sum(dSa o S_0),  dg_s = sum_{r >= s} db_r.
+ * Workspace: about (13 C K + 4 C (K+V) + 7 C^2 + 5 K V) floats per (chunk, value head). */
+#include <cublas_v2.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+#include "cuda_mma.h"
+#include "cuda_types.h"
+
+extern "C" lina_status lina_fail(lina_status code, const char *fmt, ...);
+
+#define DB_C 64
+#define DB_THREADS 256
+
+/* Per-z buffers (fp32, row-major), each z-th slice at base + z * size. */
+enum { B_QR, B_KR, B_VR, B_DR, B_QG, B_KG, B_KD, B_U, B_DKD, B_DQG, B_DQ, B_DK, /* (C, K) or (C, V) */
+       B_BM, B_X, B_DWU, B_DB,                                                   /* (C, K + V) */
+       B_M, B_MQ, B_TINV, B_DMQ, B_DL, B_DQK, B_SSYM,                            /* (C, C) */
+       B_WTKD, B_KDTW, B_F, B_S0, B_DSA,                                         /* (K, K) or (K, V) */
+       B_B, B_BETA, B_DBS,                                                       /* (C) */
+       B_COUNT };
+
+typedef struct {
+    int K, V, H, HV, gate, n_seqs;
+    int ldk;       /* leading dim of the (K, K) matrices: K rounded up to 4 (16-byte rows) */
+    int tf32;      /* GEMMs on tensor cores in TF32 (16-bit inputs) */
+    float scale;
+    int64_t NZ;
+    const int64_t *chunk_t0; /* (chunks) first token */
+    const int *chunk_len;    /* (chunks) rows */
+    const int *seq_chunk0;   /* (n_seqs + 1) first chunk of each sequence */
+    const void *q, *k, *v, *dout;
+    const float *g, *beta, *h0, *dht;
+    void *dv;
+    float *dg, *dbeta, *dh0, *dq_acc, *dk_acc;
+    float *buf[B_COUNT];
+    int64_t size[B_COUNT];
+} dbw_args;
+
+__device__ __forceinline__ float *zbuf(const dbw_args &a, int i, int64_t z) { return a.buf[i] + z * a.size[i]; }
+
+/* Raw and gated copies of the chunk's rows, gates, beta; Bm = diag(beta) [Kg | V]. */
+template <typename T>
+__global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
+    const int64_t z = blockIdx.x;
+    const int c = (int)(z / a.HV), hv = (int)(z % a.HV), h = hv / (a.HV / a.H), K = a.K, V = a.V, P = K + V;
+    const int64_t t0 = a.chunk_t0[c];
+    const int n = a.chunk_len[c], tid = threadIdx.x;
+    __shared__ float sb[DB_C], sbeta[DB_C];
+    if (tid < DB_C) {
+        const int r = tid;
+        float g = 0.f;
+        if (r < n && a.gate == LINA_GATE_SCALAR) g = a.g[(t0 + r) * a.HV + hv];
+        if (r < n && a.gate == LINA_GATE_CONST) g = a.g[hv];
+        sb[r] = g;
+        sbeta[r] = r < n ? a.beta[(t0 + r) * a.HV + hv] : 0.f;
+    }
+    __syncthreads();
+    warp0_cumsum<DB_C>(sb);
+    __syncthreads();
+    if (tid < DB_C) zbuf(a, B_B, z)[tid] = sb[tid], zbuf(a, B_BETA, z)[tid] = sbeta[tid];
+    const float blast = sb[DB_C - 1];
+    const T *q = (const T *)a.q, *k = (const T *)a.k, *v = (const T *)a.v, *d = (const T *)a.dout;
+    float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *Qg = zbuf(a, B_QG, z), *Kg = zbuf(a, B_KG, z);
+    float *Kd = zbuf(a, B_KD, z), *Bm = zbuf(a, B_BM, z), *Vr = zbuf(a, B_VR, z), *Dr = zbuf(a, B_DR, z);
+    for (int i = tid; i < DB_C * K; i += DB_THREADS) {
+        const int r = i / K, kk = i % K;
+        float qv = 0.f, kv = 0.f;
+        if (r < n) {
+            const int64_t o = ((t0 + r) * a.H + h) * K + kk;
+            qv = to_f(q[o]), kv = to_f(k[o]);
+        }
+        const float gam = a.gate ? __expf(sb[r]) : 1.f, dec = a.gate ? __expf(blast - sb[r]) : 1.f;
+        Qr[i] = qv, Kr[i] = kv, Qg[i] = qv * gam, Kg[i] = kv * gam, Kd[i] = kv * dec;
+        Bm[r * P + kk] = sbeta[r] * kv * gam;
+    }
+    for (int i = tid; i < DB_C * V; i += DB_THREADS) {
+        const int r = i / V, e = i % V;
+        float vv = 0.f, dv = 0.f;
+        if (r < n) {
+            const int64_t o = ((t0 + r) * a.HV + hv) * V + e;
+            vv = to_f(v[o]), dv = to_f(d[o]);
+        }
+        Vr[i] = vv, Dr[i] = dv;
+        Bm[r * P + K + e] = sbeta[r] * vv;
+    }
+}
+
+/* From KK = K K^T (in B_M) and QK = Q K^T (in B_MQ): M, Mq in place, and
+ * Tinv = (I + diag(beta) M)^-1 (unit lower triangular, column j by thread j). */
+__global__ void __launch_bounds__(DB_THREADS) dbw_scores(dbw_args a) {
+    const int64_t z = blockIdx.x;
+    const int tid = threadIdx.x;
+    __shared__ float sb[DB_C], sbeta[DB_C], sL[DB_C][DB_C + 1], sT[DB_C][DB_C + 1];
+    if (tid < DB_C) sb[tid] = zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
+    __syncthreads();
+    float *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
+    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
+        const int r = i / DB_C, s = i % DB_C;
+        const float e = s > r ? 0.f : a.gate ? __expf(sb[r] - sb[s]) : 1.f;
+        const float m = s < r ? M[i] * e : 0.f;
+        M[i] = m;
+        Mq[i] = s < r ? Mq[i] * e : s == r ? Mq[i] : 0.f;
+        sL[r][s] = sbeta[r] * m;
+    }
+    __syncthreads();
+    if (tid < DB_C) {
+        const int j = tid;
+        for (int i = 0; i < DB_C; i++) {
+            float x = i == j ? 1.f : 0.f;
+            if (i > j) {
+                for (int s = j; s < i; s++) x -= sL[i][s] * sT[s][j];
+            }
+            sT[i][j] = x;
+        }
+    }
+    __syncthreads();
+    float *Ti = zbuf(a, B_TINV, z);
+    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) Ti[i] = sT[i / DB_C][i % DB_C];
+}
+
+/* The state recurrences over one sequence's chunks, for value columns
+ * [32 y, 32 y + 32) of head hv (block (n * HV + hv, y)):
+ *   forward (reverse = 0): x <- gl x - KdtW x + F,  x saved into S0 before each step;
+ *   reverse (reverse = 1): x <- gl x - WtKd x + F (F holds H), saved into dSa.
+ * x (K x 32) lives in shared memory; thread (warp w, lane) owns rows w RT .. w RT + RT - 1
+ * of column lane. The matrix A' streams in as tiles sA[k][r] = A'[r][k] (32 k at a time,
+ * rows of A'^T, which is the other one of the pair) through a 3-stage cp.async ring that
+ * runs ahead across steps: the matrices do not depend on x. */
+template <int RT>
+__global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int reverse) {
+    extern __shared__ __align__(16) float sm[];
+    constexpr int STAGES = 3, R = 8 * RT;
+    const int K = a.K, V = a.V, ld = a.ldk;
+    float *sx = sm, *sA = sm + K * 32;
+    const int nh = blockIdx.x, n = nh / a.HV, hv = nh % a.HV, tid = threadIdx.x, w = tid / 32, lane = tid % 32;
+    const int col = blockIdx.y * 32 + lane, colok = col < V;
+    const int64_t kv = (int64_t)K * V;
+    const float *init = reverse ? a.dht : a.h0;
+    for (int r = w; r < K; r += 8) sx[r * 32 + lane] = init && colok ? init[(int64_t)nh * kv + (int64_t)r * V + col] : 0.f;
+    const int c0 = a.seq_chunk0[n], c1 = a.seq_chunk0[n + 1], steps = c1 - c0, nkt = (K + 31) / 32;
+    const int mat = reverse ? B_KDTW : B_WTKD;
+    auto z_of = [&](int step) -> int64_t { return (int64_t)(reverse ? c1 - 1 - step : c0 + step) * a.HV + hv; };
+    auto issue = [&](int j) { /* tile j of the stream into stage j % STAGES */
+        if (j < steps * nkt) {
+            const int kt = (j % nkt) * 32, rows = min(32, K - kt), units = ld / 4;
+            const float *A = zbuf(a, mat, z_of(j / nkt)) + (int64_t)kt * ld;
+            float *dst = sA + (j % STAGES) * 32 * R;
+            for (int i = tid; i < rows * units; i += DB_THREADS) {
+                const int kl = i / units, u = 4 * (i % units);
+                cp_async16(dst + kl * R + u, A + (int64_t)kl * ld + u, 16);
+            }
+        }
+        cp_async_commit();
+    };
+    issue(0);
+    issue(1);
+    for (int step = 0, j = 0; step < steps; step++) {
+        const int64_t z = z_of(step);
+        const float *F = zbuf(a, B_F, z);
+        const float gl = a.gate ? __expf(zbuf(a, B_B, z)[DB_C - 1]) : 1.f;
+        float acc[RT], f[RT];
+#pragma unroll
+        for (int i = 0; i < RT; i++) {
+            const int r = w * RT + i;
+            f[i] = r < K && colok ? F[(int64_t)r * V + col] : 0.f;
+            acc[i] = 0.f;
+        }
+        __syncthreads();
+        float *save = zbuf(a, reverse ? B_DSA : B_S0, z);
+        if (colok)
+            for (int r = w; r < K; r += 8) save[(int64_t)r * V + col] = sx[r * 32 + lane];
+        for (int kt = 0; kt < K; kt += 32, j++) {
+            cp_async_wait<1>();
+            __syncthreads();
+            issue(j + 2);
+            const float *tile = sA + (j % STAGES) * 32 * R;
+            const int kn = min(32, K - kt);
+            for (int kl = 0; kl < kn; kl++) {
+                const float xk = sx[(kt + kl) * 32 + lane];
+                const float4 *ar = (const float4 *)(tile + kl * R + w * RT);
+#pragma unroll
+                for (int i = 0; i < RT / 4; i++) {
+                    const float4 a4 = ar[i];
+                    acc[4 * i] += a4.x * xk, acc[4 * i + 1] += a4.y * xk;
+                    acc[4 * i + 2] += a4.z * xk, acc[4 * i + 3] += a4.w * xk;
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < RT; i++) {
+            const int r = w * RT + i;
+            if (r < K) acc[i] = gl * sx[r * 32 + lane] - acc[i] + f[i];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < RT; i++) {
+            const int r = w * RT + i;
+            if (r < K) sx[r * 32 + lane] = acc[i];
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    if (reverse && a.dh0 && colok)
+        for (int r = w; r < K; r += 8) a.dh0[(int64_t)nh * kv + (int64_t)r * V + col] = sx[r * 32 + lane];
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+/* dbeta, dv; the scores' backward: dQK (strict lower) into B_DQK, dKK + dKK^T into
+ * B_SSYM, and the scores' part of db into B_DBS. */
+template <typename T>
+__global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
+    const int64_t z = blockIdx.x;
+    const int c = (int)(z / a.HV), hv = (int)(z % a.HV), K = a.K, V = a.V, P = K + V;
+    const int64_t t0 = a.chunk_t0[c];
+    const int n = a.chunk_len[c], tid = threadIdx.x, w = tid / 32, lane = tid % 32;
+    __shared__ float sb[DB_C], sbeta[DB_C], sK[DB_C][DB_C + 1], sZ[DB_C][DB_C + 1];
+    if (tid < DB_C) sb[tid] = zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
+    __syncthreads();
+    const float *dB = zbuf(a, B_DB, z), *dL = zbuf(a, B_DL, z), *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
+    const float *dMq = zbuf(a, B_DMQ, z), *Kg = zbuf(a, B_KG, z), *Vr = zbuf(a, B_VR, z);
+    for (int r = w; r < n; r += 8) { /* dbeta_r = sum_{s<r} dL_rs M_rs + dB_r . [Kg_r | v_r] */
+        float acc = 0.f;
+        for (int s = lane; s < r; s += 32) acc += dL[r * DB_C + s] * M[r * DB_C + s];
+        for (int kk = lane; kk < K; kk += 32) acc += dB[r * P + kk] * Kg[r * K + kk];
+        for (int e = lane; e < V; e += 32) acc += dB[r * P + K + e] * Vr[r * V + e];
+        acc = warp_sum(acc);
+        if (lane == 0) a.dbeta[(t0 + r) * a.HV + hv] = acc;
+    }
+    T *dv = (T *)a.dv;
+    for (int i = tid; i < n * V; i += DB_THREADS) {
+        const int r = i / V, e = i % V;
+        dv[((t0 + r) * a.HV + hv) * V + e] = from_f<T>(sbeta[r] * dB[r * P + K + e]);
+    }
+    float *dQK = zbuf(a, B_DQK, z);
+    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
+        const int r = i / DB_C, s = i % DB_C;
+        float dkk = 0.f, dqk = 0.f, zz = 0.f;
+        if (s < r) {
+            const float e = a.gate ? __expf(sb[r] - sb[s]) : 1.f, dm = sbeta[r] * dL[i];
+            dkk = dm * e, dqk = dMq[i] * e;
+            zz = dm * M[i] + dMq[i] * Mq[i];
+        }
+        sK[r][s] = dkk, sZ[r][s] = zz, dQK[i] = dqk;
+    }
+    __syncthreads();
+    float *Ss = zbuf(a, B_SSYM, z);
+    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) Ss[i] = sK[i / DB_C][i % DB_C] + sK[i % DB_C][i / DB_C];
+    if (tid < DB_C) {
+        float rs = 0.f, cs = 0.f;
+        for (int s = 0; s < DB_C; s++) rs += sZ[tid][s], cs += sZ[s][tid];
+        zbuf(a, B_DBS, z)[tid] = a.gate ? rs - cs : 0.f;
+    }
+}
+
+/* dq, dk (fp32 sums over grouped heads), dg (reverse cumulative sum of db). */
+__global__ void __launch_bounds__(DB_THREADS) dbw_final(dbw_args a) {
+    const int64_t z = blockIdx.x;
+    const int c = (int)(z / a.HV), hv = (int)(z % a.HV), h = hv / (a.HV / a.H), K = a.K, V = a.V, P = K + V;
+    const int64_t t0 = a.chunk_t0[c];
+    const int n = a.chunk_len[c], tid = threadIdx.x, w = tid / 32, lane = tid % 32;
+    __shared__ float sdb[DB_C], sred[DB_THREADS / 32];
+    const float *b = zbuf(a, B_B, z), *beta = zbuf(a, B_BETA, z), *dMq = zbuf(a, B_DMQ, z);
+    const float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *dQg = zbuf(a, B_DQG, z), *dKd = zbuf(a, B_DKD, z);
+    const float *dq = zbuf(a, B_DQ, z), *dk = zbuf(a, B_DK, z), *dB = zbuf(a, B_DB, z);
+    const float blast = b[DB_C - 1];
+    float last = 0.f; /* per thread: contributions to db_last */
+    for (int r = w; r < DB_C; r += 8) {
+        float dbr = 0.f;
+        if (r < n) {
+            const float gam = a.gate ? __expf(b[r]) : 1.f, dec = a.gate ? __expf(blast - b[r]) : 1.f;
+            const float diag = dMq[r * DB_C + r], br = beta[r];
+            for (int kk = lane; kk < K; kk += 32) {
+                const int i = r * K + kk;
+                const float dkg = br * dB[r * P + kk], q = Qr[i], k = Kr[i];
+                const float dqv = dq[i] + dQg[i] * gam + diag * k;
+                const float dkv = dk[i] + dkg * gam + dKd[i] * dec + diag * q;
+                dbr += gam * (q * dQg[i] + k * dkg) - dec * k * dKd[i];
+                last += dec * k * dKd[i];
+                const int64_t o = ((t0 + r) * a.H + h) * K + kk;
+                if (a.HV == a.H) { /* one writer per element */
+                    a.dq_acc[o] = dqv, a.dk_acc[o] = dkv;
+                } else {
+                    atomicAdd(a.dq_acc + o, dqv);
+                    atomicAdd(a.dk_acc + o, dkv);
+                }
+            }
+        }
+        dbr = warp_sum(dbr);
+        if (lane == 0) sdb[r] = dbr;
+    }
+    if (!a.gate || !a.dg) return;
+    const float *dSa = zbuf(a, B_DSA, z), *S0 = zbuf(a, B_S0, z);
+    float ss = 0.f;
+    for (int64_t i = tid; i < (int64_t)K * V; i += DB_THREADS) ss += dSa[i] * S0[i];
+    last += __expf(blast) * ss;
+    last = warp_sum(last);
+    if (lane == 0) sred[w] = last;
+    __syncthreads();
+    if (w == 0) {
+        const float *dbs = zbuf(a, B_DBS, z);
+        float tail = 0.f;
+        for (int j = 0; j < DB_THREADS / 32; j++) tail += sred[j];
+        /* lane l holds rows 2l, 2l + 1; suffix sums from the last row */
+        float x0 = sdb[2 * lane] + dbs[2 * lane], x1 = sdb[2 * lane + 1] + dbs[2 * lane + 1];
+        if (lane == 31) x1 += tail;
+        float own = x0 + x1, suf = own;
+        for (int o = 1; o < 32; o *= 2) {
+            const float y = __shfl_down_sync(0xffffffffu, suf, o);
+            if (lane + o < 32) suf += y;
+        }
+        const float g0 = suf, g1 = suf - x0; /* dg of rows 2l and 2l + 1 */
+        if (a.gate == LINA_GATE_SCALAR) {
+            if (2 * lane < n) a.dg[(t0 + 2 * lane) * a.HV + hv] = g0;
+            if (2 * lane + 1 < n) a.dg[(t0 + 2 * lane + 1) * a.HV + hv] = g1;
+        } else {
+            float s = (2 * lane < n ? g0 : 0.f) + (2 * lane + 1 < n ? g1 : 0.f);
+            s = warp_sum(s);
+            if (lane == 0) atomicAdd(a.dg + hv, s);
+        }
+    }
+}
+
+/* ---- host side ---- */
+
+static cublasHandle_t blas_handle(void) {
+    static thread_local cublasHandle_t handles[64];
+    static thread_local int made[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return NULL;
+    if (!made[dev]) {
+        if (cublasCreate(&handles[dev]) != CUBLAS_STATUS_SUCCESS) return NULL;
+        made[dev] = 1;
+    }
+    return handles[dev];
+}
+
+/* Row-major, batched over the z slices: C = alpha op(A) op(B) + beta C with
+ * op(A) (M x Kd), op(B) (Kd x N); A, B, C given as (buffer, column offset, ld). */
+typedef struct {
+    cublasHandle_t h;
+    dbw_args *a;
+    int status;
+} blas_ctx;
+
+static void rgemm(blas_ctx *x, int ta, int tb, int M, int N, int Kd, float alpha, int ia, int oa, int lda, int ib,
+                  int ob, int ldb, float beta, int ic, int oc, int ldc) {
+    if (x->status != CUBLAS_STATUS_SUCCESS) return;
+    const dbw_args *a = x->a;
+    x->status = cublasGemmStridedBatchedEx(
+        x->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, Kd, &alpha, a->buf[ib] + ob,
+        CUDA_R_32F, ldb, a->size[ib], a->buf[ia] + oa, CUDA_R_32F, lda, a->size[ia], &beta, a->buf[ic] + oc,
+        CUDA_R_32F, ldc, a->size[ic], (int)a->NZ, a->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT);
+}
+
+static void gather(const dbw_args &a, lina_dtype dt, cudaStream_t st) {
+    const unsigned nz = (unsigned)a.NZ;
+    if (dt == LINA_DTYPE_F32) dbw_gather<float><<<nz, DB_THREADS, 0, st>>>(a);
+    else if (dt == LINA_DTYPE_BF16) dbw_gather<__nv_bfloat16><<<nz, DB_THREADS, 0, st>>>(a);
+    else dbw_gather<__half><<<nz, DB_THREADS, 0, st>>>(a);
+}
+
+static void post(const dbw_args &a, lina_dtype dt, cudaStream_t st) {
+    const unsigned nz = (unsigned)a.NZ;
+    if (dt == LINA_DTYPE_F32) dbw_post<float><<<nz, DB_THREADS, 0, st>>>(a);
+    else if (dt == LINA_DTYPE_BF16) dbw_post<__nv_bfloat16><<<nz, DB_THREADS, 0, st>>>(a);
+    else dbw_post<__half><<<nz, DB_THREADS, 0, st>>>(a);
+}
+
+static int chain(const dbw_args &a, int reverse, cudaStream_t st) {
+    const dim3 grid((unsigned)(a.n_seqs * a.HV), (unsigned)((a.V + 31) / 32));
+    const int RT = a.K <= 128 ? 16 : 32;
+    const size_t smem = (size_t)(a.K * 32 + 3 * 32 * 8 * RT) * 4;
+    if (RT == 16) {
+        cudaFuncSetAttribute(dbw_chain<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        dbw_chain<16><<<grid, DB_THREADS, smem, st>>>(a, reverse);
+    } else {
+        cudaFuncSetAttribute(dbw_chain<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        dbw_chain<32><<<grid, DB_THREADS, smem, st>>>(a, reverse);
+    }
+    return (int)cudaGetLastError();
+}
+
+extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
+                                                      const lina_cuda_attn_bwd_args *ar, void *stream) {
+    static const char fn[] = "lina_cuda_attn_backward (chunkwise delta rule)";
+    cudaStream_t st = (cudaStream_t)stream;
+    const int K = d->K, V = d->V, H = d->H, HV = d->HV ? d->HV : d->H, P = K + V, C = DB_C;
+    const int N = d->cu_seqlens ? d->n_seqs : d->B;
+    /* chunk tables on the host: first token and length of each chunk, first chunk of each sequence */
+    int64_t n_chunks = 0;
+    for (int n = 0; n < N; n++) {
+        const int64_t len = d->cu_seqlens ? d->cu_seqlens[n + 1] - d->cu_seqlens[n] : d->T;
+        n_chunks += (len + C - 1) / C;
+    }
+    if (n_chunks * HV > INT_MAX)
+        return lina_fail(LINA_ERR_UNSUPPORTED, "%s: %lld chunks x %d heads exceed the batch limit", fn,
+                         (long long)n_chunks, HV);
+    dbw_args a;
+    memset(&a, 0, sizeof a);
+    a.K = K, a.V = V, a.H = H, a.HV = HV, a.gate = (int)d->gate, a.n_seqs = N;
+    a.scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)K);
+    a.NZ = n_chunks * HV;
+    a.ldk = (K + 3) / 4 * 4;
+    const char *tf = getenv("LINA_CUDA_TF32");
+    a.tf32 = dtype != LINA_DTYPE_F32 && !(tf && strcmp(tf, "0") == 0);
+    const int64_t CK = (int64_t)C * K, CV = (int64_t)C * V, CP = (int64_t)C * P, CC = (int64_t)C * C;
+    const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, CK, CK, CK, CK, CP, CP, CP, CP,
+                                    CC, CC, CC, CC, CC, CC, CC, (int64_t)K * a.ldk, (int64_t)K * a.ldk, (int64_t)K * V,
+                                    (int64_t)K * V, (int64_t)K * V, C, C, C};
+    int64_t per_z = 0;
+    for (int i = 0; i < B_COUNT; i++) a.size[i] = (sizes[i] + 63) / 64 * 64, per_z += a.size[i];
+    const int accumulate = dtype != LINA_DTYPE_F32;
+    const size_t n_qk = (size_t)d->B * d->T * H * K;
+    const size_t table_bytes = ((size_t)n_chunks * 12 + (size_t)(N + 1) * 4 + 255) / 256 * 256;
+    const size_t acc_bytes = accumulate ? 2 * n_qk * 4 : 0;
+    const double total_d = (double)per_z * 4 * a.NZ + table_bytes + acc_bytes;
+    if (total_d > 1e15) return lina_fail(LINA_ERR_OOM, "%s: %.3g bytes of workspace", fn, total_d);
+    const size_t total = (size_t)total_d;
+    unsigned char *ws = NULL;
+    cudaError_t e = cudaMallocAsync((void **)&ws, total, st);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lina_fail(LINA_ERR_OOM, "%s: cannot allocate %zu bytes of device workspace: %s", fn, total,
+                         cudaGetErrorString(e));
+    }
+    unsigned char *host = (unsigned char *)malloc(table_bytes);
+    if (!host) {
+        cudaFreeAsync(ws, st);
+        return lina_fail(LINA_ERR_OOM, "%s: cannot allocate %zu host bytes", fn, table_bytes);
+    }
+    int64_t *t0 = (int64_t *)host;
+    int *len = (int *)(t0 + n_chunks), *c0 = len + n_chunks;
+    for (int n = 0, ci = 0; n < N; n++) {
+        const int64_t bos = d->cu_seqlens ? d->cu_seqlens[n] : (int64_t)n * d->T;
+        const int64_t L = d->cu_seqlens ? d->cu_seqlens[n + 1] - bos : d->T;
+        c0[n] = ci;
+        for (int64_t s = 0; s < L; s += C, ci++) t0[ci] = bos + s, len[ci] = (int)(L - s < C ? L - s : C);
+        c0[n + 1] = ci;
+    }
+    e = cudaMemcpyAsync(ws, host, table_bytes, cudaMemcpyHostToDevice, st);
+    cudaStreamSynchronize(st); /* the host table must outlive the copy */
+    free(host);
+    a.chunk_t0 = (const int64_t *)ws;
+    a.chunk_len = (const int *)(a.chunk_t0 + n_chunks);
+    a.seq_chunk0 = a.chunk_len + n_chunks;
+    float *base = (float *)(ws + table_bytes);
+    for (int i = 0; i < B_COUNT; i++) a.buf[i] = base, base += a.size[i] * a.NZ;
+    a.dq_acc = accumulate ? base : (float *)ar->dq;
+    a.dk_acc = accumulate ? base + n_qk : (float *)ar->dk;
+    a.q = ar->q, a.k = ar->k, a.v = ar->v, a.dout = ar->dout, a.g = ar->g, a.beta = ar->beta;
+    a.h0 = ar->h0, a.dht = ar->dht, a.dv = ar->dv, a.dbeta = ar->dbeta, a.dh0 = ar->dh0;
+    a.dg = ar->dg; /* NULL: the gates' gradient is not wanted */
+    const size_t n_g = lina_attn_gate_numel(d);
+    const char *what = "zeroing the gradients";
+    if (e == cudaSuccess && n_qk) e = cudaMemsetAsync(a.dq_acc, 0, n_qk * 4, st);
+    if (e == cudaSuccess && n_qk) e = cudaMemsetAsync(a.dk_acc, 0, n_qk * 4, st);
+    if (e == cudaSuccess && n_g && a.dg) e = cudaMemsetAsync(a.dg, 0, n_g * 4, st);
+    blas_ctx x = {blas_handle(), &a, CUBLAS_STATUS_SUCCESS};
+    if (e == cudaSuccess && !x.h) what = "creating the cuBLAS handle", e = cudaErrorUnknown;
+    if (e == cudaSuccess && x.h) x.status = cublasSetStream(x.h, st);
+    const float sc = a.scale;
+    /* LINA_CUDA_DBW_TIMES=1: time of each phase on stderr (a synchronization at the end) */
+    const char *tm = getenv("LINA_CUDA_DBW_TIMES");
+    cudaEvent_t ev[8];
+    int n_ev = 0;
+    const int timing = tm && strcmp(tm, "1") == 0;
+    auto mark = [&]() {
+        if (timing && n_ev < 8 && cudaEventCreate(&ev[n_ev]) == cudaSuccess) cudaEventRecord(ev[n_ev++], st);
+    };
+    mark();
+    if (e == cudaSuccess && a.NZ > 0) {
+        what = "chunk kernels";
+        gather(a, dtype, st);
+        rgemm(&x, 0, 1, C, C, K, 1.f, B_KR, 0, K, B_KR, 0, K, 0.f, B_M, 0, C);          /* KK = K K^T */
+        rgemm(&x, 0, 1, C, C, K, 1.f, B_QR, 0, K, B_KR, 0, K, 0.f, B_MQ, 0, C);         /* QK = Q K^T */
+        if (x.status == CUBLAS_STATUS_SUCCESS) dbw_scores<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+        rgemm(&x, 0, 0, C, P, C, 1.f, B_TINV, 0, C, B_BM, 0, P, 0.f, B_X, 0, P);        /* X = Tinv Bm */
+        rgemm(&x, 1, 0, K, K, C, 1.f, B_X, 0, P, B_KD, 0, K, 0.f, B_WTKD, 0, a.ldk);    /* W^T Kd */
+        rgemm(&x, 1, 0, K, K, C, 1.f, B_KD, 0, K, B_X, 0, P, 0.f, B_KDTW, 0, a.ldk);    /* Kd^T W */
+        rgemm(&x, 1, 0, K, V, C, 1.f, B_KD, 0, K, B_X, K, P, 0.f, B_F, 0, V);           /* F = Kd^T Ut */
+    }
+    if (e == cudaSuccess && x.status == CUBLAS_STATUS_SUCCESS) {
+        what = "state recurrence (forward)";
+        mark();
+        e = (cudaError_t)chain(a, 0, st);
+        mark();
+    }
+    if (e == cudaSuccess && a.NZ > 0) {
+        what = "chunk kernels";
+        e = cudaMemcpy2DAsync(a.buf[B_U], (size_t)V * 4, a.buf[B_X] + K, (size_t)P * 4, (size_t)V * 4,
+                              (size_t)a.NZ * C, cudaMemcpyDeviceToDevice, st); /* slices of C V and C P floats: contiguous rows */
+        rgemm(&x, 0, 0, C, V, K, -1.f, B_X, 0, P, B_S0, 0, V, 1.f, B_U, 0, V);          /* U = Ut - W S0 */
+        rgemm(&x, 1, 0, C, V, C, sc, B_MQ, 0, C, B_DR, 0, V, 0.f, B_DWU, K, P);         /* A = sc Mq^T dO */
+        rgemm(&x, 1, 0, K, V, C, sc, B_QG, 0, K, B_DR, 0, V, 0.f, B_F, 0, V);           /* sc Qg^T dO */
+        rgemm(&x, 1, 0, K, V, C, -1.f, B_X, 0, P, B_DWU, K, P, 1.f, B_F, 0, V);         /* H = .. - W^T A */
+    }
+    if (e == cudaSuccess && x.status == CUBLAS_STATUS_SUCCESS) {
+        what = "state recurrence (reverse)";
+        mark();
+        e = (cudaError_t)chain(a, 1, st);
+        mark();
+    }
+    if (e == cudaSuccess && a.NZ > 0) {
+        what = "chunk kernels";
+        rgemm(&x, 0, 0, C, V, K, 1.f, B_KD, 0, K, B_DSA, 0, V, 1.f, B_DWU, K, P);       /* dU = A + Kd dSa */
+        rgemm(&x, 0, 1, C, K, V, 1.f, B_U, 0, V, B_DSA, 0, V, 0.f, B_DKD, 0, K);        /* dKd = U dSa^T */
+        rgemm(&x, 0, 1, C, K, V, sc, B_DR, 0, V, B_S0, 0, V, 0.f, B_DQG, 0, K);         /* dQg = sc dO S0^T */
+        rgemm(&x, 0, 1, C, C, V, sc, B_DR, 0, V, B_U, 0, V, 0.f, B_DMQ, 0, C);          /* sc dO U^T */
+        rgemm(&x, 0, 1, C, K, V, -1.f, B_DWU, K, P, B_S0, 0, V, 0.f, B_DWU, 0, P);      /* dW = -dU S0^T */
+        rgemm(&x, 1, 0, C, P, C, 1.f, B_TINV, 0, C, B_DWU, 0, P, 0.f, B_DB, 0, P);      /* dB = Tinv^T [dW | dU] */
+        rgemm(&x, 0, 1, C, C, P, -1.f, B_DB, 0, P, B_X, 0, P, 0.f, B_DL, 0, C);         /* -dB X^T */
+        mark();
+        if (x.status == CUBLAS_STATUS_SUCCESS) post(a, dtype, st);
+        rgemm(&x, 0, 0, C, K, C, 1.f, B_DQK, 0, C, B_KR, 0, K, 0.f, B_DQ, 0, K);        /* dQK K */
+        rgemm(&x, 0, 0, C, K, C, 1.f, B_SSYM, 0, C, B_KR, 0, K, 0.f, B_DK, 0, K);       /* (dKK + dKK^T) K */
+        rgemm(&x, 1, 0, C, K, C, 1.f, B_DQK, 0, C, B_QR, 0, K, 1.f, B_DK, 0, K);        /* + dQK^T Q */
+        if (x.status == CUBLAS_STATUS_SUCCESS) dbw_final<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+        e = cudaGetLastError();
+        mark();
+    }
+    if (timing && n_ev > 1) {
+        static const char *names[] = {"prep", "chain fwd", "mid", "chain rev", "grad gemms", "post+final"};
+        cudaEventSynchronize(ev[n_ev - 1]);
+        for (int i = 1; i < n_ev; i++) {
+            float ms = 0.f;
+            cudaEventElapsedTime(&ms, ev[i - 1], ev[i]);
+            fprintf(stderr, "%s%s %.3f ms%s", i == 1 ? "[delta bwd] " : "", names[i - 1], ms, i + 1 == n_ev ? "\n" : ", ");
+        }
+    }
+    for (int i = 0; i < n_ev; i++) cudaEventDestroy(ev[i]);
+    if (e == cudaSuccess && x.status != CUBLAS_STATUS_SUCCESS) what = "cuBLAS", e = cudaErrorUnknown;
+    if (e == cudaSuccess && accumulate && n_qk) {
+        what = "converting dq, dk";
+        e = (cudaError_t)lina_cuda_convert_f32(a.dq_acc, ar->dq, n_qk, dtype, stream);
+        if (e == cudaSuccess) e = (cudaError_t)lina_cuda_convert_f32(a.dk_acc, ar->dk, n_qk, dtype, stream);
+    }
+    cudaFreeAsync(ws, st);
+    if (x.status != CUBLAS_STATUS_SUCCESS)
+        return lina_fail(LINA_ERR_CUDA, "%s: cuBLAS status %d", fn, (int)x.status);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lina_fail(e == cudaErrorMemoryAllocation ? LINA_ERR_OOM : LINA_ERR_CUDA, "%s: %s: %s", fn, what,
+                         cudaGetErrorString(e));
+    }
+    return LINA_OK;
+}
