@@ -204,8 +204,7 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
             __syncthreads();
             issue(j + 2);
             const float *tile = sA + (j % STAGES) * 32 * R;
-            const int kn = min(32, K - kt);
-            for (int kl = 0; kl < kn; kl++) {
+            auto rank1 = [&](int kl) { /* acc += A'[rows, kt + kl] x[kt + kl, lane] */
                 const float xk = sx[(kt + kl) * 32 + lane];
                 const float4 *ar = (const float4 *)(tile + kl * R + w * RT);
 #pragma unroll
@@ -214,6 +213,12 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
                     acc[4 * i] += a4.x * xk, acc[4 * i + 1] += a4.y * xk;
                     acc[4 * i + 2] += a4.z * xk, acc[4 * i + 3] += a4.w * xk;
                 }
+            };
+            if (K - kt >= 32) {
+#pragma unroll 4
+                for (int kl = 0; kl < 32; kl++) rank1(kl);
+            } else {
+                for (int kl = 0; kl < K - kt; kl++) rank1(kl);
             }
         }
 #pragma unroll
