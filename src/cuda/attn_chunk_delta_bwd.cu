@@ -1,5 +1,7 @@
 /* Backward of the delta rule with gates NONE / CONST / SCALAR, chunkwise, fp32
- * arithmetic for every input dtype. The math is the CPU twin's
+ * arithmetic (TF32 products for 16-bit inputs) for every input dtype; also the
+ * additive update (beta = 0 in L and Kg, V unscaled: X = [0 | V], U = V), for
+ * which it gives the gates' gradient without cancellation and grouped heads. The math is the CPU twin's
  * (src/ops/attn_chunk_delta.h, attn_chunk_delta_bwd.c); here every sequence is
  * cut into chunks of DB_C rows, padded with zero rows (k = v = q = dO = beta =
  * 0, log-gate 0: an identity step), and each (chunk, value head) z is one
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda_internal.h"
 #include "cuda_mma.h"
@@ -53,6 +56,7 @@ typedef struct {
     int K, V, H, HV, gate, n_seqs;
     int ldk;       /* leading dim of the (K, K) matrices: K rounded up to 4 (16-byte rows) */
     int tf32;      /* GEMMs on tensor cores in TF32 (16-bit inputs) */
+    int additive;  /* the additive update through the same steps: beta = 0 in L and Kg, V unscaled (X = [0 | V]) */
     float scale;
     int64_t NZ;
     const int64_t *chunk_t0; /* (chunks) first token */
@@ -82,7 +86,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
         if (r < n && a.gate == LINA_GATE_SCALAR) g = a.g[(t0 + r) * a.HV + hv];
         if (r < n && a.gate == LINA_GATE_CONST) g = a.g[hv];
         sb[r] = g;
-        sbeta[r] = r < n ? a.beta[(t0 + r) * a.HV + hv] : 0.f;
+        sbeta[r] = r < n && !a.additive ? a.beta[(t0 + r) * a.HV + hv] : 0.f;
     }
     __syncthreads();
     warp0_cumsum<DB_C>(sb);
@@ -111,7 +115,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
             vv = to_f(v[o]), dv = to_f(d[o]);
         }
         Vr[i] = vv, Dr[i] = dv;
-        Bm[r * P + K + e] = sbeta[r] * vv;
+        Bm[r * P + K + e] = a.additive ? vv : sbeta[r] * vv;
     }
 }
 
@@ -258,7 +262,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
     __syncthreads();
     const float *dB = zbuf(a, B_DB, z), *dL = zbuf(a, B_DL, z), *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
     const float *dMq = zbuf(a, B_DMQ, z), *Kg = zbuf(a, B_KG, z), *Vr = zbuf(a, B_VR, z);
-    for (int r = w; r < n; r += 8) { /* dbeta_r = sum_{s<r} dL_rs M_rs + dB_r . [Kg_r | v_r] */
+    for (int r = w; r < (a.additive ? 0 : n); r += 8) { /* dbeta_r = sum_{s<r} dL_rs M_rs + dB_r . [Kg_r | v_r] */
         float acc = 0.f;
         for (int s = lane; s < r; s += 32) acc += dL[r * DB_C + s] * M[r * DB_C + s];
         for (int kk = lane; kk < K; kk += 32) acc += dB[r * P + kk] * Kg[r * K + kk];
@@ -269,7 +273,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
     T *dv = (T *)a.dv;
     for (int i = tid; i < n * V; i += DB_THREADS) {
         const int r = i / V, e = i % V;
-        dv[((t0 + r) * a.HV + hv) * V + e] = from_f<T>(sbeta[r] * dB[r * P + K + e]);
+        dv[((t0 + r) * a.HV + hv) * V + e] = from_f<T>((a.additive ? 1.f : sbeta[r]) * dB[r * P + K + e]);
     }
     float *dQK = zbuf(a, B_DQK, z);
     for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
@@ -424,6 +428,8 @@ static int chain(const dbw_args &a, int reverse, cudaStream_t st) {
 extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
                                                       const lina_cuda_attn_bwd_args *ar, void *stream) {
     static const char fn[] = "lina_cuda_attn_backward (chunkwise delta rule)";
+    struct timespec t_start;
+    clock_gettime(CLOCK_MONOTONIC, &t_start);
     cudaStream_t st = (cudaStream_t)stream;
     const int K = d->K, V = d->V, H = d->H, HV = d->HV ? d->HV : d->H, P = K + V, C = DB_C;
     const int N = d->cu_seqlens ? d->n_seqs : d->B;
@@ -439,6 +445,7 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     dbw_args a;
     memset(&a, 0, sizeof a);
     a.K = K, a.V = V, a.H = H, a.HV = HV, a.gate = (int)d->gate, a.n_seqs = N;
+    a.additive = d->update != LINA_UPDATE_DELTA;
     a.scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)K);
     a.NZ = n_chunks * HV;
     a.ldk = (K + 3) / 4 * 4;
@@ -457,6 +464,15 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     const double total_d = (double)per_z * 4 * a.NZ + table_bytes + acc_bytes;
     if (total_d > 1e15) return lina_fail(LINA_ERR_OOM, "%s: %.3g bytes of workspace", fn, total_d);
     const size_t total = (size_t)total_d;
+    /* LINA_CUDA_DBW_TIMES=1: time of each phase on stderr (a synchronization at the end) */
+    const char *tm = getenv("LINA_CUDA_DBW_TIMES");
+    cudaEvent_t ev[9];
+    int n_ev = 0;
+    const int timing = tm && strcmp(tm, "1") == 0;
+    auto mark = [&]() {
+        if (timing && n_ev < 9 && cudaEventCreate(&ev[n_ev]) == cudaSuccess) cudaEventRecord(ev[n_ev++], st);
+    };
+    mark();
     unsigned char *ws = NULL;
     cudaError_t e = cudaMallocAsync((void **)&ws, total, st);
     if (e != cudaSuccess) {
@@ -500,14 +516,6 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     if (e == cudaSuccess && !x.h) what = "creating the cuBLAS handle", e = cudaErrorUnknown;
     if (e == cudaSuccess && x.h) x.status = cublasSetStream(x.h, st);
     const float sc = a.scale;
-    /* LINA_CUDA_DBW_TIMES=1: time of each phase on stderr (a synchronization at the end) */
-    const char *tm = getenv("LINA_CUDA_DBW_TIMES");
-    cudaEvent_t ev[8];
-    int n_ev = 0;
-    const int timing = tm && strcmp(tm, "1") == 0;
-    auto mark = [&]() {
-        if (timing && n_ev < 8 && cudaEventCreate(&ev[n_ev]) == cudaSuccess) cudaEventRecord(ev[n_ev++], st);
-    };
     mark();
     if (e == cudaSuccess && a.NZ > 0) {
         what = "chunk kernels";
@@ -560,13 +568,18 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
         mark();
     }
     if (timing && n_ev > 1) {
-        static const char *names[] = {"prep", "chain fwd", "mid", "chain rev", "grad gemms", "post+final"};
+        static const char *names[] = {"setup", "prep", "chain fwd", "mid", "chain rev", "grad gemms", "post+final"};
         cudaEventSynchronize(ev[n_ev - 1]);
         for (int i = 1; i < n_ev; i++) {
             float ms = 0.f;
             cudaEventElapsedTime(&ms, ev[i - 1], ev[i]);
-            fprintf(stderr, "%s%s %.3f ms%s", i == 1 ? "[delta bwd] " : "", names[i - 1], ms, i + 1 == n_ev ? "\n" : ", ");
+            fprintf(stderr, "%s%s %.3f ms%s", i == 1 ? "[delta bwd] " : "", names[i - 1], ms, i + 1 == n_ev ? "" : ", ");
         }
+    }
+    if (timing) {
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        fprintf(stderr, "; host %.3f ms\n", (t1.tv_sec - t_start.tv_sec) * 1e3 + (t1.tv_nsec - t_start.tv_nsec) * 1e-6);
     }
     for (int i = 0; i < n_ev; i++) cudaEventDestroy(ev[i]);
     if (e == cudaSuccess && x.status != CUBLAS_STATUS_SUCCESS) what = "cuBLAS", e = cudaErrorUnknown;

@@ -371,21 +371,22 @@ extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dty
     TRY(check_ptr(fn, "dht", a->dht, 0));
     TRY(check_ptr(fn, "dh0", a->dh0, 0));
     /* The additive update with scalar decays: chunkwise forward runs (tensor cores for 16 bits).
-     * The gates' gradient there comes from the q.dq - k.dk identity, which cancels: on the H200
-     * tests it was 1e-5 to 2e-3 off with fp32 dq, dk (short of the 1e-5 fp32 bar) and, for CONST
-     * (one number per head, near zero in one case), 1.7e-2 off with 16-bit inputs. So a wanted dg
-     * takes the chunk path only for SCALAR gates with 16-bit inputs (dg from fp32 runs, within
-     * 5e-3 on every test); fp32 SCALAR and any CONST dg go token by token (exact).
+     * The gates' gradient there would come from the q.dq - k.dk identity, which cancels (H200
+     * tests: 1e-5 to 2e-3 off with fp32 dq, dk; 1.7e-2 for CONST with 16-bit inputs), so a
+     * wanted dg takes the chunkwise path below (LINA_CUDA_ADD_DG=runs: dq, dk from two extra
+     * fp32 runs here, 16-bit SCALAR only, as before session 5).
      * LINA_CUDA_BWD_IMPL=recurrent or form RECURRENT selects the token-by-token kernels. */
-    const char *impl = getenv("LINA_CUDA_BWD_IMPL");
-    const int dg_ok = !a->dg || d->gate == LINA_GATE_NONE || (d->gate == LINA_GATE_SCALAR && dtype != LINA_DTYPE_F32);
+    configure_pool(); /* the chunkwise paths allocate gigabytes per call: keep them pooled */
+    const char *impl = getenv("LINA_CUDA_BWD_IMPL"), *add_dg = getenv("LINA_CUDA_ADD_DG");
+    const int dg_ok = !a->dg || d->gate == LINA_GATE_NONE ||
+                      (add_dg && strcmp(add_dg, "runs") == 0 && d->gate == LINA_GATE_SCALAR && dtype != LINA_DTYPE_F32);
     if (!p.delta && d->gate != LINA_GATE_VECTOR && p.HV == p.H && d->form != LINA_FORM_RECURRENT && dg_ok &&
         !(impl && strcmp(impl, "recurrent") == 0))
         return lina_cuda_chunk_add_backward(d, dtype, a, stream);
-    /* The delta rule with scalar decays: chunkwise (cuBLAS); if its workspace does not fit,
-     * token by token below (checkpoints only: far less memory). */
-    if (p.delta && d->gate != LINA_GATE_VECTOR && d->form != LINA_FORM_RECURRENT &&
-        !(impl && strcmp(impl, "recurrent") == 0)) {
+    /* The rest with scalar decays (the delta rule; the additive update with a wanted dg or
+     * grouped heads): chunkwise on cuBLAS, the gates' gradient from per-chunk terms; if its
+     * workspace does not fit, token by token below (checkpoints only: far less memory). */
+    if (d->gate != LINA_GATE_VECTOR && d->form != LINA_FORM_RECURRENT && !(impl && strcmp(impl, "recurrent") == 0)) {
         lina_status s = lina_cuda_chunk_delta_backward(d, dtype, a, stream);
         if (s != LINA_ERR_OOM) return s;
     }
