@@ -49,7 +49,7 @@ enum { B_QR, B_KR, B_VR, B_DR, B_QG, B_KG, B_KD, B_U, B_DKD, B_DQG, B_DQ, B_DK, 
        B_BM, B_X, B_DWU, B_DB,                                                   /* (C, K + V) */
        B_M, B_MQ, B_TINV, B_DMQ, B_DL, B_DQK, B_SSYM,                            /* (C, C) */
        B_WTKD, B_KDTW, B_F, B_S0, B_DSA,                                         /* (K, K) or (K, V) */
-       B_B, B_BETA, B_DBS,                                                       /* (C) */
+       B_B, B_BETA, B_DBS,                                                       /* (C), VECTOR: B_B, B_DBS (C, K) */
        B_COUNT };
 
 typedef struct {
@@ -57,6 +57,7 @@ typedef struct {
     int ldk;       /* leading dim of the (K, K) matrices: K rounded up to 4 (16-byte rows) */
     int tf32;      /* GEMMs on tensor cores in TF32 (16-bit inputs) */
     int additive;  /* the additive update through the same steps: beta = 0 in L and Kg, V unscaled (X = [0 | V]) */
+    int vec;       /* VECTOR gates: b, db per key channel (B_B, B_DBS are (C, K)), scores by dbw_vscores */
     float scale;
     int64_t NZ;
     const int64_t *chunk_t0; /* (chunks) first token */
@@ -90,8 +91,18 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
     }
     __syncthreads();
     warp0_cumsum<DB_C>(sb);
+    float *bv = zbuf(a, B_B, z); /* VECTOR: b (C, K), column k summed down the rows by thread k */
+    if (a.vec)
+        for (int kk = tid; kk < K; kk += DB_THREADS) {
+            float acc = 0.f;
+            for (int r = 0; r < DB_C; r++) {
+                acc += r < n ? a.g[((t0 + r) * a.HV + hv) * K + kk] : 0.f;
+                bv[r * K + kk] = acc;
+            }
+        }
     __syncthreads();
-    if (tid < DB_C) zbuf(a, B_B, z)[tid] = sb[tid], zbuf(a, B_BETA, z)[tid] = sbeta[tid];
+    if (tid < DB_C) zbuf(a, B_BETA, z)[tid] = sbeta[tid];
+    if (tid < DB_C && !a.vec) bv[tid] = sb[tid];
     const float blast = sb[DB_C - 1];
     const T *q = (const T *)a.q, *k = (const T *)a.k, *v = (const T *)a.v, *d = (const T *)a.dout;
     float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *Qg = zbuf(a, B_QG, z), *Kg = zbuf(a, B_KG, z);
@@ -103,7 +114,8 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
             const int64_t o = ((t0 + r) * a.H + h) * K + kk;
             qv = to_f(q[o]), kv = to_f(k[o]);
         }
-        const float gam = a.gate ? __expf(sb[r]) : 1.f, dec = a.gate ? __expf(blast - sb[r]) : 1.f;
+        float gam = a.gate ? __expf(sb[r]) : 1.f, dec = a.gate ? __expf(blast - sb[r]) : 1.f;
+        if (a.vec) gam = __expf(bv[i]), dec = __expf(bv[(DB_C - 1) * K + kk] - bv[i]);
         Qr[i] = qv, Kr[i] = kv, Qg[i] = qv * gam, Kg[i] = kv * gam, Kd[i] = kv * dec;
         Bm[r * P + kk] = sbeta[r] * kv * gam;
     }
@@ -125,11 +137,15 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_scores(dbw_args a) {
     const int64_t z = blockIdx.x;
     const int tid = threadIdx.x;
     __shared__ float sb[DB_C], sbeta[DB_C], sL[DB_C][DB_C + 1], sT[DB_C][DB_C + 1];
-    if (tid < DB_C) sb[tid] = zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
+    if (tid < DB_C) sb[tid] = a.vec ? 0.f : zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
     __syncthreads();
     float *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
     for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
         const int r = i / DB_C, s = i % DB_C;
+        if (a.vec) { /* M, Mq from dbw_vscores */
+            sL[r][s] = sbeta[r] * M[i];
+            continue;
+        }
         const float e = s > r ? 0.f : a.gate ? __expf(sb[r] - sb[s]) : 1.f;
         const float m = s < r ? M[i] * e : 0.f;
         M[i] = m;
@@ -191,7 +207,8 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
     for (int step = 0, j = 0; step < steps; step++) {
         const int64_t z = z_of(step);
         const float *F = zbuf(a, B_F, z);
-        const float gl = a.gate ? __expf(zbuf(a, B_B, z)[DB_C - 1]) : 1.f;
+        const float *bz = zbuf(a, B_B, z);
+        const float gl = a.gate && !a.vec ? __expf(bz[DB_C - 1]) : 1.f;
         float acc[RT], f[RT];
 #pragma unroll
         for (int i = 0; i < RT; i++) {
@@ -228,7 +245,8 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
 #pragma unroll
         for (int i = 0; i < RT; i++) {
             const int r = w * RT + i;
-            if (r < K) acc[i] = gl * sx[r * 32 + lane] - acc[i] + f[i];
+            const float glr = a.vec ? __expf(bz[(DB_C - 1) * K + min(r, K - 1)]) : gl;
+            if (r < K) acc[i] = glr * sx[r * 32 + lane] - acc[i] + f[i];
         }
         __syncthreads();
 #pragma unroll
@@ -275,6 +293,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
         const int r = i / V, e = i % V;
         dv[((t0 + r) * a.HV + hv) * V + e] = from_f<T>((a.additive ? 1.f : sbeta[r]) * dB[r * P + K + e]);
     }
+    if (a.vec) return; /* the scores' backward: dbw_vscores_bwd */
     float *dQK = zbuf(a, B_DQK, z);
     for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
         const int r = i / DB_C, s = i % DB_C;
@@ -293,6 +312,95 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
         float rs = 0.f, cs = 0.f;
         for (int s = 0; s < DB_C; s++) rs += sZ[tid][s], cs += sZ[s][tid];
         zbuf(a, B_DBS, z)[tid] = a.gate ? rs - cs : 0.f;
+    }
+}
+
+/* VECTOR gates, scores of one chunk with exact per-channel factors (all <= 1):
+ *   Mq_rs = sum_k q_rk k_sk e^{b_rk - b_sk} (s <= r),  M_rs = the same with k_rk (s < r).
+ * Thread t: row r = t / 4, columns 16 (t % 4) .. + 15; 32 channels at a time. */
+__global__ void __launch_bounds__(DB_THREADS) dbw_vscores(dbw_args a) {
+    const int64_t z = blockIdx.x;
+    const int K = a.K, tid = threadIdx.x, r = tid / 4, s0 = 16 * (tid % 4);
+    __shared__ float sQ[DB_C][33], sK[DB_C][33], sB[DB_C][33];
+    const float *Q = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *B = zbuf(a, B_B, z);
+    float mq[16], m[16];
+#pragma unroll
+    for (int j = 0; j < 16; j++) mq[j] = m[j] = 0.f;
+    for (int kt = 0; kt < K; kt += 32) {
+        const int kn = min(32, K - kt);
+        __syncthreads();
+        for (int i = tid; i < DB_C * 32; i += DB_THREADS) {
+            const int rr = i / 32, kk = i % 32, ok = kk < kn;
+            sQ[rr][kk] = ok ? Q[rr * K + kt + kk] : 0.f;
+            sK[rr][kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
+            sB[rr][kk] = ok ? B[rr * K + kt + kk] : 0.f;
+        }
+        __syncthreads();
+        if (s0 > r) continue;
+        for (int kk = 0; kk < kn; kk++) {
+            const float q = sQ[r][kk], k = sK[r][kk], b = sB[r][kk];
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int s = s0 + j;
+                const float ks = s <= r ? sK[s][kk] * __expf(b - sB[s][kk]) : 0.f;
+                mq[j] += q * ks, m[j] += k * ks;
+            }
+        }
+    }
+    float *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        const int s = s0 + j;
+        Mq[r * DB_C + s] = s <= r ? mq[j] : 0.f;
+        M[r * DB_C + s] = s < r ? m[j] : 0.f;
+    }
+}
+
+/* VECTOR gates, the scores' backward (strict lower parts; Mq's diagonal is in dbw_final):
+ *   dq_rk  = sum_{s<r} dMq_rs k_sk E_rsk,   dk_rk (row) = sum_{s<r} dM_rs k_sk E_rsk,
+ *   dk_sk (column) = sum_{r>s} (dMq_rs q_rk + dM_rs k_rk) E_rsk,   E_rsk = e^{b_rk - b_sk},
+ *   db_rk = q_rk dq_rk + k_rk dk_rk (row) - k_rk dk_rk (column)
+ * into B_DQ, B_DK (row + column) and B_DBS (C, K). dM = beta dL (strict lower).
+ * Thread t: channel kt + t % 32, rows t / 32 + 8 j. Dynamic shared memory. */
+__global__ void __launch_bounds__(DB_THREADS) dbw_vscores_bwd(dbw_args a) {
+    extern __shared__ __align__(16) float smv[];
+    const int64_t z = blockIdx.x;
+    const int K = a.K, tid = threadIdx.x, lane = tid % 32, w = tid / 32;
+    float (*dMq)[DB_C] = (float (*)[DB_C])smv, (*dM)[DB_C] = (float (*)[DB_C])(smv + DB_C * DB_C);
+    float (*sQ)[32] = (float (*)[32])(smv + 2 * DB_C * DB_C), (*sK)[32] = sQ + DB_C, (*sB)[32] = sQ + 2 * DB_C;
+    const float *gMq = zbuf(a, B_DMQ, z), *gL = zbuf(a, B_DL, z), *beta = zbuf(a, B_BETA, z);
+    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
+        const int r = i / DB_C, s = i % DB_C;
+        dMq[r][s] = s < r ? gMq[i] : 0.f;
+        dM[r][s] = s < r ? beta[r] * gL[i] : 0.f;
+    }
+    const float *Q = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *B = zbuf(a, B_B, z);
+    float *dq = zbuf(a, B_DQ, z), *dk = zbuf(a, B_DK, z), *db = zbuf(a, B_DBS, z);
+    for (int kt = 0; kt < K; kt += 32) {
+        const int kn = min(32, K - kt);
+        __syncthreads();
+        for (int i = tid; i < DB_C * 32; i += DB_THREADS) {
+            const int rr = i / 32, kk = i % 32, ok = kk < kn;
+            sQ[rr][kk] = ok ? Q[rr * K + kt + kk] : 0.f;
+            sK[rr][kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
+            sB[rr][kk] = ok ? B[rr * K + kt + kk] : 0.f;
+        }
+        __syncthreads();
+        if (lane >= kn) continue;
+        for (int r = w; r < DB_C; r += 8) {
+            const float q = sQ[r][lane], k = sK[r][lane], b = sB[r][lane];
+            float gq = 0.f, gkr = 0.f, gkc = 0.f;
+            for (int s = 0; s < r; s++) {
+                const float ks = sK[s][lane] * __expf(b - sB[s][lane]);
+                gq += dMq[r][s] * ks, gkr += dM[r][s] * ks;
+            }
+            for (int t = r + 1; t < DB_C; t++) {
+                const float e = __expf(sB[t][lane] - b);
+                gkc += (dMq[t][r] * sQ[t][lane] + dM[t][r] * sK[t][lane]) * e;
+            }
+            const int o = r * K + kt + lane;
+            dq[o] = gq, dk[o] = gkr + gkc, db[o] = q * gq + k * gkr - k * gkc;
+        }
     }
 }
 
@@ -360,6 +468,54 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final(dbw_args a) {
             float s = (2 * lane < n ? g0 : 0.f) + (2 * lane + 1 < n ? g1 : 0.f);
             s = warp_sum(s);
             if (lane == 0) atomicAdd(a.dg + hv, s);
+        }
+    }
+}
+
+/* VECTOR gates: dq, dk as dbw_final; db_rk = (scores' part) + e^{b_rk} (q dQg + k dKg)_rk
+ * - dec_rk (k dKd)_rk; db_last,k += sum_r dec_rk (k dKd)_rk + e^{b_last,k} sum_v (dSa o S_0)_kv;
+ * dg_sk = sum_{r >= s} db_rk (thread k walks its column up). */
+__global__ void __launch_bounds__(DB_THREADS) dbw_final_vec(dbw_args a) {
+    const int64_t z = blockIdx.x;
+    const int c = (int)(z / a.HV), hv = (int)(z % a.HV), h = hv / (a.HV / a.H), K = a.K, V = a.V, P = K + V;
+    const int64_t t0 = a.chunk_t0[c];
+    const int n = a.chunk_len[c], tid = threadIdx.x;
+    __shared__ float slast[LINA_CUDA_MAX_HEAD_DIM];
+    const float *b = zbuf(a, B_B, z), *beta = zbuf(a, B_BETA, z), *dMq = zbuf(a, B_DMQ, z);
+    const float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *dQg = zbuf(a, B_DQG, z), *dKd = zbuf(a, B_DKD, z);
+    const float *dq = zbuf(a, B_DQ, z), *dk = zbuf(a, B_DK, z), *dB = zbuf(a, B_DB, z);
+    float *db = zbuf(a, B_DBS, z);
+    for (int kk = tid; kk < K; kk += DB_THREADS) slast[kk] = 0.f;
+    __syncthreads();
+    for (int i = tid; i < DB_C * K; i += DB_THREADS) {
+        const int r = i / K, kk = i % K;
+        if (r >= n) continue;
+        const float gam = __expf(b[i]), dec = __expf(b[(DB_C - 1) * K + kk] - b[i]);
+        const float diag = dMq[r * DB_C + r], q = Qr[i], k = Kr[i], dkg = beta[r] * dB[r * P + kk];
+        const float dqv = dq[i] + dQg[i] * gam + diag * k;
+        const float dkv = dk[i] + dkg * gam + dKd[i] * dec + diag * q;
+        db[i] += gam * (q * dQg[i] + k * dkg) - dec * k * dKd[i];
+        atomicAdd(&slast[kk], dec * k * dKd[i]);
+        const int64_t o = ((t0 + r) * a.H + h) * K + kk;
+        if (a.HV == a.H) {
+            a.dq_acc[o] = dqv, a.dk_acc[o] = dkv;
+        } else {
+            atomicAdd(a.dq_acc + o, dqv);
+            atomicAdd(a.dk_acc + o, dkv);
+        }
+    }
+    __syncthreads();
+    if (!a.dg) return;
+    const float *dSa = zbuf(a, B_DSA, z), *S0 = zbuf(a, B_S0, z);
+    for (int kk = tid; kk < K; kk += DB_THREADS) {
+        float ss = 0.f;
+        for (int v = 0; v < V; v++) ss += dSa[(int64_t)kk * V + v] * S0[(int64_t)kk * V + v];
+        float acc = slast[kk] + __expf(b[(DB_C - 1) * K + kk]) * ss;
+        for (int r = DB_C - 1; r >= 0; r--) {
+            if (r < n) {
+                acc += db[r * K + kk];
+                a.dg[((t0 + r) * a.HV + hv) * K + kk] = acc;
+            }
         }
     }
 }
@@ -446,6 +602,7 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     memset(&a, 0, sizeof a);
     a.K = K, a.V = V, a.H = H, a.HV = HV, a.gate = (int)d->gate, a.n_seqs = N;
     a.additive = d->update != LINA_UPDATE_DELTA;
+    a.vec = d->gate == LINA_GATE_VECTOR;
     a.scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)K);
     a.NZ = n_chunks * HV;
     a.ldk = (K + 3) / 4 * 4;
@@ -454,7 +611,7 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     const int64_t CK = (int64_t)C * K, CV = (int64_t)C * V, CP = (int64_t)C * P, CC = (int64_t)C * C;
     const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, CK, CK, CK, CK, CP, CP, CP, CP,
                                     CC, CC, CC, CC, CC, CC, CC, (int64_t)K * a.ldk, (int64_t)K * a.ldk, (int64_t)K * V,
-                                    (int64_t)K * V, (int64_t)K * V, C, C, C};
+                                    (int64_t)K * V, (int64_t)K * V, a.vec ? CK : C, C, a.vec ? CK : C};
     int64_t per_z = 0;
     for (int i = 0; i < B_COUNT; i++) a.size[i] = (sizes[i] + 63) / 64 * 64, per_z += a.size[i];
     const int accumulate = dtype != LINA_DTYPE_F32;
@@ -520,8 +677,12 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     if (e == cudaSuccess && a.NZ > 0) {
         what = "chunk kernels";
         gather(a, dtype, st);
-        rgemm(&x, 0, 1, C, C, K, 1.f, B_KR, 0, K, B_KR, 0, K, 0.f, B_M, 0, C);          /* KK = K K^T */
-        rgemm(&x, 0, 1, C, C, K, 1.f, B_QR, 0, K, B_KR, 0, K, 0.f, B_MQ, 0, C);         /* QK = Q K^T */
+        if (a.vec) {
+            dbw_vscores<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+        } else {
+            rgemm(&x, 0, 1, C, C, K, 1.f, B_KR, 0, K, B_KR, 0, K, 0.f, B_M, 0, C);      /* KK = K K^T */
+            rgemm(&x, 0, 1, C, C, K, 1.f, B_QR, 0, K, B_KR, 0, K, 0.f, B_MQ, 0, C);     /* QK = Q K^T */
+        }
         if (x.status == CUBLAS_STATUS_SUCCESS) dbw_scores<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
         rgemm(&x, 0, 0, C, P, C, 1.f, B_TINV, 0, C, B_BM, 0, P, 0.f, B_X, 0, P);        /* X = Tinv Bm */
         rgemm(&x, 1, 0, K, K, C, 1.f, B_X, 0, P, B_KD, 0, K, 0.f, B_WTKD, 0, a.ldk);    /* W^T Kd */
@@ -560,10 +721,17 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
         rgemm(&x, 0, 1, C, C, P, -1.f, B_DB, 0, P, B_X, 0, P, 0.f, B_DL, 0, C);         /* -dB X^T */
         mark();
         if (x.status == CUBLAS_STATUS_SUCCESS) post(a, dtype, st);
-        rgemm(&x, 0, 0, C, K, C, 1.f, B_DQK, 0, C, B_KR, 0, K, 0.f, B_DQ, 0, K);        /* dQK K */
-        rgemm(&x, 0, 0, C, K, C, 1.f, B_SSYM, 0, C, B_KR, 0, K, 0.f, B_DK, 0, K);       /* (dKK + dKK^T) K */
-        rgemm(&x, 1, 0, C, K, C, 1.f, B_DQK, 0, C, B_QR, 0, K, 1.f, B_DK, 0, K);        /* + dQK^T Q */
-        if (x.status == CUBLAS_STATUS_SUCCESS) dbw_final<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+        if (a.vec && x.status == CUBLAS_STATUS_SUCCESS) {
+            const size_t smem = (2 * DB_C * DB_C + 3 * DB_C * 32) * 4;
+            cudaFuncSetAttribute(dbw_vscores_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            dbw_vscores_bwd<<<(unsigned)a.NZ, DB_THREADS, smem, st>>>(a);
+            dbw_final_vec<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+        } else {
+            rgemm(&x, 0, 0, C, K, C, 1.f, B_DQK, 0, C, B_KR, 0, K, 0.f, B_DQ, 0, K);    /* dQK K */
+            rgemm(&x, 0, 0, C, K, C, 1.f, B_SSYM, 0, C, B_KR, 0, K, 0.f, B_DK, 0, K);   /* (dKK + dKK^T) K */
+            rgemm(&x, 1, 0, C, K, C, 1.f, B_DQK, 0, C, B_QR, 0, K, 1.f, B_DK, 0, K);    /* + dQK^T Q */
+            if (x.status == CUBLAS_STATUS_SUCCESS) dbw_final<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+        }
         e = cudaGetLastError();
         mark();
     }

@@ -383,10 +383,10 @@ extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dty
     if (!p.delta && d->gate != LINA_GATE_VECTOR && p.HV == p.H && d->form != LINA_FORM_RECURRENT && dg_ok &&
         !(impl && strcmp(impl, "recurrent") == 0))
         return lina_cuda_chunk_add_backward(d, dtype, a, stream);
-    /* The rest with scalar decays (the delta rule; the additive update with a wanted dg or
+    /* Everything else (the delta rule; VECTOR gates; the additive update with a wanted dg or
      * grouped heads): chunkwise on cuBLAS, the gates' gradient from per-chunk terms; if its
      * workspace does not fit, token by token below (checkpoints only: far less memory). */
-    if (d->gate != LINA_GATE_VECTOR && d->form != LINA_FORM_RECURRENT && !(impl && strcmp(impl, "recurrent") == 0)) {
+    if (d->form != LINA_FORM_RECURRENT && !(impl && strcmp(impl, "recurrent") == 0)) {
         lina_status s = lina_cuda_chunk_delta_backward(d, dtype, a, stream);
         if (s != LINA_ERR_OOM) return s;
     }
