@@ -67,6 +67,7 @@ typedef struct {
     const float *g, *beta, *h0, *dht;
     void *dv;
     float *dg, *dbeta, *dh0, *dq_acc, *dk_acc;
+    float *ht; /* forward: the state after each sequence, or NULL */
     float *buf[B_COUNT];
     int64_t size[B_COUNT];
 } dbw_args;
@@ -90,14 +91,19 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
         sbeta[r] = r < n && !a.additive ? a.beta[(t0 + r) * a.HV + hv] : 0.f;
     }
     __syncthreads();
-    warp0_cumsum<DB_C>(sb);
+    /* cumulative sums in double: a float sum of 64 gates is off by up to ~32 ulps of b, which
+     * e^{b} turns into relative errors of ~1e-5 at |b| ~ 30 (the fp32 tests' bar) */
+    if (tid == 0) {
+        double acc = 0.0;
+        for (int r = 0; r < DB_C; r++) sb[r] = (float)(acc += sb[r]);
+    }
     float *bv = zbuf(a, B_B, z); /* VECTOR: b (C, K), column k summed down the rows by thread k */
     if (a.vec)
         for (int kk = tid; kk < K; kk += DB_THREADS) {
-            float acc = 0.f;
+            double acc = 0.0;
             for (int r = 0; r < DB_C; r++) {
                 acc += r < n ? a.g[((t0 + r) * a.HV + hv) * K + kk] : 0.f;
-                bv[r * K + kk] = acc;
+                bv[r * K + kk] = (float)acc;
             }
         }
     __syncthreads();
@@ -124,7 +130,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
         float vv = 0.f, dv = 0.f;
         if (r < n) {
             const int64_t o = ((t0 + r) * a.HV + hv) * V + e;
-            vv = to_f(v[o]), dv = to_f(d[o]);
+            vv = to_f(v[o]), dv = d ? to_f(d[o]) : 0.f;
         }
         Vr[i] = vv, Dr[i] = dv;
         Bm[r * P + K + e] = a.additive ? vv : sbeta[r] * vv;
@@ -257,8 +263,9 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
     }
     cp_async_wait<0>();
     __syncthreads();
-    if (reverse && a.dh0 && colok)
-        for (int r = w; r < K; r += 8) a.dh0[(int64_t)nh * kv + (int64_t)r * V + col] = sx[r * 32 + lane];
+    float *last = reverse ? a.dh0 : a.ht;
+    if (last && colok)
+        for (int r = w; r < K; r += 8) last[(int64_t)nh * kv + (int64_t)r * V + col] = sx[r * 32 + lane];
 }
 
 __device__ __forceinline__ float warp_sum(float x) {
@@ -522,6 +529,12 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final_vec(dbw_args a) {
 
 /* ---- host side ---- */
 
+#define TRY_STATUS(x)                                                                              \
+    do {                                                                                           \
+        lina_status st_ = (x);                                                                     \
+        if (st_ != LINA_OK) return st_;                                                            \
+    } while (0)
+
 static cublasHandle_t blas_handle(void) {
     static thread_local cublasHandle_t handles[64];
     static thread_local int made[64];
@@ -581,15 +594,37 @@ static int chain(const dbw_args &a, int reverse, cudaStream_t st) {
     return (int)cudaGetLastError();
 }
 
-extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
-                                                      const lina_cuda_attn_bwd_args *ar, void *stream) {
-    static const char fn[] = "lina_cuda_attn_backward (chunkwise delta rule)";
+/* One call's state: arguments, workspace, cuBLAS, the first error, optional phase timers. */
+typedef struct {
+    dbw_args a;
+    unsigned char *ws;
+    float *extra; /* extra_floats after the per-z buffers */
+    blas_ctx x;
+    cudaError_t e;
+    const char *what;
+    cudaStream_t st;
+    int timing, n_ev;
+    cudaEvent_t ev[10];
+    const char *ev_name[10];
     struct timespec t_start;
-    clock_gettime(CLOCK_MONOTONIC, &t_start);
-    cudaStream_t st = (cudaStream_t)stream;
-    const int K = d->K, V = d->V, H = d->H, HV = d->HV ? d->HV : d->H, P = K + V, C = DB_C;
+} dbw_run;
+
+/* LINA_CUDA_DBW_TIMES=1: the time of each phase on stderr (synchronizes at the end). */
+static void mark(dbw_run *R, const char *name) {
+    if (R->timing && R->n_ev < 10 && cudaEventCreate(&R->ev[R->n_ev]) == cudaSuccess) {
+        R->ev_name[R->n_ev] = name;
+        cudaEventRecord(R->ev[R->n_ev++], R->st);
+    }
+}
+
+/* Chunk tables, the per-z buffers (backward-only ones left out of a forward), cuBLAS. */
+static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype dtype, int backward,
+                             size_t extra_floats, dbw_run *R) {
+    const int K = d->K, V = d->V, HV = d->HV ? d->HV : d->H, P = K + V, C = DB_C;
     const int N = d->cu_seqlens ? d->n_seqs : d->B;
-    /* chunk tables on the host: first token and length of each chunk, first chunk of each sequence */
+    clock_gettime(CLOCK_MONOTONIC, &R->t_start);
+    const char *tm = getenv("LINA_CUDA_DBW_TIMES");
+    R->timing = tm && strcmp(tm, "1") == 0;
     int64_t n_chunks = 0;
     for (int n = 0; n < N; n++) {
         const int64_t len = d->cu_seqlens ? d->cu_seqlens[n + 1] - d->cu_seqlens[n] : d->T;
@@ -598,9 +633,9 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     if (n_chunks * HV > INT_MAX)
         return lina_fail(LINA_ERR_UNSUPPORTED, "%s: %lld chunks x %d heads exceed the batch limit", fn,
                          (long long)n_chunks, HV);
-    dbw_args a;
+    dbw_args &a = R->a;
     memset(&a, 0, sizeof a);
-    a.K = K, a.V = V, a.H = H, a.HV = HV, a.gate = (int)d->gate, a.n_seqs = N;
+    a.K = K, a.V = V, a.H = d->H, a.HV = HV, a.gate = (int)d->gate, a.n_seqs = N;
     a.additive = d->update != LINA_UPDATE_DELTA;
     a.vec = d->gate == LINA_GATE_VECTOR;
     a.scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)K);
@@ -609,29 +644,19 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     const char *tf = getenv("LINA_CUDA_TF32");
     a.tf32 = dtype != LINA_DTYPE_F32 && !(tf && strcmp(tf, "0") == 0);
     const int64_t CK = (int64_t)C * K, CV = (int64_t)C * V, CP = (int64_t)C * P, CC = (int64_t)C * C;
-    const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, CK, CK, CK, CK, CP, CP, CP, CP,
-                                    CC, CC, CC, CC, CC, CC, CC, (int64_t)K * a.ldk, (int64_t)K * a.ldk, (int64_t)K * V,
-                                    (int64_t)K * V, (int64_t)K * V, a.vec ? CK : C, C, a.vec ? CK : C};
+    const int64_t b = backward;
+    const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, b * CK, b * CK, b * CK, b * CK, CP, CP,
+                                    b * CP, b * CP, CC, CC, CC, b * CC, b * CC, b * CC, b * CC,
+                                    (int64_t)K * a.ldk, b * K * a.ldk, (int64_t)K * V, (int64_t)K * V,
+                                    b * K * V, a.vec ? CK : C, C, b * (a.vec ? CK : C)};
     int64_t per_z = 0;
     for (int i = 0; i < B_COUNT; i++) a.size[i] = (sizes[i] + 63) / 64 * 64, per_z += a.size[i];
-    const int accumulate = dtype != LINA_DTYPE_F32;
-    const size_t n_qk = (size_t)d->B * d->T * H * K;
     const size_t table_bytes = ((size_t)n_chunks * 12 + (size_t)(N + 1) * 4 + 255) / 256 * 256;
-    const size_t acc_bytes = accumulate ? 2 * n_qk * 4 : 0;
-    const double total_d = (double)per_z * 4 * a.NZ + table_bytes + acc_bytes;
+    const double total_d = (double)per_z * 4 * a.NZ + table_bytes + 4.0 * extra_floats;
     if (total_d > 1e15) return lina_fail(LINA_ERR_OOM, "%s: %.3g bytes of workspace", fn, total_d);
     const size_t total = (size_t)total_d;
-    /* LINA_CUDA_DBW_TIMES=1: time of each phase on stderr (a synchronization at the end) */
-    const char *tm = getenv("LINA_CUDA_DBW_TIMES");
-    cudaEvent_t ev[9];
-    int n_ev = 0;
-    const int timing = tm && strcmp(tm, "1") == 0;
-    auto mark = [&]() {
-        if (timing && n_ev < 9 && cudaEventCreate(&ev[n_ev]) == cudaSuccess) cudaEventRecord(ev[n_ev++], st);
-    };
-    mark();
-    unsigned char *ws = NULL;
-    cudaError_t e = cudaMallocAsync((void **)&ws, total, st);
+    mark(R, "setup");
+    cudaError_t e = cudaMallocAsync((void **)&R->ws, total, R->st);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return lina_fail(LINA_ERR_OOM, "%s: cannot allocate %zu bytes of device workspace: %s", fn, total,
@@ -639,9 +664,10 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     }
     unsigned char *host = (unsigned char *)malloc(table_bytes);
     if (!host) {
-        cudaFreeAsync(ws, st);
+        cudaFreeAsync(R->ws, R->st);
         return lina_fail(LINA_ERR_OOM, "%s: cannot allocate %zu host bytes", fn, table_bytes);
     }
+    /* first token and length of each chunk, first chunk of each sequence */
     int64_t *t0 = (int64_t *)host;
     int *len = (int *)(t0 + n_chunks), *c0 = len + n_chunks;
     for (int n = 0, ci = 0; n < N; n++) {
@@ -651,118 +677,187 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
         for (int64_t s = 0; s < L; s += C, ci++) t0[ci] = bos + s, len[ci] = (int)(L - s < C ? L - s : C);
         c0[n + 1] = ci;
     }
-    e = cudaMemcpyAsync(ws, host, table_bytes, cudaMemcpyHostToDevice, st);
-    cudaStreamSynchronize(st); /* the host table must outlive the copy */
+    /* pageable source: the call returns once the table is staged, so it may be freed */
+    R->e = cudaMemcpyAsync(R->ws, host, table_bytes, cudaMemcpyHostToDevice, R->st);
     free(host);
-    a.chunk_t0 = (const int64_t *)ws;
+    R->what = "copying the chunk table";
+    a.chunk_t0 = (const int64_t *)R->ws;
     a.chunk_len = (const int *)(a.chunk_t0 + n_chunks);
     a.seq_chunk0 = a.chunk_len + n_chunks;
-    float *base = (float *)(ws + table_bytes);
+    float *base = (float *)(R->ws + table_bytes);
     for (int i = 0; i < B_COUNT; i++) a.buf[i] = base, base += a.size[i] * a.NZ;
-    a.dq_acc = accumulate ? base : (float *)ar->dq;
-    a.dk_acc = accumulate ? base + n_qk : (float *)ar->dk;
+    R->extra = base;
+    R->x = {blas_handle(), &R->a, CUBLAS_STATUS_SUCCESS};
+    if (R->e == cudaSuccess && !R->x.h) R->what = "creating the cuBLAS handle", R->e = cudaErrorUnknown;
+    if (R->e == cudaSuccess) R->x.status = cublasSetStream(R->x.h, R->st);
+    return LINA_OK;
+}
+
+static int dbw_ok(const dbw_run *R) { return R->e == cudaSuccess && R->x.status == CUBLAS_STATUS_SUCCESS; }
+
+/* Both directions: the chunk's copies, scores, X = [W | Ut], W^T Kd (and Kd^T W for the
+ * backward), F = Kd^T Ut; the forward state recurrence (S0 per chunk, ht); U = Ut - W S0. */
+static void dbw_front(dbw_run *R, lina_dtype dtype, int backward) {
+    dbw_args &a = R->a;
+    blas_ctx *x = &R->x;
+    const int K = a.K, V = a.V, P = K + V, C = DB_C;
+    if (dbw_ok(R) && a.NZ > 0) {
+        R->what = "chunk kernels";
+        mark(R, "prep");
+        gather(a, dtype, R->st);
+        if (a.vec) {
+            dbw_vscores<<<(unsigned)a.NZ, DB_THREADS, 0, R->st>>>(a);
+        } else {
+            rgemm(x, 0, 1, C, C, K, 1.f, B_KR, 0, K, B_KR, 0, K, 0.f, B_M, 0, C);       /* KK = K K^T */
+            rgemm(x, 0, 1, C, C, K, 1.f, B_QR, 0, K, B_KR, 0, K, 0.f, B_MQ, 0, C);      /* QK = Q K^T */
+        }
+        if (x->status == CUBLAS_STATUS_SUCCESS) dbw_scores<<<(unsigned)a.NZ, DB_THREADS, 0, R->st>>>(a);
+        rgemm(x, 0, 0, C, P, C, 1.f, B_TINV, 0, C, B_BM, 0, P, 0.f, B_X, 0, P);         /* X = Tinv Bm */
+        rgemm(x, 1, 0, K, K, C, 1.f, B_X, 0, P, B_KD, 0, K, 0.f, B_WTKD, 0, a.ldk);     /* W^T Kd */
+        if (backward) rgemm(x, 1, 0, K, K, C, 1.f, B_KD, 0, K, B_X, 0, P, 0.f, B_KDTW, 0, a.ldk); /* Kd^T W */
+        rgemm(x, 1, 0, K, V, C, 1.f, B_KD, 0, K, B_X, K, P, 0.f, B_F, 0, V);            /* F = Kd^T Ut */
+    }
+    if (dbw_ok(R)) {
+        R->what = "state recurrence (forward)";
+        mark(R, "chain fwd");
+        R->e = (cudaError_t)chain(a, 0, R->st);
+    }
+    if (dbw_ok(R) && a.NZ > 0) {
+        R->what = "chunk kernels";
+        mark(R, "mid");
+        /* slices of C V and C P floats: contiguous rows */
+        R->e = cudaMemcpy2DAsync(a.buf[B_U], (size_t)V * 4, a.buf[B_X] + K, (size_t)P * 4, (size_t)V * 4,
+                                 (size_t)a.NZ * C, cudaMemcpyDeviceToDevice, R->st);
+        rgemm(x, 0, 0, C, V, K, -1.f, B_X, 0, P, B_S0, 0, V, 1.f, B_U, 0, V);           /* U = Ut - W S0 */
+    }
+}
+
+static lina_status dbw_finish(const char *fn, dbw_run *R) {
+    if (R->e == cudaSuccess) R->e = cudaGetLastError();
+    mark(R, "end");
+    if (R->timing && R->n_ev > 1) {
+        cudaEventSynchronize(R->ev[R->n_ev - 1]);
+        fprintf(stderr, "[%s]", fn);
+        for (int i = 1; i < R->n_ev; i++) {
+            float ms = 0.f;
+            cudaEventElapsedTime(&ms, R->ev[i - 1], R->ev[i]);
+            fprintf(stderr, " %s %.3f ms", R->ev_name[i - 1], ms);
+        }
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        fprintf(stderr, "; host %.3f ms\n",
+                (t1.tv_sec - R->t_start.tv_sec) * 1e3 + (t1.tv_nsec - R->t_start.tv_nsec) * 1e-6);
+    }
+    for (int i = 0; i < R->n_ev; i++) cudaEventDestroy(R->ev[i]);
+    cudaFreeAsync(R->ws, R->st);
+    if (R->x.status != CUBLAS_STATUS_SUCCESS)
+        return lina_fail(LINA_ERR_CUDA, "%s: cuBLAS status %d", fn, (int)R->x.status);
+    if (R->e != cudaSuccess) {
+        cudaGetLastError();
+        return lina_fail(R->e == cudaErrorMemoryAllocation ? LINA_ERR_OOM : LINA_ERR_CUDA, "%s: %s: %s", fn,
+                         R->what, cudaGetErrorString(R->e));
+    }
+    return LINA_OK;
+}
+
+/* o rows of the chunk (O in B_DR) in the element type. */
+template <typename T>
+__global__ void __launch_bounds__(DB_THREADS) dbw_store_o(dbw_args a, void *out) {
+    const int64_t z = blockIdx.x;
+    const int c = (int)(z / a.HV), hv = (int)(z % a.HV), V = a.V, n = a.chunk_len[c];
+    const int64_t t0 = a.chunk_t0[c];
+    const float *O = zbuf(a, B_DR, z);
+    T *o = (T *)out;
+    for (int i = threadIdx.x; i < n * V; i += DB_THREADS) o[((t0 + i / V) * a.HV + hv) * V + i % V] = from_f<T>(O[i]);
+}
+
+extern "C" lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lina_dtype dtype,
+                                                    const lina_cuda_attn_fwd_args *f, void *stream) {
+    static const char fn[] = "lina_cuda_attn_forward (chunkwise, cuBLAS)";
+    dbw_run R;
+    memset(&R, 0, sizeof R);
+    R.st = (cudaStream_t)stream;
+    TRY_STATUS(dbw_setup(fn, d, dtype, 0, 0, &R));
+    dbw_args &a = R.a;
+    a.q = f->q, a.k = f->k, a.v = f->v, a.g = f->g, a.beta = f->beta, a.h0 = f->h0, a.ht = f->ht;
+    dbw_front(&R, dtype, 0);
+    if (dbw_ok(&R) && a.NZ > 0) { /* O = scale (Qg S0 + Mq U) */
+        const int K = a.K, V = a.V, C = DB_C;
+        mark(&R, "outputs");
+        rgemm(&R.x, 0, 0, C, V, K, a.scale, B_QG, 0, K, B_S0, 0, V, 0.f, B_DR, 0, V);
+        rgemm(&R.x, 0, 0, C, V, C, a.scale, B_MQ, 0, C, B_U, 0, V, 1.f, B_DR, 0, V);
+        if (dbw_ok(&R)) {
+            const unsigned nz = (unsigned)a.NZ;
+            if (dtype == LINA_DTYPE_F32) dbw_store_o<float><<<nz, DB_THREADS, 0, R.st>>>(a, f->o);
+            else if (dtype == LINA_DTYPE_BF16) dbw_store_o<__nv_bfloat16><<<nz, DB_THREADS, 0, R.st>>>(a, f->o);
+            else dbw_store_o<__half><<<nz, DB_THREADS, 0, R.st>>>(a, f->o);
+        }
+    }
+    return dbw_finish(fn, &R);
+}
+
+extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
+                                                      const lina_cuda_attn_bwd_args *ar, void *stream) {
+    static const char fn[] = "lina_cuda_attn_backward (chunkwise, cuBLAS)";
+    dbw_run R;
+    memset(&R, 0, sizeof R);
+    R.st = (cudaStream_t)stream;
+    const int accumulate = dtype != LINA_DTYPE_F32; /* fp32 sums beside 16-bit dq, dk */
+    const size_t n_qk = (size_t)d->B * d->T * d->H * d->K;
+    TRY_STATUS(dbw_setup(fn, d, dtype, 1, accumulate ? 2 * n_qk : 0, &R));
+    dbw_args &a = R.a;
+    blas_ctx *x = &R.x;
+    const int K = a.K, V = a.V, P = K + V, C = DB_C;
+    const float sc = a.scale;
+    a.dq_acc = accumulate ? R.extra : (float *)ar->dq;
+    a.dk_acc = accumulate ? R.extra + n_qk : (float *)ar->dk;
     a.q = ar->q, a.k = ar->k, a.v = ar->v, a.dout = ar->dout, a.g = ar->g, a.beta = ar->beta;
     a.h0 = ar->h0, a.dht = ar->dht, a.dv = ar->dv, a.dbeta = ar->dbeta, a.dh0 = ar->dh0;
     a.dg = ar->dg; /* NULL: the gates' gradient is not wanted */
     const size_t n_g = lina_attn_gate_numel(d);
-    const char *what = "zeroing the gradients";
-    if (e == cudaSuccess && n_qk) e = cudaMemsetAsync(a.dq_acc, 0, n_qk * 4, st);
-    if (e == cudaSuccess && n_qk) e = cudaMemsetAsync(a.dk_acc, 0, n_qk * 4, st);
-    if (e == cudaSuccess && n_g && a.dg) e = cudaMemsetAsync(a.dg, 0, n_g * 4, st);
-    blas_ctx x = {blas_handle(), &a, CUBLAS_STATUS_SUCCESS};
-    if (e == cudaSuccess && !x.h) what = "creating the cuBLAS handle", e = cudaErrorUnknown;
-    if (e == cudaSuccess && x.h) x.status = cublasSetStream(x.h, st);
-    const float sc = a.scale;
-    mark();
-    if (e == cudaSuccess && a.NZ > 0) {
-        what = "chunk kernels";
-        gather(a, dtype, st);
-        if (a.vec) {
-            dbw_vscores<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
-        } else {
-            rgemm(&x, 0, 1, C, C, K, 1.f, B_KR, 0, K, B_KR, 0, K, 0.f, B_M, 0, C);      /* KK = K K^T */
-            rgemm(&x, 0, 1, C, C, K, 1.f, B_QR, 0, K, B_KR, 0, K, 0.f, B_MQ, 0, C);     /* QK = Q K^T */
-        }
-        if (x.status == CUBLAS_STATUS_SUCCESS) dbw_scores<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
-        rgemm(&x, 0, 0, C, P, C, 1.f, B_TINV, 0, C, B_BM, 0, P, 0.f, B_X, 0, P);        /* X = Tinv Bm */
-        rgemm(&x, 1, 0, K, K, C, 1.f, B_X, 0, P, B_KD, 0, K, 0.f, B_WTKD, 0, a.ldk);    /* W^T Kd */
-        rgemm(&x, 1, 0, K, K, C, 1.f, B_KD, 0, K, B_X, 0, P, 0.f, B_KDTW, 0, a.ldk);    /* Kd^T W */
-        rgemm(&x, 1, 0, K, V, C, 1.f, B_KD, 0, K, B_X, K, P, 0.f, B_F, 0, V);           /* F = Kd^T Ut */
+    if (R.e == cudaSuccess) R.what = "zeroing the gradients";
+    if (R.e == cudaSuccess && n_qk) R.e = cudaMemsetAsync(a.dq_acc, 0, n_qk * 4, R.st);
+    if (R.e == cudaSuccess && n_qk) R.e = cudaMemsetAsync(a.dk_acc, 0, n_qk * 4, R.st);
+    if (R.e == cudaSuccess && n_g && a.dg) R.e = cudaMemsetAsync(a.dg, 0, n_g * 4, R.st);
+    dbw_front(&R, dtype, 1);
+    if (dbw_ok(&R) && a.NZ > 0) {
+        rgemm(x, 1, 0, C, V, C, sc, B_MQ, 0, C, B_DR, 0, V, 0.f, B_DWU, K, P);          /* A = sc Mq^T dO */
+        rgemm(x, 1, 0, K, V, C, sc, B_QG, 0, K, B_DR, 0, V, 0.f, B_F, 0, V);            /* sc Qg^T dO */
+        rgemm(x, 1, 0, K, V, C, -1.f, B_X, 0, P, B_DWU, K, P, 1.f, B_F, 0, V);          /* H = .. - W^T A */
     }
-    if (e == cudaSuccess && x.status == CUBLAS_STATUS_SUCCESS) {
-        what = "state recurrence (forward)";
-        mark();
-        e = (cudaError_t)chain(a, 0, st);
-        mark();
+    if (dbw_ok(&R)) {
+        R.what = "state recurrence (reverse)";
+        mark(&R, "chain rev");
+        R.e = (cudaError_t)chain(a, 1, R.st);
     }
-    if (e == cudaSuccess && a.NZ > 0) {
-        what = "chunk kernels";
-        e = cudaMemcpy2DAsync(a.buf[B_U], (size_t)V * 4, a.buf[B_X] + K, (size_t)P * 4, (size_t)V * 4,
-                              (size_t)a.NZ * C, cudaMemcpyDeviceToDevice, st); /* slices of C V and C P floats: contiguous rows */
-        rgemm(&x, 0, 0, C, V, K, -1.f, B_X, 0, P, B_S0, 0, V, 1.f, B_U, 0, V);          /* U = Ut - W S0 */
-        rgemm(&x, 1, 0, C, V, C, sc, B_MQ, 0, C, B_DR, 0, V, 0.f, B_DWU, K, P);         /* A = sc Mq^T dO */
-        rgemm(&x, 1, 0, K, V, C, sc, B_QG, 0, K, B_DR, 0, V, 0.f, B_F, 0, V);           /* sc Qg^T dO */
-        rgemm(&x, 1, 0, K, V, C, -1.f, B_X, 0, P, B_DWU, K, P, 1.f, B_F, 0, V);         /* H = .. - W^T A */
-    }
-    if (e == cudaSuccess && x.status == CUBLAS_STATUS_SUCCESS) {
-        what = "state recurrence (reverse)";
-        mark();
-        e = (cudaError_t)chain(a, 1, st);
-        mark();
-    }
-    if (e == cudaSuccess && a.NZ > 0) {
-        what = "chunk kernels";
-        rgemm(&x, 0, 0, C, V, K, 1.f, B_KD, 0, K, B_DSA, 0, V, 1.f, B_DWU, K, P);       /* dU = A + Kd dSa */
-        rgemm(&x, 0, 1, C, K, V, 1.f, B_U, 0, V, B_DSA, 0, V, 0.f, B_DKD, 0, K);        /* dKd = U dSa^T */
-        rgemm(&x, 0, 1, C, K, V, sc, B_DR, 0, V, B_S0, 0, V, 0.f, B_DQG, 0, K);         /* dQg = sc dO S0^T */
-        rgemm(&x, 0, 1, C, C, V, sc, B_DR, 0, V, B_U, 0, V, 0.f, B_DMQ, 0, C);          /* sc dO U^T */
-        rgemm(&x, 0, 1, C, K, V, -1.f, B_DWU, K, P, B_S0, 0, V, 0.f, B_DWU, 0, P);      /* dW = -dU S0^T */
-        rgemm(&x, 1, 0, C, P, C, 1.f, B_TINV, 0, C, B_DWU, 0, P, 0.f, B_DB, 0, P);      /* dB = Tinv^T [dW | dU] */
-        rgemm(&x, 0, 1, C, C, P, -1.f, B_DB, 0, P, B_X, 0, P, 0.f, B_DL, 0, C);         /* -dB X^T */
-        mark();
-        if (x.status == CUBLAS_STATUS_SUCCESS) post(a, dtype, st);
-        if (a.vec && x.status == CUBLAS_STATUS_SUCCESS) {
+    if (dbw_ok(&R) && a.NZ > 0) {
+        R.what = "chunk kernels";
+        mark(&R, "grad gemms");
+        rgemm(x, 0, 0, C, V, K, 1.f, B_KD, 0, K, B_DSA, 0, V, 1.f, B_DWU, K, P);        /* dU = A + Kd dSa */
+        rgemm(x, 0, 1, C, K, V, 1.f, B_U, 0, V, B_DSA, 0, V, 0.f, B_DKD, 0, K);         /* dKd = U dSa^T */
+        rgemm(x, 0, 1, C, K, V, sc, B_DR, 0, V, B_S0, 0, V, 0.f, B_DQG, 0, K);          /* dQg = sc dO S0^T */
+        rgemm(x, 0, 1, C, C, V, sc, B_DR, 0, V, B_U, 0, V, 0.f, B_DMQ, 0, C);           /* sc dO U^T */
+        rgemm(x, 0, 1, C, K, V, -1.f, B_DWU, K, P, B_S0, 0, V, 0.f, B_DWU, 0, P);       /* dW = -dU S0^T */
+        rgemm(x, 1, 0, C, P, C, 1.f, B_TINV, 0, C, B_DWU, 0, P, 0.f, B_DB, 0, P);       /* dB = Tinv^T [dW | dU] */
+        rgemm(x, 0, 1, C, C, P, -1.f, B_DB, 0, P, B_X, 0, P, 0.f, B_DL, 0, C);          /* -dB X^T */
+        mark(&R, "post+final");
+        if (x->status == CUBLAS_STATUS_SUCCESS) post(a, dtype, R.st);
+        if (a.vec && x->status == CUBLAS_STATUS_SUCCESS) {
             const size_t smem = (2 * DB_C * DB_C + 3 * DB_C * 32) * 4;
             cudaFuncSetAttribute(dbw_vscores_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            dbw_vscores_bwd<<<(unsigned)a.NZ, DB_THREADS, smem, st>>>(a);
-            dbw_final_vec<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
+            dbw_vscores_bwd<<<(unsigned)a.NZ, DB_THREADS, smem, R.st>>>(a);
+            dbw_final_vec<<<(unsigned)a.NZ, DB_THREADS, 0, R.st>>>(a);
         } else {
-            rgemm(&x, 0, 0, C, K, C, 1.f, B_DQK, 0, C, B_KR, 0, K, 0.f, B_DQ, 0, K);    /* dQK K */
-            rgemm(&x, 0, 0, C, K, C, 1.f, B_SSYM, 0, C, B_KR, 0, K, 0.f, B_DK, 0, K);   /* (dKK + dKK^T) K */
-            rgemm(&x, 1, 0, C, K, C, 1.f, B_DQK, 0, C, B_QR, 0, K, 1.f, B_DK, 0, K);    /* + dQK^T Q */
-            if (x.status == CUBLAS_STATUS_SUCCESS) dbw_final<<<(unsigned)a.NZ, DB_THREADS, 0, st>>>(a);
-        }
-        e = cudaGetLastError();
-        mark();
-    }
-    if (timing && n_ev > 1) {
-        static const char *names[] = {"setup", "prep", "chain fwd", "mid", "chain rev", "grad gemms", "post+final"};
-        cudaEventSynchronize(ev[n_ev - 1]);
-        for (int i = 1; i < n_ev; i++) {
-            float ms = 0.f;
-            cudaEventElapsedTime(&ms, ev[i - 1], ev[i]);
-            fprintf(stderr, "%s%s %.3f ms%s", i == 1 ? "[delta bwd] " : "", names[i - 1], ms, i + 1 == n_ev ? "" : ", ");
+            rgemm(x, 0, 0, C, K, C, 1.f, B_DQK, 0, C, B_KR, 0, K, 0.f, B_DQ, 0, K);     /* dQK K */
+            rgemm(x, 0, 0, C, K, C, 1.f, B_SSYM, 0, C, B_KR, 0, K, 0.f, B_DK, 0, K);    /* (dKK + dKK^T) K */
+            rgemm(x, 1, 0, C, K, C, 1.f, B_DQK, 0, C, B_QR, 0, K, 1.f, B_DK, 0, K);     /* + dQK^T Q */
+            if (x->status == CUBLAS_STATUS_SUCCESS) dbw_final<<<(unsigned)a.NZ, DB_THREADS, 0, R.st>>>(a);
         }
     }
-    if (timing) {
-        struct timespec t1;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        fprintf(stderr, "; host %.3f ms\n", (t1.tv_sec - t_start.tv_sec) * 1e3 + (t1.tv_nsec - t_start.tv_nsec) * 1e-6);
+    if (dbw_ok(&R) && accumulate && n_qk) {
+        R.what = "converting dq, dk";
+        R.e = (cudaError_t)lina_cuda_convert_f32(a.dq_acc, ar->dq, n_qk, dtype, stream);
+        if (R.e == cudaSuccess) R.e = (cudaError_t)lina_cuda_convert_f32(a.dk_acc, ar->dk, n_qk, dtype, stream);
     }
-    for (int i = 0; i < n_ev; i++) cudaEventDestroy(ev[i]);
-    if (e == cudaSuccess && x.status != CUBLAS_STATUS_SUCCESS) what = "cuBLAS", e = cudaErrorUnknown;
-    if (e == cudaSuccess && accumulate && n_qk) {
-        what = "converting dq, dk";
-        e = (cudaError_t)lina_cuda_convert_f32(a.dq_acc, ar->dq, n_qk, dtype, stream);
-        if (e == cudaSuccess) e = (cudaError_t)lina_cuda_convert_f32(a.dk_acc, ar->dk, n_qk, dtype, stream);
-    }
-    cudaFreeAsync(ws, st);
-    if (x.status != CUBLAS_STATUS_SUCCESS)
-        return lina_fail(LINA_ERR_CUDA, "%s: cuBLAS status %d", fn, (int)x.status);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        return lina_fail(e == cudaErrorMemoryAllocation ? LINA_ERR_OOM : LINA_ERR_CUDA, "%s: %s: %s", fn, what,
-                         cudaGetErrorString(e));
-    }
-    return LINA_OK;
+    return dbw_finish(fn, &R);
 }

@@ -187,6 +187,17 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     set_vec_flags(&p, dtype);
 
     cudaStream_t st = (cudaStream_t)stream;
+    /* KDA (VECTOR + delta), and fp32 delta rules or VECTOR gates: chunkwise on cuBLAS
+     * (attn_chunk_delta_bwd.cu; fp32 products, TF32 for 16-bit inputs) instead of the
+     * token-by-token or FMA kernels; LINA_CUDA_BLAS_FWD=0 selects those. Out of memory:
+     * the kernels below (no per-chunk workspace). */
+    const char *blas_env = getenv("LINA_CUDA_BLAS_FWD");
+    if (d->form != LINA_FORM_RECURRENT && !(blas_env && strcmp(blas_env, "0") == 0) &&
+        ((d->gate == LINA_GATE_VECTOR && (p.delta || dtype == LINA_DTYPE_F32)) || (p.delta && dtype == LINA_DTYPE_F32))) {
+        configure_pool();
+        lina_status s = lina_cuda_chunk_blas_forward(d, dtype, a, stream);
+        if (s != LINA_ERR_OOM) return s;
+    }
     /* VECTOR gates, additive update, 16-bit: the chunk kernels of attn_chunk_vec_mma.cu;
      * LINA_CUDA_VECTOR_IMPL=recurrent selects the token-by-token kernel (benchmarks, tests) */
     const char *vec_env = getenv("LINA_CUDA_VECTOR_IMPL");

@@ -113,6 +113,10 @@ lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dty
  * (about 1 MB per 64-token chunk and value head at K = V = 128) cannot be allocated. */
 lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
                                            void *stream);
+/* Forward on the same machinery (cuBLAS batched GEMMs, fp32 or TF32): every gate and
+ * update; used for KDA (VECTOR + delta), fp32 delta rules and fp32 VECTOR gates. */
+lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_fwd_args *a,
+                                         void *stream);
 /* dst[i] = (dtype) src[i], i < n. */
 int lina_cuda_convert_f32(const float *src, void *dst, size_t n, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
