@@ -617,10 +617,24 @@ static void mark(dbw_run *R, const char *name) {
     }
 }
 
+/* Floats of each per-z buffer (backward-only ones left out of a forward; 64-float aligned)
+ * into size[], and their sum. */
+static int64_t dbw_sizes(const lina_attn_desc *d, int backward, int64_t size[B_COUNT]) {
+    const int64_t C = DB_C, K = d->K, V = d->V, ldk = (K + 3) / 4 * 4, b = backward;
+    const int64_t CK = C * K, CV = C * V, CP = C * (K + V), CC = C * C, vec = d->gate == LINA_GATE_VECTOR;
+    const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, b * CK, b * CK, b * CK, b * CK, CP, CP,
+                                    b * CP, b * CP, CC, CC, CC, b * CC, b * CC, b * CC, b * CC,
+                                    K * ldk, b * K * ldk, K * V, K * V, b * K * V, vec ? CK : C, C,
+                                    b * (vec ? CK : C)};
+    int64_t per_z = 0;
+    for (int i = 0; i < B_COUNT; i++) size[i] = (sizes[i] + 63) / 64 * 64, per_z += size[i];
+    return per_z;
+}
+
 /* Chunk tables, the per-z buffers (backward-only ones left out of a forward), cuBLAS. */
 static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype dtype, int backward,
                              size_t extra_floats, dbw_run *R) {
-    const int K = d->K, V = d->V, HV = d->HV ? d->HV : d->H, P = K + V, C = DB_C;
+    const int K = d->K, V = d->V, HV = d->HV ? d->HV : d->H, C = DB_C;
     const int N = d->cu_seqlens ? d->n_seqs : d->B;
     clock_gettime(CLOCK_MONOTONIC, &R->t_start);
     const char *tm = getenv("LINA_CUDA_DBW_TIMES");
@@ -643,14 +657,7 @@ static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype
     a.ldk = (K + 3) / 4 * 4;
     const char *tf = getenv("LINA_CUDA_TF32");
     a.tf32 = dtype != LINA_DTYPE_F32 && !(tf && strcmp(tf, "0") == 0);
-    const int64_t CK = (int64_t)C * K, CV = (int64_t)C * V, CP = (int64_t)C * P, CC = (int64_t)C * C;
-    const int64_t b = backward;
-    const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, b * CK, b * CK, b * CK, b * CK, CP, CP,
-                                    b * CP, b * CP, CC, CC, CC, b * CC, b * CC, b * CC, b * CC,
-                                    (int64_t)K * a.ldk, b * K * a.ldk, (int64_t)K * V, (int64_t)K * V,
-                                    b * K * V, a.vec ? CK : C, C, b * (a.vec ? CK : C)};
-    int64_t per_z = 0;
-    for (int i = 0; i < B_COUNT; i++) a.size[i] = (sizes[i] + 63) / 64 * 64, per_z += a.size[i];
+    const int64_t per_z = dbw_sizes(d, backward, a.size);
     const size_t table_bytes = ((size_t)n_chunks * 12 + (size_t)(N + 1) * 4 + 255) / 256 * 256;
     const double total_d = (double)per_z * 4 * a.NZ + table_bytes + 4.0 * extra_floats;
     if (total_d > 1e15) return lina_fail(LINA_ERR_OOM, "%s: %.3g bytes of workspace", fn, total_d);
@@ -771,8 +778,8 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_store_o(dbw_args a, void *out)
     for (int i = threadIdx.x; i < n * V; i += DB_THREADS) o[((t0 + i / V) * a.HV + hv) * V + i % V] = from_f<T>(O[i]);
 }
 
-extern "C" lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lina_dtype dtype,
-                                                    const lina_cuda_attn_fwd_args *f, void *stream) {
+static lina_status blas_forward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_fwd_args *f,
+                                void *stream) {
     static const char fn[] = "lina_cuda_attn_forward (chunkwise, cuBLAS)";
     dbw_run R;
     memset(&R, 0, sizeof R);
@@ -796,8 +803,9 @@ extern "C" lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lin
     return dbw_finish(fn, &R);
 }
 
-extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
-                                                      const lina_cuda_attn_bwd_args *ar, void *stream) {
+/* zero_dg = 0: a CONST dg accumulates onto what an earlier group of sequences left */
+static lina_status blas_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *ar,
+                                 void *stream, int zero_dg) {
     static const char fn[] = "lina_cuda_attn_backward (chunkwise, cuBLAS)";
     dbw_run R;
     memset(&R, 0, sizeof R);
@@ -818,7 +826,8 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
     if (R.e == cudaSuccess) R.what = "zeroing the gradients";
     if (R.e == cudaSuccess && n_qk) R.e = cudaMemsetAsync(a.dq_acc, 0, n_qk * 4, R.st);
     if (R.e == cudaSuccess && n_qk) R.e = cudaMemsetAsync(a.dk_acc, 0, n_qk * 4, R.st);
-    if (R.e == cudaSuccess && n_g && a.dg) R.e = cudaMemsetAsync(a.dg, 0, n_g * 4, R.st);
+    if (R.e == cudaSuccess && n_g && a.dg && (zero_dg || d->gate != LINA_GATE_CONST))
+        R.e = cudaMemsetAsync(a.dg, 0, n_g * 4, R.st);
     dbw_front(&R, dtype, 1);
     if (dbw_ok(&R) && a.NZ > 0) {
         rgemm(x, 1, 0, C, V, C, sc, B_MQ, 0, C, B_DR, 0, V, 0.f, B_DWU, K, P);          /* A = sc Mq^T dO */
@@ -860,4 +869,124 @@ extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, l
         if (R.e == cudaSuccess) R.e = (cudaError_t)lina_cuda_convert_f32(a.dk_acc, ar->dk, n_qk, dtype, stream);
     }
     return dbw_finish(fn, &R);
+}
+
+/* ---- groups of sequences: the workspace grows with tokens x value heads (about 1 MB per
+ * 64-token chunk and head at K = V = 128), so a large batch runs as several calls, each on
+ * whole sequences, within a budget: LINA_CUDA_CHUNK_WS_MB, else half the free device memory. */
+
+typedef struct {
+    int n0, n1;       /* sequences [n0, n1) */
+    int64_t tok0;     /* their first token */
+    lina_attn_desc d; /* their own descriptor (cu_seqlens rebased into cu) */
+    int64_t *cu;
+} seq_group;
+
+static size_t ws_budget(void) {
+    const char *env = getenv("LINA_CUDA_CHUNK_WS_MB");
+    if (env && atof(env) > 0) return (size_t)(atof(env) * 1048576.0);
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        cudaGetLastError();
+        return (size_t)1 << 30;
+    }
+    return free_b / 2;
+}
+
+/* The next group after g->n1 (g->n1 = 0 first): as many whole sequences as fit the budget
+ * (at least one). Returns 0 when all sequences are done. */
+static int next_group(const lina_attn_desc *d, int backward, size_t budget, seq_group *g) {
+    const int N = d->cu_seqlens ? d->n_seqs : d->B, HV = d->HV ? d->HV : d->H;
+    if (g->n1 >= N) return 0;
+    int64_t size[B_COUNT];
+    const double per_chunk = 4.0 * dbw_sizes(d, backward, size) * HV;
+    g->n0 = g->n1;
+    double bytes = 0;
+    for (g->n1 = g->n0; g->n1 < N; g->n1++) {
+        const int64_t len = d->cu_seqlens ? d->cu_seqlens[g->n1 + 1] - d->cu_seqlens[g->n1] : d->T;
+        const double more = per_chunk * (double)((len + DB_C - 1) / DB_C);
+        if (g->n1 > g->n0 && bytes + more > (double)budget) break;
+        bytes += more;
+    }
+    g->d = *d;
+    if (d->cu_seqlens) {
+        g->tok0 = d->cu_seqlens[g->n0];
+        for (int n = g->n0; n <= g->n1; n++) g->cu[n - g->n0] = d->cu_seqlens[n] - g->tok0;
+        g->d.cu_seqlens = g->cu;
+        g->d.n_seqs = g->n1 - g->n0;
+        g->d.T = (int)(d->cu_seqlens[g->n1] - g->tok0);
+    } else {
+        g->tok0 = (int64_t)g->n0 * d->T;
+        g->d.B = g->n1 - g->n0;
+    }
+    return 1;
+}
+
+static size_t esize(lina_dtype t) { return t == LINA_DTYPE_F32 ? 4 : 2; }
+
+/* Element offsets of a group's rows in each tensor kind. */
+typedef struct {
+    size_t qk, v, g, b, state;
+} group_offsets;
+
+static group_offsets offsets_of(const lina_attn_desc *d, const seq_group *g) {
+    const size_t HV = d->HV ? d->HV : d->H, t = (size_t)g->tok0;
+    group_offsets o;
+    o.qk = t * d->H * d->K;
+    o.v = t * HV * d->V;
+    o.g = d->gate == LINA_GATE_SCALAR ? t * HV : d->gate == LINA_GATE_VECTOR ? t * HV * d->K : 0;
+    o.b = t * HV;
+    o.state = (size_t)g->n0 * HV * d->K * d->V;
+    return o;
+}
+
+#define OFF(ptr, elems, bytes) ((ptr) ? (void *)((char *)(ptr) + (elems) * (bytes)) : NULL)
+
+extern "C" lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lina_dtype dtype,
+                                                    const lina_cuda_attn_fwd_args *f, void *stream) {
+    const int N = d->cu_seqlens ? d->n_seqs : d->B;
+    int64_t *cu = (int64_t *)malloc(sizeof(int64_t) * (size_t)(N + 1));
+    if (!cu) return lina_fail(LINA_ERR_OOM, "lina_cuda_attn_forward: cannot allocate %d host offsets", N + 1);
+    seq_group g;
+    memset(&g, 0, sizeof g);
+    g.cu = cu;
+    const size_t budget = ws_budget(), es = esize(dtype);
+    lina_status s = LINA_OK;
+    while (s == LINA_OK && next_group(d, 0, budget, &g)) {
+        const group_offsets o = offsets_of(d, &g);
+        lina_cuda_attn_fwd_args a = *f;
+        a.q = OFF(f->q, o.qk, es), a.k = OFF(f->k, o.qk, es), a.v = OFF(f->v, o.v, es);
+        a.o = OFF(f->o, o.v, es);
+        a.g = (const float *)OFF(f->g, o.g, 4), a.beta = (const float *)OFF(f->beta, o.b, 4);
+        a.h0 = (const float *)OFF(f->h0, o.state, 4), a.ht = (float *)OFF(f->ht, o.state, 4);
+        s = blas_forward(&g.d, dtype, &a, stream);
+    }
+    free(cu);
+    return s;
+}
+
+extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
+                                                      const lina_cuda_attn_bwd_args *ar, void *stream) {
+    const int N = d->cu_seqlens ? d->n_seqs : d->B;
+    int64_t *cu = (int64_t *)malloc(sizeof(int64_t) * (size_t)(N + 1));
+    if (!cu) return lina_fail(LINA_ERR_OOM, "lina_cuda_attn_backward: cannot allocate %d host offsets", N + 1);
+    seq_group g;
+    memset(&g, 0, sizeof g);
+    g.cu = cu;
+    const size_t budget = ws_budget(), es = esize(dtype);
+    lina_status s = LINA_OK;
+    for (int first = 1; s == LINA_OK && next_group(d, 1, budget, &g); first = 0) {
+        const group_offsets o = offsets_of(d, &g);
+        lina_cuda_attn_bwd_args a = *ar;
+        a.q = OFF(ar->q, o.qk, es), a.k = OFF(ar->k, o.qk, es), a.v = OFF(ar->v, o.v, es);
+        a.dout = OFF(ar->dout, o.v, es), a.dv = OFF(ar->dv, o.v, es);
+        a.dq = OFF(ar->dq, o.qk, es), a.dk = OFF(ar->dk, o.qk, es);
+        a.g = (const float *)OFF(ar->g, o.g, 4), a.dg = (float *)OFF(ar->dg, o.g, 4);
+        a.beta = (const float *)OFF(ar->beta, o.b, 4), a.dbeta = (float *)OFF(ar->dbeta, o.b, 4);
+        a.h0 = (const float *)OFF(ar->h0, o.state, 4), a.dht = (const float *)OFF(ar->dht, o.state, 4);
+        a.dh0 = (float *)OFF(ar->dh0, o.state, 4);
+        s = blas_backward(&g.d, dtype, &a, stream, first);
+    }
+    free(cu);
+    return s;
 }

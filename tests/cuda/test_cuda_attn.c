@@ -208,10 +208,23 @@ int main(int argc, char **argv) {
             for (int upd = 0; upd < 2; upd++)
                 for (int gate = 0; gate < 4; gate++) {
                     const shape_t *s = &shapes[si];
-                    /* the long shape: the chunk paths only (fp32 VECTOR runs token by token) */
-                    if (s->T >= 4096 && gate == LINA_GATE_VECTOR && dts[di] == LINA_DTYPE_F32) continue;
                     run_case(s, (lina_gate)gate, (lina_update)upd, dts[di], LINA_FORM_AUTO, (si + gate) % 2, seed++);
                 }
+    /* the cuBLAS chunk path (KDA, fp32 delta rules, fp32 VECTOR gates) with a workspace budget
+     * that splits the batch into groups of sequences; then those cases on the previous kernels */
+    for (int pass = 0; pass < 2; pass++) {
+        setenv(pass ? "LINA_CUDA_BLAS_FWD" : "LINA_CUDA_CHUNK_WS_MB", pass ? "0" : "0.5", 1);
+        const int multi[] = {0, 2, 4, 7};
+        for (int pi = 0; pi < (quick ? 1 : 4); pi++)
+            for (int gate = 0; gate < 4; gate++) {
+                run_case(&shapes[multi[pi]], (lina_gate)gate, LINA_UPDATE_DELTA, LINA_DTYPE_F32, LINA_FORM_AUTO, pi % 2, seed++);
+                if (gate == LINA_GATE_VECTOR) {
+                    run_case(&shapes[multi[pi]], LINA_GATE_VECTOR, LINA_UPDATE_DELTA, LINA_DTYPE_BF16, LINA_FORM_AUTO, 1, seed++);
+                    run_case(&shapes[multi[pi]], LINA_GATE_VECTOR, LINA_UPDATE_ADD, LINA_DTYPE_F32, LINA_FORM_AUTO, 0, seed++);
+                }
+            }
+        unsetenv(pass ? "LINA_CUDA_BLAS_FWD" : "LINA_CUDA_CHUNK_WS_MB");
+    }
     /* the one-pass kernel (the 16-bit default for K <= 128) with forced segments: states-only pass,
      * scan, outputs from the segment starts (odd segment lengths; varlen with an empty sequence) */
     for (int segs = 2; segs <= 7; segs += 5) {

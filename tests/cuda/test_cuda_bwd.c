@@ -181,6 +181,16 @@ int main(int argc, char **argv) {
                 for (int gate = 0; gate < 3; gate++)
                     run_case(&shapes[picks[pi]], (lina_gate)gate, (lina_update)upd, dts[di], 1, 1, 1, seed++);
     unsetenv("LINA_CUDA_BWD_IMPL");
+    /* the chunkwise (cuBLAS) backward with a workspace budget that splits the batch into groups
+     * of sequences (a CONST dg sums over the groups) */
+    setenv("LINA_CUDA_CHUNK_WS_MB", "0.5", 1);
+    const int multi[] = {0, 2, 4, 6};
+    for (int pi = 0; pi < (quick ? 1 : 4); pi++)
+        for (int upd = 0; upd < 2; upd++)
+            for (int gate = 0; gate < 4; gate++)
+                run_case(&shapes[multi[pi]], (lina_gate)gate, (lina_update)upd, pi % 2 ? LINA_DTYPE_BF16 : LINA_DTYPE_F32,
+                         pi % 2, 1, 1, seed++);
+    unsetenv("LINA_CUDA_CHUNK_WS_MB");
     /* fixed gates (dg NULL): the chunkwise paths for CONST/SCALAR in every dtype, token by token
      * for VECTOR */
     for (int pi = 0; pi < (quick ? 1 : 4); pi++)
