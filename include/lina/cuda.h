@@ -81,18 +81,22 @@ typedef struct {
 
 /* Gradients of lina_cuda_attn_forward's outputs (o, and ht through dht), the
  * device twin of lina_attn_backward: overwritten, never accumulated. Every
- * gate and update, fp32 / bf16 / fp16, varlen, grouped heads. Two paths:
- *  - additive update, gates NONE / CONST / SCALAR, HV == H, when dg is NULL
- *    or the gate is NONE, or SCALAR with 16-bit inputs: three chunkwise
- *    forward runs (dq directly, dk and dv on the sequences reversed); SCALAR
- *    dg from q.dq - k.dk reverse-summed over time, with dq, dk from two extra
- *    fp32 runs (the identity cancels; ~8x slower than without dg);
- *  - everything else: token by token from states recomputed out of
- *    checkpoints (the state before every 16th token, fp32: 4 K V bytes per 16
- *    tokens per sequence and value head). Slow (O(T K V) on CUDA cores, tens
- *    of ms at B8 T4096 H16 K=V=128) but exact; sums over value tiles and
- *    grouped heads use fp32 atomics (last bits may differ between runs).
- * Workspaces are stream-ordered (cudaMallocAsync); a failed one is LINA_ERR_OOM. */
+ * gate and update, fp32 / bf16 / fp16, varlen, grouped heads. Paths:
+ *  - additive update, gates NONE / CONST / SCALAR, HV == H, dg NULL or gate
+ *    NONE: three chunkwise forward runs (dq directly, dk and dv on the
+ *    sequences reversed) on the tensor cores;
+ *  - everything else (delta rule, VECTOR gates, a wanted dg, grouped heads):
+ *    chunkwise on cuBLAS batched GEMMs (fp32; TF32 for 16-bit inputs), about
+ *    1 MB of workspace per 64-token chunk and value head at K = V = 128; a
+ *    batch beyond the budget (LINA_CUDA_CHUNK_WS_MB, else half the free
+ *    memory) runs as groups of whole sequences;
+ *  - form RECURRENT, LINA_CUDA_BWD_IMPL=recurrent, or a single sequence whose
+ *    workspace cannot be allocated: token by token from checkpoints (the
+ *    state before every 16th token, fp32). Exact but slow (tens of ms at B8
+ *    T4096 H16 K=V=128).
+ * Sums over grouped heads use fp32 atomics (last bits may differ between
+ * runs). Workspaces are stream-ordered (cudaMallocAsync); a failed one is
+ * LINA_ERR_OOM. */
 lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dtype dtype,
                                     const lina_cuda_attn_bwd_args *a, void *stream);
 

@@ -188,7 +188,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
 
     cudaStream_t st = (cudaStream_t)stream;
     /* KDA (VECTOR + delta), and fp32 delta rules or VECTOR gates: chunkwise on cuBLAS
-     * (attn_chunk_delta_bwd.cu; fp32 products, TF32 for 16-bit inputs) instead of the
+     * (attn_chunk_blas.cu; fp32 products, TF32 for 16-bit inputs) instead of the
      * token-by-token or FMA kernels; LINA_CUDA_BLAS_FWD=0 selects those. Out of memory:
      * the kernels below (no per-chunk workspace). */
     const char *blas_env = getenv("LINA_CUDA_BLAS_FWD");
@@ -398,7 +398,7 @@ extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dty
      * grouped heads): chunkwise on cuBLAS, the gates' gradient from per-chunk terms; if its
      * workspace does not fit, token by token below (checkpoints only: far less memory). */
     if (d->form != LINA_FORM_RECURRENT && !(impl && strcmp(impl, "recurrent") == 0)) {
-        lina_status s = lina_cuda_chunk_delta_backward(d, dtype, a, stream);
+        lina_status s = lina_cuda_chunk_blas_backward(d, dtype, a, stream);
         if (s != LINA_ERR_OOM) return s;
     }
 

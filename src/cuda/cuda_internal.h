@@ -108,10 +108,11 @@ int lina_cuda_recurrent_backward(const lina_cuda_attn_bwd_params *p, lina_dtype 
  * forward runs (attn_chunk_add_bwd.cu); the arguments are validated by the caller. */
 lina_status lina_cuda_chunk_add_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
                                          void *stream);
-/* Delta rule, gates NONE / CONST / SCALAR: chunkwise backward on cuBLAS batched GEMMs
- * (attn_chunk_delta_bwd.cu); validated by the caller. LINA_ERR_OOM if its workspace
- * (about 1 MB per 64-token chunk and value head at K = V = 128) cannot be allocated. */
-lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
+/* Chunkwise backward on cuBLAS batched GEMMs, every gate and update (attn_chunk_blas.cu);
+ * validated by the caller. Groups of sequences within a workspace budget; LINA_ERR_OOM if a
+ * group's workspace (about 1 MB per 64-token chunk and value head at K = V = 128) cannot be
+ * allocated. */
+lina_status lina_cuda_chunk_blas_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *a,
                                            void *stream);
 /* Forward on the same machinery (cuBLAS batched GEMMs, fp32 or TF32): every gate and
  * update; used for KDA (VECTOR + delta), fp32 delta rules and fp32 VECTOR gates. */

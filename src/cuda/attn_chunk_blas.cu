@@ -1,11 +1,13 @@
-/* Backward of the delta rule with gates NONE / CONST / SCALAR, chunkwise, fp32
- * arithmetic (TF32 products for 16-bit inputs) for every input dtype; also the
- * additive update (beta = 0 in L and Kg, V unscaled: X = [0 | V], U = V), for
- * which it gives the gates' gradient without cancellation and grouped heads. The math is the CPU twin's
- * (src/ops/attn_chunk_delta.h, attn_chunk_delta_bwd.c); here every sequence is
- * cut into chunks of DB_C rows, padded with zero rows (k = v = q = dO = beta =
- * 0, log-gate 0: an identity step), and each (chunk, value head) z is one
- * batch entry of cuBLAS strided-batched GEMMs and of small per-chunk kernels.
+/* Chunkwise attention on cuBLAS batched GEMMs, both directions, every gate and update:
+ * the backward of everything the tensor-core kernels do not cover (the delta rule, VECTOR
+ * gates, the additive update with a wanted dg or grouped heads) and the forward of KDA and
+ * of fp32 delta rules / VECTOR gates. fp32 arithmetic (TF32 products for 16-bit inputs). The
+ * math is the CPU twin's (src/ops/attn_chunk_delta.h, attn_chunk_delta_bwd.c); here every
+ * sequence is cut into chunks of DB_C rows, padded with zero rows (k = v = q = dO = beta = 0,
+ * log-gate 0: an identity step), and each (chunk, value head) z is one batch entry of cuBLAS
+ * strided-batched GEMMs and of small per-chunk kernels. The additive update runs the same
+ * steps with beta = 0 in L and Kg and V unscaled (X = [0 | V], U = V). VECTOR gates: b, gam,
+ * dec, gl per key channel, E_rsk = e^{b_rk - b_sk} exact per element (dbw_vscores).
  *
  * Per chunk (rows r, b_r the inclusive cumulative log-gate, gam_r = e^{b_r},
  * dec_r = e^{b_last - b_r}, gl = e^{b_last}, E_rs = e^{b_r - b_s} for s <= r):
@@ -26,7 +28,8 @@
  *   dq = dQK K + dQg o gam + diag k,  dk = (dKK + dKK^T) K + dQK^T Q + beta dB[:, :K] o gam + dKd o dec + diag q,
  *   db_r = sum_s Z_rs - sum_s Z_sr (Z = dM o M + dMq o Mq, strict) + gam (q.dQg + k.dKg) - dec k.dKd,
  *   db_last += sum_r dec_r k_r.dKd_r + gl sum(dSa o S_0),  dg_s = sum_{r >= s} db_r.
- * Workspace: about (13 C K + 4 C (K+V) + 7 C^2 + 5 K V) floats per (chunk, value head). */
+ * Workspace: about (12 C K + 4 C (K+V) + 7 C^2 + 5 K V) floats per (chunk, value head) for
+ * the backward (dbw_sizes), about half for the forward. */
 #include <cublas_v2.h>
 #include <limits.h>
 #include <math.h>
@@ -965,7 +968,7 @@ extern "C" lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lin
     return s;
 }
 
-extern "C" lina_status lina_cuda_chunk_delta_backward(const lina_attn_desc *d, lina_dtype dtype,
+extern "C" lina_status lina_cuda_chunk_blas_backward(const lina_attn_desc *d, lina_dtype dtype,
                                                       const lina_cuda_attn_bwd_args *ar, void *stream) {
     const int N = d->cu_seqlens ? d->n_seqs : d->B;
     int64_t *cu = (int64_t *)malloc(sizeof(int64_t) * (size_t)(N + 1));
