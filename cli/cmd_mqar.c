@@ -42,6 +42,8 @@ static void usage(FILE *f) {
             "                 stays --seq/--pairs. Zoology: 64:4:100000,128:8:20000,\n"
             "                 256:16:20000,256:32:20000,256:64:20000\n"
             "  --tie          tie the LM head to the embedding (as Zoology does)\n"
+            "  --conv         a short convolution on q, k, v in every linear mixer (Zoology's\n"
+            "                 models; default: only DeltaNet and Gated DeltaNet have one)\n"
             "  --init-from DIR  start from the weights of a model directory (a finished\n"
             "                 run's --checkpoint DIR/cur) of the same architecture, with a\n"
             "                 fresh optimizer and schedule (warm start: curriculum stage 2)\n"
@@ -213,7 +215,7 @@ int cmd_mqar(int argc, char **argv) {
     lina_mqar_config c = lina_mqar_config_default();
     lina_mqar_train_config tc = lina_mqar_train_default();
     int dim = 64, heads = 0, layers = 2, n_train = 2000, n_test = 300, seed = 1, threads = 0;
-    int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0, tie = 0;
+    int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0, tie = 0, conv = 0;
     const char *mix_spec = NULL, *init_from = NULL;
     float target_acc = 0;
     const char *ckpt = NULL;
@@ -235,6 +237,8 @@ int cmd_mqar(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--tie")) {
             tie = 1;
+        } else if (!strcmp(a, "--conv")) {
+            conv = 1;
             continue;
         } else if (!v) {
             fprintf(stderr, "lina mqar: %s needs a value (or unknown option)\n", a);
@@ -315,6 +319,7 @@ int cmd_mqar(int argc, char **argv) {
     mc.n_heads = heads ? heads : (dim / 64 > 1 ? dim / 64 : 1);
     mc.max_seq = max_seq > 2048 ? max_seq : 2048;
     mc.tie_embeddings = tie;
+    mc.short_conv_all = conv;
     for (int l = 0; l < layers; l++) mc.mixer[l] = (lina_mixer_kind)mixer;
     if (lina_model_config_validate(&mc) != LINA_OK) {
         fprintf(stderr, "lina mqar: %s\n", lina_last_error());
@@ -361,7 +366,7 @@ int cmd_mqar(int argc, char **argv) {
         const lina_model_config *wc = lina_model_get_config(w);
         int same = wc->vocab_size == mc.vocab_size && wc->dim == mc.dim &&
                    wc->n_layers == mc.n_layers && wc->n_heads == mc.n_heads &&
-                   wc->tie_embeddings == mc.tie_embeddings &&
+                   wc->tie_embeddings == mc.tie_embeddings && wc->short_conv_all == mc.short_conv_all &&
                    lina_model_n_params(w) == lina_model_n_params(m);
         for (int l = 0; same && l < layers; l++) same = wc->mixer[l] == mc.mixer[l];
         if (!same) {
@@ -393,8 +398,8 @@ int cmd_mqar(int argc, char **argv) {
     for (int i = 0, len = 0; mix_spec && i < n_sets; i++)
         len += snprintf(mix_norm + len, sizeof mix_norm - len, "%s%d:%d:%d", i ? "," : "",
                         set_cfg[i].seq, set_cfg[i].pairs, set_n[i]);
-    snprintf(run + run_len, sizeof run - run_len, "%s%s%s%s%s", mix_spec ? " mix=" : "", mix_norm,
-             tie ? " tie=1" : "", init_from ? " init=" : "", init_from ? init_from : "");
+    snprintf(run + run_len, sizeof run - run_len, "%s%s%s%s%s%s", mix_spec ? " mix=" : "", mix_norm,
+             tie ? " tie=1" : "", conv ? " conv=1" : "", init_from ? " init=" : "", init_from ? init_from : "");
     mqar_state state = {0};
     snprintf(state.run, sizeof state.run, "%s", run);
     if (lina_mqar_optimizer(m, &tc, &opt) != LINA_OK) {
@@ -478,6 +483,7 @@ int cmd_mqar(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "train", n_train);
         if (mix_spec) cJSON_AddStringToObject(o, "train_mix", mix_norm);
         cJSON_AddBoolToObject(o, "tie", tie);
+        cJSON_AddBoolToObject(o, "conv", conv);
         if (init_from) cJSON_AddStringToObject(o, "init_from", init_from);
         cJSON_AddNumberToObject(o, "test", n_test);
         cJSON_AddNumberToObject(o, "steps", tc.steps);

@@ -136,7 +136,7 @@ def mixer(kind, p, pre, x, cfg):
     kp = lin("f_proj.weight" if hgrn else "k_proj.weight", x)
     vp = lin("i_proj.weight" if hgrn else "v_proj.weight", x)
     delta = kind in ("gated_deltanet", "deltanet")
-    if delta:
+    if delta or (cfg.get("short_conv_all") and not hgrn):
         qp = short_conv_silu(qp, W("q_conv1d.weight"))
         kp = short_conv_silu(kp, W("k_conv1d.weight"))
         vp = short_conv_silu(vp, W("v_conv1d.weight"))

@@ -25,17 +25,20 @@ typedef struct {
     const char *name;
     const char *mixers[2];
     int tie;
+    int conv_all; /* short_conv_all: a short convolution in every linear mixer */
 } fixture;
 
 static const fixture fixtures[] = {
-    {"gdn", {"gated_deltanet", "gated_deltanet"}, 0},
-    {"softmax", {"softmax", "softmax"}, 1},
-    {"hybrid", {"gated_deltanet", "softmax"}, 0},
-    {"deltanet_gla", {"deltanet", "gla"}, 1},
-    {"mamba2_retnet", {"mamba2", "retnet"}, 0},
-    {"linear_hgrn2", {"linear", "hgrn2"}, 0},
-    {"cosformer_performer", {"cosformer", "performer"}, 0},
-    {"hedgehog", {"hedgehog", "hedgehog"}, 1},
+    {"gdn", {"gated_deltanet", "gated_deltanet"}, 0, 0},
+    {"softmax", {"softmax", "softmax"}, 1, 0},
+    {"hybrid", {"gated_deltanet", "softmax"}, 0, 0},
+    {"deltanet_gla", {"deltanet", "gla"}, 1, 0},
+    {"mamba2_retnet", {"mamba2", "retnet"}, 0, 0},
+    {"linear_hgrn2", {"linear", "hgrn2"}, 0, 0},
+    {"cosformer_performer", {"cosformer", "performer"}, 0, 0},
+    {"hedgehog", {"hedgehog", "hedgehog"}, 1, 0},
+    {"conv_gla_retnet", {"gla", "retnet"}, 0, 1},
+    {"conv_linear_mamba2", {"linear", "mamba2"}, 1, 1},
 };
 
 static char data_dir[1024];
@@ -53,6 +56,7 @@ static lina_model_config tiny_config(const fixture *f) {
     c.init_std = 0.2f;
     c.max_seq = 128;
     c.tie_embeddings = f->tie;
+    c.short_conv_all = f->conv_all;
     for (int l = 0; l < 2; l++) c.mixer[l] = (lina_mixer_kind)lina_mixer_parse(f->mixers[l]);
     return c;
 }
@@ -292,6 +296,11 @@ static void test_bad_input(void) {
                                      "\"num_hidden_layers\":1,\"num_heads\":4,\"mixers\":[\"gla\"]}", &c);
     test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "n_heads"),
                 "config with dim not divisible by heads rejected", "%s", lina_last_error());
+    st = lina_model_config_from_json("{\"model_type\":\"lina\",\"vocab_size\":256,\"hidden_size\":32,"
+                                     "\"num_hidden_layers\":1,\"num_heads\":4,\"short_conv_all\":2,"
+                                     "\"mixers\":[\"gla\"]}", &c);
+    test_report(st == LINA_ERR_FORMAT && strstr(lina_last_error(), "short_conv_all"),
+                "config with a non-boolean short_conv_all rejected", "%s", lina_last_error());
     st = lina_model_config_from_json("{\"model_type\":\"lina\",\"vocab_size\":256,\"hidden_size\":32,"
                                      "\"num_hidden_layers\":1,\"num_heads\":4,\"mixers\":[\"bogus\"]}", &c);
     test_report(st == LINA_ERR_FORMAT && strstr(lina_last_error(), "bogus"), "unknown mixer rejected",

@@ -53,6 +53,9 @@ typedef struct {
     int gate_low_rank;     /* GLA gk_proj rank (default 16) */
     int max_seq;           /* longest sequence a softmax layer accepts when decoding (default 2048) */
     int tie_embeddings;    /* LM head shares the embedding matrix */
+    int short_conv_all;    /* 1: a short convolution (+ SiLU) on q, k, v in every linear mixer but
+                            * HGRN2, as Zoology's MQAR models have; 0: fla's defaults (only the
+                            * delta-rule mixers have one) */
     float norm_eps;        /* RMSNorm epsilon (default 1e-6) */
     float rope_theta;      /* rotary base (default 10000) */
     float init_std;        /* weight init standard deviation (default 0.02) */

@@ -59,10 +59,10 @@ lina_status lina_mixer_init_fmap_tensor(lina_init_kind init, const int64_t *shap
     return lina_fmap_init_params(&d, seed, w);
 }
 
-static void set_flags(lina_mixer *mx) {
+static void set_flags(lina_mixer *mx, int short_conv_all) {
     lina_mixer_kind k = mx->kind;
     int delta = k == LINA_MIXER_GATED_DELTANET || k == LINA_MIXER_DELTANET;
-    mx->conv = delta;
+    mx->conv = delta || (short_conv_all && k != LINA_MIXER_HGRN2 && k != LINA_MIXER_SOFTMAX);
     mx->l2 = delta;
     mx->beta = delta;
     mx->rope = k == LINA_MIXER_RETNET || k == LINA_MIXER_SOFTMAX;
@@ -92,7 +92,7 @@ lina_status lina_mixer_create(const lina_model_config *c, int layer, const char 
     mx->eps = c->norm_eps;
     mx->theta = c->rope_theta;
     mx->threads = 1;
-    set_flags(mx);
+    set_flags(mx, c->short_conv_all);
     /* feature maps on each head's K-vector; the attention runs on F = out_dim features */
     mx->fd = lina_fmap_desc_default(k_fmap(mx->kind), mx->K);
     if (mx->kind == LINA_MIXER_COSFORMER) mx->fd.M = mx->max_seq; /* fixed horizon: decodable */

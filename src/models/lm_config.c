@@ -72,6 +72,7 @@ lina_status lina_model_config_validate(lina_model_config *c) {
     RANGE(head_v_dim, 1, 1024);
     RANGE(intermediate, 1, 1 << 20);
     RANGE(conv_size, 1, 64);
+    RANGE(short_conv_all, 0, 1);
     RANGE(gate_low_rank, 1, 4096);
     RANGE(max_seq, 1, 1 << 24);
     if (!(c->norm_eps > 0) || !(c->rope_theta > 1) || !(c->init_std > 0))
@@ -106,6 +107,7 @@ lina_status lina_model_config_to_json(const lina_model_config *c, char **json_ou
     cJSON_AddNumberToObject(j, "gate_low_rank_dim", c->gate_low_rank);
     cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
+    if (c->short_conv_all) cJSON_AddBoolToObject(j, "short_conv_all", 1);
     cJSON_AddNumberToObject(j, "norm_eps", c->norm_eps);
     cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
     cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
@@ -180,6 +182,12 @@ lina_status lina_model_config_from_json(const char *json, lina_model_config *c) 
     }
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
     if (tie) c->tie_embeddings = cJSON_IsTrue(tie);
+    const cJSON *conv_all = cJSON_GetObjectItemCaseSensitive(j, "short_conv_all");
+    if (conv_all && !cJSON_IsBool(conv_all)) {
+        st = lina_fail(LINA_ERR_FORMAT, "config.json: \"short_conv_all\" must be true or false");
+        goto done;
+    }
+    if (conv_all) c->short_conv_all = cJSON_IsTrue(conv_all);
     const cJSON *mixers = cJSON_GetObjectItemCaseSensitive(j, "mixers");
     if (!cJSON_IsArray(mixers) || cJSON_GetArraySize(mixers) != c->n_layers) {
         st = lina_fail(LINA_ERR_FORMAT, "config.json: \"mixers\" must be a list of %d mixer names",
