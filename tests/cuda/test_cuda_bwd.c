@@ -191,6 +191,11 @@ int main(int argc, char **argv) {
                 run_case(&shapes[multi[pi]], (lina_gate)gate, (lina_update)upd, pi % 2 ? LINA_DTYPE_BF16 : LINA_DTYPE_F32,
                          pi % 2, 1, 1, seed++);
     unsetenv("LINA_CUDA_CHUNK_WS_MB");
+    /* the previous SCALAR dg of the additive update (dq, dk from two extra fp32 runs), kept selectable */
+    setenv("LINA_CUDA_ADD_DG", "runs", 1);
+    for (int pi = 0; pi < (quick ? 1 : 4); pi++)
+        run_case(&shapes[picks[pi]], LINA_GATE_SCALAR, LINA_UPDATE_ADD, LINA_DTYPE_BF16, 1, 1, 1, seed++);
+    unsetenv("LINA_CUDA_ADD_DG");
     /* fixed gates (dg NULL): the chunkwise paths for CONST/SCALAR in every dtype, token by token
      * for VECTOR */
     for (int pi = 0; pi < (quick ? 1 : 4); pi++)
