@@ -3,11 +3,11 @@
  * gates, the additive update with a wanted dg or grouped heads) and the forward of KDA and
  * of fp32 delta rules / VECTOR gates. fp32 arithmetic (TF32 products for 16-bit inputs). The
  * math is the CPU twin's (src/ops/attn_chunk_delta.h, attn_chunk_delta_bwd.c); here every
- * sequence is cut into chunks of DB_C rows, padded with zero rows (k = v = q = dO = beta = 0,
+ * sequence is cut into chunks of CB_C rows, padded with zero rows (k = v = q = dO = beta = 0,
  * log-gate 0: an identity step), and each (chunk, value head) z is one batch entry of cuBLAS
  * strided-batched GEMMs and of small per-chunk kernels. The additive update runs the same
  * steps with beta = 0 in L and Kg and V unscaled (X = [0 | V], U = V). VECTOR gates: b, gam,
- * dec, gl per key channel, E_rsk = e^{b_rk - b_sk} exact per element (dbw_vscores).
+ * dec, gl per key channel, E_rsk = e^{b_rk - b_sk} exact per element (cb_vscores).
  *
  * Per chunk (rows r, b_r the inclusive cumulative log-gate, gam_r = e^{b_r},
  * dec_r = e^{b_last - b_r}, gl = e^{b_last}, E_rs = e^{b_r - b_s} for s <= r):
@@ -29,7 +29,7 @@
  *   db_r = sum_s Z_rs - sum_s Z_sr (Z = dM o M + dMq o Mq, strict) + gam (q.dQg + k.dKg) - dec k.dKd,
  *   db_last += sum_r dec_r k_r.dKd_r + gl sum(dSa o S_0),  dg_s = sum_{r >= s} db_r.
  * Workspace: about (12 C K + 4 C (K+V) + 7 C^2 + 5 K V) floats per (chunk, value head) for
- * the backward (dbw_sizes), about half for the forward. */
+ * the backward (cb_sizes), about half for the forward. */
 #include <cublas_v2.h>
 #include <limits.h>
 #include <math.h>
@@ -44,8 +44,8 @@
 
 extern "C" lina_status lina_fail(lina_status code, const char *fmt, ...);
 
-#define DB_C 64
-#define DB_THREADS 256
+#define CB_C 64
+#define CB_THREADS 256
 
 /* Per-z buffers (fp32, row-major), each z-th slice at base + z * size. */
 enum { B_QR, B_KR, B_VR, B_DR, B_QG, B_KG, B_KD, B_U, B_DKD, B_DQG, B_DQ, B_DK, /* (C, K) or (C, V) */
@@ -60,7 +60,7 @@ typedef struct {
     int ldk;       /* leading dim of the (K, K) matrices: K rounded up to 4 (16-byte rows) */
     int tf32;      /* GEMMs on tensor cores in TF32 (16-bit inputs) */
     int additive;  /* the additive update through the same steps: beta = 0 in L and Kg, V unscaled (X = [0 | V]) */
-    int vec;       /* VECTOR gates: b, db per key channel (B_B, B_DBS are (C, K)), scores by dbw_vscores */
+    int vec;       /* VECTOR gates: b, db per key channel (B_B, B_DBS are (C, K)), scores by cb_vscores */
     float scale;
     int64_t NZ;
     const int64_t *chunk_t0; /* (chunks) first token */
@@ -73,19 +73,19 @@ typedef struct {
     float *ht; /* forward: the state after each sequence, or NULL */
     float *buf[B_COUNT];
     int64_t size[B_COUNT];
-} dbw_args;
+} cb_args;
 
-__device__ __forceinline__ float *zbuf(const dbw_args &a, int i, int64_t z) { return a.buf[i] + z * a.size[i]; }
+__device__ __forceinline__ float *zbuf(const cb_args &a, int i, int64_t z) { return a.buf[i] + z * a.size[i]; }
 
 /* Raw and gated copies of the chunk's rows, gates, beta; Bm = diag(beta) [Kg | V]. */
 template <typename T>
-__global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_gather(cb_args a) {
     const int64_t z = blockIdx.x;
     const int c = (int)(z / a.HV), hv = (int)(z % a.HV), h = hv / (a.HV / a.H), K = a.K, V = a.V, P = K + V;
     const int64_t t0 = a.chunk_t0[c];
     const int n = a.chunk_len[c], tid = threadIdx.x;
-    __shared__ float sb[DB_C], sbeta[DB_C];
-    if (tid < DB_C) {
+    __shared__ float sb[CB_C], sbeta[CB_C];
+    if (tid < CB_C) {
         const int r = tid;
         float g = 0.f;
         if (r < n && a.gate == LINA_GATE_SCALAR) g = a.g[(t0 + r) * a.HV + hv];
@@ -98,25 +98,25 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
      * e^{b} turns into relative errors of ~1e-5 at |b| ~ 30 (the fp32 tests' bar) */
     if (tid == 0) {
         double acc = 0.0;
-        for (int r = 0; r < DB_C; r++) sb[r] = (float)(acc += sb[r]);
+        for (int r = 0; r < CB_C; r++) sb[r] = (float)(acc += sb[r]);
     }
     float *bv = zbuf(a, B_B, z); /* VECTOR: b (C, K), column k summed down the rows by thread k */
     if (a.vec)
-        for (int kk = tid; kk < K; kk += DB_THREADS) {
+        for (int kk = tid; kk < K; kk += CB_THREADS) {
             double acc = 0.0;
-            for (int r = 0; r < DB_C; r++) {
+            for (int r = 0; r < CB_C; r++) {
                 acc += r < n ? a.g[((t0 + r) * a.HV + hv) * K + kk] : 0.f;
                 bv[r * K + kk] = (float)acc;
             }
         }
     __syncthreads();
-    if (tid < DB_C) zbuf(a, B_BETA, z)[tid] = sbeta[tid];
-    if (tid < DB_C && !a.vec) bv[tid] = sb[tid];
-    const float blast = sb[DB_C - 1];
+    if (tid < CB_C) zbuf(a, B_BETA, z)[tid] = sbeta[tid];
+    if (tid < CB_C && !a.vec) bv[tid] = sb[tid];
+    const float blast = sb[CB_C - 1];
     const T *q = (const T *)a.q, *k = (const T *)a.k, *v = (const T *)a.v, *d = (const T *)a.dout;
     float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *Qg = zbuf(a, B_QG, z), *Kg = zbuf(a, B_KG, z);
     float *Kd = zbuf(a, B_KD, z), *Bm = zbuf(a, B_BM, z), *Vr = zbuf(a, B_VR, z), *Dr = zbuf(a, B_DR, z);
-    for (int i = tid; i < DB_C * K; i += DB_THREADS) {
+    for (int i = tid; i < CB_C * K; i += CB_THREADS) {
         const int r = i / K, kk = i % K;
         float qv = 0.f, kv = 0.f;
         if (r < n) {
@@ -124,11 +124,11 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
             qv = to_f(q[o]), kv = to_f(k[o]);
         }
         float gam = a.gate ? __expf(sb[r]) : 1.f, dec = a.gate ? __expf(blast - sb[r]) : 1.f;
-        if (a.vec) gam = __expf(bv[i]), dec = __expf(bv[(DB_C - 1) * K + kk] - bv[i]);
+        if (a.vec) gam = __expf(bv[i]), dec = __expf(bv[(CB_C - 1) * K + kk] - bv[i]);
         Qr[i] = qv, Kr[i] = kv, Qg[i] = qv * gam, Kg[i] = kv * gam, Kd[i] = kv * dec;
         Bm[r * P + kk] = sbeta[r] * kv * gam;
     }
-    for (int i = tid; i < DB_C * V; i += DB_THREADS) {
+    for (int i = tid; i < CB_C * V; i += CB_THREADS) {
         const int r = i / V, e = i % V;
         float vv = 0.f, dv = 0.f;
         if (r < n) {
@@ -142,16 +142,16 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_gather(dbw_args a) {
 
 /* From KK = K K^T (in B_M) and QK = Q K^T (in B_MQ): M, Mq in place, and
  * Tinv = (I + diag(beta) M)^-1 (unit lower triangular, column j by thread j). */
-__global__ void __launch_bounds__(DB_THREADS) dbw_scores(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_scores(cb_args a) {
     const int64_t z = blockIdx.x;
     const int tid = threadIdx.x;
-    __shared__ float sb[DB_C], sbeta[DB_C], sL[DB_C][DB_C + 1], sT[DB_C][DB_C + 1];
-    if (tid < DB_C) sb[tid] = a.vec ? 0.f : zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
+    __shared__ float sb[CB_C], sbeta[CB_C], sL[CB_C][CB_C + 1], sT[CB_C][CB_C + 1];
+    if (tid < CB_C) sb[tid] = a.vec ? 0.f : zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
     __syncthreads();
     float *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
-    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
-        const int r = i / DB_C, s = i % DB_C;
-        if (a.vec) { /* M, Mq from dbw_vscores */
+    for (int i = tid; i < CB_C * CB_C; i += CB_THREADS) {
+        const int r = i / CB_C, s = i % CB_C;
+        if (a.vec) { /* M, Mq from cb_vscores */
             sL[r][s] = sbeta[r] * M[i];
             continue;
         }
@@ -162,9 +162,9 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_scores(dbw_args a) {
         sL[r][s] = sbeta[r] * m;
     }
     __syncthreads();
-    if (tid < DB_C) {
+    if (tid < CB_C) {
         const int j = tid;
-        for (int i = 0; i < DB_C; i++) {
+        for (int i = 0; i < CB_C; i++) {
             float x = i == j ? 1.f : 0.f;
             if (i > j) {
                 for (int s = j; s < i; s++) x -= sL[i][s] * sT[s][j];
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_scores(dbw_args a) {
     }
     __syncthreads();
     float *Ti = zbuf(a, B_TINV, z);
-    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) Ti[i] = sT[i / DB_C][i % DB_C];
+    for (int i = tid; i < CB_C * CB_C; i += CB_THREADS) Ti[i] = sT[i / CB_C][i % CB_C];
 }
 
 /* The state recurrences over one sequence's chunks, for value columns
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_scores(dbw_args a) {
  * rows of A'^T, which is the other one of the pair) through a 3-stage cp.async ring that
  * runs ahead across steps: the matrices do not depend on x. */
 template <int RT>
-__global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int reverse) {
+__global__ void __launch_bounds__(CB_THREADS, 2) cb_chain(cb_args a, int reverse) {
     extern __shared__ __align__(16) float sm[];
     constexpr int STAGES = 3, R = 8 * RT;
     const int K = a.K, V = a.V, ld = a.ldk;
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
             const int kt = (j % nkt) * 32, rows = min(32, K - kt), units = ld / 4;
             const float *A = zbuf(a, mat, z_of(j / nkt)) + (int64_t)kt * ld;
             float *dst = sA + (j % STAGES) * 32 * R;
-            for (int i = tid; i < rows * units; i += DB_THREADS) {
+            for (int i = tid; i < rows * units; i += CB_THREADS) {
                 const int kl = i / units, u = 4 * (i % units);
                 cp_async16(dst + kl * R + u, A + (int64_t)kl * ld + u, 16);
             }
@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
         const int64_t z = z_of(step);
         const float *F = zbuf(a, B_F, z);
         const float *bz = zbuf(a, B_B, z);
-        const float gl = a.gate && !a.vec ? __expf(bz[DB_C - 1]) : 1.f;
+        const float gl = a.gate && !a.vec ? __expf(bz[CB_C - 1]) : 1.f;
         float acc[RT], f[RT];
 #pragma unroll
         for (int i = 0; i < RT; i++) {
@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(DB_THREADS, 2) dbw_chain(dbw_args a, int rever
 #pragma unroll
         for (int i = 0; i < RT; i++) {
             const int r = w * RT + i;
-            const float glr = a.vec ? __expf(bz[(DB_C - 1) * K + min(r, K - 1)]) : gl;
+            const float glr = a.vec ? __expf(bz[(CB_C - 1) * K + min(r, K - 1)]) : gl;
             if (r < K) acc[i] = glr * sx[r * 32 + lane] - acc[i] + f[i];
         }
         __syncthreads();
@@ -280,33 +280,33 @@ __device__ __forceinline__ float warp_sum(float x) {
 /* dbeta, dv; the scores' backward: dQK (strict lower) into B_DQK, dKK + dKK^T into
  * B_SSYM, and the scores' part of db into B_DBS. */
 template <typename T>
-__global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_post(cb_args a) {
     const int64_t z = blockIdx.x;
     const int c = (int)(z / a.HV), hv = (int)(z % a.HV), K = a.K, V = a.V, P = K + V;
     const int64_t t0 = a.chunk_t0[c];
     const int n = a.chunk_len[c], tid = threadIdx.x, w = tid / 32, lane = tid % 32;
-    __shared__ float sb[DB_C], sbeta[DB_C], sK[DB_C][DB_C + 1], sZ[DB_C][DB_C + 1];
-    if (tid < DB_C) sb[tid] = zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
+    __shared__ float sb[CB_C], sbeta[CB_C], sK[CB_C][CB_C + 1], sZ[CB_C][CB_C + 1];
+    if (tid < CB_C) sb[tid] = zbuf(a, B_B, z)[tid], sbeta[tid] = zbuf(a, B_BETA, z)[tid];
     __syncthreads();
     const float *dB = zbuf(a, B_DB, z), *dL = zbuf(a, B_DL, z), *M = zbuf(a, B_M, z), *Mq = zbuf(a, B_MQ, z);
     const float *dMq = zbuf(a, B_DMQ, z), *Kg = zbuf(a, B_KG, z), *Vr = zbuf(a, B_VR, z);
     for (int r = w; r < (a.additive ? 0 : n); r += 8) { /* dbeta_r = sum_{s<r} dL_rs M_rs + dB_r . [Kg_r | v_r] */
         float acc = 0.f;
-        for (int s = lane; s < r; s += 32) acc += dL[r * DB_C + s] * M[r * DB_C + s];
+        for (int s = lane; s < r; s += 32) acc += dL[r * CB_C + s] * M[r * CB_C + s];
         for (int kk = lane; kk < K; kk += 32) acc += dB[r * P + kk] * Kg[r * K + kk];
         for (int e = lane; e < V; e += 32) acc += dB[r * P + K + e] * Vr[r * V + e];
         acc = warp_sum(acc);
         if (lane == 0) a.dbeta[(t0 + r) * a.HV + hv] = acc;
     }
     T *dv = (T *)a.dv;
-    for (int i = tid; i < n * V; i += DB_THREADS) {
+    for (int i = tid; i < n * V; i += CB_THREADS) {
         const int r = i / V, e = i % V;
         dv[((t0 + r) * a.HV + hv) * V + e] = from_f<T>((a.additive ? 1.f : sbeta[r]) * dB[r * P + K + e]);
     }
-    if (a.vec) return; /* the scores' backward: dbw_vscores_bwd */
+    if (a.vec) return; /* the scores' backward: cb_vscores_bwd */
     float *dQK = zbuf(a, B_DQK, z);
-    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
-        const int r = i / DB_C, s = i % DB_C;
+    for (int i = tid; i < CB_C * CB_C; i += CB_THREADS) {
+        const int r = i / CB_C, s = i % CB_C;
         float dkk = 0.f, dqk = 0.f, zz = 0.f;
         if (s < r) {
             const float e = a.gate ? __expf(sb[r] - sb[s]) : 1.f, dm = sbeta[r] * dL[i];
@@ -317,10 +317,10 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
     }
     __syncthreads();
     float *Ss = zbuf(a, B_SSYM, z);
-    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) Ss[i] = sK[i / DB_C][i % DB_C] + sK[i % DB_C][i / DB_C];
-    if (tid < DB_C) {
+    for (int i = tid; i < CB_C * CB_C; i += CB_THREADS) Ss[i] = sK[i / CB_C][i % CB_C] + sK[i % CB_C][i / CB_C];
+    if (tid < CB_C) {
         float rs = 0.f, cs = 0.f;
-        for (int s = 0; s < DB_C; s++) rs += sZ[tid][s], cs += sZ[s][tid];
+        for (int s = 0; s < CB_C; s++) rs += sZ[tid][s], cs += sZ[s][tid];
         zbuf(a, B_DBS, z)[tid] = a.gate ? rs - cs : 0.f;
     }
 }
@@ -328,10 +328,10 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_post(dbw_args a) {
 /* VECTOR gates, scores of one chunk with exact per-channel factors (all <= 1):
  *   Mq_rs = sum_k q_rk k_sk e^{b_rk - b_sk} (s <= r),  M_rs = the same with k_rk (s < r).
  * Thread t: row r = t / 4, columns 16 (t % 4) .. + 15; 32 channels at a time. */
-__global__ void __launch_bounds__(DB_THREADS) dbw_vscores(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_vscores(cb_args a) {
     const int64_t z = blockIdx.x;
     const int K = a.K, tid = threadIdx.x, r = tid / 4, s0 = 16 * (tid % 4);
-    __shared__ float sQ[DB_C][33], sK[DB_C][33], sB[DB_C][33];
+    __shared__ float sQ[CB_C][33], sK[CB_C][33], sB[CB_C][33];
     const float *Q = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *B = zbuf(a, B_B, z);
     float mq[16], m[16];
 #pragma unroll
@@ -339,7 +339,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_vscores(dbw_args a) {
     for (int kt = 0; kt < K; kt += 32) {
         const int kn = min(32, K - kt);
         __syncthreads();
-        for (int i = tid; i < DB_C * 32; i += DB_THREADS) {
+        for (int i = tid; i < CB_C * 32; i += CB_THREADS) {
             const int rr = i / 32, kk = i % 32, ok = kk < kn;
             sQ[rr][kk] = ok ? Q[rr * K + kt + kk] : 0.f;
             sK[rr][kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
@@ -361,26 +361,26 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_vscores(dbw_args a) {
 #pragma unroll
     for (int j = 0; j < 16; j++) {
         const int s = s0 + j;
-        Mq[r * DB_C + s] = s <= r ? mq[j] : 0.f;
-        M[r * DB_C + s] = s < r ? m[j] : 0.f;
+        Mq[r * CB_C + s] = s <= r ? mq[j] : 0.f;
+        M[r * CB_C + s] = s < r ? m[j] : 0.f;
     }
 }
 
-/* VECTOR gates, the scores' backward (strict lower parts; Mq's diagonal is in dbw_final):
+/* VECTOR gates, the scores' backward (strict lower parts; Mq's diagonal is in cb_final):
  *   dq_rk  = sum_{s<r} dMq_rs k_sk E_rsk,   dk_rk (row) = sum_{s<r} dM_rs k_sk E_rsk,
  *   dk_sk (column) = sum_{r>s} (dMq_rs q_rk + dM_rs k_rk) E_rsk,   E_rsk = e^{b_rk - b_sk},
  *   db_rk = q_rk dq_rk + k_rk dk_rk (row) - k_rk dk_rk (column)
  * into B_DQ, B_DK (row + column) and B_DBS (C, K). dM = beta dL (strict lower).
  * Thread t: channel kt + t % 32, rows t / 32 + 8 j. Dynamic shared memory. */
-__global__ void __launch_bounds__(DB_THREADS) dbw_vscores_bwd(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_vscores_bwd(cb_args a) {
     extern __shared__ __align__(16) float smv[];
     const int64_t z = blockIdx.x;
     const int K = a.K, tid = threadIdx.x, lane = tid % 32, w = tid / 32;
-    float (*dMq)[DB_C] = (float (*)[DB_C])smv, (*dM)[DB_C] = (float (*)[DB_C])(smv + DB_C * DB_C);
-    float (*sQ)[32] = (float (*)[32])(smv + 2 * DB_C * DB_C), (*sK)[32] = sQ + DB_C, (*sB)[32] = sQ + 2 * DB_C;
+    float (*dMq)[CB_C] = (float (*)[CB_C])smv, (*dM)[CB_C] = (float (*)[CB_C])(smv + CB_C * CB_C);
+    float (*sQ)[32] = (float (*)[32])(smv + 2 * CB_C * CB_C), (*sK)[32] = sQ + CB_C, (*sB)[32] = sQ + 2 * CB_C;
     const float *gMq = zbuf(a, B_DMQ, z), *gL = zbuf(a, B_DL, z), *beta = zbuf(a, B_BETA, z);
-    for (int i = tid; i < DB_C * DB_C; i += DB_THREADS) {
-        const int r = i / DB_C, s = i % DB_C;
+    for (int i = tid; i < CB_C * CB_C; i += CB_THREADS) {
+        const int r = i / CB_C, s = i % CB_C;
         dMq[r][s] = s < r ? gMq[i] : 0.f;
         dM[r][s] = s < r ? beta[r] * gL[i] : 0.f;
     }
@@ -389,7 +389,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_vscores_bwd(dbw_args a) {
     for (int kt = 0; kt < K; kt += 32) {
         const int kn = min(32, K - kt);
         __syncthreads();
-        for (int i = tid; i < DB_C * 32; i += DB_THREADS) {
+        for (int i = tid; i < CB_C * 32; i += CB_THREADS) {
             const int rr = i / 32, kk = i % 32, ok = kk < kn;
             sQ[rr][kk] = ok ? Q[rr * K + kt + kk] : 0.f;
             sK[rr][kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
@@ -397,14 +397,14 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_vscores_bwd(dbw_args a) {
         }
         __syncthreads();
         if (lane >= kn) continue;
-        for (int r = w; r < DB_C; r += 8) {
+        for (int r = w; r < CB_C; r += 8) {
             const float q = sQ[r][lane], k = sK[r][lane], b = sB[r][lane];
             float gq = 0.f, gkr = 0.f, gkc = 0.f;
             for (int s = 0; s < r; s++) {
                 const float ks = sK[s][lane] * __expf(b - sB[s][lane]);
                 gq += dMq[r][s] * ks, gkr += dM[r][s] * ks;
             }
-            for (int t = r + 1; t < DB_C; t++) {
+            for (int t = r + 1; t < CB_C; t++) {
                 const float e = __expf(sB[t][lane] - b);
                 gkc += (dMq[t][r] * sQ[t][lane] + dM[t][r] * sK[t][lane]) * e;
             }
@@ -415,22 +415,22 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_vscores_bwd(dbw_args a) {
 }
 
 /* dq, dk (fp32 sums over grouped heads), dg (reverse cumulative sum of db). */
-__global__ void __launch_bounds__(DB_THREADS) dbw_final(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_final(cb_args a) {
     const int64_t z = blockIdx.x;
     const int c = (int)(z / a.HV), hv = (int)(z % a.HV), h = hv / (a.HV / a.H), K = a.K, V = a.V, P = K + V;
     const int64_t t0 = a.chunk_t0[c];
     const int n = a.chunk_len[c], tid = threadIdx.x, w = tid / 32, lane = tid % 32;
-    __shared__ float sdb[DB_C], sred[DB_THREADS / 32];
+    __shared__ float sdb[CB_C], sred[CB_THREADS / 32];
     const float *b = zbuf(a, B_B, z), *beta = zbuf(a, B_BETA, z), *dMq = zbuf(a, B_DMQ, z);
     const float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *dQg = zbuf(a, B_DQG, z), *dKd = zbuf(a, B_DKD, z);
     const float *dq = zbuf(a, B_DQ, z), *dk = zbuf(a, B_DK, z), *dB = zbuf(a, B_DB, z);
-    const float blast = b[DB_C - 1];
+    const float blast = b[CB_C - 1];
     float last = 0.f; /* per thread: contributions to db_last */
-    for (int r = w; r < DB_C; r += 8) {
+    for (int r = w; r < CB_C; r += 8) {
         float dbr = 0.f;
         if (r < n) {
             const float gam = a.gate ? __expf(b[r]) : 1.f, dec = a.gate ? __expf(blast - b[r]) : 1.f;
-            const float diag = dMq[r * DB_C + r], br = beta[r];
+            const float diag = dMq[r * CB_C + r], br = beta[r];
             for (int kk = lane; kk < K; kk += 32) {
                 const int i = r * K + kk;
                 const float dkg = br * dB[r * P + kk], q = Qr[i], k = Kr[i];
@@ -453,7 +453,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final(dbw_args a) {
     if (!a.gate || !a.dg) return;
     const float *dSa = zbuf(a, B_DSA, z), *S0 = zbuf(a, B_S0, z);
     float ss = 0.f;
-    for (int64_t i = tid; i < (int64_t)K * V; i += DB_THREADS) ss += dSa[i] * S0[i];
+    for (int64_t i = tid; i < (int64_t)K * V; i += CB_THREADS) ss += dSa[i] * S0[i];
     last += __expf(blast) * ss;
     last = warp_sum(last);
     if (lane == 0) sred[w] = last;
@@ -461,7 +461,7 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final(dbw_args a) {
     if (w == 0) {
         const float *dbs = zbuf(a, B_DBS, z);
         float tail = 0.f;
-        for (int j = 0; j < DB_THREADS / 32; j++) tail += sred[j];
+        for (int j = 0; j < CB_THREADS / 32; j++) tail += sred[j];
         /* lane l holds rows 2l, 2l + 1; suffix sums from the last row */
         float x0 = sdb[2 * lane] + dbs[2 * lane], x1 = sdb[2 * lane + 1] + dbs[2 * lane + 1];
         if (lane == 31) x1 += tail;
@@ -482,10 +482,10 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final(dbw_args a) {
     }
 }
 
-/* VECTOR gates: dq, dk as dbw_final; db_rk = (scores' part) + e^{b_rk} (q dQg + k dKg)_rk
+/* VECTOR gates: dq, dk as cb_final; db_rk = (scores' part) + e^{b_rk} (q dQg + k dKg)_rk
  * - dec_rk (k dKd)_rk; db_last,k += sum_r dec_rk (k dKd)_rk + e^{b_last,k} sum_v (dSa o S_0)_kv;
  * dg_sk = sum_{r >= s} db_rk (thread k walks its column up). */
-__global__ void __launch_bounds__(DB_THREADS) dbw_final_vec(dbw_args a) {
+__global__ void __launch_bounds__(CB_THREADS) cb_final_vec(cb_args a) {
     const int64_t z = blockIdx.x;
     const int c = (int)(z / a.HV), hv = (int)(z % a.HV), h = hv / (a.HV / a.H), K = a.K, V = a.V, P = K + V;
     const int64_t t0 = a.chunk_t0[c];
@@ -495,13 +495,13 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final_vec(dbw_args a) {
     const float *Qr = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *dQg = zbuf(a, B_DQG, z), *dKd = zbuf(a, B_DKD, z);
     const float *dq = zbuf(a, B_DQ, z), *dk = zbuf(a, B_DK, z), *dB = zbuf(a, B_DB, z);
     float *db = zbuf(a, B_DBS, z);
-    for (int kk = tid; kk < K; kk += DB_THREADS) slast[kk] = 0.f;
+    for (int kk = tid; kk < K; kk += CB_THREADS) slast[kk] = 0.f;
     __syncthreads();
-    for (int i = tid; i < DB_C * K; i += DB_THREADS) {
+    for (int i = tid; i < CB_C * K; i += CB_THREADS) {
         const int r = i / K, kk = i % K;
         if (r >= n) continue;
-        const float gam = __expf(b[i]), dec = __expf(b[(DB_C - 1) * K + kk] - b[i]);
-        const float diag = dMq[r * DB_C + r], q = Qr[i], k = Kr[i], dkg = beta[r] * dB[r * P + kk];
+        const float gam = __expf(b[i]), dec = __expf(b[(CB_C - 1) * K + kk] - b[i]);
+        const float diag = dMq[r * CB_C + r], q = Qr[i], k = Kr[i], dkg = beta[r] * dB[r * P + kk];
         const float dqv = dq[i] + dQg[i] * gam + diag * k;
         const float dkv = dk[i] + dkg * gam + dKd[i] * dec + diag * q;
         db[i] += gam * (q * dQg[i] + k * dkg) - dec * k * dKd[i];
@@ -517,11 +517,11 @@ __global__ void __launch_bounds__(DB_THREADS) dbw_final_vec(dbw_args a) {
     __syncthreads();
     if (!a.dg) return;
     const float *dSa = zbuf(a, B_DSA, z), *S0 = zbuf(a, B_S0, z);
-    for (int kk = tid; kk < K; kk += DB_THREADS) {
+    for (int kk = tid; kk < K; kk += CB_THREADS) {
         float ss = 0.f;
         for (int v = 0; v < V; v++) ss += dSa[(int64_t)kk * V + v] * S0[(int64_t)kk * V + v];
-        float acc = slast[kk] + __expf(b[(DB_C - 1) * K + kk]) * ss;
-        for (int r = DB_C - 1; r >= 0; r--) {
+        float acc = slast[kk] + __expf(b[(CB_C - 1) * K + kk]) * ss;
+        for (int r = CB_C - 1; r >= 0; r--) {
             if (r < n) {
                 acc += db[r * K + kk];
                 a.dg[((t0 + r) * a.HV + hv) * K + kk] = acc;
@@ -554,14 +554,14 @@ static cublasHandle_t blas_handle(void) {
  * op(A) (M x Kd), op(B) (Kd x N); A, B, C given as (buffer, column offset, ld). */
 typedef struct {
     cublasHandle_t h;
-    dbw_args *a;
+    cb_args *a;
     int status;
 } blas_ctx;
 
 static void rgemm(blas_ctx *x, int ta, int tb, int M, int N, int Kd, float alpha, int ia, int oa, int lda, int ib,
                   int ob, int ldb, float beta, int ic, int oc, int ldc) {
     if (x->status != CUBLAS_STATUS_SUCCESS) return;
-    const dbw_args *a = x->a;
+    const cb_args *a = x->a;
     x->status = cublasGemmStridedBatchedEx(
         x->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, Kd, &alpha, a->buf[ib] + ob,
         CUDA_R_32F, ldb, a->size[ib], a->buf[ia] + oa, CUDA_R_32F, lda, a->size[ia], &beta, a->buf[ic] + oc,
@@ -569,37 +569,37 @@ static void rgemm(blas_ctx *x, int ta, int tb, int M, int N, int Kd, float alpha
         CUBLAS_GEMM_DEFAULT);
 }
 
-static void gather(const dbw_args &a, lina_dtype dt, cudaStream_t st) {
+static void gather(const cb_args &a, lina_dtype dt, cudaStream_t st) {
     const unsigned nz = (unsigned)a.NZ;
-    if (dt == LINA_DTYPE_F32) dbw_gather<float><<<nz, DB_THREADS, 0, st>>>(a);
-    else if (dt == LINA_DTYPE_BF16) dbw_gather<__nv_bfloat16><<<nz, DB_THREADS, 0, st>>>(a);
-    else dbw_gather<__half><<<nz, DB_THREADS, 0, st>>>(a);
+    if (dt == LINA_DTYPE_F32) cb_gather<float><<<nz, CB_THREADS, 0, st>>>(a);
+    else if (dt == LINA_DTYPE_BF16) cb_gather<__nv_bfloat16><<<nz, CB_THREADS, 0, st>>>(a);
+    else cb_gather<__half><<<nz, CB_THREADS, 0, st>>>(a);
 }
 
-static void post(const dbw_args &a, lina_dtype dt, cudaStream_t st) {
+static void post(const cb_args &a, lina_dtype dt, cudaStream_t st) {
     const unsigned nz = (unsigned)a.NZ;
-    if (dt == LINA_DTYPE_F32) dbw_post<float><<<nz, DB_THREADS, 0, st>>>(a);
-    else if (dt == LINA_DTYPE_BF16) dbw_post<__nv_bfloat16><<<nz, DB_THREADS, 0, st>>>(a);
-    else dbw_post<__half><<<nz, DB_THREADS, 0, st>>>(a);
+    if (dt == LINA_DTYPE_F32) cb_post<float><<<nz, CB_THREADS, 0, st>>>(a);
+    else if (dt == LINA_DTYPE_BF16) cb_post<__nv_bfloat16><<<nz, CB_THREADS, 0, st>>>(a);
+    else cb_post<__half><<<nz, CB_THREADS, 0, st>>>(a);
 }
 
-static int chain(const dbw_args &a, int reverse, cudaStream_t st) {
+static int chain(const cb_args &a, int reverse, cudaStream_t st) {
     const dim3 grid((unsigned)(a.n_seqs * a.HV), (unsigned)((a.V + 31) / 32));
     const int RT = a.K <= 128 ? 16 : 32;
     const size_t smem = (size_t)(a.K * 32 + 3 * 32 * 8 * RT) * 4;
     if (RT == 16) {
-        cudaFuncSetAttribute(dbw_chain<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        dbw_chain<16><<<grid, DB_THREADS, smem, st>>>(a, reverse);
+        cudaFuncSetAttribute(cb_chain<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cb_chain<16><<<grid, CB_THREADS, smem, st>>>(a, reverse);
     } else {
-        cudaFuncSetAttribute(dbw_chain<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        dbw_chain<32><<<grid, DB_THREADS, smem, st>>>(a, reverse);
+        cudaFuncSetAttribute(cb_chain<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cb_chain<32><<<grid, CB_THREADS, smem, st>>>(a, reverse);
     }
     return (int)cudaGetLastError();
 }
 
 /* One call's state: arguments, workspace, cuBLAS, the first error, optional phase timers. */
 typedef struct {
-    dbw_args a;
+    cb_args a;
     unsigned char *ws;
     float *extra; /* extra_floats after the per-z buffers */
     blas_ctx x;
@@ -610,10 +610,10 @@ typedef struct {
     cudaEvent_t ev[10];
     const char *ev_name[10];
     struct timespec t_start;
-} dbw_run;
+} cb_run;
 
-/* LINA_CUDA_DBW_TIMES=1: the time of each phase on stderr (synchronizes at the end). */
-static void mark(dbw_run *R, const char *name) {
+/* LINA_CUDA_BLAS_TIMES=1: the time of each phase on stderr (synchronizes at the end). */
+static void mark(cb_run *R, const char *name) {
     if (R->timing && R->n_ev < 10 && cudaEventCreate(&R->ev[R->n_ev]) == cudaSuccess) {
         R->ev_name[R->n_ev] = name;
         cudaEventRecord(R->ev[R->n_ev++], R->st);
@@ -622,8 +622,8 @@ static void mark(dbw_run *R, const char *name) {
 
 /* Floats of each per-z buffer (backward-only ones left out of a forward; 64-float aligned)
  * into size[], and their sum. */
-static int64_t dbw_sizes(const lina_attn_desc *d, int backward, int64_t size[B_COUNT]) {
-    const int64_t C = DB_C, K = d->K, V = d->V, ldk = (K + 3) / 4 * 4, b = backward;
+static int64_t cb_sizes(const lina_attn_desc *d, int backward, int64_t size[B_COUNT]) {
+    const int64_t C = CB_C, K = d->K, V = d->V, ldk = (K + 3) / 4 * 4, b = backward;
     const int64_t CK = C * K, CV = C * V, CP = C * (K + V), CC = C * C, vec = d->gate == LINA_GATE_VECTOR;
     const int64_t sizes[B_COUNT] = {CK, CK, CV, CV, CK, CK, CK, CV, b * CK, b * CK, b * CK, b * CK, CP, CP,
                                     b * CP, b * CP, CC, CC, CC, b * CC, b * CC, b * CC, b * CC,
@@ -635,12 +635,12 @@ static int64_t dbw_sizes(const lina_attn_desc *d, int backward, int64_t size[B_C
 }
 
 /* Chunk tables, the per-z buffers (backward-only ones left out of a forward), cuBLAS. */
-static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype dtype, int backward,
-                             size_t extra_floats, dbw_run *R) {
-    const int K = d->K, V = d->V, HV = d->HV ? d->HV : d->H, C = DB_C;
+static lina_status cb_setup(const char *fn, const lina_attn_desc *d, lina_dtype dtype, int backward,
+                             size_t extra_floats, cb_run *R) {
+    const int K = d->K, V = d->V, HV = d->HV ? d->HV : d->H, C = CB_C;
     const int N = d->cu_seqlens ? d->n_seqs : d->B;
     clock_gettime(CLOCK_MONOTONIC, &R->t_start);
-    const char *tm = getenv("LINA_CUDA_DBW_TIMES");
+    const char *tm = getenv("LINA_CUDA_BLAS_TIMES");
     R->timing = tm && strcmp(tm, "1") == 0;
     int64_t n_chunks = 0;
     for (int n = 0; n < N; n++) {
@@ -650,7 +650,7 @@ static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype
     if (n_chunks * HV > INT_MAX)
         return lina_fail(LINA_ERR_UNSUPPORTED, "%s: %lld chunks x %d heads exceed the batch limit", fn,
                          (long long)n_chunks, HV);
-    dbw_args &a = R->a;
+    cb_args &a = R->a;
     memset(&a, 0, sizeof a);
     a.K = K, a.V = V, a.H = d->H, a.HV = HV, a.gate = (int)d->gate, a.n_seqs = N;
     a.additive = d->update != LINA_UPDATE_DELTA;
@@ -660,7 +660,7 @@ static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype
     a.ldk = (K + 3) / 4 * 4;
     const char *tf = getenv("LINA_CUDA_TF32");
     a.tf32 = dtype != LINA_DTYPE_F32 && !(tf && strcmp(tf, "0") == 0);
-    const int64_t per_z = dbw_sizes(d, backward, a.size);
+    const int64_t per_z = cb_sizes(d, backward, a.size);
     const size_t table_bytes = ((size_t)n_chunks * 12 + (size_t)(N + 1) * 4 + 255) / 256 * 256;
     const double total_d = (double)per_z * 4 * a.NZ + table_bytes + 4.0 * extra_floats;
     if (total_d > 1e15) return lina_fail(LINA_ERR_OOM, "%s: %.3g bytes of workspace", fn, total_d);
@@ -703,36 +703,36 @@ static lina_status dbw_setup(const char *fn, const lina_attn_desc *d, lina_dtype
     return LINA_OK;
 }
 
-static int dbw_ok(const dbw_run *R) { return R->e == cudaSuccess && R->x.status == CUBLAS_STATUS_SUCCESS; }
+static int cb_ok(const cb_run *R) { return R->e == cudaSuccess && R->x.status == CUBLAS_STATUS_SUCCESS; }
 
 /* Both directions: the chunk's copies, scores, X = [W | Ut], W^T Kd (and Kd^T W for the
  * backward), F = Kd^T Ut; the forward state recurrence (S0 per chunk, ht); U = Ut - W S0. */
-static void dbw_front(dbw_run *R, lina_dtype dtype, int backward) {
-    dbw_args &a = R->a;
+static void cb_front(cb_run *R, lina_dtype dtype, int backward) {
+    cb_args &a = R->a;
     blas_ctx *x = &R->x;
-    const int K = a.K, V = a.V, P = K + V, C = DB_C;
-    if (dbw_ok(R) && a.NZ > 0) {
+    const int K = a.K, V = a.V, P = K + V, C = CB_C;
+    if (cb_ok(R) && a.NZ > 0) {
         R->what = "chunk kernels";
         mark(R, "prep");
         gather(a, dtype, R->st);
         if (a.vec) {
-            dbw_vscores<<<(unsigned)a.NZ, DB_THREADS, 0, R->st>>>(a);
+            cb_vscores<<<(unsigned)a.NZ, CB_THREADS, 0, R->st>>>(a);
         } else {
             rgemm(x, 0, 1, C, C, K, 1.f, B_KR, 0, K, B_KR, 0, K, 0.f, B_M, 0, C);       /* KK = K K^T */
             rgemm(x, 0, 1, C, C, K, 1.f, B_QR, 0, K, B_KR, 0, K, 0.f, B_MQ, 0, C);      /* QK = Q K^T */
         }
-        if (x->status == CUBLAS_STATUS_SUCCESS) dbw_scores<<<(unsigned)a.NZ, DB_THREADS, 0, R->st>>>(a);
+        if (x->status == CUBLAS_STATUS_SUCCESS) cb_scores<<<(unsigned)a.NZ, CB_THREADS, 0, R->st>>>(a);
         rgemm(x, 0, 0, C, P, C, 1.f, B_TINV, 0, C, B_BM, 0, P, 0.f, B_X, 0, P);         /* X = Tinv Bm */
         rgemm(x, 1, 0, K, K, C, 1.f, B_X, 0, P, B_KD, 0, K, 0.f, B_WTKD, 0, a.ldk);     /* W^T Kd */
         if (backward) rgemm(x, 1, 0, K, K, C, 1.f, B_KD, 0, K, B_X, 0, P, 0.f, B_KDTW, 0, a.ldk); /* Kd^T W */
         rgemm(x, 1, 0, K, V, C, 1.f, B_KD, 0, K, B_X, K, P, 0.f, B_F, 0, V);            /* F = Kd^T Ut */
     }
-    if (dbw_ok(R)) {
+    if (cb_ok(R)) {
         R->what = "state recurrence (forward)";
         mark(R, "chain fwd");
         R->e = (cudaError_t)chain(a, 0, R->st);
     }
-    if (dbw_ok(R) && a.NZ > 0) {
+    if (cb_ok(R) && a.NZ > 0) {
         R->what = "chunk kernels";
         mark(R, "mid");
         /* slices of C V and C P floats: contiguous rows */
@@ -742,7 +742,7 @@ static void dbw_front(dbw_run *R, lina_dtype dtype, int backward) {
     }
 }
 
-static lina_status dbw_finish(const char *fn, dbw_run *R) {
+static lina_status cb_finish(const char *fn, cb_run *R) {
     if (R->e == cudaSuccess) R->e = cudaGetLastError();
     mark(R, "end");
     if (R->timing && R->n_ev > 1) {
@@ -772,53 +772,53 @@ static lina_status dbw_finish(const char *fn, dbw_run *R) {
 
 /* o rows of the chunk (O in B_DR) in the element type. */
 template <typename T>
-__global__ void __launch_bounds__(DB_THREADS) dbw_store_o(dbw_args a, void *out) {
+__global__ void __launch_bounds__(CB_THREADS) cb_store_o(cb_args a, void *out) {
     const int64_t z = blockIdx.x;
     const int c = (int)(z / a.HV), hv = (int)(z % a.HV), V = a.V, n = a.chunk_len[c];
     const int64_t t0 = a.chunk_t0[c];
     const float *O = zbuf(a, B_DR, z);
     T *o = (T *)out;
-    for (int i = threadIdx.x; i < n * V; i += DB_THREADS) o[((t0 + i / V) * a.HV + hv) * V + i % V] = from_f<T>(O[i]);
+    for (int i = threadIdx.x; i < n * V; i += CB_THREADS) o[((t0 + i / V) * a.HV + hv) * V + i % V] = from_f<T>(O[i]);
 }
 
 static lina_status blas_forward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_fwd_args *f,
                                 void *stream) {
     static const char fn[] = "lina_cuda_attn_forward (chunkwise, cuBLAS)";
-    dbw_run R;
+    cb_run R;
     memset(&R, 0, sizeof R);
     R.st = (cudaStream_t)stream;
-    TRY_STATUS(dbw_setup(fn, d, dtype, 0, 0, &R));
-    dbw_args &a = R.a;
+    TRY_STATUS(cb_setup(fn, d, dtype, 0, 0, &R));
+    cb_args &a = R.a;
     a.q = f->q, a.k = f->k, a.v = f->v, a.g = f->g, a.beta = f->beta, a.h0 = f->h0, a.ht = f->ht;
-    dbw_front(&R, dtype, 0);
-    if (dbw_ok(&R) && a.NZ > 0) { /* O = scale (Qg S0 + Mq U) */
-        const int K = a.K, V = a.V, C = DB_C;
+    cb_front(&R, dtype, 0);
+    if (cb_ok(&R) && a.NZ > 0) { /* O = scale (Qg S0 + Mq U) */
+        const int K = a.K, V = a.V, C = CB_C;
         mark(&R, "outputs");
         rgemm(&R.x, 0, 0, C, V, K, a.scale, B_QG, 0, K, B_S0, 0, V, 0.f, B_DR, 0, V);
         rgemm(&R.x, 0, 0, C, V, C, a.scale, B_MQ, 0, C, B_U, 0, V, 1.f, B_DR, 0, V);
-        if (dbw_ok(&R)) {
+        if (cb_ok(&R)) {
             const unsigned nz = (unsigned)a.NZ;
-            if (dtype == LINA_DTYPE_F32) dbw_store_o<float><<<nz, DB_THREADS, 0, R.st>>>(a, f->o);
-            else if (dtype == LINA_DTYPE_BF16) dbw_store_o<__nv_bfloat16><<<nz, DB_THREADS, 0, R.st>>>(a, f->o);
-            else dbw_store_o<__half><<<nz, DB_THREADS, 0, R.st>>>(a, f->o);
+            if (dtype == LINA_DTYPE_F32) cb_store_o<float><<<nz, CB_THREADS, 0, R.st>>>(a, f->o);
+            else if (dtype == LINA_DTYPE_BF16) cb_store_o<__nv_bfloat16><<<nz, CB_THREADS, 0, R.st>>>(a, f->o);
+            else cb_store_o<__half><<<nz, CB_THREADS, 0, R.st>>>(a, f->o);
         }
     }
-    return dbw_finish(fn, &R);
+    return cb_finish(fn, &R);
 }
 
 /* zero_dg = 0: a CONST dg accumulates onto what an earlier group of sequences left */
 static lina_status blas_backward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_bwd_args *ar,
                                  void *stream, int zero_dg) {
     static const char fn[] = "lina_cuda_attn_backward (chunkwise, cuBLAS)";
-    dbw_run R;
+    cb_run R;
     memset(&R, 0, sizeof R);
     R.st = (cudaStream_t)stream;
     const int accumulate = dtype != LINA_DTYPE_F32; /* fp32 sums beside 16-bit dq, dk */
     const size_t n_qk = (size_t)d->B * d->T * d->H * d->K;
-    TRY_STATUS(dbw_setup(fn, d, dtype, 1, accumulate ? 2 * n_qk : 0, &R));
-    dbw_args &a = R.a;
+    TRY_STATUS(cb_setup(fn, d, dtype, 1, accumulate ? 2 * n_qk : 0, &R));
+    cb_args &a = R.a;
     blas_ctx *x = &R.x;
-    const int K = a.K, V = a.V, P = K + V, C = DB_C;
+    const int K = a.K, V = a.V, P = K + V, C = CB_C;
     const float sc = a.scale;
     a.dq_acc = accumulate ? R.extra : (float *)ar->dq;
     a.dk_acc = accumulate ? R.extra + n_qk : (float *)ar->dk;
@@ -831,18 +831,18 @@ static lina_status blas_backward(const lina_attn_desc *d, lina_dtype dtype, cons
     if (R.e == cudaSuccess && n_qk) R.e = cudaMemsetAsync(a.dk_acc, 0, n_qk * 4, R.st);
     if (R.e == cudaSuccess && n_g && a.dg && (zero_dg || d->gate != LINA_GATE_CONST))
         R.e = cudaMemsetAsync(a.dg, 0, n_g * 4, R.st);
-    dbw_front(&R, dtype, 1);
-    if (dbw_ok(&R) && a.NZ > 0) {
+    cb_front(&R, dtype, 1);
+    if (cb_ok(&R) && a.NZ > 0) {
         rgemm(x, 1, 0, C, V, C, sc, B_MQ, 0, C, B_DR, 0, V, 0.f, B_DWU, K, P);          /* A = sc Mq^T dO */
         rgemm(x, 1, 0, K, V, C, sc, B_QG, 0, K, B_DR, 0, V, 0.f, B_F, 0, V);            /* sc Qg^T dO */
         rgemm(x, 1, 0, K, V, C, -1.f, B_X, 0, P, B_DWU, K, P, 1.f, B_F, 0, V);          /* H = .. - W^T A */
     }
-    if (dbw_ok(&R)) {
+    if (cb_ok(&R)) {
         R.what = "state recurrence (reverse)";
         mark(&R, "chain rev");
         R.e = (cudaError_t)chain(a, 1, R.st);
     }
-    if (dbw_ok(&R) && a.NZ > 0) {
+    if (cb_ok(&R) && a.NZ > 0) {
         R.what = "chunk kernels";
         mark(&R, "grad gemms");
         rgemm(x, 0, 0, C, V, K, 1.f, B_KD, 0, K, B_DSA, 0, V, 1.f, B_DWU, K, P);        /* dU = A + Kd dSa */
@@ -855,23 +855,23 @@ static lina_status blas_backward(const lina_attn_desc *d, lina_dtype dtype, cons
         mark(&R, "post+final");
         if (x->status == CUBLAS_STATUS_SUCCESS) post(a, dtype, R.st);
         if (a.vec && x->status == CUBLAS_STATUS_SUCCESS) {
-            const size_t smem = (2 * DB_C * DB_C + 3 * DB_C * 32) * 4;
-            cudaFuncSetAttribute(dbw_vscores_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            dbw_vscores_bwd<<<(unsigned)a.NZ, DB_THREADS, smem, R.st>>>(a);
-            dbw_final_vec<<<(unsigned)a.NZ, DB_THREADS, 0, R.st>>>(a);
+            const size_t smem = (2 * CB_C * CB_C + 3 * CB_C * 32) * 4;
+            cudaFuncSetAttribute(cb_vscores_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            cb_vscores_bwd<<<(unsigned)a.NZ, CB_THREADS, smem, R.st>>>(a);
+            cb_final_vec<<<(unsigned)a.NZ, CB_THREADS, 0, R.st>>>(a);
         } else {
             rgemm(x, 0, 0, C, K, C, 1.f, B_DQK, 0, C, B_KR, 0, K, 0.f, B_DQ, 0, K);     /* dQK K */
             rgemm(x, 0, 0, C, K, C, 1.f, B_SSYM, 0, C, B_KR, 0, K, 0.f, B_DK, 0, K);    /* (dKK + dKK^T) K */
             rgemm(x, 1, 0, C, K, C, 1.f, B_DQK, 0, C, B_QR, 0, K, 1.f, B_DK, 0, K);     /* + dQK^T Q */
-            if (x->status == CUBLAS_STATUS_SUCCESS) dbw_final<<<(unsigned)a.NZ, DB_THREADS, 0, R.st>>>(a);
+            if (x->status == CUBLAS_STATUS_SUCCESS) cb_final<<<(unsigned)a.NZ, CB_THREADS, 0, R.st>>>(a);
         }
     }
-    if (dbw_ok(&R) && accumulate && n_qk) {
+    if (cb_ok(&R) && accumulate && n_qk) {
         R.what = "converting dq, dk";
         R.e = (cudaError_t)lina_cuda_convert_f32(a.dq_acc, ar->dq, n_qk, dtype, stream);
         if (R.e == cudaSuccess) R.e = (cudaError_t)lina_cuda_convert_f32(a.dk_acc, ar->dk, n_qk, dtype, stream);
     }
-    return dbw_finish(fn, &R);
+    return cb_finish(fn, &R);
 }
 
 /* ---- groups of sequences: the workspace grows with tokens x value heads (about 1 MB per
@@ -902,12 +902,12 @@ static int next_group(const lina_attn_desc *d, int backward, size_t budget, seq_
     const int N = d->cu_seqlens ? d->n_seqs : d->B, HV = d->HV ? d->HV : d->H;
     if (g->n1 >= N) return 0;
     int64_t size[B_COUNT];
-    const double per_chunk = 4.0 * dbw_sizes(d, backward, size) * HV;
+    const double per_chunk = 4.0 * cb_sizes(d, backward, size) * HV;
     g->n0 = g->n1;
     double bytes = 0;
     for (g->n1 = g->n0; g->n1 < N; g->n1++) {
         const int64_t len = d->cu_seqlens ? d->cu_seqlens[g->n1 + 1] - d->cu_seqlens[g->n1] : d->T;
-        const double more = per_chunk * (double)((len + DB_C - 1) / DB_C);
+        const double more = per_chunk * (double)((len + CB_C - 1) / CB_C);
         if (g->n1 > g->n0 && bytes + more > (double)budget) break;
         bytes += more;
     }
