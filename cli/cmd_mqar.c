@@ -237,6 +237,7 @@ int cmd_mqar(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--tie")) {
             tie = 1;
+            continue;
         } else if (!strcmp(a, "--conv")) {
             conv = 1;
             continue;
