@@ -460,6 +460,12 @@ static void check_mix_cli(void) {
              tmp, lina, lina);
     test_report(system(cmd) == 0, "mqar CLI --init-from starts from a run's weights, refuses another architecture",
                 "(%s)", cmd);
+    /* flags without values: each one counts, none swallows the next argument */
+    snprintf(cmd, sizeof cmd,
+             "cd %s && %s mqar --vocab 64 --seq 32 --pairs 4 --dim 16 --steps 1 --test 4 --threads 1 --tie --conv "
+             "--json --quiet > f.json && grep -q '\"tie\":true' f.json && grep -q '\"conv\":true' f.json",
+             tmp, lina);
+    test_report(system(cmd) == 0, "mqar CLI --tie --conv --json --quiet all take effect", "(%s)", cmd);
     /* the same run again resumes at its end and reports the same accuracy */
     snprintf(cmd, sizeof cmd,
              "cd %s && %s mqar %s --train-mix 16:2:30,32:4 --train 20 > c.json && "
