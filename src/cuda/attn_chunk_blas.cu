@@ -325,6 +325,31 @@ __global__ void __launch_bounds__(CB_THREADS) cb_post(cb_args a) {
     }
 }
 
+/* Channels [kt, kt + 32) of the chunk's q, k and b rows (B_QR, B_KR, B_B: (C, K)) into
+ * (CB_C x ld) shared tiles, zeros past K. All threads call. */
+__device__ __forceinline__ void load_qkb_tile(const cb_args &a, int64_t z, int kt, float *sQ, float *sK, float *sB,
+                                              int ld) {
+    const int K = a.K, kn = min(32, K - kt);
+    const float *Q = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *B = zbuf(a, B_B, z);
+    for (int i = threadIdx.x; i < CB_C * 32; i += CB_THREADS) {
+        const int rr = i / 32, kk = i % 32, ok = kk < kn;
+        sQ[rr * ld + kk] = ok ? Q[rr * K + kt + kk] : 0.f;
+        sK[rr * ld + kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
+        sB[rr * ld + kk] = ok ? B[rr * K + kt + kk] : 0.f;
+    }
+}
+
+/* dq, dk of one element into the fp32 sums: a plain store when each (token, head) has one
+ * value head, atomics over a group of value heads otherwise. */
+__device__ __forceinline__ void store_dqk(const cb_args &a, int64_t o, float dqv, float dkv) {
+    if (a.HV == a.H) {
+        a.dq_acc[o] = dqv, a.dk_acc[o] = dkv;
+    } else {
+        atomicAdd(a.dq_acc + o, dqv);
+        atomicAdd(a.dk_acc + o, dkv);
+    }
+}
+
 /* VECTOR gates, scores of one chunk with exact per-channel factors (all <= 1):
  *   Mq_rs = sum_k q_rk k_sk e^{b_rk - b_sk} (s <= r),  M_rs = the same with k_rk (s < r).
  * Thread t: row r = t / 4, columns 16 (t % 4) .. + 15; 32 channels at a time. */
@@ -332,19 +357,13 @@ __global__ void __launch_bounds__(CB_THREADS) cb_vscores(cb_args a) {
     const int64_t z = blockIdx.x;
     const int K = a.K, tid = threadIdx.x, r = tid / 4, s0 = 16 * (tid % 4);
     __shared__ float sQ[CB_C][33], sK[CB_C][33], sB[CB_C][33];
-    const float *Q = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *B = zbuf(a, B_B, z);
     float mq[16], m[16];
 #pragma unroll
     for (int j = 0; j < 16; j++) mq[j] = m[j] = 0.f;
     for (int kt = 0; kt < K; kt += 32) {
         const int kn = min(32, K - kt);
         __syncthreads();
-        for (int i = tid; i < CB_C * 32; i += CB_THREADS) {
-            const int rr = i / 32, kk = i % 32, ok = kk < kn;
-            sQ[rr][kk] = ok ? Q[rr * K + kt + kk] : 0.f;
-            sK[rr][kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
-            sB[rr][kk] = ok ? B[rr * K + kt + kk] : 0.f;
-        }
+        load_qkb_tile(a, z, kt, &sQ[0][0], &sK[0][0], &sB[0][0], 33);
         __syncthreads();
         if (s0 > r) continue;
         for (int kk = 0; kk < kn; kk++) {
@@ -384,17 +403,11 @@ __global__ void __launch_bounds__(CB_THREADS) cb_vscores_bwd(cb_args a) {
         dMq[r][s] = s < r ? gMq[i] : 0.f;
         dM[r][s] = s < r ? beta[r] * gL[i] : 0.f;
     }
-    const float *Q = zbuf(a, B_QR, z), *Kr = zbuf(a, B_KR, z), *B = zbuf(a, B_B, z);
     float *dq = zbuf(a, B_DQ, z), *dk = zbuf(a, B_DK, z), *db = zbuf(a, B_DBS, z);
     for (int kt = 0; kt < K; kt += 32) {
         const int kn = min(32, K - kt);
         __syncthreads();
-        for (int i = tid; i < CB_C * 32; i += CB_THREADS) {
-            const int rr = i / 32, kk = i % 32, ok = kk < kn;
-            sQ[rr][kk] = ok ? Q[rr * K + kt + kk] : 0.f;
-            sK[rr][kk] = ok ? Kr[rr * K + kt + kk] : 0.f;
-            sB[rr][kk] = ok ? B[rr * K + kt + kk] : 0.f;
-        }
+        load_qkb_tile(a, z, kt, &sQ[0][0], &sK[0][0], &sB[0][0], 32);
         __syncthreads();
         if (lane >= kn) continue;
         for (int r = w; r < CB_C; r += 8) {
@@ -439,12 +452,7 @@ __global__ void __launch_bounds__(CB_THREADS) cb_final(cb_args a) {
                 dbr += gam * (q * dQg[i] + k * dkg) - dec * k * dKd[i];
                 last += dec * k * dKd[i];
                 const int64_t o = ((t0 + r) * a.H + h) * K + kk;
-                if (a.HV == a.H) { /* one writer per element */
-                    a.dq_acc[o] = dqv, a.dk_acc[o] = dkv;
-                } else {
-                    atomicAdd(a.dq_acc + o, dqv);
-                    atomicAdd(a.dk_acc + o, dkv);
-                }
+                store_dqk(a, o, dqv, dkv);
             }
         }
         dbr = warp_sum(dbr);
@@ -507,12 +515,7 @@ __global__ void __launch_bounds__(CB_THREADS) cb_final_vec(cb_args a) {
         db[i] += gam * (q * dQg[i] + k * dkg) - dec * k * dKd[i];
         atomicAdd(&slast[kk], dec * k * dKd[i]);
         const int64_t o = ((t0 + r) * a.H + h) * K + kk;
-        if (a.HV == a.H) {
-            a.dq_acc[o] = dqv, a.dk_acc[o] = dkv;
-        } else {
-            atomicAdd(a.dq_acc + o, dqv);
-            atomicAdd(a.dk_acc + o, dkv);
-        }
+        store_dqk(a, o, dqv, dkv);
     }
     __syncthreads();
     if (!a.dg) return;

@@ -391,13 +391,13 @@ extern "C" lina_status lina_cuda_attn_backward(const lina_attn_desc *d, lina_dty
     const char *impl = getenv("LINA_CUDA_BWD_IMPL"), *add_dg = getenv("LINA_CUDA_ADD_DG");
     const int dg_ok = !a->dg || d->gate == LINA_GATE_NONE ||
                       (add_dg && strcmp(add_dg, "runs") == 0 && d->gate == LINA_GATE_SCALAR && dtype != LINA_DTYPE_F32);
-    if (!p.delta && d->gate != LINA_GATE_VECTOR && p.HV == p.H && d->form != LINA_FORM_RECURRENT && dg_ok &&
-        !(impl && strcmp(impl, "recurrent") == 0))
+    const int token_by_token = d->form == LINA_FORM_RECURRENT || (impl && strcmp(impl, "recurrent") == 0);
+    if (!p.delta && d->gate != LINA_GATE_VECTOR && p.HV == p.H && !token_by_token && dg_ok)
         return lina_cuda_chunk_add_backward(d, dtype, a, stream);
     /* Everything else (the delta rule; VECTOR gates; the additive update with a wanted dg or
      * grouped heads): chunkwise on cuBLAS, the gates' gradient from per-chunk terms; if its
      * workspace does not fit, token by token below (checkpoints only: far less memory). */
-    if (d->form != LINA_FORM_RECURRENT && !(impl && strcmp(impl, "recurrent") == 0)) {
+    if (!token_by_token) {
         lina_status s = lina_cuda_chunk_blas_backward(d, dtype, a, stream);
         if (s != LINA_ERR_OOM) return s;
     }
