@@ -292,11 +292,7 @@ static cudaError_t launch_states(const lina_cuda_attn_params *p, cudaStream_t st
 static int states_bv(const lina_cuda_attn_params *p) {
     const char *env = getenv("LINA_CUDA_STATE_BV");
     if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) return atoi(env);
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        cudaGetLastError();
-        sms = 132;
-    }
+    const int sms = lina_cuda_sm_count();
     const int64_t heads = (int64_t)p->n_seqs * p->HV * ((p->K + 63) / 64);
     for (int bv = 64; bv > 16; bv /= 2)
         if (heads * ((p->V + bv - 1) / bv) >= 2 * (int64_t)sms) return bv;

@@ -22,6 +22,10 @@
  *    registers, warp w rows 16 KM w .. 16 KM (w+1) - 1): per chunk
  *    ws[c] = S (rounded, also the B operand of W S), V' = U - W S (written over
  *    U in place), S = e^{b_{C-1}} S + (K o w)^T V'. Three barriers per chunk.
+ *    K, W, U and the gates of the next NS - 1 chunks are in flight (cp.async
+ *    ring of NS stages): with few blocks the chain is bound by load latency,
+ *    not by its products (~0.5 us of mma per chunk against ~3 us per chunk
+ *    with NS = 2 at B2 T16384).
  * 3. outputs: the additive output kernel (attn_chunk_add_mma.cu) with V = V'.
  * The rounding points are fla's: S, W, U and V' in the input type.
  */
@@ -142,7 +146,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 
     /* X = (I + A)^{-1} (unit lower triangular) by 16 x 16 blocks, fp32: the diagonal blocks by
      * substitution (one column per thread), then row blocks i = 1, 2, 3:
-     *     Y = A[i, :16i] X[:16i, :16i],   X[i, :16i] = -X[i, i] Y   (thread: row r, columns cg + 8u) */
+     *     Y = A[i, :16i] X[:16i, :16i],   X[i, :16i] = -X[i, i] Y */
     {
         const int r0 = 16 * ((threadIdx.x >> 4) & 3), c = threadIdx.x & 15;
         float x[16];
@@ -161,37 +165,59 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     }
     __syncthreads();
     {
-        const int r = threadIdx.x >> 3, cg = threadIdx.x & 7;
+        /* thread: rows 2 rp, 2 rp + 1 and columns cq + 16 u (u < i) of the row block; A and X_ii
+         * read as float4 over 4 consecutive m (shared-memory traffic was the kernel's limit) */
+        const int rp = threadIdx.x >> 4, cq = threadIdx.x & 15;
 #pragma unroll
         for (int i = 1; i < 4; i++) {
-            constexpr int U = 6;
             const int W = 16 * i;
-            float y[U];
+            float *row0 = a_s + (W + 2 * rp) * LDA, *row1 = row0 + LDA;
+            float y0[3], y1[3];
 #pragma unroll
-            for (int u = 0; u < U; u++) y[u] = 0.f;
-#pragma unroll 4
-            for (int m = 0; m < W; m++) {
-                const float a = a_s[(W + r) * LDA + m];
+            for (int u = 0; u < 3; u++) y0[u] = y1[u] = 0.f;
+#pragma unroll 2
+            for (int m = 0; m < W; m += 4) {
+                const float4 a0 = *(const float4 *)(row0 + m), a1 = *(const float4 *)(row1 + m);
+                const float a0v[4] = {a0.x, a0.y, a0.z, a0.w}, a1v[4] = {a1.x, a1.y, a1.z, a1.w};
 #pragma unroll
-                for (int u = 0; u < U; u++)
-                    if (u < 2 * i) y[u] += a * x_s[m * LDA + cg + 8 * u];
+                for (int mm = 0; mm < 4; mm++)
+#pragma unroll
+                    for (int u = 0; u < 3; u++)
+                        if (u < i) {
+                            const float xv = x_s[(m + mm) * LDA + cq + 16 * u];
+                            y0[u] += a0v[mm] * xv;
+                            y1[u] += a1v[mm] * xv;
+                        }
             }
 #pragma unroll
-            for (int u = 0; u < U; u++)
-                if (u < 2 * i) y_s[r * 48 + cg + 8 * u] = y[u];
+            for (int u = 0; u < 3; u++)
+                if (u < i) {
+                    y_s[2 * rp * 48 + cq + 16 * u] = y0[u];
+                    y_s[(2 * rp + 1) * 48 + cq + 16 * u] = y1[u];
+                }
             __syncthreads();
 #pragma unroll
-            for (int u = 0; u < U; u++) y[u] = 0.f;
+            for (int u = 0; u < 3; u++) y0[u] = y1[u] = 0.f;
 #pragma unroll
-            for (int m = 0; m < 16; m++) {
-                const float xd = x_s[(W + r) * LDA + W + m];
+            for (int m = 0; m < 16; m += 4) {
+                const float4 d0 = *(const float4 *)(row0 + W + m), d1 = *(const float4 *)(row1 + W + m);
+                const float d0v[4] = {d0.x, d0.y, d0.z, d0.w}, d1v[4] = {d1.x, d1.y, d1.z, d1.w};
 #pragma unroll
-                for (int u = 0; u < U; u++)
-                    if (u < 2 * i) y[u] += xd * y_s[m * 48 + cg + 8 * u];
+                for (int mm = 0; mm < 4; mm++)
+#pragma unroll
+                    for (int u = 0; u < 3; u++)
+                        if (u < i) {
+                            const float yv = y_s[(m + mm) * 48 + cq + 16 * u];
+                            y0[u] += d0v[mm] * yv;
+                            y1[u] += d1v[mm] * yv;
+                        }
             }
 #pragma unroll
-            for (int u = 0; u < U; u++)
-                if (u < 2 * i) x_s[(W + r) * LDA + cg + 8 * u] = -y[u];
+            for (int u = 0; u < 3; u++)
+                if (u < i) {
+                    row0[cq + 16 * u] = -y0[u];
+                    row1[cq + 16 * u] = -y1[u];
+                }
             __syncthreads();
         }
     }
@@ -266,13 +292,14 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 
 /* ---- 2. the sequential state pass ---- */
 
-template <typename T, int KM, int BV>
+template <typename T, int KM, int BV, int NS>
 __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_attn_params p) {
     constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BV + 8, NT = BV / 8;
-    constexpr int STAGE = DC * LDK * 2 + DC * LDU; /* elements: K, W, U of one chunk */
+    /* elements of one stage: K, W, U of one chunk and its raw gates (C floats) */
+    constexpr int GATES = DC * 4 / (int)sizeof(T), STAGE = DC * LDK * 2 + DC * LDU + GATES;
     extern __shared__ __align__(128) unsigned char smem[];
-    T *stages = (T *)smem;          /* [2][K (C, LDK) | W (C, LDK) | U (C, LDU)] */
-    T *s_s = stages + 2 * STAGE;    /* S (KR, LDU) in T */
+    T *stages = (T *)smem;          /* [NS][K (C, LDK) | W (C, LDK) | U (C, LDU) | g (C) fp32] */
+    T *s_s = stages + NS * STAGE;   /* S (KR, LDU) in T */
     const int nvt = (p.V + BV - 1) / BV;
     const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
     const int v0 = blockIdx.y * BV, vcols = min(BV, p.V - v0);
@@ -306,25 +333,33 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
     const int nc = (len + DC - 1) / DC;
     auto issue = [&](int c) {
         const int t0 = c * DC, lc = min(DC, len - t0);
-        T *st = stages + (c & 1) * STAGE;
+        T *st = stages + (c % NS) * STAGE;
         tile_to_smem<T, DT>(st, LDK, kg + t0 * sqk, sqk, DC, KR, lc, p.K, p.vec_qk);
         tile_to_smem<T, DT>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
         tile_to_smem<T, DT>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BV, lc, vcols, vec_u);
+        if (p.gate == LINA_GATE_SCALAR && threadIdx.x < DC) {
+            const int t = threadIdx.x;
+            const float *src = p.g + (bos + t0 + min(t, lc - 1)) * p.HV + hv;
+            cp_async4((float *)(st + 2 * DC * LDK + DC * LDU) + t, src, t < lc ? 4 : 0);
+        }
     };
-    if (nc > 0) issue(0);
-    cp_async_commit();
+#pragma unroll
+    for (int c = 0; c < NS - 1; c++) {
+        if (c < nc) issue(c);
+        cp_async_commit();
+    }
     const float gconst = (p.gate == LINA_GATE_CONST && nc > 0) ? p.g[hv] : 0.f;
-    float2 graw = make_float2(0.f, 0.f);
-    if (nc > 0) graw = load_gates2(p.g, p.gate, bos, min(DC, len), p.HV, hv);
 
     for (int c = 0; c < nc; c++) {
         const int t0 = c * DC, lc = min(DC, len - t0);
-        cp_async_wait<0>();
+        cp_async_wait<NS - 2>();
         __syncthreads(); /* chunk c landed; chunk c-1's buffers and s_s are free */
-        if (c + 1 < nc) issue(c + 1);
+        if (c + NS - 1 < nc) issue(c + NS - 1);
         cp_async_commit();
-        const T *k_cs = stages + (c & 1) * STAGE, *w_cs = k_cs + DC * LDK;
+        const T *k_cs = stages + (c % NS) * STAGE, *w_cs = k_cs + DC * LDK;
         T *u_cs = (T *)k_cs + 2 * DC * LDK;
+        float2 graw = make_float2(0.f, 0.f); /* raw gates of tokens 2 lane, 2 lane + 1 (0 past lc) */
+        if (p.gate == LINA_GATE_SCALAR) graw = *(const float2 *)((const float *)(u_cs + DC * LDU) + 2 * lane);
 
         /* S (rounded) -> s_s and ws[c] */
         T *wsc = (T *)p.ws + ((size_t)(c0 + c) * p.HV + hv) * KV;
@@ -347,7 +382,6 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                     }
                 }
         const float2 b = chunk_cumsum64(graw, p.gate, gconst, lc);
-        if (c + 1 < nc) graw = load_gates2(p.g, p.gate, bos + t0 + DC, min(DC, len - t0 - DC), p.HV, hv);
         const float blast = b_at(b, DC - 1), decay = __expf(blast);
         const float2 wl = make_float2(__expf(blast - b.x), __expf(blast - b.y));
         __syncthreads(); /* s_s complete */
@@ -436,25 +470,58 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 
 /* ---- host side ---- */
 
-template <typename T, int KM, int BV>
+template <typename T, int KM, int BV, int NS>
+static size_t delta_states_bytes() {
+    constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8) + DC * 4 / (int)sizeof(T);
+    return ((size_t)NS * STAGE + (size_t)KR * (BV + 8)) * sizeof(T);
+}
+
+template <typename T, int KM, int BV, int NS>
 static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, cudaStream_t st) {
-    constexpr int KR = 64 * KM;
-    const size_t bytes = ((size_t)2 * (DC * (KR + 8) * 2 + DC * (BV + 8)) + (size_t)KR * (BV + 8)) * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV>,
+    const size_t bytes = delta_states_bytes<T, KM, BV, NS>();
+    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV, NS>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)(p->n_seqs * p->HV), (unsigned)((p->V + BV - 1) / BV));
-    delta_states_kernel<T, KM, BV><<<grid, DT, bytes, st>>>(*p);
+    delta_states_kernel<T, KM, BV, NS><<<grid, DT, bytes, st>>>(*p);
     return cudaGetLastError();
+}
+
+/* Stages of the states pass's load ring: LINA_CUDA_DELTA_NS (2, 3, 4) if set and it fits,
+ * else the most that fit in shared memory when one block per multiprocessor is enough
+ * (blocks <= SMs: the chain is latency-bound), 2 otherwise (two blocks per multiprocessor). */
+template <typename T, int KM, int BV>
+static cudaError_t launch_delta_states_ns(const lina_cuda_attn_params *p, cudaStream_t st) {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        cudaGetLastError();
+        optin = 48 * 1024;
+    }
+    const size_t fits[5] = {0, 0, delta_states_bytes<T, KM, BV, 2>(), delta_states_bytes<T, KM, BV, 3>(),
+                            delta_states_bytes<T, KM, BV, 4>()};
+    const int64_t blocks = (int64_t)p->n_seqs * p->HV * ((p->V + BV - 1) / BV);
+    int ns = 2;
+    if (blocks <= lina_cuda_sm_count())
+        for (int n = 4; n > 2; n--)
+            if (fits[n] <= (size_t)optin) {
+                ns = n;
+                break;
+            }
+    const char *env = getenv("LINA_CUDA_DELTA_NS");
+    if (env && atoi(env) >= 2 && atoi(env) <= 4 && fits[atoi(env)] <= (size_t)optin) ns = atoi(env);
+    if (ns == 4) return launch_delta_states<T, KM, BV, 4>(p, st);
+    if (ns == 3) return launch_delta_states<T, KM, BV, 3>(p, st);
+    return launch_delta_states<T, KM, BV, 2>(p, st);
 }
 
 template <typename T, int KM>
 static cudaError_t launch_delta_states_bv(const lina_cuda_attn_params *p, int bv, cudaStream_t st) {
     if constexpr (KM < 4) {
-        if (bv == 64) return launch_delta_states<T, KM, 64>(p, st);
+        if (bv == 64) return launch_delta_states_ns<T, KM, 64>(p, st);
     }
-    if (bv >= 32) return launch_delta_states<T, KM, 32>(p, st);
-    return launch_delta_states<T, KM, 16>(p, st);
+    if (bv >= 32) return launch_delta_states_ns<T, KM, 32>(p, st);
+    return launch_delta_states_ns<T, KM, 16>(p, st);
 }
 
 /* Value tile of the states pass: LINA_CUDA_DELTA_BV (16, 32, 64) if set, else
@@ -463,11 +530,7 @@ static int delta_bv(const lina_cuda_attn_params *p) {
     const int max_bv = p->K > 128 ? 32 : 64;
     const char *env = getenv("LINA_CUDA_DELTA_BV");
     if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) return atoi(env) < max_bv ? atoi(env) : max_bv;
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        cudaGetLastError();
-        sms = 132;
-    }
+    const int sms = lina_cuda_sm_count();
     for (int bv = max_bv; bv > 16; bv /= 2)
         if ((int64_t)p->n_seqs * p->HV * ((p->V + bv - 1) / bv) >= sms) return bv;
     return 16;

@@ -377,17 +377,8 @@ static cudaError_t launch_fused(const lina_cuda_attn_params *p, lina_dtype dtype
     return p->K <= 64 ? launch_fused_nk<T, 4>(p, st) : launch_fused_nk<T, 8>(p, st);
 }
 
-static int sm_count(void) {
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        cudaGetLastError();
-        sms = 132;
-    }
-    return sms;
-}
-
 extern "C" int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_chunks) {
-    const int64_t blocks = n_seqs * HV * ((V + 63) / 64), sms = sm_count();
+    const int64_t blocks = n_seqs * HV * ((V + 63) / 64), sms = lina_cuda_sm_count();
     const char *env = getenv("LINA_CUDA_FUSED_SEGS");
     int segs = 1;
     if (env && atoi(env) >= 1)
@@ -399,7 +390,7 @@ extern "C" int lina_cuda_fused_segments(int64_t n_seqs, int HV, int V, int max_c
 }
 
 extern "C" int lina_cuda_fused_delta_ok(int64_t n_seqs, int HV, int V) {
-    return n_seqs * HV * ((V + 63) / 64) * 2 >= 3LL * sm_count();
+    return n_seqs * HV * ((V + 63) / 64) * 2 >= 3LL * lina_cuda_sm_count();
 }
 
 extern "C" int lina_cuda_chunk_fused_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {

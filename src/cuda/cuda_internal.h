@@ -118,6 +118,8 @@ lina_status lina_cuda_chunk_blas_backward(const lina_attn_desc *d, lina_dtype dt
  * update; used for KDA (VECTOR + delta), fp32 delta rules and fp32 VECTOR gates. */
 lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lina_dtype dtype, const lina_cuda_attn_fwd_args *a,
                                          void *stream);
+/* Multiprocessors of the current device (132 if it cannot be queried). */
+int lina_cuda_sm_count(void);
 /* dst[i] = (dtype) src[i], i < n. */
 int lina_cuda_convert_f32(const float *src, void *dst, size_t n, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no

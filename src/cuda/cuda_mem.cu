@@ -49,6 +49,15 @@ extern "C" lina_status lina_cuda_device_info(lina_cuda_device *out) {
     return LINA_OK;
 }
 
+extern "C" int lina_cuda_sm_count(void) {
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        sms = 132;
+    }
+    return sms;
+}
+
 extern "C" lina_status lina_cuda_malloc(void **p, size_t bytes) {
     if (!p) return lina_fail(LINA_ERR_INVALID_ARG, "lina_cuda_malloc: p is NULL (%zu bytes)", bytes);
     *p = NULL;
