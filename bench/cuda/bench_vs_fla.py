@@ -184,17 +184,15 @@ for (B, T, H, D) in shapes:
                     continue
                 run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
                 print(f'LINA_CUDA_FUSED={env}, {name}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        # value tile and load-ring stages of the split delta rule's states pass
+        # value tile of the split delta rule's states pass
         os.environ['LINA_CUDA_FUSED'] = '0'
         for name, gg in (('delta_rule', None), ('gated_delta_rule', gs)):
             run, _ = lina_call(B, T, H, D, 'scalar' if gg is not None else 'none', True, q, kn, v, gg,
                                beta.float(), o)
             for bv in (16, 32, 64):
-                for ns in (2, 3, 4):
-                    os.environ['LINA_CUDA_DELTA_BV'], os.environ['LINA_CUDA_DELTA_NS'] = str(bv), str(ns)
-                    print(f'split {name} LINA_CUDA_DELTA_BV={bv} NS={ns}: {do_bench(run, warmup=10, rep=60):.3f} ms',
-                          flush=True)
-        del os.environ['LINA_CUDA_DELTA_BV'], os.environ['LINA_CUDA_DELTA_NS'], os.environ['LINA_CUDA_FUSED']
+                os.environ['LINA_CUDA_DELTA_BV'] = str(bv)
+                print(f'split {name} LINA_CUDA_DELTA_BV={bv}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_DELTA_BV'], os.environ['LINA_CUDA_FUSED']
         # value tile of the VECTOR states kernel
         run, _ = lina_call(B, T, H, D, 'vector', False, q, k, v, gv.float(), None, o)
         for bv in (16, 32, 64):

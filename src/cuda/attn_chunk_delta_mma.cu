@@ -21,11 +21,11 @@
  *    value columns); the block holds all K rows of its state tile in
  *    registers, warp w rows 16 KM w .. 16 KM (w+1) - 1): per chunk
  *    ws[c] = S (rounded, also the B operand of W S), V' = U - W S (written over
- *    U in place), S = e^{b_{C-1}} S + (K o w)^T V'. Three barriers per chunk.
- *    K, W, U and the gates of the next NS - 1 chunks are in flight (cp.async
- *    ring of NS stages): with few blocks the chain is bound by load latency,
- *    not by its products (~0.5 us of mma per chunk against ~3 us per chunk
- *    with NS = 2 at B2 T16384).
+ *    U in place), S = e^{b_{C-1}} S + K^T (V' o w). Three barriers per chunk.
+ *    K, W, U and the gates of the next chunk are in flight (cp.async ring;
+ *    3 or 4 stages measured no faster: the chain is bound by instruction issue
+ *    and latency, ~1300 instructions per warp and chunk at 4.6 cycles each, ncu
+ *    run 22; the fixed-offset tile loader and V' o w instead of K o w cut that).
  * 3. outputs: the additive output kernel (attn_chunk_add_mma.cu) with V = V'.
  * The rounding points are fla's: S, W, U and V' in the input type.
  */
@@ -41,6 +41,7 @@
 #define DT 128                   /* threads per block: 4 warps */
 #define LDA 68                   /* fp32 rows of A: 16-byte aligned float4 reads */
 #define LDX 72                   /* 16-bit rows of the split X: 144 bytes, conflict-free ldmatrix */
+#define DS_STAGES 2              /* load-ring stages of the states pass */
 
 static_assert(DC == 64, "the delta mma kernels assume 64-token chunks (4 warps x 16 rows)");
 
@@ -292,8 +293,9 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 
 /* ---- 2. the sequential state pass ---- */
 
-template <typename T, int KM, int BV, int NS>
+template <typename T, int KM, int BV>
 __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_attn_params p) {
+    constexpr int NS = DS_STAGES;
     constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BV + 8, NT = BV / 8;
     /* elements of one stage: K, W, U of one chunk and its raw gates (C floats) */
     constexpr int GATES = DC * 4 / (int)sizeof(T), STAGE = DC * LDK * 2 + DC * LDU + GATES;
@@ -331,12 +333,19 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
             }
 
     const int nc = (len + DC - 1) / DC;
+    const bool full_tiles = p.vec_qk && vec_w && vec_u && p.K == KR && vcols == BV;
     auto issue = [&](int c) {
         const int t0 = c * DC, lc = min(DC, len - t0);
         T *st = stages + (c % NS) * STAGE;
-        tile_to_smem<T, DT>(st, LDK, kg + t0 * sqk, sqk, DC, KR, lc, p.K, p.vec_qk);
-        tile_to_smem<T, DT>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
-        tile_to_smem<T, DT>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BV, lc, vcols, vec_u);
+        if (full_tiles && lc == DC) {
+            tile_to_smem_full<T, DT, DC, KR>(st, LDK, kg + t0 * sqk, sqk);
+            tile_to_smem_full<T, DT, DC, KR>(st + DC * LDK, LDK, wg + t0 * sw, sw);
+            tile_to_smem_full<T, DT, DC, BV>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv);
+        } else {
+            tile_to_smem<T, DT>(st, LDK, kg + t0 * sqk, sqk, DC, KR, lc, p.K, p.vec_qk);
+            tile_to_smem<T, DT>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
+            tile_to_smem<T, DT>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BV, lc, vcols, vec_u);
+        }
         if (p.gate == LINA_GATE_SCALAR && threadIdx.x < DC) {
             const int t = threadIdx.x;
             const float *src = p.g + (bos + t0 + min(t, lc - 1)) * p.HV + hv;
@@ -383,10 +392,11 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 }
         const float2 b = chunk_cumsum64(graw, p.gate, gconst, lc);
         const float blast = b_at(b, DC - 1), decay = __expf(blast);
-        const float2 wl = make_float2(__expf(blast - b.x), __expf(blast - b.y));
         __syncthreads(); /* s_s complete */
 
-        /* V' = U - W S for token rows 16 warp + g (+8) */
+        /* V' = U - W S for token rows 16 warp + g (+8); u_cs gets V' o e^{b_{C-1} - b_t} (the
+         * state update's operand, rounded once, as fla), global memory V' itself */
+        const float wrow[2] = {__expf(blast - b_at(b, 16 * warp + g)), __expf(blast - b_at(b, 16 * warp + g + 8))};
         float vn[NT][4];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
@@ -411,8 +421,9 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 const int tl = 16 * warp + g + 8 * hh, col = nt * 8 + c2;
                 uint32_t *pu = (uint32_t *)(u_cs + tl * LDU + col);
                 const float2 u = unpack2<T>(*pu);
-                const uint32_t pk = pack2<T>(u.x - vn[nt][2 * hh], u.y - vn[nt][2 * hh + 1]);
-                *pu = pk;
+                const float n0 = u.x - vn[nt][2 * hh], n1 = u.y - vn[nt][2 * hh + 1];
+                const uint32_t pk = pack2<T>(n0, n1);
+                *pu = pack2<T>(n0 * wrow[hh], n1 * wrow[hh]);
                 if (tl >= lc || v0 + col >= p.V) continue;
                 T *dst = ug + (t0 + tl) * sv + col;
                 if (pairs) {
@@ -425,7 +436,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
             }
         __syncthreads(); /* V' complete in u_cs */
 
-        /* S = e^{b_{C-1}} S + (K o e^{b_{C-1} - b_t})^T V' */
+        /* S = e^{b_{C-1}} S + K^T (V' o e^{b_{C-1} - b_t}) */
 #pragma unroll
         for (int m = 0; m < KM; m++)
 #pragma unroll
@@ -434,17 +445,10 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 for (int e = 0; e < 4; e++) acc[m][nt][e] *= decay;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            const int src = kk * 8 + (lane & 3);
-            const float w0 = __shfl_sync(0xffffffffu, wl.x, src), w1 = __shfl_sync(0xffffffffu, wl.y, src);
-            const float w8 = __shfl_sync(0xffffffffu, wl.x, src + 4), w9 = __shfl_sync(0xffffffffu, wl.y, src + 4);
 #pragma unroll
             for (int m = 0; m < KM; m++) {
                 uint32_t a[4];
                 ldsm_x4_t(a, k_cs + (kk * 16 + mr + ((mi >> 1) << 3)) * LDK + lrow0 + 16 * m + ((mi & 1) << 3));
-                a[0] = scale2<T>(a[0], w0, w1);
-                a[1] = scale2<T>(a[1], w0, w1);
-                a[2] = scale2<T>(a[2], w8, w9);
-                a[3] = scale2<T>(a[3], w8, w9);
 #pragma unroll
                 for (int np = 0; np < BV / 16; np++) {
                     uint32_t bb[4];
@@ -470,69 +474,37 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 
 /* ---- host side ---- */
 
-template <typename T, int KM, int BV, int NS>
-static size_t delta_states_bytes() {
-    constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8) + DC * 4 / (int)sizeof(T);
-    return ((size_t)NS * STAGE + (size_t)KR * (BV + 8)) * sizeof(T);
-}
-
-template <typename T, int KM, int BV, int NS>
+template <typename T, int KM, int BV>
 static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, cudaStream_t st) {
-    const size_t bytes = delta_states_bytes<T, KM, BV, NS>();
-    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV, NS>,
+    constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8) + DC * 4 / (int)sizeof(T);
+    const size_t bytes = ((size_t)DS_STAGES * STAGE + (size_t)KR * (BV + 8)) * sizeof(T);
+    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)(p->n_seqs * p->HV), (unsigned)((p->V + BV - 1) / BV));
-    delta_states_kernel<T, KM, BV, NS><<<grid, DT, bytes, st>>>(*p);
+    delta_states_kernel<T, KM, BV><<<grid, DT, bytes, st>>>(*p);
     return cudaGetLastError();
-}
-
-/* Stages of the states pass's load ring: LINA_CUDA_DELTA_NS (2, 3, 4) if set and it fits,
- * else the most that fit in shared memory when one block per multiprocessor is enough
- * (blocks <= SMs: the chain is latency-bound), 2 otherwise (two blocks per multiprocessor). */
-template <typename T, int KM, int BV>
-static cudaError_t launch_delta_states_ns(const lina_cuda_attn_params *p, cudaStream_t st) {
-    int dev = 0, optin = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-        cudaGetLastError();
-        optin = 48 * 1024;
-    }
-    const size_t fits[5] = {0, 0, delta_states_bytes<T, KM, BV, 2>(), delta_states_bytes<T, KM, BV, 3>(),
-                            delta_states_bytes<T, KM, BV, 4>()};
-    const int64_t blocks = (int64_t)p->n_seqs * p->HV * ((p->V + BV - 1) / BV);
-    int ns = 2;
-    if (blocks <= lina_cuda_sm_count())
-        for (int n = 4; n > 2; n--)
-            if (fits[n] <= (size_t)optin) {
-                ns = n;
-                break;
-            }
-    const char *env = getenv("LINA_CUDA_DELTA_NS");
-    if (env && atoi(env) >= 2 && atoi(env) <= 4 && fits[atoi(env)] <= (size_t)optin) ns = atoi(env);
-    if (ns == 4) return launch_delta_states<T, KM, BV, 4>(p, st);
-    if (ns == 3) return launch_delta_states<T, KM, BV, 3>(p, st);
-    return launch_delta_states<T, KM, BV, 2>(p, st);
 }
 
 template <typename T, int KM>
 static cudaError_t launch_delta_states_bv(const lina_cuda_attn_params *p, int bv, cudaStream_t st) {
     if constexpr (KM < 4) {
-        if (bv == 64) return launch_delta_states_ns<T, KM, 64>(p, st);
+        if (bv == 64) return launch_delta_states<T, KM, 64>(p, st);
     }
-    if (bv >= 32) return launch_delta_states_ns<T, KM, 32>(p, st);
-    return launch_delta_states_ns<T, KM, 16>(p, st);
+    if (bv >= 32) return launch_delta_states<T, KM, 32>(p, st);
+    return launch_delta_states<T, KM, 16>(p, st);
 }
 
-/* Value tile of the states pass: LINA_CUDA_DELTA_BV (16, 32, 64) if set, else
- * the widest giving every multiprocessor a block; 64 only for K <= 128 (registers). */
+/* Value tile of the states pass: LINA_CUDA_DELTA_BV (16, 32, 64) if set, else the widest
+ * giving at least 3/4 of the multiprocessors a block (B2 T16384 H16: 32 with 128 blocks, 1.32
+ * ms against 1.52 with 16 and two blocks per SM, run 23); 64 only for K <= 128 (registers). */
 static int delta_bv(const lina_cuda_attn_params *p) {
     const int max_bv = p->K > 128 ? 32 : 64;
     const char *env = getenv("LINA_CUDA_DELTA_BV");
     if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) return atoi(env) < max_bv ? atoi(env) : max_bv;
     const int sms = lina_cuda_sm_count();
     for (int bv = max_bv; bv > 16; bv /= 2)
-        if ((int64_t)p->n_seqs * p->HV * ((p->V + bv - 1) / bv) >= sms) return bv;
+        if (4 * (int64_t)p->n_seqs * p->HV * ((p->V + bv - 1) / bv) >= 3 * (int64_t)sms) return bv;
     return 16;
 }
 

@@ -109,16 +109,26 @@ __global__ void __launch_bounds__(FT, 2) fused_kernel(const lina_cuda_attn_param
             acc[nt][e] = (s_init && vc < p.V && kr < p.K) ? s_init[s_off + (size_t)kr * p.V + vc] : 0.f;
         }
 
+    const bool full_tiles = p.vec_qk && vec_v && (!DELTA || vec_w) && p.K == KP && vcols == 64;
     auto issue = [&](int c) {
         const int t0 = c * FC, lc = min(FC, len - t0);
         T *st = base + ((c - c_begin) & 1) * L.stage;
+        if (full_tiles && lc == FC) {
+            if (OUT) tile_to_smem_full<T, FT, FC, KP>(st + L.q, ldq, qg + t0 * sqk, sqk);
+            tile_to_smem_full<T, FT, FC, KP>(st + L.k, ldq, kg + t0 * sqk, sqk);
+            tile_to_smem_full<T, FT, FC, 64>(st + L.v, LDV, vg + t0 * sv, sv);
+            return;
+        }
         if (OUT) tile_to_smem<T, FT>(st + L.q, ldq, qg + t0 * sqk, sqk, FC, KP, lc, p.K, p.vec_qk);
         tile_to_smem<T, FT>(st + L.k, ldq, kg + t0 * sqk, sqk, FC, KP, lc, p.K, p.vec_qk);
         tile_to_smem<T, FT>(st + L.v, LDV, vg + t0 * sv, sv, FC, 64, lc, vcols, vec_v);
     };
     auto issue_w = [&](int c) {
         const int t0 = c * FC, lc = min(FC, len - t0);
-        tile_to_smem<T, FT>(base + L.w, ldq, wg + t0 * sw, sw, FC, KP, lc, p.K, vec_w);
+        if (full_tiles && lc == FC)
+            tile_to_smem_full<T, FT, FC, KP>(base + L.w, ldq, wg + t0 * sw, sw);
+        else
+            tile_to_smem<T, FT>(base + L.w, ldq, wg + t0 * sw, sw, FC, KP, lc, p.K, vec_w);
     };
     if (c_begin < c_end) {
         issue(c_begin);

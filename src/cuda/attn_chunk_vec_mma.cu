@@ -65,9 +65,16 @@ __global__ void __launch_bounds__(GT, 2) vec_states_kernel(const lina_cuda_attn_
 
     const int nc = (len + GC - 1) / GC;
     auto stage = [&](int c) { return smem + (size_t)(c % GSTAGES) * STAGE_BYTES; };
+    const bool full_tiles = p.vec_qk && p.vec_v && vec_g && kcols == 64 && vcols == BV;
     auto issue = [&](int c) {
         const int t0 = c * GC, lc = min(GC, len - t0);
         unsigned char *st = stage(c);
+        if (full_tiles && lc == GC) {
+            tile_to_smem_full<T, GT, GC, 64>((T *)st, GLDT, kg + t0 * sqk, sqk);
+            tile_to_smem_full<T, GT, GC, BV>((T *)(st + GC * GLDT * 2), LDV, vg + t0 * sv, sv);
+            tile_to_smem_full<float, GT, GC, 64>((float *)(st + GC * GLDT * 2 + GC * LDV * 2), GLDG, gg + t0 * sg, sg);
+            return;
+        }
         tile_to_smem<T, GT>((T *)st, GLDT, kg + t0 * sqk, sqk, GC, 64, lc, kcols, p.vec_qk);
         tile_to_smem<T, GT>((T *)(st + GC * GLDT * 2), LDV, vg + t0 * sv, sv, GC, BV, lc, vcols, p.vec_v);
         tile_to_smem_f32<GT>((float *)(st + GC * GLDT * 2 + GC * LDV * 2), GLDG, gg + t0 * sg, sg, GC, 64, lc,

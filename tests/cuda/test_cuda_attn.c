@@ -260,15 +260,11 @@ int main(int argc, char **argv) {
                          LINA_FORM_AUTO, (pi + gate) % 2, seed++);
     }
     unsetenv("LINA_CUDA_STATE_BV");
-    /* the 16-bit delta rule's states pass with every value tile and load-ring depth (small
-     * shapes pick BV 16 and 4 stages by themselves) */
-    const int delta_tiles[3][2] = {{32, 2}, {64, 3}, {32, 4}};
-    for (int ti = 0; ti < 3; ti++) {
+    /* the 16-bit delta rule's states pass with every value tile */
+    for (int bv = 32; bv <= 64; bv *= 2) {
         char val[8];
-        snprintf(val, sizeof val, "%d", delta_tiles[ti][0]);
+        snprintf(val, sizeof val, "%d", bv);
         setenv("LINA_CUDA_DELTA_BV", val, 1);
-        snprintf(val, sizeof val, "%d", delta_tiles[ti][1]);
-        setenv("LINA_CUDA_DELTA_NS", val, 1);
         const int picks[] = {1, 3, 4, 5, 7};
         for (int pi = 0; pi < (quick ? 1 : 5); pi++)
             for (int gate = 0; gate < 3; gate++)
@@ -276,7 +272,6 @@ int main(int argc, char **argv) {
                          gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate) % 2, seed++);
     }
     unsetenv("LINA_CUDA_DELTA_BV");
-    unsetenv("LINA_CUDA_DELTA_NS");
     unsetenv("LINA_CUDA_FUSED");
     /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
     setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
