@@ -20,3 +20,11 @@ timeout ${NCU_TIMEOUT:-300} ncu -k regex:"${NCU_KERNELS:-delta_states}" -c ${NCU
     $BUILD/lina bench ops --op "$op" --device cuda --dtype bf16 --B "$B" --T "$T" --H 16 --K 128 --V 128 \
     --warmup 0 --repeat 1 >"$OUT/ncu_$op.txt" 2>&1
 grep -E "^  [a-z_]+.*\(|Duration|Stall|Issued Warp|Eligible|Occupancy|Throughput|Registers|Shared Memory Config|Warp Cycles|Pipe|Bank" "$OUT/ncu_$op.txt" | head -${NCU_LINES:-150}
+# NCU_SOURCE=1: per-SASS-instruction stall samples of the first matching kernel ($OUT/ncu_<op>_sass.csv)
+if [ "${NCU_SOURCE:-0}" = 1 ]; then
+    timeout ${NCU_TIMEOUT:-300} ncu -k regex:"${NCU_KERNELS:-delta_states}" -c 1 --section WarpStateStats --section SourceCounters \
+        --page source --print-source sass --csv \
+        $BUILD/lina bench ops --op "$op" --device cuda --dtype bf16 --B "$B" --T "$T" --H 16 --K 128 --V 128 \
+        --warmup 0 --repeat 1 >"$OUT/ncu_${op}_sass.csv" 2>&1
+    wc -c "$OUT/ncu_${op}_sass.csv"; head -c 600 "$OUT/ncu_${op}_sass.csv"
+fi
