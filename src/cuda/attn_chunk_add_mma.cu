@@ -184,11 +184,19 @@ __global__ void __launch_bounds__(MT, 3) mma_output_kernel(const lina_cuda_attn_
     const T *qg = (const T *)p.q + (start * p.H + h) * p.K, *kg = (const T *)p.k + (start * p.H + h) * p.K;
     const T *vg = (const T *)p.v + (start * p.HV + hv) * p.V + v0;
     const T *sg = (const T *)p.ws + ((size_t)i * p.HV + hv) * p.K * p.V + v0;
-    tile_to_smem<T, MT>(q_s, ldq, qg, sqk, MC, KP, lc, p.K, p.vec_qk);
-    tile_to_smem<T, MT>(k_s, ldk, kg, sqk, MC, KP, lc, p.K, p.vec_qk);
-    cp_async_commit(); /* group 0: Q, K */
-    tile_to_smem<T, MT>(s_s, LDT, sg, p.V, KP, 64, p.K, vcols, p.vec_v);
-    tile_to_smem<T, MT>(v_s, LDT, vg, sv, MC, 64, lc, vcols, p.vec_v);
+    if (p.K == 128 && lc == MC && vcols == 64 && p.vec_qk && p.vec_v) { /* the common full chunk */
+        tile_to_smem_full<T, MT, MC, 128>(q_s, ldq, qg, sqk);
+        tile_to_smem_full<T, MT, MC, 128>(k_s, ldk, kg, sqk);
+        cp_async_commit(); /* group 0: Q, K */
+        tile_to_smem_full<T, MT, 128, 64>(s_s, LDT, sg, p.V);
+        tile_to_smem_full<T, MT, MC, 64>(v_s, LDT, vg, sv);
+    } else {
+        tile_to_smem<T, MT>(q_s, ldq, qg, sqk, MC, KP, lc, p.K, p.vec_qk);
+        tile_to_smem<T, MT>(k_s, ldk, kg, sqk, MC, KP, lc, p.K, p.vec_qk);
+        cp_async_commit(); /* group 0: Q, K */
+        tile_to_smem<T, MT>(s_s, LDT, sg, p.V, KP, 64, p.K, vcols, p.vec_v);
+        tile_to_smem<T, MT>(v_s, LDT, vg, sv, MC, 64, lc, vcols, p.vec_v);
+    }
     cp_async_commit(); /* group 1: S, V */
 
     const float gconst = p.gate == LINA_GATE_CONST ? p.g[hv] : 0.f;

@@ -87,8 +87,14 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     int lc;
     chunk_range(p, i, &start, &lc);
     const int64_t sqk = (int64_t)p.H * p.K, sv = (int64_t)p.HV * p.V;
-    tile_to_smem<T, DT>(k_s, L.ldk, (const T *)p.k + (start * p.H + h) * p.K, sqk, DC, L.KP, lc, p.K, p.vec_qk);
-    tile_to_smem<T, DT>(v_s, L.ldv, (const T *)p.v + (start * p.HV + hv) * p.V, sv, DC, L.VP, lc, p.V, p.vec_v);
+    const T *kg = (const T *)p.k + (start * p.H + h) * p.K, *vg = (const T *)p.v + (start * p.HV + hv) * p.V;
+    if (p.K == 128 && p.V == 128 && lc == DC && p.vec_qk && p.vec_v) { /* the common full chunk */
+        tile_to_smem_full<T, DT, DC, 128>(k_s, L.ldk, kg, sqk);
+        tile_to_smem_full<T, DT, DC, 128>(v_s, L.ldv, vg, sv);
+    } else {
+        tile_to_smem<T, DT>(k_s, L.ldk, kg, sqk, DC, L.KP, lc, p.K, p.vec_qk);
+        tile_to_smem<T, DT>(v_s, L.ldv, vg, sv, DC, L.VP, lc, p.V, p.vec_v);
+    }
     cp_async_commit();
 
     /* per warp: cumulative gates b and beta of tokens 2 lane, 2 lane + 1 */
@@ -242,7 +248,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
         }
         __syncthreads();
         const int groups = (ncols + 15) / 16;
-        const bool pairs = ncols % 2 == 0;
+        const bool pairs = ncols % 2 == 0, full = lc == DC && ncols % 16 == 0;
         for (int grp = warp; grp < groups; grp += 4) {
             float acc[4][2][4];
 #pragma unroll
@@ -275,8 +281,12 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 #pragma unroll
                     for (int hh = 0; hh < 2; hh++) {
                         const int t = 16 * mt + g + 8 * hh, col = 16 * grp + 8 * nt + c2;
-                        if (t >= lc || col >= ncols) continue;
                         T *d = dst + t * stride + col;
+                        if (full) { /* no bounds: the per-element checks cost more than the stores */
+                            *(uint32_t *)d = pack2<T>(acc[mt][nt][2 * hh], acc[mt][nt][2 * hh + 1]);
+                            continue;
+                        }
+                        if (t >= lc || col >= ncols) continue;
                         if (pairs) {
                             *(uint32_t *)d = pack2<T>(acc[mt][nt][2 * hh], acc[mt][nt][2 * hh + 1]);
                         } else {
@@ -370,29 +380,43 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         float2 graw = make_float2(0.f, 0.f); /* raw gates of tokens 2 lane, 2 lane + 1 (0 past lc) */
         if (p.gate == LINA_GATE_SCALAR) graw = *(const float2 *)((const float *)(u_cs + DC * LDU) + 2 * lane);
 
-        /* S (rounded) -> s_s and ws[c] */
+        /* S (rounded) -> s_s, and to ws[c]: from s_s in 16-byte units after the barrier for full
+         * tiles (per-element stores with bounds checks were a third of the loop's issue slots) */
         T *wsc = (T *)p.ws + ((size_t)(c0 + c) * p.HV + hv) * KV;
 #pragma unroll
         for (int m = 0; m < KM; m++)
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    const int r = lrow0 + 16 * m + g + 8 * hh, col = nt * 8 + c2;
-                    const uint32_t pk = pack2<T>(acc[m][nt][2 * hh], acc[m][nt][2 * hh + 1]);
-                    *(uint32_t *)(s_s + r * LDU + col) = pk;
-                    if (r >= p.K || v0 + col >= p.V) continue;
-                    T *dst = wsc + (size_t)r * p.V + v0 + col;
-                    if (pairs) {
-                        *(uint32_t *)dst = pk;
-                    } else {
-                        dst[0] = from_f<T>(acc[m][nt][2 * hh]);
-                        if (v0 + col + 1 < p.V) dst[1] = from_f<T>(acc[m][nt][2 * hh + 1]);
+                for (int hh = 0; hh < 2; hh++)
+                    *(uint32_t *)(s_s + (lrow0 + 16 * m + g + 8 * hh) * LDU + nt * 8 + c2) =
+                        pack2<T>(acc[m][nt][2 * hh], acc[m][nt][2 * hh + 1]);
+        if (!full_tiles)
+#pragma unroll
+            for (int m = 0; m < KM; m++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++) {
+                        const int r = lrow0 + 16 * m + g + 8 * hh, col = nt * 8 + c2;
+                        if (r >= p.K || v0 + col >= p.V) continue;
+                        T *dst = wsc + (size_t)r * p.V + v0 + col;
+                        if (pairs) {
+                            *(uint32_t *)dst = pack2<T>(acc[m][nt][2 * hh], acc[m][nt][2 * hh + 1]);
+                        } else {
+                            dst[0] = from_f<T>(acc[m][nt][2 * hh]);
+                            if (v0 + col + 1 < p.V) dst[1] = from_f<T>(acc[m][nt][2 * hh + 1]);
+                        }
                     }
-                }
         const float2 b = chunk_cumsum64(graw, p.gate, gconst, lc);
         const float blast = b_at(b, DC - 1), decay = __expf(blast);
         __syncthreads(); /* s_s complete */
+        if (full_tiles)
+#pragma unroll
+            for (int i = 0; i < KR * BV / 8 / DT; i++) {
+                const int u = threadIdx.x + i * DT, r = u / (BV / 8), cc = u % (BV / 8) * 8;
+                *(uint4 *)(wsc + (size_t)r * p.V + v0 + cc) = *(const uint4 *)(s_s + r * LDU + cc);
+            }
 
         /* V' = U - W S for token rows 16 warp + g (+8); u_cs gets V' o e^{b_{C-1} - b_t} (the
          * state update's operand, rounded once, as fla), global memory V' itself */
@@ -414,6 +438,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 mma16816<T>(vn[2 * np + 1], a, bb[2], bb[3]);
             }
         }
+        uint32_t vpk[NT][2]; /* V' rounded, for global memory */
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -422,18 +447,32 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 uint32_t *pu = (uint32_t *)(u_cs + tl * LDU + col);
                 const float2 u = unpack2<T>(*pu);
                 const float n0 = u.x - vn[nt][2 * hh], n1 = u.y - vn[nt][2 * hh + 1];
-                const uint32_t pk = pack2<T>(n0, n1);
+                vpk[nt][hh] = pack2<T>(n0, n1);
                 *pu = pack2<T>(n0 * wrow[hh], n1 * wrow[hh]);
-                if (tl >= lc || v0 + col >= p.V) continue;
-                T *dst = ug + (t0 + tl) * sv + col;
-                if (pairs) {
-                    *(uint32_t *)dst = pk;
-                } else {
-                    const float2 f = unpack2<T>(pk);
-                    dst[0] = from_f<T>(f.x);
-                    if (v0 + col + 1 < p.V) dst[1] = from_f<T>(f.y);
-                }
             }
+        if (full_tiles && lc == DC) {
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++)
+                    *(uint32_t *)(ug + (t0 + 16 * warp + g + 8 * hh) * sv + nt * 8 + c2) = vpk[nt][hh];
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    const int tl = 16 * warp + g + 8 * hh, col = nt * 8 + c2;
+                    if (tl >= lc || v0 + col >= p.V) continue;
+                    T *dst = ug + (t0 + tl) * sv + col;
+                    if (pairs) {
+                        *(uint32_t *)dst = vpk[nt][hh];
+                    } else {
+                        const float2 f = unpack2<T>(vpk[nt][hh]);
+                        dst[0] = from_f<T>(f.x);
+                        if (v0 + col + 1 < p.V) dst[1] = from_f<T>(f.y);
+                    }
+                }
+        }
         __syncthreads(); /* V' complete in u_cs */
 
         /* S = e^{b_{C-1}} S + K^T (V' o e^{b_{C-1} - b_t}) */
