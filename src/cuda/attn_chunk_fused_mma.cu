@@ -28,9 +28,9 @@
  * Segments (additive only; the delta rule's state is not additive over
  * segments): with few (sequence, head) pairs the sequence is cut into
  * segments of G chunks; a states-only pass of the same kernel gives each
- * segment's local state dS_j (from zero) and total log decay B_j, a scan gives
- * the start states S_{j+1} = e^{B_j} S_j + dS_j, and the full pass then runs all
- * segments in parallel.
+ * segment's local state dS_j (from zero) and total log decay B_j, and the full
+ * pass then runs all segments in parallel, each block starting from
+ * S_{j+1} = e^{B_j} S_j + dS_j folded over the earlier segments.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -99,14 +99,28 @@ __global__ void __launch_bounds__(FT, 2) fused_kernel(const lina_cuda_attn_param
 
     /* S^T[vrow (+8)][8 nt + c2 (+1)] */
     float acc[2 * NK][4];
-    const float *s_init = !OUT ? NULL : j == 0 ? p.h0 : p.seg_state;
-    const size_t s_off = j == 0 ? soff : seg * KV;
 #pragma unroll
     for (int nt = 0; nt < 2 * NK; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int vc = vrow + (e >> 1) * 8, kr = nt * 8 + c2 + (e & 1);
-            acc[nt][e] = (s_init && vc < p.V && kr < p.K) ? s_init[s_off + (size_t)kr * p.V + vc] : 0.f;
+            acc[nt][e] = (OUT && p.h0 && vc < p.V && kr < p.K) ? p.h0[soff + (size_t)kr * p.V + vc] : 0.f;
+        }
+    /* segment j > 0 starts from S_j: S_0 = h0, S_{i+1} = e^{B_i} S_i + dS_i over the earlier
+     * segments' local states dS_i and log decays B_i (the states-only pass); folded in here
+     * instead of a scan kernel (one launch less: ~25 us at B2 T16384) */
+    if (OUT)
+        for (int i = 0; i < j; i++) {
+            const size_t slot = ((size_t)n * p.HV + hv) * p.n_segs + i;
+            const float decay = __expf(p.seg_logdecay[slot]);
+#pragma unroll
+            for (int nt = 0; nt < 2 * NK; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int vc = vrow + (e >> 1) * 8, kr = nt * 8 + c2 + (e & 1);
+                    const float ds = (vc < p.V && kr < p.K) ? p.seg_state[slot * KV + (size_t)kr * p.V + vc] : 0.f;
+                    acc[nt][e] = decay * acc[nt][e] + ds;
+                }
         }
 
     const bool full_tiles = p.vec_qk && vec_v && (!DELTA || vec_w) && p.K == KP && vcols == 64;
@@ -333,22 +347,6 @@ __global__ void __launch_bounds__(FT, 2) fused_kernel(const lina_cuda_attn_param
     if (!OUT && vt == 0 && threadIdx.x == 0) p.seg_logdecay[seg] = logdecay;
 }
 
-/* Start states of the segments, in place: slot j holds dS_j (j < nseg - 1, from the
- * states-only pass) and becomes S_j; S_0 = h0 (or 0), S_{j+1} = e^{B_j} S_j + dS_j.
- * One thread per (sequence, head, state element). */
-__global__ void fused_segment_scan_kernel(const lina_cuda_attn_params p) {
-    const size_t KV = (size_t)p.K * p.V, nh = (size_t)blockIdx.y;
-    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= KV) return;
-    float s = p.h0 ? p.h0[nh * KV + e] : 0.f;
-    for (int j = 0; j < p.n_segs; j++) {
-        float *slot = p.seg_state + (nh * p.n_segs + j) * KV + e;
-        const float ds = j + 1 < p.n_segs ? *slot : 0.f;
-        *slot = s;
-        if (j + 1 < p.n_segs) s = __expf(p.seg_logdecay[nh * p.n_segs + j]) * s + ds;
-    }
-}
-
 /* ---- host side ---- */
 
 template <typename T, int NK, bool OUT, bool DELTA>
@@ -371,9 +369,6 @@ static cudaError_t launch_fused_nk(const lina_cuda_attn_params *p, cudaStream_t 
     if (p->n_segs > 1) {
         cudaError_t e = launch_fused_pass<T, NK, false, false>(p, st);
         if (e != cudaSuccess) return e;
-        const size_t KV = (size_t)p->K * p->V;
-        fused_segment_scan_kernel<<<dim3((unsigned)((KV + 255) / 256), (unsigned)(p->n_seqs * p->HV)), 256, 0, st>>>(*p);
-        if ((e = cudaGetLastError()) != cudaSuccess) return e;
     }
     return launch_fused_pass<T, NK, true, false>(p, st);
 }
