@@ -3,18 +3,38 @@
 one line per progress interval (step, mean training loss over the interval, accuracy on
 the first --eval-n test examples or -1, training seconds so far).
 
-  mqar_curves.py OUT.png TITLE NAME=CURVE.tsv[@OFFSET] [NAME=CURVE.tsv[@OFFSET] ...]
+  mqar_curves.py OUT.png TITLE NAME=CURVE.tsv[@OFFSET][+CURVE.tsv@OFFSET ...] [NAME=...]
 writes a two-panel PNG (answer accuracy and training loss vs step). @OFFSET shifts a
-curve's steps (a warm-started run continuing another: --init-from).
+curve's steps (a warm-started run continuing another: --init-from); '+' joins the stages
+of one model into one line.
 """
 import subprocess
 import sys
+import tempfile
+
+
+def joined(spec, tmp):
+    """One data file for 'a.tsv@0+b.tsv@1500+...' with the offsets applied (first column)."""
+    rows = []
+    for part in spec.split("+"):
+        path, _, offset = part.partition("@")
+        for line in open(path):
+            f = line.split()
+            if f and not line.startswith("#"):
+                rows.append(" ".join([str(int(float(f[0])) + int(offset or 0))] + f[1:]))
+    out = tempfile.NamedTemporaryFile("w", suffix=".tsv", dir=tmp, delete=False)
+    out.write("\n".join(rows) + "\n")
+    out.close()
+    return out.name
 
 
 def main():
     out, title, runs = sys.argv[1], sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
     acc_plots, loss_plots = [], []
+    tmp = tempfile.mkdtemp()
     for name, spec in runs:
+        if "+" in spec:
+            spec = joined(spec, tmp)
         path, _, offset = spec.partition("@")
         x = f"($1 + {int(offset or 0)})"
         acc_plots.append(f"'{path}' using {x}:($3 >= 0 ? 100 * $3 : 1/0) with linespoints lw 2 title '{name}'")
