@@ -220,6 +220,16 @@ for (B, T, H, D) in shapes:
             row.update(fla_ms=ms[0], fla_p20=ms[1], fla_p80=ms[2])
             if 'lina_ms' in row:
                 row['speedup'] = ms[0] / row['lina_ms']
+            if os.environ.get('FLA_PROFILE', '0') == '1':  # fla's per-kernel times, as lina's above
+                from torch.profiler import profile, ProfilerActivity
+                with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(5):
+                        fla_fn()
+                    torch.cuda.synchronize()
+                ks = [(e.key, e.device_time_total / e.count / 1e3, e.count) for e in prof.key_averages()
+                      if e.device_time_total > 0]
+                print('fla profile', name, row['shape'], '; '.join(f'{k[:48]} {t:.3f} ms x{c}' for k, t, c in ks),
+                      flush=True)
         except Exception as e:
             row['fla_error'] = repr(e)[:300]
         print(json.dumps(row), flush=True)
