@@ -184,6 +184,15 @@ for (B, T, H, D) in shapes:
                     continue
                 run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
                 print(f'LINA_CUDA_FUSED={env}, {name}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        # output kernel of the split path: 8 warps x 128 value columns (default at K = 128) vs 4 x 64
+        os.environ['LINA_CUDA_FUSED'] = '0'
+        for impl in ('narrow', 'wide'):
+            os.environ['LINA_CUDA_OUT_IMPL'] = impl
+            for name, (gate, delta, kk, g, bb), _ in ops:
+                if gate != 'vector':
+                    run, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
+                    print(f'split {name} LINA_CUDA_OUT_IMPL={impl}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_OUT_IMPL']
         # value tile of the split delta rule's states pass
         os.environ['LINA_CUDA_FUSED'] = '0'
         for name, gg in (('delta_rule', None), ('gated_delta_rule', gs)):

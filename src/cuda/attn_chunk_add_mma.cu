@@ -11,13 +11,9 @@
  *        ws[c] = S                                  (rounded to T, as fla's h)
  *        S     = e^{b_{C-1}} S + (K o e^{b_{C-1} - b_j})^T V    (one mma chain)
  *    K and V tiles stream in through a 3-stage cp.async ring, one barrier per chunk.
- * 2. outputs: one block of 4 warps per (chunk, value head, 64 value columns);
- *    warp w computes the rows t = 16w..16w+15:
- *        A = Q K^T                 (only key tiles s <= 16w + 15)
- *        P = scale e^{b_t - b_s} A [s <= t]   (rounded to T, kept in registers
- *                                             as the A operand of the next mma)
- *        O = scale e^{b_t} (Q ws[c]) + P V
- * Only differences b_t - b_s with s <= t, and b_{C-1} - b_j, are exponentiated.
+ * 2. outputs, parallel over chunks (attn_chunk_out_mma.cu):
+ *        O = scale e^{b_t} (Q ws[c]) + (scale Q K^T o e^{b_t - b_s} [s <= t]) V
+ * Only differences b_{C-1} - b_j are exponentiated here.
  * fp32 inputs keep the FMA kernels of attn_chunk_add.cu (1e-5 accuracy).
  */
 #include <limits.h>
@@ -150,138 +146,6 @@ __global__ void __launch_bounds__(MT, 4) mma_states_kernel(const lina_cuda_attn_
             }
 }
 
-/* Shared memory of the output kernel: Q (64, ldq) | K (64, ldk) | S (KP, LDT) | V (64, LDT),
- * KP = K rounded up to 16, ldk = KP + 8, ldq = max(KP, 64) + 8 (warp w's
- * rows of Q later stage its 16 x 64 output tile). */
-struct mma_out_layout {
-    int KP, ldq, ldk;
-    size_t bytes;
-};
-static __host__ __device__ inline mma_out_layout mma_out_layout_make(int K, int ts) {
-    mma_out_layout L;
-    L.KP = (K + 15) / 16 * 16;
-    L.ldq = (L.KP > 64 ? L.KP : 64) + 8;
-    L.ldk = L.KP + 8;
-    L.bytes = ((size_t)MC * L.ldq + (size_t)MC * L.ldk + (size_t)L.KP * LDT + (size_t)MC * LDT) * ts;
-    return L;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(MT, 3) mma_output_kernel(const lina_cuda_attn_params p) {
-    extern __shared__ __align__(128) unsigned char smem[];
-    const mma_out_layout L = mma_out_layout_make(p.K, sizeof(T));
-    const int KP = L.KP, ldq = L.ldq, ldk = L.ldk;
-    T *q_s = (T *)smem, *k_s = q_s + MC * ldq, *s_s = k_s + MC * ldk, *v_s = s_s + KP * LDT;
-    const int nvt = (p.V + 63) / 64;
-    const int vt = blockIdx.x % nvt, hv = (blockIdx.x / nvt) % p.HV, i = blockIdx.x / nvt / p.HV;
-    const int h = hv / (p.HV / p.H), v0 = vt * 64, vcols = min(64, p.V - v0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
-    const int mi = lane >> 3, mr = lane & 7;
-    int64_t start;
-    int lc;
-    chunk_range(p, i, &start, &lc);
-    const int64_t sqk = (int64_t)p.H * p.K, sv = (int64_t)p.HV * p.V;
-    const T *qg = (const T *)p.q + (start * p.H + h) * p.K, *kg = (const T *)p.k + (start * p.H + h) * p.K;
-    const T *vg = (const T *)p.v + (start * p.HV + hv) * p.V + v0;
-    const T *sg = (const T *)p.ws + ((size_t)i * p.HV + hv) * p.K * p.V + v0;
-    if (p.K == 128 && lc == MC && vcols == 64 && p.vec_qk && p.vec_v) { /* the common full chunk */
-        tile_to_smem_full<T, MT, MC, 128>(q_s, ldq, qg, sqk);
-        tile_to_smem_full<T, MT, MC, 128>(k_s, ldk, kg, sqk);
-        cp_async_commit(); /* group 0: Q, K */
-        tile_to_smem_full<T, MT, 128, 64>(s_s, LDT, sg, p.V);
-        tile_to_smem_full<T, MT, MC, 64>(v_s, LDT, vg, sv);
-    } else {
-        tile_to_smem<T, MT>(q_s, ldq, qg, sqk, MC, KP, lc, p.K, p.vec_qk);
-        tile_to_smem<T, MT>(k_s, ldk, kg, sqk, MC, KP, lc, p.K, p.vec_qk);
-        cp_async_commit(); /* group 0: Q, K */
-        tile_to_smem<T, MT>(s_s, LDT, sg, p.V, KP, 64, p.K, vcols, p.vec_v);
-        tile_to_smem<T, MT>(v_s, LDT, vg, sv, MC, 64, lc, vcols, p.vec_v);
-    }
-    cp_async_commit(); /* group 1: S, V */
-
-    const float gconst = p.gate == LINA_GATE_CONST ? p.g[hv] : 0.f;
-    const float2 b = chunk_cumsum64(load_gates2(p.g, p.gate, start, lc, p.HV, hv), p.gate, gconst, lc);
-    const int t_lo = 16 * warp + g, t_hi = t_lo + 8; /* this thread's rows */
-    const float b_lo = b_at(b, t_lo), b_hi = b_at(b, t_hi);
-    cp_async_wait<1>();
-    __syncthreads();
-
-    /* A = Q K^T: rows t_lo/t_hi, key columns 8 nt + c2 (+1), key tiles np <= warp only */
-    float sc[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) sc[nt][e] = 0.f;
-    const T *q_row = q_s + (16 * warp + (lane & 15)) * ldq + ((lane >> 4) << 3);
-    for (int ks = 0; ks < KP / 16; ks++) {
-        uint32_t a[4];
-        ldsm_x4(a, q_row + ks * 16);
-#pragma unroll
-        for (int np = 0; np < 4; np++)
-            if (np <= warp) { /* B[k][s] = K[s][k]: plain load of K rows */
-                uint32_t bb[4];
-                ldsm_x4(bb, k_s + (np * 16 + mr + ((mi >> 1) << 3)) * ldk + ks * 16 + ((mi & 1) << 3));
-                mma16816<T>(sc[2 * np], a, bb[0], bb[1]);
-                mma16816<T>(sc[2 * np + 1], a, bb[2], bb[3]);
-            }
-    }
-    /* P = scale e^{b_t - b_s} A [s <= t], packed as A fragments of k-step j = nt / 2 */
-    uint32_t pf[4][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        const int s = nt * 8 + c2; /* b_s, b_{s+1} are lane nt * 4 + c2 / 2's pair */
-        const float bs0 = __shfl_sync(0xffffffffu, b.x, nt * 4 + (lane & 3));
-        const float bs1 = __shfl_sync(0xffffffffu, b.y, nt * 4 + (lane & 3));
-        const float x0 = s <= t_lo ? p.scale * __expf(b_lo - bs0) * sc[nt][0] : 0.f;
-        const float x1 = s + 1 <= t_lo ? p.scale * __expf(b_lo - bs1) * sc[nt][1] : 0.f;
-        const float x2 = s <= t_hi ? p.scale * __expf(b_hi - bs0) * sc[nt][2] : 0.f;
-        const float x3 = s + 1 <= t_hi ? p.scale * __expf(b_hi - bs1) * sc[nt][3] : 0.f;
-        pf[nt >> 1][(nt & 1) * 2] = pack2<T>(x0, x1);
-        pf[nt >> 1][(nt & 1) * 2 + 1] = pack2<T>(x2, x3);
-    }
-    cp_async_wait<0>();
-    __syncthreads();
-
-    /* O = scale e^{b_t} (Q S): B[k][v] = S[k][v], transposed load */
-    float o[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) o[nt][e] = 0.f;
-    for (int ks = 0; ks < KP / 16; ks++) {
-        uint32_t a[4];
-        ldsm_x4(a, q_row + ks * 16);
-#pragma unroll
-        for (int np = 0; np < 4; np++) {
-            uint32_t bb[4];
-            ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * LDT + np * 16 + ((mi >> 1) << 3));
-            mma16816<T>(o[2 * np], a, bb[0], bb[1]);
-            mma16816<T>(o[2 * np + 1], a, bb[2], bb[3]);
-        }
-    }
-    const float f_lo = p.scale * __expf(b_lo), f_hi = p.scale * __expf(b_hi);
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-        o[nt][0] *= f_lo, o[nt][1] *= f_lo, o[nt][2] *= f_hi, o[nt][3] *= f_hi;
-    }
-    /* O += P V over token tiles j <= warp: B[t][v] = V[t][v], transposed load */
-#pragma unroll
-    for (int j = 0; j < 4; j++)
-        if (j <= warp)
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, v_s + (j * 16 + mr + ((mi & 1) << 3)) * LDT + np * 16 + ((mi >> 1) << 3));
-                mma16816<T>(o[2 * np], pf[j], bb[0], bb[1]);
-                mma16816<T>(o[2 * np + 1], pf[j], bb[2], bb[3]);
-            }
-
-    /* the warp's 16 x 64 tile, staged in its own rows of Q (no other warp reads them) */
-    T *og = (T *)p.o + ((start + 16 * warp) * p.HV + hv) * p.V + v0;
-    const int rows = min(16, lc - 16 * warp);
-    store_warp_tile<T>(o, q_s + 16 * warp * ldq, ldq, og, sv, rows, vcols, p.vec_v, lane);
-}
-
 /* ---- host side ---- */
 
 template <typename T, int BV>
@@ -308,38 +172,19 @@ static int states_bv(const lina_cuda_attn_params *p) {
 }
 
 template <typename T>
-static cudaError_t launch_outputs(const lina_cuda_attn_params *p, cudaStream_t st) {
-    const int nvt = (p->V + 63) / 64;
-    const mma_out_layout L = mma_out_layout_make(p->K, sizeof(T));
-    if (p->n_chunks == 0) return cudaSuccess;
-    if ((int64_t)p->n_chunks * p->HV * nvt > INT_MAX) return cudaErrorInvalidConfiguration;
-    cudaError_t e = cudaFuncSetAttribute(mma_output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
-    if (e != cudaSuccess) return e;
-    /* value tile fastest: the blocks of one chunk and head run together and share Q, K in L2 */
-    mma_output_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV * nvt), MT, L.bytes, st>>>(*p);
-    return cudaGetLastError();
-}
-
-template <typename T>
-static cudaError_t launch_mma(const lina_cuda_attn_params *p, cudaStream_t st) {
+static cudaError_t launch_mma(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st) {
     if ((int64_t)p->n_chunks * p->HV * ((p->V + 63) / 64) > INT_MAX) return cudaErrorInvalidConfiguration;
     const int bv = states_bv(p);
     cudaError_t e = bv == 64 ? launch_states<T, 64>(p, st) : bv == 32 ? launch_states<T, 32>(p, st)
                                                                       : launch_states<T, 16>(p, st);
     if (e != cudaSuccess) return e;
-    return launch_outputs<T>(p, st);
+    return (cudaError_t)lina_cuda_mma_outputs(p, dtype, st);
 }
 
 extern "C" int lina_cuda_chunk_add_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
-    if (dtype == LINA_DTYPE_BF16) return (int)launch_mma<__nv_bfloat16>(p, st);
-    if (dtype == LINA_DTYPE_F16) return (int)launch_mma<__half>(p, st);
+    if (dtype == LINA_DTYPE_BF16) return (int)launch_mma<__nv_bfloat16>(p, dtype, st);
+    if (dtype == LINA_DTYPE_F16) return (int)launch_mma<__half>(p, dtype, st);
     return (int)cudaErrorInvalidValue; /* fp32 stays on attn_chunk_add.cu */
 }
 
-extern "C" int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {
-    cudaStream_t st = (cudaStream_t)stream;
-    if (dtype == LINA_DTYPE_BF16) return (int)launch_outputs<__nv_bfloat16>(p, st);
-    if (dtype == LINA_DTYPE_F16) return (int)launch_outputs<__half>(p, st);
-    return (int)cudaErrorInvalidValue;
-}

@@ -175,27 +175,31 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
         /* thread: rows 2 rp, 2 rp + 1 and columns cq + 16 u (u < i) of the row block; A and X_ii
          * read as float4 over 4 consecutive m (shared-memory traffic was the kernel's limit) */
         const int rp = threadIdx.x >> 4, cq = threadIdx.x & 15;
-#pragma unroll
-        for (int i = 1; i < 4; i++) {
-            const int W = 16 * i;
-            float *row0 = a_s + (W + 2 * rp) * LDA, *row1 = row0 + LDA;
-            float y0[3], y1[3];
+        /* y0/y1[u] = sum_m r0/r1[m] B[m][cq + 16 u], m < len, u < n (the two rows share the B reads) */
+        auto rows2 = [&](const float *r0, const float *r1, const float *B, int ldb, int len, int n, float *y0, float *y1) {
 #pragma unroll
             for (int u = 0; u < 3; u++) y0[u] = y1[u] = 0.f;
 #pragma unroll 2
-            for (int m = 0; m < W; m += 4) {
-                const float4 a0 = *(const float4 *)(row0 + m), a1 = *(const float4 *)(row1 + m);
+            for (int m = 0; m < len; m += 4) {
+                const float4 a0 = *(const float4 *)(r0 + m), a1 = *(const float4 *)(r1 + m);
                 const float a0v[4] = {a0.x, a0.y, a0.z, a0.w}, a1v[4] = {a1.x, a1.y, a1.z, a1.w};
 #pragma unroll
                 for (int mm = 0; mm < 4; mm++)
 #pragma unroll
                     for (int u = 0; u < 3; u++)
-                        if (u < i) {
-                            const float xv = x_s[(m + mm) * LDA + cq + 16 * u];
-                            y0[u] += a0v[mm] * xv;
-                            y1[u] += a1v[mm] * xv;
+                        if (u < n) {
+                            const float bv = B[(m + mm) * ldb + cq + 16 * u];
+                            y0[u] += a0v[mm] * bv;
+                            y1[u] += a1v[mm] * bv;
                         }
             }
+        };
+#pragma unroll
+        for (int i = 1; i < 4; i++) {
+            const int W = 16 * i;
+            float *row0 = a_s + (W + 2 * rp) * LDA, *row1 = row0 + LDA;
+            float y0[3], y1[3];
+            rows2(row0, row1, x_s, LDA, W, i, y0, y1); /* Y = A[i, :16i] X */
 #pragma unroll
             for (int u = 0; u < 3; u++)
                 if (u < i) {
@@ -203,22 +207,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
                     y_s[(2 * rp + 1) * 48 + cq + 16 * u] = y1[u];
                 }
             __syncthreads();
-#pragma unroll
-            for (int u = 0; u < 3; u++) y0[u] = y1[u] = 0.f;
-#pragma unroll
-            for (int m = 0; m < 16; m += 4) {
-                const float4 d0 = *(const float4 *)(row0 + W + m), d1 = *(const float4 *)(row1 + W + m);
-                const float d0v[4] = {d0.x, d0.y, d0.z, d0.w}, d1v[4] = {d1.x, d1.y, d1.z, d1.w};
-#pragma unroll
-                for (int mm = 0; mm < 4; mm++)
-#pragma unroll
-                    for (int u = 0; u < 3; u++)
-                        if (u < i) {
-                            const float yv = y_s[(m + mm) * 48 + cq + 16 * u];
-                            y0[u] += d0v[mm] * yv;
-                            y1[u] += d1v[mm] * yv;
-                        }
-            }
+            rows2(row0 + W, row1 + W, y_s, 48, 16, i, y0, y1); /* X[i, :16i] = -X_ii Y */
 #pragma unroll
             for (int u = 0; u < 3; u++)
                 if (u < i) {
