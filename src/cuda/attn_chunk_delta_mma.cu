@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     const wy_layout L = wy_layout_make(p.K, p.V, sizeof(T));
     T *k_s = (T *)(smem + L.k), *v_s = (T *)(smem + L.v);
     float *a_s = (float *)(smem + L.a), *ck = (float *)(smem + L.ck), *cv = (float *)(smem + L.cv);
-    const int i = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
+    const int i = window_chunk(p, blockIdx.x / p.HV), hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
     const int mi = lane >> 3, mr = lane & 7;
     int64_t start;
@@ -331,7 +331,8 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 acc[m][nt][e] = (p.h0 && r < p.K && col < p.V) ? p.h0[soff + (size_t)r * p.V + col] : 0.f;
             }
 
-    const int nc = (len + DC - 1) / DC;
+    const int nc = (len + DC - 1) / DC; /* this launch walks chunks cbeg .. cend - 1 (see window_chunk) */
+    const int cbeg = p.win_nc ? min(p.win_c0, nc) : 0, cend = p.win_nc ? min(p.win_c0 + p.win_nc, nc) : nc;
     const bool full_tiles = p.vec_qk && vec_w && vec_u && p.K == KR && vcols == BV;
     auto issue = [&](int c) {
         const int t0 = c * DC, lc = min(DC, len - t0);
@@ -352,17 +353,17 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         }
     };
 #pragma unroll
-    for (int c = 0; c < NS - 1; c++) {
-        if (c < nc) issue(c);
+    for (int j = 0; j < NS - 1; j++) {
+        if (cbeg + j < cend) issue(cbeg + j);
         cp_async_commit();
     }
-    const float gconst = (p.gate == LINA_GATE_CONST && nc > 0) ? p.g[hv] : 0.f;
+    const float gconst = (p.gate == LINA_GATE_CONST && cend > cbeg) ? p.g[hv] : 0.f;
 
-    for (int c = 0; c < nc; c++) {
+    for (int c = cbeg; c < cend; c++) {
         const int t0 = c * DC, lc = min(DC, len - t0);
         cp_async_wait<NS - 2>();
         __syncthreads(); /* chunk c landed; chunk c-1's buffers and s_s are free */
-        if (c + NS - 1 < nc) issue(c + NS - 1);
+        if (c + NS - 1 < cend) issue(c + NS - 1);
         cp_async_commit();
         const T *k_cs = stages + (c % NS) * STAGE, *w_cs = k_cs + DC * LDK;
         T *u_cs = (T *)k_cs + 2 * DC * LDK;
@@ -526,38 +527,114 @@ static cudaError_t launch_delta_states_bv(const lina_cuda_attn_params *p, int bv
 /* Value tile of the states pass: LINA_CUDA_DELTA_BV (16, 32, 64) if set, else the widest
  * giving at least 3/4 of the multiprocessors a block (B2 T16384 H16: 32 with 128 blocks, 1.32
  * ms against 1.52 with 16 and two blocks per SM, run 23); 64 only for K <= 128 (registers). */
-static int delta_bv(const lina_cuda_attn_params *p) {
-    const int max_bv = p->K > 128 ? 32 : 64;
+static int delta_bv(int64_t n_seqs, int HV, int K, int V) {
+    const int max_bv = K > 128 ? 32 : 64;
     const char *env = getenv("LINA_CUDA_DELTA_BV");
     if (env && (atoi(env) == 16 || atoi(env) == 32 || atoi(env) == 64)) return atoi(env) < max_bv ? atoi(env) : max_bv;
     const int sms = lina_cuda_sm_count();
     for (int bv = max_bv; bv > 16; bv /= 2)
-        if (4 * (int64_t)p->n_seqs * p->HV * ((p->V + bv - 1) / bv) >= 3 * (int64_t)sms) return bv;
+        if (4 * n_seqs * HV * ((V + bv - 1) / bv) >= 3 * (int64_t)sms) return bv;
     return 16;
+}
+
+#define MAX_SEGS 8 /* events: 1 + 2 per segment of the 32 in lina_cuda_side_streams */
+
+extern "C" int lina_cuda_delta_segments(int64_t n_seqs, int HV, int K, int V, int max_chunks) {
+    const char *env = getenv("LINA_CUDA_DELTA_SEGS");
+    int segs;
+    if (env && atoi(env) >= 1) {
+        segs = atoi(env) < MAX_SEGS ? atoi(env) : MAX_SEGS;
+    } else {
+        const int bv = delta_bv(n_seqs, HV, K, V);
+        segs = n_seqs * HV * ((V + bv - 1) / bv) <= lina_cuda_sm_count() && max_chunks >= 64 ? 4 : 1;
+    }
+    return segs < max_chunks ? segs : (max_chunks > 0 ? max_chunks : 1);
 }
 
 template <typename T>
 static cudaError_t launch_wy(const lina_cuda_attn_params *p, cudaStream_t st) {
-    if (p->n_chunks == 0) return cudaSuccess;
+    if (lina_cuda_launch_chunks(p) == 0) return cudaSuccess;
     const wy_layout L = wy_layout_make(p->K, p->V, sizeof(T));
     cudaError_t e = cudaFuncSetAttribute(wy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes);
     if (e != cudaSuccess) return e;
-    wy_kernel<T><<<(unsigned)((int64_t)p->n_chunks * p->HV), DT, L.bytes, st>>>(*p);
+    wy_kernel<T><<<(unsigned)(lina_cuda_launch_chunks(p) * p->HV), DT, L.bytes, st>>>(*p);
     return cudaGetLastError();
 }
 
 template <typename T>
-static cudaError_t launch_delta(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st) {
-    cudaError_t e = launch_wy<T>(p, st);
-    if (e != cudaSuccess) return e;
-    const int bv = delta_bv(p);
-    e = p->K <= 64 ? launch_delta_states_bv<T, 1>(p, bv, st)
-        : p->K <= 128 ? launch_delta_states_bv<T, 2>(p, bv, st)
-                      : launch_delta_states_bv<T, 4>(p, bv, st);
-    if (e != cudaSuccess) return e;
+static cudaError_t launch_states(const lina_cuda_attn_params *p, int bv, cudaStream_t st) {
+    return p->K <= 64 ? launch_delta_states_bv<T, 1>(p, bv, st)
+           : p->K <= 128 ? launch_delta_states_bv<T, 2>(p, bv, st)
+                         : launch_delta_states_bv<T, 4>(p, bv, st);
+}
+
+template <typename T>
+static cudaError_t launch_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st) {
     lina_cuda_attn_params o = *p; /* outputs read V' (in wy_u) as their values */
     o.v = p->wy_u;
     return (cudaError_t)lina_cuda_mma_outputs(&o, dtype, st);
+}
+
+/* The states pass occupies one block per multiprocessor or fewer when there are few long
+ * sequences; the chunk-parallel kernels then run beside it. Time segments s = 0 .. S-1
+ * (p->seg_chunks chunks each), on three streams:
+ *     lo:  WY(0) WY(1) ... WY(S-1)
+ *     hi:  states(s) after WY(s), state carried through p->seg_state  (highest priority)
+ *     st:  outputs(s) after states(s)
+ * st's outputs of the last segment come after everything else, so st is joined. */
+template <typename T>
+static cudaError_t launch_delta_overlapped(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st,
+                                          const lina_cuda_side_streams *ss) {
+    const int S = p->n_segs, nc = (p->T + DC - 1) / DC, bv = delta_bv(p->n_seqs, p->HV, p->K, p->V);
+    const size_t slot = (size_t)p->n_seqs * p->HV * p->K * p->V; /* floats of one carried state */
+    cudaStream_t hi = (cudaStream_t)ss->hi, lo = (cudaStream_t)ss->lo;
+    cudaEvent_t fork = (cudaEvent_t)ss->events[0];
+    auto wy_done = [&](int s) { return (cudaEvent_t)ss->events[1 + s]; };
+    auto states_done = [&](int s) { return (cudaEvent_t)ss->events[1 + MAX_SEGS + s]; };
+    auto window = [&](int s) {
+        lina_cuda_attn_params q = *p;
+        q.win_c0 = s * p->seg_chunks;
+        q.win_nc = min(p->seg_chunks, nc - q.win_c0);
+        return q;
+    };
+    cudaError_t e;
+    if ((e = cudaEventRecord(fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(hi, fork, 0)) != cudaSuccess ||
+        (e = cudaStreamWaitEvent(lo, fork, 0)) != cudaSuccess)
+        return e;
+    for (int s = 0; s < S; s++) {
+        const lina_cuda_attn_params q = window(s);
+        if ((e = launch_wy<T>(&q, lo)) != cudaSuccess || (e = cudaEventRecord(wy_done(s), lo)) != cudaSuccess) return e;
+    }
+    for (int s = 0; s < S; s++) {
+        lina_cuda_attn_params q = window(s);
+        q.h0 = s == 0 ? p->h0 : p->seg_state + (s - 1) * slot;
+        q.ht = s == S - 1 ? p->ht : p->seg_state + s * slot;
+        if ((e = cudaStreamWaitEvent(hi, wy_done(s), 0)) != cudaSuccess || (e = launch_states<T>(&q, bv, hi)) != cudaSuccess ||
+            (e = cudaEventRecord(states_done(s), hi)) != cudaSuccess)
+            return e;
+    }
+    for (int s = 0; s < S; s++) {
+        const lina_cuda_attn_params q = window(s);
+        if ((e = cudaStreamWaitEvent(st, states_done(s), 0)) != cudaSuccess || (e = launch_outputs<T>(&q, dtype, st)) != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
+}
+
+template <typename T>
+static cudaError_t launch_delta(const lina_cuda_attn_params *p, lina_dtype dtype, cudaStream_t st) {
+    if (p->n_segs > 1 && !p->cu && p->seg_state && p->n_segs <= MAX_SEGS) {
+        const lina_cuda_side_streams *ss = lina_cuda_side_streams_acquire();
+        if (ss) {
+            const cudaError_t e = launch_delta_overlapped<T>(p, dtype, st, ss);
+            lina_cuda_side_streams_release();
+            return e;
+        }
+    }
+    cudaError_t e = launch_wy<T>(p, st);
+    if (e != cudaSuccess) return e;
+    if ((e = launch_states<T>(p, delta_bv(p->n_seqs, p->HV, p->K, p->V), st)) != cudaSuccess) return e;
+    return launch_outputs<T>(p, dtype, st);
 }
 
 extern "C" int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream) {

@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(WT, 2) mma_output_wide_kernel(const lina_cuda_
     T *q_s = (T *)smem, *k_s = q_s + MC * LDW, *s_s = k_s + MC * LDW, *v_s = s_s + 128 * LDW;
     uint4 *p_s = (uint4 *)(v_s + MC * LDW);
     const int nvt = (p.V + 127) / 128;
-    const int vt = blockIdx.x % nvt, hv = (blockIdx.x / nvt) % p.HV, i = blockIdx.x / nvt / p.HV;
+    const int vt = blockIdx.x % nvt, hv = (blockIdx.x / nvt) % p.HV, i = window_chunk(p, blockIdx.x / nvt / p.HV);
     const int h = hv / (p.HV / p.H), v0 = vt * 128, vcols = min(128, p.V - v0);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int mi = lane >> 3, mr = lane & 7;
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(MT, 3) mma_output_narrow_kernel(const lina_cud
     const int KP = L.KP, ldq = L.ldq, ldk = L.ldk;
     T *q_s = (T *)smem, *k_s = q_s + MC * ldq, *s_s = k_s + MC * ldk, *v_s = s_s + KP * LDT;
     const int nvt = (p.V + 63) / 64;
-    const int vt = blockIdx.x % nvt, hv = (blockIdx.x / nvt) % p.HV, i = blockIdx.x / nvt / p.HV;
+    const int vt = blockIdx.x % nvt, hv = (blockIdx.x / nvt) % p.HV, i = window_chunk(p, blockIdx.x / nvt / p.HV);
     const int h = hv / (p.HV / p.H), v0 = vt * 64, vcols = min(64, p.V - v0);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int mi = lane >> 3, mr = lane & 7;
@@ -282,11 +282,11 @@ __global__ void __launch_bounds__(MT, 3) mma_output_narrow_kernel(const lina_cud
 
 template <typename T>
 static cudaError_t launch_outputs(const lina_cuda_attn_params *p, cudaStream_t st) {
-    if (p->n_chunks == 0) return cudaSuccess;
+    if (lina_cuda_launch_chunks(p) == 0) return cudaSuccess;
     const char *env = getenv("LINA_CUDA_OUT_IMPL");
     const bool wide = p->K == 128 && !(env && strcmp(env, "narrow") == 0);
     const int width = wide ? 128 : 64, nvt = (p->V + width - 1) / width;
-    const int64_t blocks = (int64_t)p->n_chunks * p->HV * nvt;
+    const int64_t blocks = lina_cuda_launch_chunks(p) * p->HV * nvt;
     if (blocks > INT_MAX) return cudaErrorInvalidConfiguration;
     /* value tile fastest: the blocks of one chunk and head run together and share Q, K in L2 */
     if (wide) {

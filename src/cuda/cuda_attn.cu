@@ -241,8 +241,11 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
                              (long long)(n_chunks * p.HV), INT_MAX);
         if (chunked) p.n_chunks = (int)n_chunks;
     }
-    if (one_pass) { /* segments: p.n_segs of p.seg_chunks chunks (the last may be shorter) */
-        const int segs = p.delta ? 1 : lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks);
+    /* segments: p.n_segs of p.seg_chunks chunks (the last may be shorter); the one-pass kernel's
+     * (additive), or the delta path's overlapped schedule (equal-length sequences) */
+    if (one_pass || (delta_mma && !d->cu_seqlens)) {
+        const int segs = one_pass ? (p.delta ? 1 : lina_cuda_fused_segments(p.n_seqs, p.HV, p.V, (int)max_chunks))
+                                  : lina_cuda_delta_segments(p.n_seqs, p.HV, p.K, p.V, (int)max_chunks);
         p.seg_chunks = max_chunks > 0 ? (int)((max_chunks + segs - 1) / segs) : 1;
         p.n_segs = max_chunks > 0 ? (int)((max_chunks + p.seg_chunks - 1) / p.seg_chunks) : 1;
         if ((int64_t)p.n_seqs * p.HV * p.n_segs * ((p.V + 63) / 64) > INT_MAX)
@@ -259,7 +262,7 @@ extern "C" lina_status lina_cuda_attn_forward(const lina_attn_desc *d, lina_dtyp
     /* delta: W (tokens, HV, K) and U (tokens, HV, V) in 16 bits after the chunk states */
     const size_t w_bytes = wy ? (tokens * p.HV * p.K * 2 + 255) / 256 * 256 : 0;
     const size_t u_bytes = wy ? (tokens * p.HV * p.V * 2 + 255) / 256 * 256 : 0;
-    const size_t n_seg_slots = one_pass && p.n_segs > 1 ? (size_t)p.n_seqs * p.HV * p.n_segs : 0;
+    const size_t n_seg_slots = p.n_segs > 1 ? (size_t)p.n_seqs * p.HV * p.n_segs : 0;
     const size_t seg_bytes = (n_seg_slots * p.K * p.V * 4 + 255) / 256 * 256;
     size_t ws_bytes = ws_state_bytes + w_bytes + u_bytes + seg_bytes + n_seg_slots * 4;
     size_t head_bytes = (n_i64 * sizeof(int64_t) + 255) / 256 * 256;

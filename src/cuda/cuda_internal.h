@@ -24,6 +24,9 @@ typedef struct {
     const int64_t *chunk_tab;   /* varlen: (n_chunks, 2) first token, length */
     const int64_t *seq_chunk0;  /* varlen: (n_seqs) index of each sequence's first chunk */
     void *ws;                   /* (n_chunks, HV, K, V) element type: state at each chunk start */
+    /* chunk window (equal-length sequences only): win_nc > 0 restricts the delta rule's WY,
+     * states and output launches to chunks win_c0 .. win_c0 + win_nc - 1 of every sequence */
+    int win_c0, win_nc;
     /* one-pass kernel (attn_chunk_fused_mma.cu): sequences cut into n_segs segments of
      * seg_chunks chunks; seg_state (n_seqs, HV, n_segs, K, V) fp32 and seg_logdecay
      * (n_seqs, HV, n_segs) when n_segs > 1 */
@@ -81,6 +84,11 @@ int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void
  * (W, U into p->wy_w, p->wy_u), sequential states (U - W S, S update, p->ws),
  * then lina_cuda_mma_outputs. */
 int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* Time segments of the delta path's overlapped schedule (equal-length sequences): WY of
+ * segment s + 1 and outputs of segment s - 1 run on side streams beside the states pass of
+ * segment s. LINA_CUDA_DELTA_SEGS if set, else 4 when the states pass leaves the
+ * multiprocessors room (one block or fewer each) and the sequences have >= 64 chunks, else 1. */
+int lina_cuda_delta_segments(int64_t n_seqs, int HV, int K, int V, int max_chunks);
 /* Only the WY kernel of the delta path (W, U into p->wy_w, p->wy_u). */
 int lina_cuda_delta_wy(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 /* One pass over the sequence with the state in registers (attn_chunk_fused_mma.cu):
@@ -120,6 +128,16 @@ lina_status lina_cuda_chunk_blas_forward(const lina_attn_desc *d, lina_dtype dty
                                          void *stream);
 /* Multiprocessors of the current device (132 if it cannot be queried). */
 int lina_cuda_sm_count(void);
+/* Side streams of the current device for fork/join schedules inside one call: two streams
+ * (hi at the device's highest priority, lo at its lowest) and a pool of events, created once
+ * per device. acquire returns them locked (release after the last record/wait) or NULL if
+ * they cannot be created (the caller then runs everything on its own stream). */
+typedef struct {
+    void *hi, *lo;     /* cudaStream_t */
+    void *events[32];  /* cudaEvent_t, timing disabled */
+} lina_cuda_side_streams;
+const lina_cuda_side_streams *lina_cuda_side_streams_acquire(void);
+void lina_cuda_side_streams_release(void);
 /* dst[i] = (dtype) src[i], i < n. */
 int lina_cuda_convert_f32(const float *src, void *dst, size_t n, lina_dtype dtype, void *stream);
 /* Shared memory bytes the chunk kernel needs for this shape, or 0 if no
@@ -143,6 +161,17 @@ __device__ __forceinline__ void chunk_range(const lina_cuda_attn_params &p, int 
         *len = min(C, p.T - c * C);
     }
 }
+/* Global index of the j-th chunk of a chunk-parallel launch: j itself, or with a chunk window
+ * (p.win_nc > 0, equal-length sequences) chunk win_c0 + j % win_nc of sequence j / win_nc. */
+__device__ __forceinline__ int window_chunk(const lina_cuda_attn_params &p, int j) {
+    if (p.win_nc == 0) return j;
+    const int nc = (p.T + LINA_CUDA_SPLIT_CHUNK - 1) / LINA_CUDA_SPLIT_CHUNK;
+    return (j / p.win_nc) * nc + p.win_c0 + j % p.win_nc;
+}
 #endif
+/* Chunks a chunk-parallel launch covers (see window_chunk). */
+static inline int64_t lina_cuda_launch_chunks(const lina_cuda_attn_params *p) {
+    return p->win_nc ? (int64_t)p->n_seqs * p->win_nc : p->n_chunks;
+}
 
 #endif

@@ -9,6 +9,9 @@
 
 #include <cuda_runtime.h>
 
+#include <mutex>
+
+#include "cuda_internal.h"
 #include "cuda_types.h"
 #include "lina/cuda.h"
 
@@ -57,6 +60,45 @@ extern "C" int lina_cuda_sm_count(void) {
     }
     return sms;
 }
+
+/* Created on first use and kept for the process (streams and events are cheap; destroying
+ * them at exit races with the driver's own teardown). The mutex is held from acquire to
+ * release: the events are reused by every call, so two host threads must not interleave
+ * their record/wait sequences. */
+static std::mutex side_mutex;
+static lina_cuda_side_streams side[64];
+static bool side_ready[64], side_failed[64];
+
+extern "C" const lina_cuda_side_streams *lina_cuda_side_streams_acquire(void) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        cudaGetLastError();
+        return NULL;
+    }
+    side_mutex.lock();
+    if (!side_ready[dev] && !side_failed[dev]) {
+        int least = 0, greatest = 0;
+        cudaStream_t hi = NULL, lo = NULL;
+        bool ok = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
+                  cudaStreamCreateWithPriority(&hi, cudaStreamNonBlocking, greatest) == cudaSuccess &&
+                  cudaStreamCreateWithPriority(&lo, cudaStreamNonBlocking, least) == cudaSuccess;
+        side[dev].hi = hi;
+        side[dev].lo = lo;
+        for (int i = 0; ok && i < 32; i++) {
+            cudaEvent_t ev;
+            ok = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess;
+            side[dev].events[i] = ev;
+        }
+        if (!ok) cudaGetLastError();
+        side_ready[dev] = ok;
+        side_failed[dev] = !ok;
+    }
+    if (side_ready[dev]) return &side[dev];
+    side_mutex.unlock();
+    return NULL;
+}
+
+extern "C" void lina_cuda_side_streams_release(void) { side_mutex.unlock(); }
 
 extern "C" lina_status lina_cuda_malloc(void **p, size_t bytes) {
     if (!p) return lina_fail(LINA_ERR_INVALID_ARG, "lina_cuda_malloc: p is NULL (%zu bytes)", bytes);

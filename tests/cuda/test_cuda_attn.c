@@ -272,6 +272,19 @@ int main(int argc, char **argv) {
                          gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate) % 2, seed++);
     }
     unsetenv("LINA_CUDA_DELTA_BV");
+    /* the delta rule's overlapped schedule (WY, states, outputs per time segment on three
+     * streams, the state carried between segments) with uneven segments; varlen falls back */
+    for (int segs = 3; segs <= 7; segs += 4) {
+        char val[8];
+        snprintf(val, sizeof val, "%d", segs);
+        setenv("LINA_CUDA_DELTA_SEGS", val, 1);
+        const int picks[] = {2, 3, 4, 5, 6, 7};
+        for (int pi = 0; pi < (quick ? 2 : 6); pi++)
+            for (int gate = 0; gate < 3; gate++)
+                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_DELTA,
+                         gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate + segs) % 2, seed++);
+    }
+    unsetenv("LINA_CUDA_DELTA_SEGS");
     unsetenv("LINA_CUDA_FUSED");
     /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
     setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
