@@ -22,11 +22,11 @@
  *    registers, warp w rows 16 KM w .. 16 KM (w+1) - 1): per chunk
  *    ws[c] = S (rounded, also the B operand of W S), V' = U - W S (written over
  *    U in place), S = e^{b_{C-1}} S + K^T (V' o w). Three barriers per chunk.
- *    K, W, U of the next chunk are in flight (cp.async ring; 3 or 4 stages
- *    measured no faster: the chain is bound by instruction issue and latency,
- *    ~1300 instructions per warp and chunk at 4.6 cycles each in ncu run 22, ~700
- *    after the fixed-offset tile loader and V' o w instead of K o w, run 31);
- *    its gates are loaded and summed while chunk c's products run.
+ *    K, W, U and the gates of the next chunk are in flight (cp.async ring;
+ *    3 or 4 stages measured no faster: the chain is bound by instruction issue
+ *    and latency, ~1300 instructions per warp and chunk at 4.6 cycles each, ncu
+ *    run 22; the fixed-offset tile loader and V' o w instead of K o w cut that to
+ *    ~700, run 31).
  * 3. outputs: lina_cuda_mma_outputs (attn_chunk_out_mma.cu) with V = V'.
  * Few long sequences (the states pass leaves the multiprocessors room): the three
  * kernels run per time segment on three streams, overlapped (launch_delta_overlapped).
@@ -299,9 +299,10 @@ template <typename T, int KM, int BV>
 __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_attn_params p) {
     constexpr int NS = DS_STAGES;
     constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BV + 8, NT = BV / 8;
-    constexpr int STAGE = DC * LDK * 2 + DC * LDU; /* elements of one stage: K, W, U of one chunk */
+    /* elements of one stage: K, W, U of one chunk and its raw gates (C floats) */
+    constexpr int GATES = DC * 4 / (int)sizeof(T), STAGE = DC * LDK * 2 + DC * LDU + GATES;
     extern __shared__ __align__(128) unsigned char smem[];
-    T *stages = (T *)smem;          /* [NS][K (C, LDK) | W (C, LDK) | U (C, LDU)] */
+    T *stages = (T *)smem;          /* [NS][K (C, LDK) | W (C, LDK) | U (C, LDU) | g (C) fp32] */
     T *s_s = stages + NS * STAGE;   /* S (KR, LDU) in T */
     const int nvt = (p.V + BV - 1) / BV;
     const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
@@ -318,6 +319,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
     const T *wg = (const T *)p.wy_w + (bos * p.HV + hv) * p.K;
     T *ug = (T *)p.wy_u + (bos * p.HV + hv) * p.V + v0;
     const size_t KV = (size_t)p.K * p.V, soff = ((size_t)n * p.HV + hv) * KV;
+    const int KP = (p.K + 15) / 16 * 16;
     const bool vec_w = p.K % 8 == 0, vec_u = p.V % 8 == 0, pairs = p.V % 2 == 0;
     const int lrow0 = 16 * KM * warp; /* this warp's first state row */
 
@@ -347,6 +349,11 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
             tile_to_smem<T, DT>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
             tile_to_smem<T, DT>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BV, lc, vcols, vec_u);
         }
+        if (p.gate == LINA_GATE_SCALAR && threadIdx.x < DC) {
+            const int t = threadIdx.x;
+            const float *src = p.g + (bos + t0 + min(t, lc - 1)) * p.HV + hv;
+            cp_async4((float *)(st + 2 * DC * LDK + DC * LDU) + t, src, t < lc ? 4 : 0);
+        }
     };
 #pragma unroll
     for (int j = 0; j < NS - 1; j++) {
@@ -354,13 +361,6 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         cp_async_commit();
     }
     const float gconst = (p.gate == LINA_GATE_CONST && cend > cbeg) ? p.g[hv] : 0.f;
-    /* b: chunk c's cumulative gates (lane pairs); chunk c + 1's raw gates are loaded during chunk
-     * c and summed after its products are issued, off the chain (the shuffles were on it) */
-    float2 b = make_float2(0.f, 0.f);
-    if (cbeg < cend) {
-        const int lc0 = min(DC, len - cbeg * DC);
-        b = chunk_cumsum64(load_gates2(p.g, p.gate, bos + (int64_t)cbeg * DC, lc0, p.HV, hv), p.gate, gconst, lc0);
-    }
 
     for (int c = cbeg; c < cend; c++) {
         const int t0 = c * DC, lc = min(DC, len - t0);
@@ -370,6 +370,8 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         cp_async_commit();
         const T *k_cs = stages + (c % NS) * STAGE, *w_cs = k_cs + DC * LDK;
         T *u_cs = (T *)k_cs + 2 * DC * LDK;
+        float2 graw = make_float2(0.f, 0.f); /* raw gates of tokens 2 lane, 2 lane + 1 (0 past lc) */
+        if (p.gate == LINA_GATE_SCALAR) graw = *(const float2 *)((const float *)(u_cs + DC * LDU) + 2 * lane);
 
         /* S (rounded) -> s_s, and to ws[c]: from s_s in 16-byte units after the barrier for full
          * tiles (per-element stores with bounds checks were a third of the loop's issue slots) */
@@ -399,10 +401,8 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                             if (v0 + col + 1 < p.V) dst[1] = from_f<T>(acc[m][nt][2 * hh + 1]);
                         }
                     }
+        const float2 b = chunk_cumsum64(graw, p.gate, gconst, lc);
         const float blast = b_at(b, DC - 1), decay = __expf(blast);
-        const int lc_next = min(DC, len - t0 - DC); /* tokens of chunk c + 1 (<= 0 if none) */
-        const float2 g_next = c + 1 < cend ? load_gates2(p.g, p.gate, bos + t0 + DC, lc_next, p.HV, hv)
-                                           : make_float2(0.f, 0.f);
         __syncthreads(); /* s_s complete */
         if (full_tiles)
 #pragma unroll
@@ -420,10 +420,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 #pragma unroll
             for (int e = 0; e < 4; e++) vn[nt][e] = 0.f;
         const T *w_row = w_cs + (16 * warp + (lane & 15)) * LDK + ((lane >> 4) << 3);
-        /* over all KR rows (W's columns and S's rows past K are zeros): a compile-time trip count,
-         * so the loop unrolls and the fragment loads run ahead of the mma chain */
-#pragma unroll
-        for (int ks = 0; ks < KR / 16; ks++) {
+        for (int ks = 0; ks < KP / 16; ks++) {
             uint32_t a[4];
             ldsm_x4(a, w_row + ks * 16);
 #pragma unroll
@@ -493,7 +490,6 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 }
             }
         }
-        if (c + 1 < cend) b = chunk_cumsum64(g_next, p.gate, gconst, lc_next);
     }
     cp_async_wait<0>();
     if (p.ht)
@@ -512,7 +508,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 
 template <typename T, int KM, int BV>
 static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, cudaStream_t st) {
-    constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8);
+    constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8) + DC * 4 / (int)sizeof(T);
     const size_t bytes = ((size_t)DS_STAGES * STAGE + (size_t)KR * (BV + 8)) * sizeof(T);
     cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
