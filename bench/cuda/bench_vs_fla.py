@@ -195,12 +195,15 @@ for (B, T, H, D) in shapes:
         del os.environ['LINA_CUDA_OUT_IMPL']
         # time segments of the split delta rule's overlapped schedule (1: one stream, no overlap)
         os.environ['LINA_CUDA_FUSED'] = '0'
-        for segs in (1, 2, 4, 8):
-            os.environ['LINA_CUDA_DELTA_SEGS'] = str(segs)
-            for name, gg in (('delta_rule', None), ('gated_delta_rule', gs)):
-                run, _ = lina_call(B, T, H, D, 'scalar' if gg is not None else 'none', True, q, kn, v, gg, beta.float(), o)
-                print(f'split {name} LINA_CUDA_DELTA_SEGS={segs}: {do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
-        del os.environ['LINA_CUDA_DELTA_SEGS']
+        for unroll in ('0', '1'):
+            os.environ['LINA_CUDA_DELTA_UNROLL'] = unroll
+            for segs in (1, 4, 8):
+                os.environ['LINA_CUDA_DELTA_SEGS'] = str(segs)
+                for name, gg in (('delta_rule', None), ('gated_delta_rule', gs)):
+                    run, _ = lina_call(B, T, H, D, 'scalar' if gg is not None else 'none', True, q, kn, v, gg, beta.float(), o)
+                    print(f'split {name} LINA_CUDA_DELTA_UNROLL={unroll} LINA_CUDA_DELTA_SEGS={segs}: '
+                          f'{do_bench(run, warmup=10, rep=60):.3f} ms', flush=True)
+        del os.environ['LINA_CUDA_DELTA_SEGS'], os.environ['LINA_CUDA_DELTA_UNROLL']
         # value tile of the split delta rule's states pass
         os.environ['LINA_CUDA_FUSED'] = '0'
         for name, gg in (('delta_rule', None), ('gated_delta_rule', gs)):

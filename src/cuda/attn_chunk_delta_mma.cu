@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 
 /* ---- 2. the sequential state pass ---- */
 
-template <typename T, int KM, int BV>
+template <typename T, int KM, int BV, bool UNROLL>
 __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_attn_params p) {
     constexpr int NS = DS_STAGES;
     constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BV + 8, NT = BV / 8;
@@ -420,7 +420,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 #pragma unroll
             for (int e = 0; e < 4; e++) vn[nt][e] = 0.f;
         const T *w_row = w_cs + (16 * warp + (lane & 15)) * LDK + ((lane >> 4) << 3);
-        for (int ks = 0; ks < KP / 16; ks++) {
+        auto ws_step = [&](int ks) {
             uint32_t a[4];
             ldsm_x4(a, w_row + ks * 16);
 #pragma unroll
@@ -430,6 +430,12 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 mma16816<T>(vn[2 * np], a, bb[0], bb[1]);
                 mma16816<T>(vn[2 * np + 1], a, bb[2], bb[3]);
             }
+        };
+        if constexpr (UNROLL) { /* all KR rows (W's columns and S's rows past K are zeros), unrolled */
+#pragma unroll
+            for (int ks = 0; ks < KR / 16; ks++) ws_step(ks);
+        } else {
+            for (int ks = 0; ks < KP / 16; ks++) ws_step(ks);
         }
         uint32_t vpk[NT][2]; /* V' rounded, for global memory */
 #pragma unroll
@@ -506,25 +512,35 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 
 /* ---- host side ---- */
 
-template <typename T, int KM, int BV>
+template <typename T, int KM, int BV, bool UNROLL>
 static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, cudaStream_t st) {
     constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8) + DC * 4 / (int)sizeof(T);
     const size_t bytes = ((size_t)DS_STAGES * STAGE + (size_t)KR * (BV + 8)) * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV>,
+    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV, UNROLL>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)(p->n_seqs * p->HV), (unsigned)((p->V + BV - 1) / BV));
-    delta_states_kernel<T, KM, BV><<<grid, DT, bytes, st>>>(*p);
+    delta_states_kernel<T, KM, BV, UNROLL><<<grid, DT, bytes, st>>>(*p);
     return cudaGetLastError();
 }
 
+/* W S unrolled over all KR rows, or a loop over K's 16-row steps: LINA_CUDA_DELTA_UNROLL (0, 1) if
+ * set, else `unroll`. Unrolled is faster alone (gated delta B2 T16384 split, one stream: 1.081 vs
+ * 1.123 ms) but slower beside the chunk-parallel kernels (4 segments: 1.074 vs 1.062; run 36). */
+template <typename T, int KM, int BV>
+static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, bool unroll, cudaStream_t st) {
+    const char *env = getenv("LINA_CUDA_DELTA_UNROLL");
+    if (env && (atoi(env) == 0 || atoi(env) == 1)) unroll = atoi(env) == 1;
+    return unroll ? launch_delta_states<T, KM, BV, true>(p, st) : launch_delta_states<T, KM, BV, false>(p, st);
+}
+
 template <typename T, int KM>
-static cudaError_t launch_delta_states_bv(const lina_cuda_attn_params *p, int bv, cudaStream_t st) {
+static cudaError_t launch_delta_states_bv(const lina_cuda_attn_params *p, int bv, bool unroll, cudaStream_t st) {
     if constexpr (KM < 4) {
-        if (bv == 64) return launch_delta_states<T, KM, 64>(p, st);
+        if (bv == 64) return launch_delta_states<T, KM, 64>(p, unroll, st);
     }
-    if (bv >= 32) return launch_delta_states<T, KM, 32>(p, st);
-    return launch_delta_states<T, KM, 16>(p, st);
+    if (bv >= 32) return launch_delta_states<T, KM, 32>(p, unroll, st);
+    return launch_delta_states<T, KM, 16>(p, unroll, st);
 }
 
 /* Value tile of the states pass: LINA_CUDA_DELTA_BV (16, 32, 64) if set, else the widest
@@ -565,10 +581,10 @@ static cudaError_t launch_wy(const lina_cuda_attn_params *p, cudaStream_t st) {
 }
 
 template <typename T>
-static cudaError_t launch_states(const lina_cuda_attn_params *p, int bv, cudaStream_t st) {
-    return p->K <= 64 ? launch_delta_states_bv<T, 1>(p, bv, st)
-           : p->K <= 128 ? launch_delta_states_bv<T, 2>(p, bv, st)
-                         : launch_delta_states_bv<T, 4>(p, bv, st);
+static cudaError_t launch_states(const lina_cuda_attn_params *p, int bv, bool unroll, cudaStream_t st) {
+    return p->K <= 64 ? launch_delta_states_bv<T, 1>(p, bv, unroll, st)
+           : p->K <= 128 ? launch_delta_states_bv<T, 2>(p, bv, unroll, st)
+                         : launch_delta_states_bv<T, 4>(p, bv, unroll, st);
 }
 
 template <typename T>
@@ -612,7 +628,7 @@ static cudaError_t launch_delta_overlapped(const lina_cuda_attn_params *p, lina_
         lina_cuda_attn_params q = window(s);
         q.h0 = s == 0 ? p->h0 : p->seg_state + (s - 1) * slot;
         q.ht = s == S - 1 ? p->ht : p->seg_state + s * slot;
-        if ((e = cudaStreamWaitEvent(hi, wy_done(s), 0)) != cudaSuccess || (e = launch_states<T>(&q, bv, hi)) != cudaSuccess ||
+        if ((e = cudaStreamWaitEvent(hi, wy_done(s), 0)) != cudaSuccess || (e = launch_states<T>(&q, bv, false, hi)) != cudaSuccess ||
             (e = cudaEventRecord(states_done(s), hi)) != cudaSuccess)
             return e;
     }
@@ -636,7 +652,7 @@ static cudaError_t launch_delta(const lina_cuda_attn_params *p, lina_dtype dtype
     }
     cudaError_t e = launch_wy<T>(p, st);
     if (e != cudaSuccess) return e;
-    if ((e = launch_states<T>(p, delta_bv(p->n_seqs, p->HV, p->K, p->V), st)) != cudaSuccess) return e;
+    if ((e = launch_states<T>(p, delta_bv(p->n_seqs, p->HV, p->K, p->V), true, st)) != cudaSuccess) return e;
     return launch_outputs<T>(p, dtype, st);
 }
 

@@ -278,6 +278,7 @@ int main(int argc, char **argv) {
         char val[8];
         snprintf(val, sizeof val, "%d", segs);
         setenv("LINA_CUDA_DELTA_SEGS", val, 1);
+        setenv("LINA_CUDA_DELTA_UNROLL", segs == 7 ? "1" : "0", 1); /* both forms of the states pass's W S */
         const int picks[] = {2, 3, 4, 5, 6, 7};
         for (int pi = 0; pi < (quick ? 2 : 6); pi++)
             for (int gate = 0; gate < 3; gate++)
@@ -285,6 +286,7 @@ int main(int argc, char **argv) {
                          gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate + segs) % 2, seed++);
     }
     unsetenv("LINA_CUDA_DELTA_SEGS");
+    unsetenv("LINA_CUDA_DELTA_UNROLL");
     unsetenv("LINA_CUDA_FUSED");
     /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
     setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
