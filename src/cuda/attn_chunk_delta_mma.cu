@@ -26,7 +26,7 @@
  *    3 or 4 stages measured no faster: the chain is bound by instruction issue
  *    and latency, ~1300 instructions per warp and chunk at 4.6 cycles each, ncu
  *    run 22; the fixed-offset tile loader and V' o w instead of K o w cut that to
- *    ~700, run 31).
+ *    ~700, ncu run 30b).
  * 3. outputs: lina_cuda_mma_outputs (attn_chunk_out_mma.cu) with V = V'.
  * Few long sequences (the states pass leaves the multiprocessors room): the three
  * kernels run per time segment on three streams, overlapped (launch_delta_overlapped).
