@@ -84,10 +84,11 @@ int lina_cuda_mma_outputs(const lina_cuda_attn_params *p, lina_dtype dtype, void
  * (W, U into p->wy_w, p->wy_u), sequential states (U - W S, S update, p->ws),
  * then lina_cuda_mma_outputs. */
 int lina_cuda_chunk_delta_mma_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
-/* Time segments of the delta path's overlapped schedule (equal-length sequences): WY of
- * segment s + 1 and outputs of segment s - 1 run on side streams beside the states pass of
- * segment s. LINA_CUDA_DELTA_SEGS if set, else 4 when the states pass leaves the
- * multiprocessors room (one block or fewer each) and the sequences have >= 64 chunks, else 1. */
+/* Time segments of the delta path's overlapped schedule (equal-length sequences): the states
+ * pass of segment s (on a highest-priority side stream) runs beside the WY of later segments
+ * (a side stream) and the outputs of earlier ones (the caller's stream). LINA_CUDA_DELTA_SEGS
+ * if set (at most 8), else 4 when the states pass leaves the multiprocessors room (one block or
+ * fewer each) and the sequences have >= 64 chunks, else 1. */
 int lina_cuda_delta_segments(int64_t n_seqs, int HV, int K, int V, int max_chunks);
 /* Only the WY kernel of the delta path (W, U into p->wy_w, p->wy_u). */
 int lina_cuda_delta_wy(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
