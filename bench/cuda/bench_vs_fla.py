@@ -11,6 +11,9 @@ from triton.testing import do_bench
 
 lib = C.CDLL(sys.argv[1])
 out_path = sys.argv[2]
+# LINA_LIB_B: a second liblina (a kernel variant, built by run.sh from AB_PATCH) timed against
+# the first on the same inputs, alternating, in this process
+lib_b = C.CDLL(os.environ['LINA_LIB_B']) if os.environ.get('LINA_LIB_B') else None
 
 class Desc(C.Structure):  # lina_attn_desc (include/lina/ops.h)
     _fields_ = [('B', C.c_int), ('T', C.c_int), ('H', C.c_int), ('HV', C.c_int), ('K', C.c_int),
@@ -25,13 +28,16 @@ class BwdArgs(C.Structure):  # lina_cuda_attn_bwd_args (include/lina/cuda.h)
     _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'dout', 'dht', 'dq', 'dk', 'dv',
                                           'dg', 'dbeta', 'dh0')]
 
-lib.lina_cuda_attn_backward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(BwdArgs), C.c_void_p]
-lib.lina_cuda_attn_backward.restype = C.c_int
-lib.lina_cuda_attn_forward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(Args), C.c_void_p]
-lib.lina_cuda_attn_forward.restype = C.c_int
-lib.lina_attn_flops.argtypes = [C.POINTER(Desc), C.c_int]
-lib.lina_attn_flops.restype = C.c_double
-lib.lina_last_error.restype = C.c_char_p
+for l in (lib, lib_b):
+    if l is None:
+        continue
+    l.lina_cuda_attn_backward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(BwdArgs), C.c_void_p]
+    l.lina_cuda_attn_backward.restype = C.c_int
+    l.lina_cuda_attn_forward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(Args), C.c_void_p]
+    l.lina_cuda_attn_forward.restype = C.c_int
+    l.lina_attn_flops.argtypes = [C.POINTER(Desc), C.c_int]
+    l.lina_attn_flops.restype = C.c_double
+    l.lina_last_error.restype = C.c_char_p
 BF16 = 2  # LINA_DTYPE_BF16 (io.h)
 GATE = dict(none=0, const=1, scalar=2, vector=3)
 PEAK_TFLOPS, PEAK_TBS = 790.0, 4.3  # measured ceilings on this card (KINDS.md)
@@ -52,15 +58,16 @@ except Exception as e:  # still time lina alone
 def ptr(t):
     return None if t is None else t.data_ptr()
 
-def lina_call(B, T, H, D, gate, delta, q, k, v, g, beta, o):
+def lina_call(B, T, H, D, gate, delta, q, k, v, g, beta, o, l=None):
+    l = l or lib
     d = Desc(B=B, T=T, H=H, HV=0, K=D, V=D, gate=GATE[gate], update=1 if delta else 0, eps=1e-6, chunk=64)
     a = Args(q=ptr(q), k=ptr(k), v=ptr(v), g=ptr(g), beta=ptr(beta), o=ptr(o))
     stream = torch.cuda.current_stream().cuda_stream
     def run():
-        st = lib.lina_cuda_attn_forward(C.byref(d), BF16, C.byref(a), stream)
+        st = l.lina_cuda_attn_forward(C.byref(d), BF16, C.byref(a), stream)
         if st != 0:
-            raise RuntimeError(lib.lina_last_error().decode())
-    return run, lib.lina_attn_flops(C.byref(d), 2)
+            raise RuntimeError(l.lina_last_error().decode())
+    return run, l.lina_attn_flops(C.byref(d), 2)
 
 def lina_fwd_bwd(B, T, H, D, gate, delta, q, k, v, g, beta, o, dout):
     """lina forward then backward (all gradients), as one training step of the op."""
@@ -164,6 +171,18 @@ for (B, T, H, D) in shapes:
         print(json.dumps(row), flush=True)  # lina first: a run cut short by fla's compile keeps these
         rows.append(row)
         shape_rows.append((row, run))
+    if lib_b is not None:  # A/B: the two libraries alternately, three rounds; B's output vs A's
+        for name, (gate, delta, kk, g, bb), _ in ops:
+            o_b = torch.empty_like(o)
+            run_a, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o)
+            run_b, _ = lina_call(B, T, H, D, gate, delta, q, kk, v, g, bb, o_b, lib_b)
+            ta, tb = [], []
+            for _ in range(3):
+                ta.append(do_bench(run_a, warmup=10, rep=100))
+                tb.append(do_bench(run_b, warmup=10, rep=100))
+            run_a(); run_b(); torch.cuda.synchronize()
+            print(f'A/B {name} {B}x{T}: A {min(ta):.3f} ms, B {min(tb):.3f} ms, A/B {min(ta) / min(tb):.3f}, '
+                  f'rel rms B vs A {rel(o_b, o):.1e}', flush=True)
     if os.environ.get('LINA_BENCH_DETAIL', '1') == '1':  # per-kernel times (CUPTI via torch.profiler), tile variants
         from torch.profiler import profile, ProfilerActivity
         for name, (gate, delta, kk, g, bb), _ in ops:

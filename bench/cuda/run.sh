@@ -20,7 +20,20 @@ fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,noheader
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 make BUILD=$BUILD CUDA=1 -j16 lib cli cuda-tests $BUILD/tests/test_cuda_mem >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-stamp built; echo "== GPU tests"
+stamp built
+# AB_PATCH=path/to.patch: variant B = this tree with the patch applied (patch -p1), built beside;
+# bench_vs_fla.py then times A and B alternately on the same inputs (lines "A/B ...")
+if [ -n "${AB_PATCH:-}" ]; then
+    rm -rf /tmp/lina-b && mkdir -p /tmp/lina-b
+    tar -cf - --exclude='./build*' --exclude=./.git --exclude=./.whl --exclude=./.triton-cache --exclude=./.deb . |
+        tar -xf - -C /tmp/lina-b
+    if (cd /tmp/lina-b && patch -p1 -s <"$ROOT/$AB_PATCH" && make BUILD=build-gpu CUDA=1 -j16 lib >"$OUT/build_b.log" 2>&1); then
+        export LINA_LIB_B=/tmp/lina-b/build-gpu/liblina.so; stamp "built B ($AB_PATCH)"
+    else
+        echo "AB_PATCH: could not apply or build $AB_PATCH"; tail -20 "$OUT/build_b.log" 2>/dev/null
+    fi
+fi
+echo "== GPU tests"
 rc=0
 # TESTS: which GPU test binaries (default all three)
 for t in ${TESTS:-cuda-tests/test_cuda_attn cuda-tests/test_cuda_bwd tests/test_cuda_mem}; do
