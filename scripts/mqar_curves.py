@@ -31,23 +31,22 @@ def joined(spec, tmp):
 def main():
     out, title, runs = sys.argv[1], sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
     acc_plots, loss_plots = [], []
-    tmp = tempfile.mkdtemp()
-    for name, spec in runs:
-        if "+" in spec:
-            spec = joined(spec, tmp)
-        path, _, offset = spec.partition("@")
-        x = f"($1 + {int(offset or 0)})"
-        acc_plots.append(f"'{path}' using {x}:($3 >= 0 ? 100 * $3 : 1/0) with linespoints lw 2 title '{name}'")
-        loss_plots.append(f"'{path}' using {x}:2 with lines lw 2 title '{name}'")
-    gp = (f"set terminal pngcairo size 900,700 noenhanced\nset output '{out}'\n"
-          "set multiplot layout 2,1\nset grid\nset key left top\n"
-          f"set title '{title}'\nset ylabel 'eval accuracy (%)'\nset yrange [0:105]\n"
-          f"plot {', '.join(acc_plots)}\n"
-          "set title ''\nset xlabel 'optimizer step'\nset ylabel 'training loss (answers, nats)'\n"
-          "set yrange [*:*]\nset key right top\n"
-          f"plot {', '.join(loss_plots)}\nunset multiplot\n")
-    subprocess.run(["gnuplot"], input=gp.encode(), check=True)
-
+    with tempfile.TemporaryDirectory() as tmp:  # joined stages live until gnuplot has read them
+        for name, spec in runs:
+            if "+" in spec:
+                spec = joined(spec, tmp)
+            path, _, offset = spec.partition("@")
+            x = f"($1 + {int(offset or 0)})"
+            acc_plots.append(f"'{path}' using {x}:($3 >= 0 ? 100 * $3 : 1/0) with linespoints lw 2 title '{name}'")
+            loss_plots.append(f"'{path}' using {x}:2 with lines lw 2 title '{name}'")
+        gp = (f"set terminal pngcairo size 900,700 noenhanced\nset output '{out}'\n"
+              "set multiplot layout 2,1\nset grid\nset key left top\n"
+              f"set title '{title}'\nset ylabel 'eval accuracy (%)'\nset yrange [0:105]\n"
+              f"plot {', '.join(acc_plots)}\n"
+              "set title ''\nset xlabel 'optimizer step'\nset ylabel 'training loss (answers, nats)'\n"
+              "set yrange [*:*]\nset key right top\n"
+              f"plot {', '.join(loss_plots)}\nunset multiplot\n")
+        subprocess.run(["gnuplot"], input=gp.encode(), check=True)
 
 if __name__ == "__main__":
     main()
