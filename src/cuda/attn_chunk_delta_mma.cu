@@ -69,7 +69,7 @@ static __host__ __device__ inline wy_layout wy_layout_make(int K, int V, int ts)
     L.k = wy_take(&o, (size_t)DC * L.ldk * ts); /* K (C, KP) */
     L.v = wy_take(&o, (size_t)DC * L.ldv * ts); /* V (C, VP) */
     L.a = wy_take(&o, (size_t)DC * LDA * 4);    /* A (C, C) fp32, strictly lower; becomes X = (I + A)^{-1} */
-    L.y = wy_take(&o, (size_t)16 * 48 * 4);     /* one row block of A X (16, <= 48) fp32 */
+    L.y = wy_take(&o, (size_t)6 * 16 * 8 * 4);  /* one row block of A X: six 16 x 8 fp32 tiles */
     L.xs = wy_take(&o, (size_t)2 * DC * LDX * ts); /* X diag(coef) split: high, low (C, C) 16-bit */
     L.ck = wy_take(&o, (size_t)DC * 4);         /* beta_t e^{b_t} (0 past the chunk) */
     L.cv = wy_take(&o, (size_t)DC * 4);         /* beta_t */
@@ -175,48 +175,44 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     }
     __syncthreads();
     {
-        /* thread: rows 2 rp, 2 rp + 1 and columns cq + 16 u (u < i) of the row block; A and X_ii
-         * read as float4 over 4 consecutive m (shared-memory traffic was the kernel's limit) */
-        const int rp = threadIdx.x >> 4, cq = threadIdx.x & 15;
-        /* y0/y1[u] = sum_m r0/r1[m] B[m][cq + 16 u], m < len, u < n (the two rows share the B reads) */
-        auto rows2 = [&](const float *r0, const float *r1, const float *B, int ldb, int len, int n, float *y0, float *y1) {
-#pragma unroll
-            for (int u = 0; u < 3; u++) y0[u] = y1[u] = 0.f;
-#pragma unroll 2
-            for (int m = 0; m < len; m += 4) {
-                const float4 a0 = *(const float4 *)(r0 + m), a1 = *(const float4 *)(r1 + m);
-                const float a0v[4] = {a0.x, a0.y, a0.z, a0.w}, a1v[4] = {a1.x, a1.y, a1.z, a1.w};
-#pragma unroll
-                for (int mm = 0; mm < 4; mm++)
-#pragma unroll
-                    for (int u = 0; u < 3; u++)
-                        if (u < n) {
-                            const float bv = B[(m + mm) * ldb + cq + 16 * u];
-                            y0[u] += a0v[mm] * bv;
-                            y1[u] += a1v[mm] * bv;
-                        }
-            }
-        };
+        /* 8-column tiles j < 2i of the row block, dealt to the warps (at most two each), on
+         * tf32 tensor cores in fp32 grade (mma1688_3xtf32; the FMA form was ~1200 of the kernel's
+         * ~3900 instructions per warp). X[k, 8j ..] = 0 for k < 16 (j / 2). Y passes through
+         * shared memory (tile j: 16 x 8 at y_s + 128 j) to become the B operand of X_ii Y. */
+        const int t4 = lane & 3;
 #pragma unroll
         for (int i = 1; i < 4; i++) {
-            const int W = 16 * i;
-            float *row0 = a_s + (W + 2 * rp) * LDA, *row1 = row0 + LDA;
-            float y0[3], y1[3];
-            rows2(row0, row1, x_s, LDA, W, i, y0, y1); /* Y = A[i, :16i] X */
+            const int r0 = 16 * i;
+            float y[2][4] = {};
 #pragma unroll
-            for (int u = 0; u < 3; u++)
-                if (u < i) {
-                    y_s[2 * rp * 48 + cq + 16 * u] = y0[u];
-                    y_s[(2 * rp + 1) * 48 + cq + 16 * u] = y1[u];
+            for (int jj = 0; jj < 2; jj++) {
+                const int j = warp + 4 * jj;
+                if (j >= 2 * i) continue;
+                for (int ks = j / 2 * 2; ks < 2 * i; ks++) {
+                    const float *ar = a_s + (r0 + g) * LDA + 8 * ks + t4, *br = x_s + (8 * ks + t4) * LDA + 8 * j + g;
+                    const float a[4] = {ar[0], ar[8 * LDA], ar[4], ar[8 * LDA + 4]};
+                    mma1688_3xtf32(y[jj], a, br[0], br[4 * LDA]);
                 }
-            __syncthreads();
-            rows2(row0 + W, row1 + W, y_s, 48, 16, i, y0, y1); /* X[i, :16i] = -X_ii Y */
+                float *yt = y_s + 128 * j;
+                *(float2 *)(yt + g * 8 + 2 * t4) = make_float2(y[jj][0], y[jj][1]);
+                *(float2 *)(yt + (g + 8) * 8 + 2 * t4) = make_float2(y[jj][2], y[jj][3]);
+            }
+            __syncthreads(); /* A[i, :16i] read by every warp before X[i, :16i] is written over it */
 #pragma unroll
-            for (int u = 0; u < 3; u++)
-                if (u < i) {
-                    row0[cq + 16 * u] = -y0[u];
-                    row1[cq + 16 * u] = -y1[u];
+            for (int jj = 0; jj < 2; jj++) {
+                const int j = warp + 4 * jj;
+                if (j >= 2 * i) continue;
+                float d[4] = {};
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++) {
+                    const float *ar = x_s + (r0 + g) * LDA + r0 + 8 * kk + t4, *yt = y_s + 128 * j + (8 * kk + t4) * 8 + g;
+                    const float a[4] = {ar[0], ar[8 * LDA], ar[4], ar[8 * LDA + 4]};
+                    mma1688_3xtf32(d, a, yt[0], yt[32]);
                 }
+                float *xr = x_s + (r0 + g) * LDA + 8 * j + 2 * t4;
+                *(float2 *)xr = make_float2(-d[0], -d[1]);
+                *(float2 *)(xr + 8 * LDA) = make_float2(-d[2], -d[3]);
+            }
             __syncthreads();
         }
     }
@@ -229,10 +225,15 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
     T *wg = (T *)p.wy_w + (start * p.HV + hv) * p.K, *ug = (T *)p.wy_u + (start * p.HV + hv) * p.V;
     T *xh_s = (T *)(smem + L.xs), *xl_s = xh_s + DC * LDX;
     auto product = [&](const T *b_s, int ldb, int ncols, const float *coef, T *dst, int64_t stride) {
-        for (int e = threadIdx.x; e < DC * DC / 2; e += DT) { /* (row t, columns s, s + 1) */
-            const int t = e >> 5, s = (e & 31) * 2;
+        /* thread: columns s, s + 1 of rows warp + 4 it (coef hoisted: the stores below may alias it
+         * as far as the compiler knows) */
+        const int s = 2 * lane;
+        const float2 cs = *(const float2 *)(coef + s);
+#pragma unroll
+        for (int it = 0; it < DC / 4; it++) {
+            const int t = warp + 4 * it;
             const float2 xv = *(const float2 *)(x_s + t * LDA + s);
-            const float x0 = xv.x * coef[s], x1 = xv.y * coef[s + 1];
+            const float x0 = xv.x * cs.x, x1 = xv.y * cs.y;
             const uint32_t hi = pack2<T>(x0, x1);
             const float2 hf = unpack2<T>(hi);
             *(uint32_t *)(xh_s + t * LDX + s) = hi;

@@ -38,6 +38,31 @@ __device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* fp32 x = hi + lo as two tf32 values (hi = x rounded to tf32, lo = the rest rounded). */
+__device__ __forceinline__ void split_tf32(float x, uint32_t &hi, uint32_t &lo) {
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(x));
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(lo) : "f"(x - __uint_as_float(hi)));
+}
+
+/* d (16x8 fp32) += a (16x8) b (8x8) on tf32 tensor cores, with fp32 operands in the m16n8k8
+ * fragment layout (g = lane / 4, t = lane % 4): a = (a[g][t], a[g+8][t], a[g][t+4], a[g+8][t+4]),
+ * b = (b[t][g], b[t+4][g]); fp32-grade by 3xTF32: a_lo b_hi + a_hi b_lo + a_hi b_hi (the
+ * dropped a_lo b_lo is ~2^-22 relative). */
+__device__ __forceinline__ void mma1688_3xtf32(float d[4], const float a[4], float b0, float b1) {
+    uint32_t ah[4], al[4], bh[2], bl[2];
+#pragma unroll
+    for (int e = 0; e < 4; e++) split_tf32(a[e], ah[e], al[e]);
+    split_tf32(b0, bh[0], bl[0]);
+    split_tf32(b1, bh[1], bl[1]);
+    const uint32_t *as[3] = {al, ah, ah}, *bs[3] = {bh, bl, bh};
+#pragma unroll
+    for (int m = 0; m < 3; m++)
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(as[m][0]), "r"(as[m][1]), "r"(as[m][2]), "r"(as[m][3]), "r"(bs[m][0]), "r"(bs[m][1]));
+}
+
 /* Four 8x8 16-bit matrices; lane l gives the row address of matrix l / 8.
  * Plain: r[i] = M_i[g][c..c+1]. Transposed: r[i] = (M_i[c][g], M_i[c+1][g]). */
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *row) {
