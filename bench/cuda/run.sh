@@ -37,7 +37,7 @@ echo "== GPU tests"
 rc=0
 # TESTS: which GPU test binaries (default all three)
 for t in ${TESTS:-cuda-tests/test_cuda_attn cuda-tests/test_cuda_bwd tests/test_cuda_mem}; do
-    $BUILD/$t ${1:-} >>"$OUT/tests.log" 2>&1 || rc=1
+    timeout ${TEST_TIMEOUT:-300} $BUILD/$t ${1:-} >>"$OUT/tests.log" 2>&1 || { s=$?; rc=1; echo "FAIL: $t exited with $s" >>"$OUT/tests.log"; }
 done
 grep -E '^FAIL' "$OUT/tests.log" | head -40; grep -E '^# ' "$OUT/tests.log"
 if [ "${CUDA_SANITIZER:-0}" = 1 ]; then

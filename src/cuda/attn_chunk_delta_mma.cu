@@ -595,9 +595,41 @@ static cudaError_t launch_outputs(const lina_cuda_attn_params *p, lina_dtype dty
     return (cudaError_t)lina_cuda_mma_outputs(&o, dtype, st);
 }
 
+/* Segment boundaries: chunk seg_first[s] .. seg_first[s + 1] - 1 in segment s. Even by default;
+ * LINA_CUDA_DELTA_SEGW = "w0:w1:..." (or commas; S relative weights, S = the segment count) for
+ * experiments.
+ * Uneven profiles measured (gated delta B2 T16384, 256 chunks): short first and last segments
+ * (4 .. 32 chunks, S = 3 .. 8; run 38) all slower than even ones (1.049 ms even, 1.068 .. 1.33):
+ * WY(s + 1) must be done before the states pass reaches segment s + 1, and a long middle
+ * segment after a short first one makes the states pass wait for it; gentle ramps (weights
+ * 0.5 .. 1.3, S = 4 .. 8; run 39) within noise of even (1.041 .. 1.062 vs 1.052). */
+static void seg_bounds(int S, int nc, int *first) {
+    double w[MAX_SEGS], total = 0;
+    int n = 0;
+    const char *env = getenv("LINA_CUDA_DELTA_SEGW");
+    for (const char *c = env; c && *c && n < MAX_SEGS;) {
+        char *end;
+        const double v = strtod(c, &end);
+        if (end == c || v <= 0) break;
+        w[n++] = v;
+        c = *end == ',' || *end == ':' ? end + 1 : end;
+    }
+    if (n != S)
+        for (n = 0; n < S; n++) w[n] = 1;
+    for (int s = 0; s < S; s++) total += w[s];
+    double acc = 0;
+    first[0] = 0;
+    for (int s = 1; s <= S; s++) {
+        acc += w[s - 1];
+        /* at least one chunk per segment (S <= nc): win_nc = 0 would mean the whole sequence */
+        const int f = (int)(nc * acc / total + 0.5);
+        first[s] = s == S ? nc : max(first[s - 1] + 1, min(f, nc - (S - s)));
+    }
+}
+
 /* The states pass occupies one block per multiprocessor or fewer when there are few long
  * sequences; the chunk-parallel kernels then run beside it. Time segments s = 0 .. S-1
- * (p->seg_chunks chunks each), on three streams:
+ * (seg_bounds), on three streams:
  *     lo:  WY(0) WY(1) ... WY(S-1)
  *     hi:  states(s) after WY(s), state carried through p->seg_state  (highest priority)
  *     st:  outputs(s) after states(s)
@@ -611,10 +643,12 @@ static cudaError_t launch_delta_overlapped(const lina_cuda_attn_params *p, lina_
     cudaEvent_t fork = (cudaEvent_t)ss->events[0];
     auto wy_done = [&](int s) { return (cudaEvent_t)ss->events[1 + s]; };
     auto states_done = [&](int s) { return (cudaEvent_t)ss->events[1 + MAX_SEGS + s]; };
+    int first[MAX_SEGS + 1];
+    seg_bounds(S, nc, first);
     auto window = [&](int s) {
         lina_cuda_attn_params q = *p;
-        q.win_c0 = s * p->seg_chunks;
-        q.win_nc = min(p->seg_chunks, nc - q.win_c0);
+        q.win_c0 = first[s];
+        q.win_nc = first[s + 1] - first[s];
         return q;
     };
     cudaError_t e;

@@ -273,12 +273,14 @@ int main(int argc, char **argv) {
     }
     unsetenv("LINA_CUDA_DELTA_BV");
     /* the delta rule's overlapped schedule (WY, states, outputs per time segment on three
-     * streams, the state carried between segments) with uneven segments; varlen falls back */
+     * streams, the state carried between segments) with even and uneven segments; varlen falls back */
     for (int segs = 3; segs <= 7; segs += 4) {
         char val[8];
         snprintf(val, sizeof val, "%d", segs);
         setenv("LINA_CUDA_DELTA_SEGS", val, 1);
         setenv("LINA_CUDA_DELTA_UNROLL", segs == 7 ? "1" : "0", 1); /* both forms of the states pass's W S */
+        if (segs == 7) /* uneven segments (seg_bounds), at least one chunk each */
+            setenv("LINA_CUDA_DELTA_SEGW", "1,9,2,5,0.5,3,1", 1);
         const int picks[] = {2, 3, 4, 5, 6, 7};
         for (int pi = 0; pi < (quick ? 2 : 6); pi++)
             for (int gate = 0; gate < 3; gate++)
@@ -287,6 +289,7 @@ int main(int argc, char **argv) {
     }
     unsetenv("LINA_CUDA_DELTA_SEGS");
     unsetenv("LINA_CUDA_DELTA_UNROLL");
+    unsetenv("LINA_CUDA_DELTA_SEGW");
     unsetenv("LINA_CUDA_FUSED");
     /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
     setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
