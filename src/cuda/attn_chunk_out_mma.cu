@@ -120,14 +120,7 @@ __global__ void __launch_bounds__(WT, 2) mma_output_wide_kernel(const lina_cuda_
     /* O = scale e^{b_t} (Q S): B[k][v] = S[k][v], transposed load */
     float o[8][4] = {};
 #pragma unroll
-    for (int ks = 0; ks < 8; ks++)
-#pragma unroll
-        for (int np = 0; np < 4; np++) {
-            uint32_t bb[4];
-            ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * LDW + 64 * vh + np * 16 + ((mi >> 1) << 3));
-            mma16816<T>(o[2 * np], qa[ks], bb[0], bb[1]);
-            mma16816<T>(o[2 * np + 1], qa[ks], bb[2], bb[3]);
-        }
+    for (int ks = 0; ks < 8; ks++) mma_tile_16x64<T>(o, qa[ks], s_s + ks * 16 * LDW + 64 * vh, LDW);
     const float f_lo = p.scale * __expf(b_lo), f_hi = p.scale * __expf(b_hi);
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) o[nt][0] *= f_lo, o[nt][1] *= f_lo, o[nt][2] *= f_hi, o[nt][3] *= f_hi;
@@ -140,13 +133,7 @@ __global__ void __launch_bounds__(WT, 2) mma_output_wide_kernel(const lina_cuda_
         if (j <= rt) {
             const uint4 f = p_s[(rt * 4 + j) * 32 + lane];
             const uint32_t pf[4] = {f.x, f.y, f.z, f.w};
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, v_s + (j * 16 + mr + ((mi & 1) << 3)) * LDW + 64 * vh + np * 16 + ((mi >> 1) << 3));
-                mma16816<T>(o[2 * np], pf, bb[0], bb[1]);
-                mma16816<T>(o[2 * np + 1], pf, bb[2], bb[3]);
-            }
+            mma_tile_16x64<T>(o, pf, v_s + j * 16 * LDW + 64 * vh, LDW);
         }
 
     /* the warp's 16 x 64 tile, staged in its part of Q's rows (Q was last read before the
@@ -247,13 +234,7 @@ __global__ void __launch_bounds__(MT, 3) mma_output_narrow_kernel(const lina_cud
     for (int ks = 0; ks < KP / 16; ks++) {
         uint32_t a[4];
         ldsm_x4(a, q_row + ks * 16);
-#pragma unroll
-        for (int np = 0; np < 4; np++) {
-            uint32_t bb[4];
-            ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * LDT + np * 16 + ((mi >> 1) << 3));
-            mma16816<T>(o[2 * np], a, bb[0], bb[1]);
-            mma16816<T>(o[2 * np + 1], a, bb[2], bb[3]);
-        }
+        mma_tile_16x64<T>(o, a, s_s + ks * 16 * LDT, LDT);
     }
     const float f_lo = p.scale * __expf(b_lo), f_hi = p.scale * __expf(b_hi);
 #pragma unroll
@@ -263,14 +244,7 @@ __global__ void __launch_bounds__(MT, 3) mma_output_narrow_kernel(const lina_cud
     /* O += P V over token tiles j <= warp: B[t][v] = V[t][v], transposed load */
 #pragma unroll
     for (int j = 0; j < 4; j++)
-        if (j <= warp)
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, v_s + (j * 16 + mr + ((mi & 1) << 3)) * LDT + np * 16 + ((mi >> 1) << 3));
-                mma16816<T>(o[2 * np], pf[j], bb[0], bb[1]);
-                mma16816<T>(o[2 * np + 1], pf[j], bb[2], bb[3]);
-            }
+        if (j <= warp) mma_tile_16x64<T>(o, pf[j], v_s + j * 16 * LDT, LDT);
 
     /* the warp's 16 x 64 tile, staged in its own rows of Q (no other warp reads them) */
     T *og = (T *)p.o + ((start + 16 * warp) * p.HV + hv) * p.V + v0;

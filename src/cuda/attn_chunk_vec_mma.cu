@@ -294,13 +294,7 @@ __global__ void __launch_bounds__(GT, 2) vec_output_kernel(const lina_cuda_attn_
         a[1] = scale2<T>(a[1], __expf(bt_hi[kc]), __expf(bt_hi[kc + 1]));
         a[2] = scale2<T>(a[2], __expf(bt_lo[kc + 8]), __expf(bt_lo[kc + 9]));
         a[3] = scale2<T>(a[3], __expf(bt_hi[kc + 8]), __expf(bt_hi[kc + 9]));
-#pragma unroll
-        for (int np = 0; np < 4; np++) {
-            uint32_t bb[4];
-            ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * GLDT + np * 16 + ((mi >> 1) << 3));
-            mma16816<T>(o[2 * np], a, bb[0], bb[1]);
-            mma16816<T>(o[2 * np + 1], a, bb[2], bb[3]);
-        }
+        mma_tile_16x64<T>(o, a, s_s + ks * 16 * GLDT, GLDT);
     }
 #pragma unroll
     for (int nt = 0; nt < 8; nt++)
@@ -308,14 +302,7 @@ __global__ void __launch_bounds__(GT, 2) vec_output_kernel(const lina_cuda_attn_
         for (int e = 0; e < 4; e++) o[nt][e] *= p.scale;
 #pragma unroll
     for (int j = 0; j < 4; j++)
-        if (j <= warp)
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, v_s + (j * 16 + mr + ((mi & 1) << 3)) * GLDT + np * 16 + ((mi >> 1) << 3));
-                mma16816<T>(o[2 * np], pf[j], bb[0], bb[1]);
-                mma16816<T>(o[2 * np + 1], pf[j], bb[2], bb[3]);
-            }
+        if (j <= warp) mma_tile_16x64<T>(o, pf[j], v_s + j * 16 * GLDT, GLDT);
 
     /* the warp's 16 x 64 tile, staged in its own rows of Q (no other warp reads them) */
     T *og = (T *)p.o + ((start + 16 * warp) * p.HV + hv) * p.V + v0;

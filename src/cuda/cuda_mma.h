@@ -114,6 +114,22 @@ __device__ __forceinline__ uint32_t scale2(uint32_t r, float lo, float hi) {
     return pack2<T>(f.x * lo, f.y * hi);
 }
 
+/* o (16 x 64 fp32: eight accumulator n-tiles) += a (a 16 x 16 A fragment) B, with B the 16 x 64
+ * tile at b in shared memory (row-major, leading dim ld elements; read with transposed ldmatrix):
+ * the Q S and P V products of the output kernels. All 32 lanes of the warp call. */
+template <typename T>
+__device__ __forceinline__ void mma_tile_16x64(float (&o)[8][4], const uint32_t a[4], const T *b, int ld) {
+    const int lane = threadIdx.x & 31, mi = lane >> 3, mr = lane & 7;
+    const T *row = b + (mr + ((mi & 1) << 3)) * ld + ((mi >> 1) << 3);
+#pragma unroll
+    for (int np = 0; np < 4; np++) {
+        uint32_t bb[4];
+        ldsm_x4_t(bb, row + np * 16);
+        mma16816<T>(o[2 * np], a, bb[0], bb[1]);
+        mma16816<T>(o[2 * np + 1], a, bb[2], bb[3]);
+    }
+}
+
 /* Copy rows [0, R) x columns [0, CW) of a 16-bit tile into shared memory
  * (leading dim ldd elements), from src (row r at src + r * stride); rows >=
  * rows_valid and columns >= cols_valid become zeros. vec: 16-byte cp.async
