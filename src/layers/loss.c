@@ -13,10 +13,15 @@ double lina_cross_entropy_forward(int N, int V, const float *logits, const int32
         float *p = probs + (size_t)n * V;
         float mx = z[0];
         for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        /* one float exp per logit (z - max <= 0), summed in double; was two double exps per
+         * logit, ~9% of an MQAR training step at vocabulary 8192 */
         double s = 0;
-        for (int i = 0; i < V; i++) s += exp((double)z[i] - mx);
-        double lse = mx + log(s);
-        for (int i = 0; i < V; i++) p[i] = (float)exp((double)z[i] - lse);
+        for (int i = 0; i < V; i++) {
+            p[i] = expf(z[i] - mx);
+            s += p[i];
+        }
+        const float inv = (float)(1.0 / s);
+        for (int i = 0; i < V; i++) p[i] *= inv;
     }
     /* -log p[target], summed in row order (independent of the thread count) */
     for (int n = 0; n < N; n++)

@@ -7,18 +7,21 @@
 void lina_rotary_apply(int B, int T, int H, int D, float theta, int pos0, float *x, int inverse,
                        int threads) {
     int half = D / 2;
+    /* the angle depends on (t, i) only: one pow and sin/cos per position and frequency, applied
+     * to every batch row and head (the B * H rows of a position stay in L1 over the i loop) */
 #pragma omp parallel for num_threads(threads) if (threads > 1 && B * T > 64)
-    for (int bt = 0; bt < B * T; bt++) {
-        double pos = pos0 + bt % T;
+    for (int t = 0; t < T; t++) {
+        double pos = pos0 + t;
         for (int i = 0; i < half; i++) {
             double a = pos * pow(theta, -2.0 * i / D);
             float c = (float)cos(a), s = (float)(inverse ? -sin(a) : sin(a));
-            for (int h = 0; h < H; h++) {
-                float *r = x + ((size_t)bt * H + h) * D;
-                float x1 = r[i], x2 = r[i + half];
-                r[i] = x1 * c - x2 * s;
-                r[i + half] = x2 * c + x1 * s;
-            }
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++) {
+                    float *r = x + (((size_t)b * T + t) * H + h) * D;
+                    float x1 = r[i], x2 = r[i + half];
+                    r[i] = x1 * c - x2 * s;
+                    r[i + half] = x2 * c + x1 * s;
+                }
         }
     }
 }
