@@ -149,6 +149,57 @@ static void ce_b(void *p, const float *x, const float *dy, float *dx) {
     lina_cross_entropy_backward(c->N, c->V, c->probs, c->tgt, nv, dy[0], dx, 1);
 }
 
+/* The short conv's W = 4 fast paths against the formula in its plain order (acc = 0, taps
+ * ascending): bit-identical c, y, dx, dw, with and without a decoding history (B = 1), and the
+ * general path (W = 3) too. */
+static void test_conv_paths(test_rng *r) {
+    enum { T = 11, C = 5, WMAX = 4 };
+    for (int W = 3; W <= 4; W++)
+        for (int B = 1; B <= 2; B++) {
+            float x[2 * T * C], w[C * WMAX], hist[(WMAX - 1) * C], dy[2 * T * C];
+            float c[2 * T * C], y[2 * T * C], dc[2 * T * C], dx[2 * T * C], dw[C * WMAX];
+            float rc[2 * T * C], rdx[2 * T * C], rdw[C * WMAX];
+            fill_normal(r, x, 2 * T * C, 1.0f);
+            fill_normal(r, w, C * WMAX, 0.5f);
+            fill_normal(r, hist, (WMAX - 1) * C, 1.0f);
+            fill_normal(r, dy, 2 * T * C, 1.0f);
+            fill_normal(r, dw, C * WMAX, 0.1f); /* gradients accumulate into dw */
+            memcpy(rdw, dw, sizeof dw);
+            const float *h = B == 1 ? hist : NULL;
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    for (int ch = 0; ch < C; ch++) {
+                        float acc = 0;
+                        for (int i = 0; i < W; i++) {
+                            int s = t - (W - 1) + i;
+                            float xv = s >= 0 ? x[((size_t)b * T + s) * C + ch] : h ? h[(size_t)(W - 1 + s) * C + ch] : 0.0f;
+                            acc += w[ch * W + i] * xv;
+                        }
+                        rc[((size_t)b * T + t) * C + ch] = acc;
+                    }
+            lina_conv_forward(B, T, C, W, x, w, h, c, y, 1);
+            lina_conv_backward(B, T, C, W, x, w, h, c, dy, dc, dx, dw, 1);
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    for (int ch = 0; ch < C; ch++) {
+                        float acc = 0;
+                        for (int i = 0; i < W; i++)
+                            if (t + (W - 1) - i < T) acc += w[ch * W + i] * dc[((size_t)b * T + t + (W - 1) - i) * C + ch];
+                        rdx[((size_t)b * T + t) * C + ch] = acc;
+                        float d = dc[((size_t)b * T + t) * C + ch];
+                        for (int i = 0; i < W; i++) {
+                            int s = t - (W - 1) + i;
+                            float xv = s >= 0 ? x[((size_t)b * T + s) * C + ch] : h ? h[(size_t)(W - 1 + s) * C + ch] : 0.0f;
+                            rdw[ch * W + i] += d * xv;
+                        }
+                    }
+            size_t n = (size_t)B * T * C;
+            test_report(!memcmp(c, rc, n * sizeof(float)) && !memcmp(dx, rdx, n * sizeof(float)) &&
+                            !memcmp(dw, rdw, (size_t)C * W * sizeof(float)),
+                        "short conv paths", "W %d B %d: c, dx, dw equal the plain-order formula bit for bit", W, B);
+        }
+}
+
 static void test_primitives(test_rng *r) {
     norm_ctx n = {.N = 7, .D = 13};
     fill_normal(r, n.w, 64, 1.0f);
@@ -161,6 +212,7 @@ static void test_primitives(test_rng *r) {
     conv_ctx c = {.B = 2, .T = 9, .C = 8, .W = 4};
     fill_normal(r, c.w, 32, 0.5f);
     check_primitive("short conv + silu dx", &c, conv_f, conv_b, 2 * 9 * 8, 2 * 9 * 8, 1e-2f, r);
+    test_conv_paths(r);
     rope_ctx rc = {2, 5, 3, 6};
     check_primitive("rotary dx", &rc, rope_f, rope_b, 2 * 5 * 3 * 6, 2 * 5 * 3 * 6, 1e-2f, r);
     static float W[3][24 * 16], dW[3][24 * 16];
