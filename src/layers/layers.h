@@ -73,6 +73,19 @@ void lina_conv_update_history(int T, int C, int W, const float *x, float *hist);
 void lina_rotary_apply(int B, int T, int H, int D, float theta, int pos0, float *x, int inverse,
                        int threads);
 
+/* Rotate the pair of columns (i, i + half) of every row (b, t, h) of x (B, T, H, D) at position t
+ * by the angle whose cosine and sine are c, s: the inner step of every rotary embedding here. */
+static inline void lina_rotate_pairs(int B, int T, int H, int D, int t, int i, int half, float c, float s,
+                                     float *x) {
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float *r = x + (((size_t)b * T + t) * H + h) * D;
+            float x1 = r[i], x2 = r[i + half];
+            r[i] = x1 * c - x2 * s;
+            r[i + half] = x2 * c + x1 * s;
+        }
+}
+
 /* ---- mlp.c: SwiGLU MLP, out = down(silu(gate(x)) * up(x)) ---- */
 typedef struct {
     int D, hidden; /* model dim, intermediate width */

@@ -15,13 +15,7 @@ void lina_rotary_apply(int B, int T, int H, int D, float theta, int pos0, float 
         for (int i = 0; i < half; i++) {
             double a = pos * pow(theta, -2.0 * i / D);
             float c = (float)cos(a), s = (float)(inverse ? -sin(a) : sin(a));
-            for (int b = 0; b < B; b++)
-                for (int h = 0; h < H; h++) {
-                    float *r = x + (((size_t)b * T + t) * H + h) * D;
-                    float x1 = r[i], x2 = r[i + half];
-                    r[i] = x1 * c - x2 * s;
-                    r[i + half] = x2 * c + x1 * s;
-                }
+            lina_rotate_pairs(B, T, H, D, t, i, half, c, s, x);
         }
     }
 }

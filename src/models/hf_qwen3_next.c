@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "../core/internal.h"
+#include "../layers/layers.h"
 #include "hf_internal.h"
 #include "lina/softmax.h"
 
@@ -340,13 +341,7 @@ static void rotary(int B, int T, int heads, int hd, int rot, float theta, int64_
         float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)rot);
         for (int t = 0; t < T; t++) {
             float ang = (float)(pos0 + t) * inv_freq, c = cosf(ang), s = sinf(ang);
-            for (int b = 0; b < B; b++)
-                for (int h = 0; h < heads; h++) {
-                    float *rw = x + (((size_t)b * T + t) * heads + h) * hd;
-                    float x1 = rw[i], x2 = rw[i + half];
-                    rw[i] = x1 * c - x2 * s;
-                    rw[i + half] = x2 * c + x1 * s;
-                }
+            lina_rotate_pairs(B, T, heads, hd, t, i, half, c, s, x);
         }
     }
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../core/internal.h"
+#include "../layers/layers.h"
 #include "hf_internal.h"
 
 
@@ -64,13 +65,7 @@ static void rotary(int B, int T, int heads, int Kh, int64_t pos0, float base, fl
         for (int i = 0; i < half; i++) {
             float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)Kh);
             float ang = pos * inv_freq, c = cosf(ang), s = sinf(ang);
-            for (int b = 0; b < B; b++)
-                for (int h = 0; h < heads; h++) {
-                    float *r = x + (((size_t)b * T + t) * heads + h) * Kh;
-                    float x1 = r[i], x2 = r[i + half];
-                    r[i] = x1 * c - x2 * s;
-                    r[i + half] = x2 * c + x1 * s;
-                }
+            lina_rotate_pairs(B, T, heads, Kh, t, i, half, c, s, x);
         }
     }
 }
