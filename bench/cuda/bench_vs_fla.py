@@ -9,37 +9,13 @@ import ctypes as C, json, math, os, sys
 import torch, torch.nn.functional as F
 from triton.testing import do_bench
 
-lib = C.CDLL(sys.argv[1])
+from lina_ctypes import Args, BF16, BwdArgs, Desc, GATE, load
+
+lib = load(sys.argv[1])
 out_path = sys.argv[2]
 # LINA_LIB_B: a second liblina (a kernel variant, built by run.sh from AB_PATCH) timed against
 # the first on the same inputs, alternating, in this process
-lib_b = C.CDLL(os.environ['LINA_LIB_B']) if os.environ.get('LINA_LIB_B') else None
-
-class Desc(C.Structure):  # lina_attn_desc (include/lina/ops.h)
-    _fields_ = [('B', C.c_int), ('T', C.c_int), ('H', C.c_int), ('HV', C.c_int), ('K', C.c_int),
-                ('V', C.c_int), ('gate', C.c_int), ('update', C.c_int), ('normalize', C.c_int),
-                ('eps', C.c_float), ('scale', C.c_float), ('form', C.c_int), ('chunk', C.c_int),
-                ('cu_seqlens', C.c_void_p), ('n_seqs', C.c_int)]
-
-class Args(C.Structure):  # lina_cuda_attn_fwd_args (include/lina/cuda.h)
-    _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'o', 'ht')]
-
-class BwdArgs(C.Structure):  # lina_cuda_attn_bwd_args (include/lina/cuda.h)
-    _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'dout', 'dht', 'dq', 'dk', 'dv',
-                                          'dg', 'dbeta', 'dh0')]
-
-for l in (lib, lib_b):
-    if l is None:
-        continue
-    l.lina_cuda_attn_backward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(BwdArgs), C.c_void_p]
-    l.lina_cuda_attn_backward.restype = C.c_int
-    l.lina_cuda_attn_forward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(Args), C.c_void_p]
-    l.lina_cuda_attn_forward.restype = C.c_int
-    l.lina_attn_flops.argtypes = [C.POINTER(Desc), C.c_int]
-    l.lina_attn_flops.restype = C.c_double
-    l.lina_last_error.restype = C.c_char_p
-BF16 = 2  # LINA_DTYPE_BF16 (io.h)
-GATE = dict(none=0, const=1, scalar=2, vector=3)
+lib_b = load(os.environ['LINA_LIB_B']) if os.environ.get('LINA_LIB_B') else None
 PEAK_TFLOPS, PEAK_TBS = 790.0, 4.3  # measured ceilings on this card (KINDS.md)
 
 try:

@@ -9,21 +9,9 @@ import ctypes as C, json, os, sys
 import torch, torch.nn.functional as F
 from triton.testing import do_bench
 
+from lina_ctypes import Args, BF16, Desc, load
 
-class Desc(C.Structure):  # lina_attn_desc (include/lina/ops.h)
-    _fields_ = [('B', C.c_int), ('T', C.c_int), ('H', C.c_int), ('HV', C.c_int), ('K', C.c_int),
-                ('V', C.c_int), ('gate', C.c_int), ('update', C.c_int), ('normalize', C.c_int),
-                ('eps', C.c_float), ('scale', C.c_float), ('form', C.c_int), ('chunk', C.c_int),
-                ('cu_seqlens', C.c_void_p), ('n_seqs', C.c_int)]
-
-
-class Args(C.Structure):  # lina_cuda_attn_fwd_args (include/lina/cuda.h)
-    _fields_ = [(n, C.c_void_p) for n in ('q', 'k', 'v', 'g', 'beta', 'h0', 'o', 'ht')]
-
-
-lib = C.CDLL(sys.argv[1])
-lib.lina_cuda_attn_forward.argtypes = [C.POINTER(Desc), C.c_int, C.POINTER(Args), C.c_void_p]
-lib.lina_last_error.restype = C.c_char_p
+lib = load(sys.argv[1])
 op, B, T = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 settings = sys.argv[5:] or ['']
 H, D = 16, 128
@@ -58,7 +46,7 @@ for s in settings:
     a = Args(q=ptr(q), k=ptr(kk), v=ptr(v), g=ptr(g), beta=ptr(bb), o=ptr(outs[s]))
     def run(a=a, s=s):
         apply(s)
-        if lib.lina_cuda_attn_forward(C.byref(desc), 2, C.byref(a), stream) != 0:
+        if lib.lina_cuda_attn_forward(C.byref(desc), BF16, C.byref(a), stream) != 0:
             raise RuntimeError(lib.lina_last_error().decode())
     runs[s] = run
 times = {s: [] for s in settings}
