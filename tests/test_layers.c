@@ -149,8 +149,14 @@ static void ce_b(void *p, const float *x, const float *dy, float *dx) {
     lina_cross_entropy_backward(c->N, c->V, c->probs, c->tgt, nv, dy[0], dx, 1);
 }
 
+/* Input of tap s of row b (s < 0: the decoding history h, or zero without one). */
+static float conv_x_ref(const float *x, const float *h, int b, int T, int C, int W, int s, int ch) {
+    if (s >= 0) return x[((size_t)b * T + s) * C + ch];
+    return h ? h[(size_t)(W - 1 + s) * C + ch] : 0.0f;
+}
+
 /* The short conv's W = 4 fast paths against the formula in its plain order (acc = 0, taps
- * ascending): bit-identical c, y, dx, dw, with and without a decoding history (B = 1), and the
+ * ascending): bit-identical c, dx, dw, with and without a decoding history (B = 1), and the
  * general path (W = 3) too. */
 static void test_conv_paths(test_rng *r) {
     enum { T = 11, C = 5, WMAX = 4 };
@@ -170,11 +176,8 @@ static void test_conv_paths(test_rng *r) {
                 for (int t = 0; t < T; t++)
                     for (int ch = 0; ch < C; ch++) {
                         float acc = 0;
-                        for (int i = 0; i < W; i++) {
-                            int s = t - (W - 1) + i;
-                            float xv = s >= 0 ? x[((size_t)b * T + s) * C + ch] : h ? h[(size_t)(W - 1 + s) * C + ch] : 0.0f;
-                            acc += w[ch * W + i] * xv;
-                        }
+                        for (int i = 0; i < W; i++)
+                            acc += w[ch * W + i] * conv_x_ref(x, h, b, T, C, W, t - (W - 1) + i, ch);
                         rc[((size_t)b * T + t) * C + ch] = acc;
                     }
             lina_conv_forward(B, T, C, W, x, w, h, c, y, 1);
@@ -187,11 +190,8 @@ static void test_conv_paths(test_rng *r) {
                             if (t + (W - 1) - i < T) acc += w[ch * W + i] * dc[((size_t)b * T + t + (W - 1) - i) * C + ch];
                         rdx[((size_t)b * T + t) * C + ch] = acc;
                         float d = dc[((size_t)b * T + t) * C + ch];
-                        for (int i = 0; i < W; i++) {
-                            int s = t - (W - 1) + i;
-                            float xv = s >= 0 ? x[((size_t)b * T + s) * C + ch] : h ? h[(size_t)(W - 1 + s) * C + ch] : 0.0f;
-                            rdw[ch * W + i] += d * xv;
-                        }
+                        for (int i = 0; i < W; i++)
+                            rdw[ch * W + i] += d * conv_x_ref(x, h, b, T, C, W, t - (W - 1) + i, ch);
                     }
             size_t n = (size_t)B * T * C;
             test_report(!memcmp(c, rc, n * sizeof(float)) && !memcmp(dx, rdx, n * sizeof(float)) &&
