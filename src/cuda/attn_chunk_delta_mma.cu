@@ -17,9 +17,10 @@
  *    U = X diag(beta) V with mma.sync (X diag(coef) split into 16-bit high and low
  *    parts); W and U to the workspace in the input type. Also the first launch
  *    of the one-pass path (attn_chunk_fused_mma.cu).
- * 2. states (sequential over chunks, one block per (sequence, value head, BV
- *    value columns); the block holds all K rows of its state tile in
- *    registers, warp w rows 16 KM w .. 16 KM (w+1) - 1): per chunk
+ * 2. states (sequential over chunks, one block per (sequence, value head, WH x
+ *    BV value columns), 4 warps per BV columns (WH = 2 at BV = 32, delta_wh);
+ *    the warps hold all K rows of their state tile in registers, warp w rows
+ *    16 KM (w % 4) .. 16 KM (w % 4 + 1) - 1): per chunk
  *    ws[c] = S (rounded, also the B operand of W S), V' = U - W S (written over
  *    U in place), S = e^{b_{C-1}} S + K^T (V' o w). Three barriers per chunk.
  *    K, W, U and the gates of the next chunk are in flight (cp.async ring;
@@ -296,21 +297,22 @@ __global__ void __launch_bounds__(DT, 3) wy_kernel(const lina_cuda_attn_params p
 
 /* ---- 2. the sequential state pass ---- */
 
-template <typename T, int KM, int BV, bool UNROLL>
-__global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_attn_params p) {
+template <typename T, int KM, int BV, bool UNROLL, int WH>
+__global__ void __launch_bounds__(DT * WH, 2 / WH) delta_states_kernel(const lina_cuda_attn_params p) {
     constexpr int NS = DS_STAGES;
-    constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BV + 8, NT = BV / 8;
+    /* WH column halves per block: warps 4 j .. 4 j + 3 own value columns j BV .. (j + 1) BV - 1 of
+     * the block's BB; the K and W tiles of a chunk are loaded once for all of them */
+    constexpr int NTH = DT * WH, BB = BV * WH;
+    constexpr int KR = 64 * KM, LDK = KR + 8, LDU = BB + 8, NT = BV / 8;
     /* elements of one stage: K, W, U of one chunk and its raw gates (C floats) */
     constexpr int GATES = DC * 4 / (int)sizeof(T), STAGE = DC * LDK * 2 + DC * LDU + GATES;
     extern __shared__ __align__(128) unsigned char smem[];
     T *stages = (T *)smem;          /* [NS][K (C, LDK) | W (C, LDK) | U (C, LDU) | g (C) fp32] */
     T *s_s = stages + NS * STAGE;   /* S (KR, LDU) in T */
-    const int nvt = (p.V + BV - 1) / BV;
     const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
-    const int v0 = blockIdx.y * BV, vcols = min(BV, p.V - v0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
+    const int v0 = blockIdx.y * BB, vcols = min(BB, p.V - v0);
+    const int warp = (threadIdx.x >> 5) & 3, cw = (threadIdx.x >> 7) * BV, lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
     const int mi = lane >> 3, mr = lane & 7;
-    (void)nvt;
     int64_t bos;
     int len;
     seq_range(p.cu, p.T, n, &bos, &len);
@@ -331,24 +333,24 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int r = lrow0 + 16 * m + g + (e >> 1) * 8, col = v0 + nt * 8 + c2 + (e & 1);
+                const int r = lrow0 + 16 * m + g + (e >> 1) * 8, col = v0 + cw + nt * 8 + c2 + (e & 1);
                 acc[m][nt][e] = (p.h0 && r < p.K && col < p.V) ? p.h0[soff + (size_t)r * p.V + col] : 0.f;
             }
 
     const int nc = (len + DC - 1) / DC; /* this launch walks chunks cbeg .. cend - 1 (see window_chunk) */
     const int cbeg = p.win_nc ? min(p.win_c0, nc) : 0, cend = p.win_nc ? min(p.win_c0 + p.win_nc, nc) : nc;
-    const bool full_tiles = p.vec_qk && vec_w && vec_u && p.K == KR && vcols == BV;
+    const bool full_tiles = p.vec_qk && vec_w && vec_u && p.K == KR && vcols == BB;
     auto issue = [&](int c) {
         const int t0 = c * DC, lc = min(DC, len - t0);
         T *st = stages + (c % NS) * STAGE;
         if (full_tiles && lc == DC) {
-            tile_to_smem_full<T, DT, DC, KR>(st, LDK, kg + t0 * sqk, sqk);
-            tile_to_smem_full<T, DT, DC, KR>(st + DC * LDK, LDK, wg + t0 * sw, sw);
-            tile_to_smem_full<T, DT, DC, BV>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv);
+            tile_to_smem_full<T, NTH, DC, KR>(st, LDK, kg + t0 * sqk, sqk);
+            tile_to_smem_full<T, NTH, DC, KR>(st + DC * LDK, LDK, wg + t0 * sw, sw);
+            tile_to_smem_full<T, NTH, DC, BB>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv);
         } else {
-            tile_to_smem<T, DT>(st, LDK, kg + t0 * sqk, sqk, DC, KR, lc, p.K, p.vec_qk);
-            tile_to_smem<T, DT>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
-            tile_to_smem<T, DT>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BV, lc, vcols, vec_u);
+            tile_to_smem<T, NTH>(st, LDK, kg + t0 * sqk, sqk, DC, KR, lc, p.K, p.vec_qk);
+            tile_to_smem<T, NTH>(st + DC * LDK, LDK, wg + t0 * sw, sw, DC, KR, lc, p.K, vec_w);
+            tile_to_smem<T, NTH>(st + 2 * DC * LDK, LDU, ug + t0 * sv, sv, DC, BB, lc, vcols, vec_u);
         }
         if (p.gate == LINA_GATE_SCALAR && threadIdx.x < DC) {
             const int t = threadIdx.x;
@@ -383,7 +385,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++)
-                    *(uint32_t *)(s_s + (lrow0 + 16 * m + g + 8 * hh) * LDU + nt * 8 + c2) =
+                    *(uint32_t *)(s_s + (lrow0 + 16 * m + g + 8 * hh) * LDU + cw + nt * 8 + c2) =
                         pack2<T>(acc[m][nt][2 * hh], acc[m][nt][2 * hh + 1]);
         if (!full_tiles)
 #pragma unroll
@@ -392,7 +394,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int hh = 0; hh < 2; hh++) {
-                        const int r = lrow0 + 16 * m + g + 8 * hh, col = nt * 8 + c2;
+                        const int r = lrow0 + 16 * m + g + 8 * hh, col = cw + nt * 8 + c2;
                         if (r >= p.K || v0 + col >= p.V) continue;
                         T *dst = wsc + (size_t)r * p.V + v0 + col;
                         if (pairs) {
@@ -407,8 +409,8 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         __syncthreads(); /* s_s complete */
         if (full_tiles)
 #pragma unroll
-            for (int i = 0; i < KR * BV / 8 / DT; i++) {
-                const int u = threadIdx.x + i * DT, r = u / (BV / 8), cc = u % (BV / 8) * 8;
+            for (int i = 0; i < KR * BB / 8 / NTH; i++) {
+                const int u = threadIdx.x + i * NTH, r = u / (BB / 8), cc = u % (BB / 8) * 8;
                 *(uint4 *)(wsc + (size_t)r * p.V + v0 + cc) = *(const uint4 *)(s_s + r * LDU + cc);
             }
 
@@ -427,7 +429,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 #pragma unroll
             for (int np = 0; np < BV / 16; np++) {
                 uint32_t bb[4];
-                ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * LDU + np * 16 + ((mi >> 1) << 3));
+                ldsm_x4_t(bb, s_s + (ks * 16 + mr + ((mi & 1) << 3)) * LDU + cw + np * 16 + ((mi >> 1) << 3));
                 mma16816<T>(vn[2 * np], a, bb[0], bb[1]);
                 mma16816<T>(vn[2 * np + 1], a, bb[2], bb[3]);
             }
@@ -443,7 +445,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
-                const int tl = 16 * warp + g + 8 * hh, col = nt * 8 + c2;
+                const int tl = 16 * warp + g + 8 * hh, col = cw + nt * 8 + c2;
                 uint32_t *pu = (uint32_t *)(u_cs + tl * LDU + col);
                 const float2 u = unpack2<T>(*pu);
                 const float n0 = u.x - vn[nt][2 * hh], n1 = u.y - vn[nt][2 * hh + 1];
@@ -455,13 +457,13 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++)
-                    *(uint32_t *)(ug + (t0 + 16 * warp + g + 8 * hh) * sv + nt * 8 + c2) = vpk[nt][hh];
+                    *(uint32_t *)(ug + (t0 + 16 * warp + g + 8 * hh) * sv + cw + nt * 8 + c2) = vpk[nt][hh];
         } else {
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
-                    const int tl = 16 * warp + g + 8 * hh, col = nt * 8 + c2;
+                    const int tl = 16 * warp + g + 8 * hh, col = cw + nt * 8 + c2;
                     if (tl >= lc || v0 + col >= p.V) continue;
                     T *dst = ug + (t0 + tl) * sv + col;
                     if (pairs) {
@@ -491,7 +493,7 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
 #pragma unroll
                 for (int np = 0; np < BV / 16; np++) {
                     uint32_t bb[4];
-                    ldsm_x4_t(bb, u_cs + (kk * 16 + mr + ((mi & 1) << 3)) * LDU + np * 16 + ((mi >> 1) << 3));
+                    ldsm_x4_t(bb, u_cs + (kk * 16 + mr + ((mi & 1) << 3)) * LDU + cw + np * 16 + ((mi >> 1) << 3));
                     mma16816<T>(acc[m][2 * np], a, bb[0], bb[1]);
                     mma16816<T>(acc[m][2 * np + 1], a, bb[2], bb[3]);
                 }
@@ -506,23 +508,34 @@ __global__ void __launch_bounds__(DT, 2) delta_states_kernel(const lina_cuda_att
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int r = lrow0 + 16 * m + g + (e >> 1) * 8, col = v0 + nt * 8 + c2 + (e & 1);
+                    const int r = lrow0 + 16 * m + g + (e >> 1) * 8, col = v0 + cw + nt * 8 + c2 + (e & 1);
                     if (r < p.K && col < p.V) p.ht[soff + (size_t)r * p.V + col] = acc[m][nt][e];
                 }
 }
 
 /* ---- host side ---- */
 
-template <typename T, int KM, int BV, bool UNROLL>
+template <typename T, int KM, int BV, bool UNROLL, int WH>
 static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, cudaStream_t st) {
-    constexpr int KR = 64 * KM, STAGE = DC * (KR + 8) * 2 + DC * (BV + 8) + DC * 4 / (int)sizeof(T);
-    const size_t bytes = ((size_t)DS_STAGES * STAGE + (size_t)KR * (BV + 8)) * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV, UNROLL>,
+    constexpr int KR = 64 * KM, BB = BV * WH, STAGE = DC * (KR + 8) * 2 + DC * (BB + 8) + DC * 4 / (int)sizeof(T);
+    const size_t bytes = ((size_t)DS_STAGES * STAGE + (size_t)KR * (BB + 8)) * sizeof(T);
+    cudaError_t e = cudaFuncSetAttribute(delta_states_kernel<T, KM, BV, UNROLL, WH>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess) return e;
-    dim3 grid((unsigned)(p->n_seqs * p->HV), (unsigned)((p->V + BV - 1) / BV));
-    delta_states_kernel<T, KM, BV, UNROLL><<<grid, DT, bytes, st>>>(*p);
+    dim3 grid((unsigned)(p->n_seqs * p->HV), (unsigned)((p->V + BB - 1) / BB));
+    delta_states_kernel<T, KM, BV, UNROLL, WH><<<grid, DT * WH, bytes, st>>>(*p);
     return cudaGetLastError();
+}
+
+/* Column halves per states block where BV = 32 and K <= 128: two 32-column tiles of a head in one
+ * block of 8 warps, K and W loaded once for both (LINA_CUDA_DELTA_WH = 1: one tile, 4 warps).
+ * The per-warp chain is the same; the block count halves (B2 T16384 H16: 64 blocks), so the states
+ * pass moves half the K and W bytes and shares fewer multiprocessors with the WY and output
+ * kernels: gated delta B2 T16384 1.052 -> 1.014 ms, delta 1.014 -> 0.993 (run 42; B8 T4096, where
+ * BV = 64 is picked, 0.762 either way). */
+static int delta_wh(void) {
+    const char *env = getenv("LINA_CUDA_DELTA_WH");
+    return env && atoi(env) == 1 ? 1 : 2;
 }
 
 /* W S unrolled over all KR rows, or a loop over K's 16-row steps: LINA_CUDA_DELTA_UNROLL (0, 1) if
@@ -532,7 +545,11 @@ template <typename T, int KM, int BV>
 static cudaError_t launch_delta_states(const lina_cuda_attn_params *p, bool unroll, cudaStream_t st) {
     const char *env = getenv("LINA_CUDA_DELTA_UNROLL");
     if (env && (atoi(env) == 0 || atoi(env) == 1)) unroll = atoi(env) == 1;
-    return unroll ? launch_delta_states<T, KM, BV, true>(p, st) : launch_delta_states<T, KM, BV, false>(p, st);
+    if constexpr (BV == 32 && KM <= 2) {
+        if (delta_wh() == 2)
+            return unroll ? launch_delta_states<T, KM, BV, true, 2>(p, st) : launch_delta_states<T, KM, BV, false, 2>(p, st);
+    }
+    return unroll ? launch_delta_states<T, KM, BV, true, 1>(p, st) : launch_delta_states<T, KM, BV, false, 1>(p, st);
 }
 
 template <typename T, int KM>

@@ -290,6 +290,21 @@ int main(int argc, char **argv) {
     unsetenv("LINA_CUDA_DELTA_SEGS");
     unsetenv("LINA_CUDA_DELTA_UNROLL");
     unsetenv("LINA_CUDA_DELTA_SEGW");
+    /* states blocks of one 32-column tile (4 warps; the default at BV = 32 is two, with partial
+     * second halves at V = 72 and 100 in the loops above), alone and in the overlapped windows */
+    setenv("LINA_CUDA_DELTA_WH", "1", 1);
+    setenv("LINA_CUDA_DELTA_BV", "32", 1);
+    for (int segs = 1; segs <= 3; segs += 2) {
+        setenv("LINA_CUDA_DELTA_SEGS", segs == 3 ? "3" : "1", 1);
+        const int picks[] = {1, 3, 4, 6, 7};
+        for (int pi = 0; pi < (quick ? 2 : 5); pi++)
+            for (int gate = 0; gate < 3; gate++)
+                run_case(&shapes[picks[pi]], (lina_gate)gate, LINA_UPDATE_DELTA,
+                         gate == 1 ? LINA_DTYPE_F16 : LINA_DTYPE_BF16, LINA_FORM_AUTO, (pi + gate + segs) % 2, seed++);
+    }
+    unsetenv("LINA_CUDA_DELTA_SEGS");
+    unsetenv("LINA_CUDA_DELTA_BV");
+    unsetenv("LINA_CUDA_DELTA_WH");
     unsetenv("LINA_CUDA_FUSED");
     /* the fused one-block delta kernel for 16-bit inputs, kept selectable */
     setenv("LINA_CUDA_DELTA_IMPL", "fused", 1);
