@@ -1,6 +1,6 @@
 /* Token-by-token forward kernel: every gate (NONE, CONST, SCALAR, VECTOR) and
- * both updates. It runs the decode step (T = 1), the VECTOR-gate forward and
- * form RECURRENT. Per token, as the CPU reference (attn_recurrent.c):
+ * both updates. It runs the decode step where attn_step.cu's kernel does not
+ * apply (K > 128, V % 4 != 0), the VECTOR-gate forward and form RECURRENT. Per token, as the CPU reference (attn_recurrent.c):
  *   S <- diag(e^{g_t}) S
  *   u = beta_t (v_t - S^T k_t)  (delta)  |  u = v_t  (additive)
  *   S <- S + k_t u^T;   o_t = scale S^T q_t

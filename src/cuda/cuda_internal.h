@@ -70,6 +70,9 @@ extern "C" {
 /* Kernel launchers; return the cudaError_t of the launch as int. */
 int lina_cuda_chunk_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 int lina_cuda_recurrent_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
+/* The decode step kernel (attn_step.cu): T = 1, K <= 128, V % 4 == 0, 16-byte aligned states */
+int lina_cuda_step_applies(const lina_cuda_attn_params *p);
+int lina_cuda_step_forward(const lina_cuda_attn_params *p, lina_dtype dtype, void *stream);
 #define LINA_CUDA_SPLIT_CHUNK 64
 /* Additive update (gates NONE / CONST / SCALAR) in two launches: chunk states
  * (sequential over chunks) into p->ws, then outputs (parallel over chunks). */

@@ -91,8 +91,8 @@ static int run_case(const shape_t *s, lina_gate gate, lina_update upd, lina_dtyp
 }
 
 /* Decode steps on the GPU == lina_attn_step on the CPU, 5 tokens in a row. */
-static void run_step(lina_gate gate, lina_update upd, lina_dtype dt) {
-    const int N = 3, H = 2, HV = 4, K = 100, V = 72, steps = 5;
+static void run_step(lina_gate gate, lina_update upd, lina_dtype dt, int K, int V) {
+    const int N = 3, H = 2, HV = 4, steps = 5;
     lina_attn_desc d = lina_attn_desc_default();
     d.B = N, d.T = 1, d.H = H, d.HV = HV, d.K = K, d.V = V, d.gate = gate, d.update = upd;
     size_t nqk = (size_t)N * H * K, nv = (size_t)N * HV * V, ns = (size_t)N * HV * K * V;
@@ -106,7 +106,9 @@ static void run_step(lina_gate gate, lina_update upd, lina_dtype dt) {
     CK(cudaMalloc(&dout, nv * esize(dt)));
     int ok = 1;
     char name[120];
-    snprintf(name, sizeof name, "step %s gate%d %s", dname(dt), (int)gate, upd ? "delta" : "add");
+    const char *impl = getenv("LINA_CUDA_STEP_IMPL");
+    snprintf(name, sizeof name, "step %s gate%d %s K%d V%d%s", dname(dt), (int)gate, upd ? "delta" : "add", K, V,
+             impl ? " (recurrent kernel)" : "");
     for (int t = 0; t < steps && ok; t++) {
         float *q = alloc_floats(nqk), *k = alloc_floats(nqk), *v = alloc_floats(nv);
         float *g = alloc_floats(ng + 1), *beta = alloc_floats(nv / V + 1);
@@ -337,7 +339,17 @@ int main(int argc, char **argv) {
         run_case(&shapes[1], (lina_gate)gate, LINA_UPDATE_DELTA, LINA_DTYPE_F32, LINA_FORM_RECURRENT, 1, seed++);
     for (int di = 0; di < 3; di++)
         for (int upd = 0; upd < 2; upd++)
-            for (int gate = 0; gate < 4; gate++) run_step((lina_gate)gate, (lina_update)upd, dts[di]);
+            for (int gate = 0; gate < 4; gate++) {
+                /* the step kernel (K <= 128, V % 4 == 0; partial column blocks at V = 72), the
+                 * general kernel where it does not apply (K = 256, V = 66) and forced */
+                run_step((lina_gate)gate, (lina_update)upd, dts[di], 100, 72);
+                run_step((lina_gate)gate, (lina_update)upd, dts[di], 128, 128);
+                if (quick) continue;
+                run_step((lina_gate)gate, (lina_update)upd, dts[di], 256, 66);
+                setenv("LINA_CUDA_STEP_IMPL", "recurrent", 1);
+                run_step((lina_gate)gate, (lina_update)upd, dts[di], 100, 72);
+                unsetenv("LINA_CUDA_STEP_IMPL");
+            }
     run_errors();
     return test_finish();
 }
