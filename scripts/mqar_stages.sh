@@ -4,9 +4,9 @@
 #   stage 1: Zoology's training mix, 1500 x 32 steps, lr 3e-3, from scratch
 #   stage 2: the mix + 512:64:200000, 1500 x 32, lr 1e-3, warm start from stage 1
 #   stage 3: same mix, 5000 x 32, lr 1e-3, warm start from stage 2
-# --tie, --conv (see below), one thread, one seed. Resumable at two levels: a stage
+# --tie, --conv (see below), THREADS threads (default 1), one seed. Resumable at two levels: a stage
 # whose JSON exists is skipped, and an interrupted stage resumes from its --checkpoint.
-# Usage: MIXERS="retnet linear" DIM=128 scripts/mqar_stages.sh [DIR=/tmp/mqar$DIM]
+# Usage: MIXERS="retnet linear" DIM=128 [THREADS=1] scripts/mqar_stages.sh [DIR=/tmp/mqar$DIM]
 # Results: DIR/c_<mixer>_s<stage>.json (one JSON object) and DIR/c_<mixer>_s<stage>/curve.tsv.
 set -euo pipefail
 dim=${DIM:-128}
@@ -15,14 +15,15 @@ lina=$(realpath "${LINA:-./build/lina}")
 mix=64:4:100000,128:8:20000,256:16:20000,256:32:20000,256:64:20000
 mkdir -p "$dir"
 cd "$dir"
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+threads=${THREADS:-1}
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
 for m in ${MIXERS:-deltanet gated_deltanet softmax gla retnet linear mamba2}; do
     # as the d = 64 runs: --conv for the mixers without a built-in convolution (DeltaNet and
     # Gated DeltaNet have one, softmax none), and softmax at lr 1e-3 in stage 1 too
     conv=--conv lr1=3e-3
     case $m in deltanet | gated_deltanet) conv= ;; softmax) conv= lr1=1e-3 ;; esac
     common="--mixer $m --dim $dim --seq 512 --pairs 64 --vocab 8192 --tie $conv --batch 32 --test 300
-            --eval-n 32 --every 50 --threads 1 --json --quiet"
+            --eval-n 32 --every 50 --threads $threads --json --quiet"
     run() { # stage, extra arguments
         local s=$1; shift
         [ -s "c_${m}_s$s.json" ] && return 0
