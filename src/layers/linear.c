@@ -12,12 +12,20 @@
 #include "layers.h"
 
 #define TILE 128
+/* up to OpenBLAS 0.3's single-thread threshold (M N K <= 65536 x GEMM_MULTITHREAD_THRESHOLD,
+ * 4 by default) one direct call, which OpenBLAS runs on one thread for any thread count: no
+ * parallel region to wake for the decode steps' M = 1 GEMMs */
+#define SMALL_MNK 262144.0
 
 /* C (M x N) = alpha op(A) op(B) + beta C, row-major; op(A) is M x K, op(B) K x N */
 static void gemm_fixed_tiles(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
                              const float *A, int lda, const float *B, int ldb, float beta, float *C,
                              int ldc) {
     const int tm = (M + TILE - 1) / TILE, tn = (N + TILE - 1) / TILE, tiles = tm * tn;
+    if ((double)M * N * K <= SMALL_MNK) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     /* a parallel region even for one tile: OpenBLAS must not thread the call itself */
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < tiles; t++) {
