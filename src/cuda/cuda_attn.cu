@@ -358,7 +358,7 @@ extern "C" lina_status lina_cuda_attn_step(const lina_attn_desc *d, lina_dtype d
     const char *impl = getenv("LINA_CUDA_STEP_IMPL");
     const int general = (impl && strcmp(impl, "recurrent") == 0) || !lina_cuda_step_applies(&p);
     int rc = general ? lina_cuda_recurrent_forward(&p, dtype, stream) : lina_cuda_step_forward(&p, dtype, stream);
-    if (rc != cudaSuccess) return cuda_fail(fn, "recurrent kernel launch", (cudaError_t)rc);
+    if (rc != cudaSuccess) return cuda_fail(fn, general ? "recurrent kernel launch" : "step kernel launch", (cudaError_t)rc);
     return LINA_OK;
 }
 

@@ -21,11 +21,11 @@
 static void gemm_fixed_tiles(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
                              const float *A, int lda, const float *B, int ldb, float beta, float *C,
                              int ldc) {
-    const int tm = (M + TILE - 1) / TILE, tn = (N + TILE - 1) / TILE, tiles = tm * tn;
     if ((double)M * N * K <= SMALL_MNK) {
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    const int tn = (N + TILE - 1) / TILE, tiles = (M + TILE - 1) / TILE * tn;
     /* a parallel region even for one tile: OpenBLAS must not thread the call itself */
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < tiles; t++) {
