@@ -55,6 +55,9 @@ static void usage(FILE *f) {
             "  --clip X       gradient-norm clip, 0 = off (default 1)\n"
             "  --seed N       seed: model init, training set, order; test set = seed + 10\n"
             "  --threads N    OpenMP threads (default: all cores)\n"
+            "  --device D     cpu (default) or cuda: train and evaluate on the GPU (fp32;\n"
+            "                 mixers gated_deltanet, deltanet, gla, mamba2, retnet, linear,\n"
+            "                 softmax); checkpoints are the same files either way\n"
             "  --dense-head   compute the LM head at every position (the old, slow path;\n"
             "                 default: only at the scored answer positions, same gradients)\n"
             "  --checkpoint DIR  save model + optimizer + progress to DIR every --every\n"
@@ -126,14 +129,15 @@ static void remove_ckpt_dir(const char *d) {
 }
 
 /* Returns 1, or 0 after printing why not. */
-static int save_ckpt(const char *dir, lina_model *m, const lina_adamw *opt, const mqar_state *s) {
+static int save_ckpt(const char *dir, lina_model *m, lina_adamw *opt, const mqar_state *s) {
     char next[4096], cur[4096], old[4096], p[4200];
     snprintf(next, sizeof next, "%s/next", dir);
     snprintf(cur, sizeof cur, "%s/cur", dir);
     snprintf(old, sizeof old, "%s/old", dir);
     remove_ckpt_dir(next);
     snprintf(p, sizeof p, "%s/adamw.safetensors", next);
-    if (lina_model_save(m, next) != LINA_OK || lina_adamw_save(opt, p) != LINA_OK) {
+    if (lina_model_sync_host(m, opt) != LINA_OK || lina_model_save(m, next) != LINA_OK ||
+        lina_adamw_save(opt, p) != LINA_OK) {
         fprintf(stderr, "lina mqar: checkpoint %s: %s\n", next, lina_last_error());
         return 0;
     }
@@ -216,7 +220,7 @@ int cmd_mqar(int argc, char **argv) {
     lina_mqar_train_config tc = lina_mqar_train_default();
     int dim = 64, heads = 0, layers = 2, n_train = 2000, n_test = 300, seed = 1, threads = 0;
     int json = 0, quiet = 0, mixer = LINA_MIXER_DELTANET, every = 100, eval_n = 0, tie = 0, conv = 0;
-    const char *mix_spec = NULL, *init_from = NULL;
+    const char *mix_spec = NULL, *init_from = NULL, *device = "cpu";
     float target_acc = 0;
     const char *ckpt = NULL;
     tc.steps = 600;
@@ -275,7 +279,13 @@ int cmd_mqar(int argc, char **argv) {
         else if (!strcmp(a, "--checkpoint")) ckpt = v;
         else if (!strcmp(a, "--train-mix")) mix_spec = v;
         else if (!strcmp(a, "--init-from")) init_from = v;
-        else {
+        else if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "lina mqar: --device '%s' (want cpu or cuda)\n", v);
+                return 2;
+            }
+            device = v;
+        } else {
             fprintf(stderr, "lina mqar: unknown option '%s' (see lina mqar --help)\n", a);
             return 2;
         }
@@ -417,6 +427,10 @@ int cmd_mqar(int argc, char **argv) {
         if (r > 0 && !quiet)
             fprintf(stderr, "lina mqar: resuming %s at step %d\n", ckpt, state.step);
     }
+    if (!strcmp(device, "cuda") && lina_model_use_cuda(m) != LINA_OK) {
+        fprintf(stderr, "lina mqar: --device cuda: %s\n", lina_last_error());
+        goto done;
+    }
 
     int use_bar = !quiet && isatty(2);
     cli_progress bar;
@@ -497,6 +511,7 @@ int cmd_mqar(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "train_loss", train_loss);
         cJSON_AddNumberToObject(o, "train_seconds", total_s);
         cJSON_AddStringToObject(o, "head", tc.dense_head ? "dense" : "scored");
+        cJSON_AddStringToObject(o, "device", device);
         cJSON_AddNumberToObject(o, "threads", threads > 0 ? threads : omp_get_max_threads());
         cJSON_AddNumberToObject(o, "steps_this_process", steps_here);
         cJSON_AddNumberToObject(o, "step_seconds", steps_here ? train_s / steps_here : 0);

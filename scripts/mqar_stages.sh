@@ -6,7 +6,8 @@
 #   stage 3: same mix, 5000 x 32, lr 1e-3, warm start from stage 2
 # --tie, --conv (see below), THREADS threads (default 1), one seed. Resumable at two levels: a stage
 # whose JSON exists is skipped, and an interrupted stage resumes from its --checkpoint.
-# Usage: MIXERS="retnet linear" DIM=128 [THREADS=1] scripts/mqar_stages.sh [DIR=/tmp/mqar$DIM]
+# Usage: MIXERS="retnet linear" DIM=128 [THREADS=1] [DEVICE=cuda] scripts/mqar_stages.sh [DIR=/tmp/mqar$DIM]
+# DEVICE=cuda trains on the GPU (lina mqar --device cuda); stages resume across devices.
 # Results: DIR/c_<mixer>_s<stage>.json (one JSON object) and DIR/c_<mixer>_s<stage>/curve.tsv.
 set -euo pipefail
 dim=${DIM:-128}
@@ -23,7 +24,7 @@ for m in ${MIXERS:-deltanet gated_deltanet softmax gla retnet linear mamba2}; do
     conv=--conv lr1=3e-3
     case $m in deltanet | gated_deltanet) conv= ;; softmax) conv= lr1=1e-3 ;; esac
     common="--mixer $m --dim $dim --seq 512 --pairs 64 --vocab 8192 --tie $conv --batch 32 --test 300
-            --eval-n 32 --every 50 --threads $threads --json --quiet"
+            --eval-n 32 --every 50 --threads $threads --device ${DEVICE:-cpu} --json --quiet"
     run() { # stage, extra arguments
         local s=$1; shift
         [ -s "c_${m}_s$s.json" ] && return 0

@@ -475,6 +475,33 @@ static void check_mix_cli(void) {
     test_report(system(cmd) == 0, "mqar CLI resumes its own mix checkpoint", "(%s)", cmd);
 }
 
+/* --device: an unknown name is refused; cuda without a device (or without CUDA
+ * in the build) fails with a message instead of training on the CPU. */
+static void check_device_cli(void) {
+    char lina[4096], cmd[8192];
+    if (!fixture_lina_exe(lina, sizeof lina)) return;
+    const char *small = "--vocab 64 --seq 32 --pairs 4 --dim 16 --steps 1 --test 4 --threads 1 --quiet";
+    snprintf(cmd, sizeof cmd, "%s mqar %s --device tpu 2> /tmp/lina_dev_$$.err; r=$?; "
+             "grep -q \"device 'tpu'\" /tmp/lina_dev_$$.err; g=$?; rm -f /tmp/lina_dev_$$.err; [ $r -eq 2 ] && [ $g -eq 0 ]",
+             lina, small);
+    test_report(system(cmd) == 0, "mqar CLI refuses --device tpu by name", "(%s)", cmd);
+    if (lina_cuda_available()) return; /* the GPU tests (tests/cuda/test_cuda_lm.c) cover the device */
+    snprintf(cmd, sizeof cmd, "%s mqar %s --device cuda > /dev/null 2> /tmp/lina_dev_$$.err; r=$?; "
+             "grep -q 'device cuda: .*CUDA' /tmp/lina_dev_$$.err; g=$?; rm -f /tmp/lina_dev_$$.err; [ $r -ne 0 ] && [ $g -eq 0 ]",
+             lina, small);
+    test_report(system(cmd) == 0, "mqar CLI --device cuda without a GPU fails with a message", "(%s)", cmd);
+    lina_model_config mc = lina_model_config_default();
+    mc.vocab_size = 32;
+    mc.dim = 16;
+    mc.n_layers = 1;
+    lina_model *m = NULL;
+    lina_status st = lina_model_create(&mc, 1, &m);
+    if (!st) st = lina_model_use_cuda(m);
+    test_report(st == LINA_ERR_UNSUPPORTED && !lina_model_on_cuda(m), "lina_model_use_cuda without a GPU: unsupported",
+                "status %d: %s", (int)st, lina_last_error());
+    lina_model_free(m);
+}
+
 /* Train a 2-layer model on (T 32, K 4, V 64) and check the test accuracy. */
 static void check_learns(lina_mixer_kind mixer, double min_acc) {
     lina_mqar_config c = {.vocab = 64, .seq = 32, .pairs = 4, .power_a = 0.01f};
@@ -531,6 +558,7 @@ int main(void) {
     check_mix_train();
     check_mix_learns();
     check_mix_cli();
+    check_device_cli();
     check_learns(LINA_MIXER_DELTANET, 0.6);
     /* Gated DeltaNet leaves the plateau later at this lr: 0.53 with this data order
      * (0.8 with the order before epoch permutations became f(seed, epoch)); chance 0.03 */

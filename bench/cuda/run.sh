@@ -35,8 +35,8 @@ if [ -n "${AB_PATCH:-}" ]; then
 fi
 echo "== GPU tests"
 rc=0
-# TESTS: which GPU test binaries (default all three)
-for t in ${TESTS:-cuda-tests/test_cuda_attn cuda-tests/test_cuda_bwd tests/test_cuda_mem}; do
+# TESTS: which GPU test binaries (default all)
+for t in ${TESTS:-cuda-tests/test_cuda_attn cuda-tests/test_cuda_bwd cuda-tests/test_cuda_lm_kernels cuda-tests/test_cuda_lm_softmax cuda-tests/test_cuda_lm tests/test_cuda_mem}; do
     timeout ${TEST_TIMEOUT:-300} $BUILD/$t ${1:-} >>"$OUT/tests.log" 2>&1 || { s=$?; rc=1; echo "FAIL: $t exited with $s" >>"$OUT/tests.log"; }
 done
 grep -E '^FAIL' "$OUT/tests.log" | head -40; grep -E '^# ' "$OUT/tests.log"

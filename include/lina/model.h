@@ -115,6 +115,25 @@ lina_status lina_model_forward_scored(lina_model *m, int B, int T, const int32_t
 lina_status lina_model_backward(lina_model *m, float grad_scale);
 void lina_model_zero_grads(lina_model *m);
 
+/* ---- training on the GPU (CUDA builds; lm_device.c, src/cuda/lm_cuda.c) ----
+ * lina_model_use_cuda copies the parameters to the device; from then on
+ * lina_model_forward_scored, lina_model_forward (with targets, without
+ * logits), lina_model_backward, lina_model_zero_grads, lina_clip_grad_norm and
+ * lina_adamw_step run there in fp32 (cuBLAS FP32 GEMMs; LINA_CUDA_TF32=1 allows
+ * TF32 for the projections), and lina_model_params / lina_model_grads are
+ * stale until lina_model_sync_host. lina_model_save syncs the parameters
+ * itself; an optimizer's moments reach the host through lina_model_sync_host
+ * (call it before lina_adamw_save). Mixers: gated_deltanet, deltanet, gla,
+ * mamba2, retnet, linear (elu+1) and softmax; others get LINA_ERR_UNSUPPORTED.
+ * Builds without CUDA return LINA_ERR_UNSUPPORTED. */
+struct lina_adamw;
+lina_status lina_model_use_cuda(lina_model *m);
+int lina_model_on_cuda(const lina_model *m);
+/* Parameters (and, if opt is not NULL, its moments) device -> host. */
+lina_status lina_model_sync_host(lina_model *m, struct lina_adamw *opt);
+/* Sync the parameters to the host and free the device copy (no-op when not attached). */
+lina_status lina_model_release_cuda(lina_model *m);
+
 /* Checkpoints: dir/config.json + dir/model.safetensors, each written atomically. */
 lina_status lina_model_save(const lina_model *m, const char *dir);
 lina_status lina_model_load(const char *dir, lina_model **out);

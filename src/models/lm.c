@@ -226,6 +226,7 @@ lina_status lina_lm_create(const lina_model_config *c, uint64_t seed, int init, 
 
 void lina_model_free(lina_model *m) {
     if (!m) return;
+    lina_model_release_cuda(m);
     for (int l = 0; l < LINA_MODEL_MAX_LAYERS; l++) lina_mixer_free(m->layer[l].mixer);
     free_activations(m);
     free(m->head_rows);
@@ -274,7 +275,13 @@ float *lina_model_find(lina_model *m, const char *name, size_t *numel) {
     return NULL;
 }
 
-void lina_model_zero_grads(lina_model *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+void lina_model_zero_grads(lina_model *m) {
+    if (m->cuda) {
+        lina_cuda_lm_zero_grads(m->cuda); /* a failure shows at the next forward */
+        return;
+    }
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+}
 
 /* ---- forward ---- */
 
@@ -326,6 +333,14 @@ lina_status lina_model_forward(lina_model *m, int B, int T, const int32_t *token
     if (B < 1 || T < 1 || (double)B * T > 1e8)
         return lina_fail(LINA_ERR_INVALID_ARG, "lina_model_forward: B = %d, T = %d out of range", B, T);
     int N = B * T, Vb = m->cfg.vocab_size;
+    if (m->cuda) { /* the loss over rows with targets is the scored head's */
+        if (logits || !targets)
+            return lina_fail(LINA_ERR_UNSUPPORTED,
+                             "lina_model_forward: on the GPU only the loss is computed (logits %s, targets %s); "
+                             "use lina_model_forward_scored or lina_model_release_cuda",
+                             logits ? "wanted" : "not wanted", targets ? "given" : "NULL");
+        return lina_cuda_lm_forward_scored(m->cuda, B, T, tokens, targets, NULL, loss, NULL);
+    }
     TRY(lina_lm_trunk(m, B, T, tokens, NULL, 0));
     lina_lm_head(m, 0, N, m->probs);
     if (logits) memcpy(logits, m->probs, sizeof(float) * N * Vb);
@@ -346,6 +361,7 @@ lina_status lina_model_forward(lina_model *m, int B, int T, const int32_t *token
 /* ---- backward ---- */
 
 lina_status lina_model_backward(lina_model *m, float grad_scale) {
+    if (m && m->cuda) return lina_cuda_lm_backward(m->cuda, grad_scale);
     if (!m || !m->have_targets)
         return lina_fail(LINA_ERR_INVALID_ARG,
                          "lina_model_backward: the last forward had no targets");

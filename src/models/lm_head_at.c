@@ -42,6 +42,7 @@ lina_status lina_model_forward_scored(lina_model *m, int B, int T, const int32_t
     if (B < 1 || T < 1 || (double)B * T > 1e8)
         return lina_fail(LINA_ERR_INVALID_ARG, "lina_model_forward_scored: B = %d, T = %d out of range",
                          B, T);
+    if (m->cuda) return lina_cuda_lm_forward_scored(m->cuda, B, T, tokens, targets, logits, loss, n_scored);
     int N = B * T, D = m->cfg.dim, Vb = m->cfg.vocab_size, S = 0;
     for (int n = 0; n < N; n++) {
         if (targets[n] >= Vb)

@@ -3,6 +3,7 @@
 #define LINA_LM_INTERNAL_H
 
 #include "../layers/layers.h"
+#include "../cuda/lm_cuda.h"
 #include "../layers/mixer.h"
 #include "lina/model.h"
 
@@ -50,6 +51,7 @@ struct lina_model {
     /* scored-rows head (lm_head_at.c): n_head_rows > 0 after lina_model_forward_scored */
     int n_head_rows, head_cap;
     int32_t *head_rows, *head_targets; /* (head_cap) each, one allocation */
+    lina_cuda_lm *cuda; /* the device copy training runs on (lina_model_use_cuda), or NULL */
 };
 
 /* lina_model_create; init = 0 leaves the weights zero (a checkpoint fills them). */
@@ -72,6 +74,9 @@ struct lina_gen_state {
     int n_layers;
     lina_mixer_state st[LINA_MODEL_MAX_LAYERS];
 };
+
+/* The host moments of an optimizer (adamw.c), for lina_model_sync_host. */
+void lina_adamw_moments(lina_adamw *o, float **m, float **v);
 
 /* splitmix64 stream shared by init and sampling */
 uint64_t lina_sm64_next(uint64_t *s);

@@ -21,6 +21,8 @@
 
 lina_status lina_model_save(const lina_model *m, const char *dir) {
     if (!m || !dir) return lina_fail(LINA_ERR_INVALID_ARG, "lina_model_save: NULL argument");
+    /* a model training on the GPU: its current parameters (the host copy is refreshed, not changed) */
+    if (m->cuda) TRY(lina_model_sync_host((lina_model *)m, NULL));
     TRY(lina_make_dirs(dir));
     char path[4096];
     lina_st_writer *w = NULL;

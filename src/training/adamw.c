@@ -10,6 +10,7 @@
 
 #include "../core/internal.h"
 #include "lina/io.h"
+#include "../models/lm_internal.h"
 #include "lina/model.h"
 
 struct lina_adamw {
@@ -65,10 +66,22 @@ void lina_adamw_free(lina_adamw *o) {
 
 int64_t lina_adamw_steps(const lina_adamw *o) { return o->t; }
 
+/* The host moments of o, for lina_model_sync_host (lm_device.c). */
+void lina_adamw_moments(lina_adamw *o, float **m, float **v) {
+    *m = o->m;
+    *v = o->v;
+}
+
 lina_status lina_adamw_step(lina_adamw *o, lina_model *mdl, float lr) {
     if (lina_model_n_params(mdl) != o->n)
         return lina_fail(LINA_ERR_INVALID_ARG, "adamw: model has %zu parameters, optimizer %zu",
                          lina_model_n_params(mdl), o->n);
+    if (mdl->cuda) {
+        const float cfg[4] = {o->c.beta1, o->c.beta2, o->c.eps, o->c.weight_decay};
+        lina_status st = lina_cuda_lm_adamw(mdl->cuda, o, o->m, o->v, o->decay, o->n, cfg, o->t, lr);
+        if (st == LINA_OK) o->t++;
+        return st;
+    }
     float *p = lina_model_params(mdl);
     const float *g = lina_model_grads(mdl);
     o->t++;

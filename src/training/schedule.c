@@ -1,6 +1,7 @@
 /* Learning-rate schedule (linear warmup, cosine decay) and gradient clipping. */
 #include <math.h>
 
+#include "../models/lm_internal.h"
 #include "lina/model.h"
 
 float lina_lr_schedule(int64_t step, int64_t warmup, int64_t total, float max_lr, float min_lr) {
@@ -12,6 +13,11 @@ float lina_lr_schedule(int64_t step, int64_t warmup, int64_t total, float max_lr
 
 /* Sum of squares in double, in index order: identical for any thread count. */
 float lina_clip_grad_norm(lina_model *m, float max_norm) {
+    if (m->cuda) {
+        float norm = NAN; /* a device failure reads as a non-finite norm (the step is skipped) */
+        lina_cuda_lm_clip(m->cuda, max_norm, &norm);
+        return norm;
+    }
     float *g = lina_model_grads(m);
     size_t n = lina_model_n_params(m);
     double ss = 0;
