@@ -18,4 +18,6 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 for f in "$run"/c_*_s?.json; do [ -s "$f" ] && cp "$f" "$out/"; done
 for d in "$run"/c_*_s?; do [ -f "$d/curve.tsv" ] && cp "$d/curve.tsv" "$out/$(basename "$d")_curve.tsv"; done
-ls "$out"
+for f in "$out"/c_*_s?.json; do
+    [ -e "$f" ] && echo "$(basename "$f" .json) $(grep -o '"accuracy":[0-9.e-]*' "$f") $(grep -o '"train_seconds":[0-9.]*' "$f")"
+done

@@ -7,7 +7,7 @@
 # --tie, --conv (see below), THREADS threads (default 1), one seed. Resumable at two levels: a stage
 # whose JSON exists is skipped, and an interrupted stage resumes from its --checkpoint.
 # Usage: MIXERS="retnet linear" DIM=128 [THREADS=1] [DEVICE=cuda] scripts/mqar_stages.sh [DIR=/tmp/mqar$DIM]
-# DEVICE=cuda trains on the GPU (lina mqar --device cuda); stages resume across devices.
+# LR1 overrides stage 1's learning rate. DEVICE=cuda trains on the GPU (lina mqar --device cuda); stages resume across devices.
 # Results: DIR/c_<mixer>_s<stage>.json (one JSON object) and DIR/c_<mixer>_s<stage>/curve.tsv.
 set -euo pipefail
 dim=${DIM:-128}
@@ -23,6 +23,7 @@ for m in ${MIXERS:-deltanet gated_deltanet softmax gla retnet linear mamba2}; do
     # Gated DeltaNet have one, softmax none), and softmax at lr 1e-3 in stage 1 too
     conv=--conv lr1=3e-3
     case $m in deltanet | gated_deltanet) conv= ;; softmax) conv= lr1=1e-3 ;; esac
+    lr1=${LR1:-$lr1} # LR1=1e-3: stage 1's lr for every mixer (a run that stays on the plateau at 3e-3)
     common="--mixer $m --dim $dim --seq 512 --pairs 64 --vocab 8192 --tie $conv --batch 32 --test 300
             --eval-n 32 --every 50 --threads $threads --device ${DEVICE:-cpu} --json --quiet"
     run() { # stage, extra arguments

@@ -18,12 +18,12 @@
 
 #include "cuda_util.h"
 
-static lina_model *make_model(lina_mixer_kind kind, int conv, int tie, uint64_t seed) {
+static lina_model *make_model(lina_mixer_kind kind, int conv, int tie, uint64_t seed, int dim) {
     lina_model_config c = lina_model_config_default();
     c.vocab_size = 97;
-    c.dim = 80;
+    c.dim = dim;
     c.n_layers = 2;
-    c.n_heads = 2; /* K = V = 40 */
+    c.n_heads = 2; /* K = V = dim / 2 */
     c.tie_embeddings = tie;
     c.short_conv_all = conv;
     for (int l = 0; l < c.n_layers; l++) c.mixer[l] = kind;
@@ -67,10 +67,10 @@ static void fill_batch(test_rng *r, int N, int V, int32_t *x, int32_t *y) {
     y[0] = 1; /* at least one scored row */
 }
 
-static void run_case(lina_mixer_kind kind, int conv, int tie, int B, int T) {
+static void run_case(lina_mixer_kind kind, int conv, int tie, int B, int T, int dim) {
     char name[160];
-    snprintf(name, sizeof name, "%s conv=%d tie=%d B=%d T=%d", lina_mixer_name(kind), conv, tie, B, T);
-    lina_model *cpu = make_model(kind, conv, tie, 7), *gpu = make_model(kind, conv, tie, 7);
+    snprintf(name, sizeof name, "%s conv=%d tie=%d B=%d T=%d d=%d", lina_mixer_name(kind), conv, tie, B, T, dim);
+    lina_model *cpu = make_model(kind, conv, tie, 7, dim), *gpu = make_model(kind, conv, tie, 7, dim);
     if (lina_model_use_cuda(gpu) != LINA_OK) {
         test_report(0, name, "use_cuda: %s", lina_last_error());
         lina_model_free(cpu);
@@ -146,12 +146,12 @@ done:
 }
 
 static void refusals(void) {
-    lina_model *m = make_model(LINA_MIXER_HGRN2, 0, 0, 1);
+    lina_model *m = make_model(LINA_MIXER_HGRN2, 0, 0, 1, 80);
     lina_status st = lina_model_use_cuda(m);
     test_report(st == LINA_ERR_UNSUPPORTED && strstr(lina_last_error(), "hgrn2") && !lina_model_on_cuda(m),
                 "use_cuda refuses hgrn2 by name", "status %d: %s", (int)st, lina_last_error());
     lina_model_free(m);
-    m = make_model(LINA_MIXER_DELTANET, 0, 0, 1);
+    m = make_model(LINA_MIXER_DELTANET, 0, 0, 1, 80);
     int32_t x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8] = {2, 3, 4, 5, 6, 7, 8, 9};
     float loss_cpu = 0, loss_gpu = 0, logits[8 * 97];
     lina_model_forward(m, 1, 8, x, y, NULL, &loss_cpu);
@@ -177,8 +177,9 @@ int main(void) {
                                      LINA_MIXER_MAMBA2,         LINA_MIXER_RETNET,   LINA_MIXER_LINEAR,
                                      LINA_MIXER_SOFTMAX};
     for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
-        run_case(kinds[i], 0, 0, 3, 37);
-        run_case(kinds[i], 1, 1, 2, 150);
+        run_case(kinds[i], 0, 0, 3, 37, 80);
+        run_case(kinds[i], 1, 1, 2, 150, 80);
+        run_case(kinds[i], 1, 1, 4, 512, 128); /* MQAR's longest setting, K = V = 64 */
     }
     refusals();
     return test_finish();
