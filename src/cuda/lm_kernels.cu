@@ -352,9 +352,6 @@ extern "C" void lk_rotary_apply(int B, int T, int H, int D, float theta, int pos
 static __global__ void add_kernel(size_t n, const float *a, const float *b, float *y) {
     FOR_EACH(i, n) y[i] = a[i] + b[i];
 }
-static __global__ void accumulate_kernel(size_t n, const float *a, float *y) {
-    FOR_EACH(i, n) y[i] += a[i];
-}
 static __global__ void scale_kernel(size_t n, float alpha, float *x) {
     FOR_EACH(i, n) x[i] *= alpha;
 }
@@ -369,12 +366,6 @@ static __global__ void swiglu_bwd_kernel(size_t n, const float *a, const float *
         db[i] = g * siluf_(a[i]);
         da[i] = g * b[i] * silu_grad_(a[i]);
     }
-}
-static __global__ void silu_fwd_kernel(size_t n, const float *x, float *y) {
-    FOR_EACH(i, n) y[i] = siluf_(x[i]);
-}
-static __global__ void silu_bwd_kernel(size_t n, const float *x, const float *dy, float *dx) {
-    FOR_EACH(i, n) dx[i] = dy[i] * silu_grad_(x[i]);
 }
 static __global__ void sigmoid_fwd_kernel(size_t n, const float *x, float *y) {
     FOR_EACH(i, n) y[i] = sigmoidf_(x[i]);
@@ -395,9 +386,6 @@ static __global__ void add_bias_kernel(size_t n, int out, const float *b, float 
 extern "C" void lk_add(size_t n, const float *a, const float *b, float *y, cudaStream_t s) {
     if (n) add_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, a, b, y);
 }
-extern "C" void lk_accumulate(size_t n, const float *a, float *y, cudaStream_t s) {
-    if (n) accumulate_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, a, y);
-}
 extern "C" void lk_scale(size_t n, float alpha, float *x, cudaStream_t s) {
     if (n) scale_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, alpha, x);
 }
@@ -407,12 +395,6 @@ extern "C" void lk_swiglu_forward(size_t n, const float *a, const float *b, floa
 extern "C" void lk_swiglu_backward(size_t n, const float *a, const float *b, const float *dh, float *da, float *db,
                                    cudaStream_t s) {
     if (n) swiglu_bwd_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, a, b, dh, da, db);
-}
-extern "C" void lk_silu_forward(size_t n, const float *x, float *y, cudaStream_t s) {
-    if (n) silu_fwd_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, x, y);
-}
-extern "C" void lk_silu_backward(size_t n, const float *x, const float *dy, float *dx, cudaStream_t s) {
-    if (n) silu_bwd_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, x, dy, dx);
 }
 extern "C" void lk_sigmoid_forward(size_t n, const float *x, float *y, cudaStream_t s) {
     if (n) sigmoid_fwd_kernel<<<ew_grid(n), LK_THREADS, 0, s>>>(n, x, y);

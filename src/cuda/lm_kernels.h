@@ -49,15 +49,11 @@ void lk_rotary_apply(int B, int T, int H, int D, float theta, int pos0, float *x
 
 /* ---- elementwise ---- */
 void lk_add(size_t n, const float *a, const float *b, float *y, cudaStream_t s); /* y = a + b (y may alias) */
-void lk_accumulate(size_t n, const float *a, float *y, cudaStream_t s);          /* y += a */
 void lk_scale(size_t n, float alpha, float *x, cudaStream_t s);                  /* x *= alpha */
 /* SwiGLU (mlp.c): h = silu(a) b;  backward: db = dh silu(a), da = dh b silu'(a) (da may alias dh) */
 void lk_swiglu_forward(size_t n, const float *a, const float *b, float *h, cudaStream_t s);
 void lk_swiglu_backward(size_t n, const float *a, const float *b, const float *dh, float *da, float *db,
                         cudaStream_t s);
-/* y = silu(x);  dx = dy silu'(x) (overwritten) */
-void lk_silu_forward(size_t n, const float *x, float *y, cudaStream_t s);
-void lk_silu_backward(size_t n, const float *x, const float *dy, float *dx, cudaStream_t s);
 /* beta = sigmoid(x);  dx = dbeta beta (1 - beta) (overwritten) */
 void lk_sigmoid_forward(size_t n, const float *x, float *y, cudaStream_t s);
 void lk_sigmoid_backward(size_t n, const float *y, const float *dy, float *dx, cudaStream_t s);
