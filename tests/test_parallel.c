@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "lina.h"
 #include "util/check.h"
 
@@ -297,7 +299,9 @@ static void test_repeat(void) {
 }
 
 /* Results do not depend on the thread count: 1 vs 2 threads, bit for bit, on
- * several jobs (threads across jobs) and on one job (BLAS threads inside). */
+ * several jobs (threads across jobs) and on one job (BLAS threads inside). The
+ * OpenMP default changes too, as `--threads` does: OpenBLAS (OpenMP build)
+ * threads a call made outside a parallel region over omp_get_max_threads(). */
 static void test_threads(void) {
     for (int many = 0; many < 2; many++) {
         lina_attn_desc d = many ? desc(3, 50, 2, 4, 64, 60, LINA_GATE_VECTOR, LINA_UPDATE_DELTA)
@@ -311,7 +315,10 @@ static void test_threads(void) {
             results_alloc(&p, &r[n]);
             st[n] = lina_ctx_create(&ctx);
             if (st[n] == LINA_OK) st[n] = lina_ctx_set_threads(ctx, n + 1);
+            int omp_before = omp_get_max_threads();
+            omp_set_num_threads(n + 1);
             if (st[n] == LINA_OK) st[n] = run_form_ctx(ctx, &p, LINA_FORM_PARALLEL, 1, &r[n]);
+            omp_set_num_threads(omp_before);
             lina_ctx_free(ctx);
         }
         int same = st[0] == LINA_OK && st[1] == LINA_OK;

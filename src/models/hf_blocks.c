@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../ops/gemm_fixed.h"
 #include "../core/internal.h"
 #include "hf_internal.h"
 
@@ -35,7 +36,7 @@ void hf_linear(int N, int in, int out, const float *x, const float *W, const flo
     } else if (N == 1) {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, 0.0f, y, 1);
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+        lina_sgemm_fixed(CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     }
     if (b)
         for (int r = 0; r < N; r++)

@@ -54,14 +54,16 @@
  *
  * Cost O(T^2 (K + V)) plus the T x T triangular solves; the workspace holds a
  * few T x T matrices, so this form is meant for short sequences (T <= ~64 by
- * default) but is exact for any T. inner_threads is not used: the GEMMs are
- * OpenBLAS calls, which thread on their own outside parallel regions.
+ * default) but is exact for any T. inner_threads is not used: the GEMMs
+ * (lina_sgemm_fixed) spread their tiles over the threads outside parallel regions.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include <cblas.h>
+
+#include "gemm_fixed.h"
 
 #include "attn_internal.h"
 
@@ -252,7 +254,7 @@ static void factored_scores(const decay_t *dc, const float *x, ptrdiff_t sx, con
     int K = dc->K;
     decay_rows(dc, x, sx, r0, r1, b_row(dc, at), +1, xt);
     decay_rows(dc, y, sy, c0, c1, b_row(dc, at), -1, yt);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, K, scale, xt, K, yt, K,
+    lina_sgemm_fixed(CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, K, scale, xt, K, yt, K,
                 0.0f, A + (size_t)r0 * dc->T + c0, dc->T);
 }
 
@@ -283,7 +285,7 @@ static void decayed_scores(const decay_t *dc, const float *x, ptrdiff_t sx, cons
     if (dc->gate == LINA_GATE_VECTOR)
         vector_scores(dc, x, sx, y, sy, 0, T, scale, A, tile);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, K, scale, x, (int)sx, y, (int)sy,
+        lina_sgemm_fixed(CblasNoTrans, CblasTrans, T, T, K, scale, x, (int)sx, y, (int)sy,
                     0.0f, A, T);
     mask_scores(dc, strict, A);
 }
@@ -325,10 +327,10 @@ static void factored_scores_backward(const decay_t *dc, const float *x, ptrdiff_
     const float *dAb = dA + (size_t)r0 * T + c0;
     decay_rows(dc, x, sx, r0, r1, ref, +1, xt);
     decay_rows(dc, y, sy, c0, c1, ref, -1, yt);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, K, c1 - c0, scale, dAb, T, yt, K,
+    lina_sgemm_fixed(CblasNoTrans, CblasNoTrans, r1 - r0, K, c1 - c0, scale, dAb, T, yt, K,
                 0.0f, tmp, K);
     add_decayed_rows(dc, tmp, r0, r1, ref, +1, dx);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c1 - c0, K, r1 - r0, scale, dAb, T, xt, K,
+    lina_sgemm_fixed(CblasTrans, CblasNoTrans, c1 - c0, K, r1 - r0, scale, dAb, T, xt, K,
                 0.0f, tmp, K);
     add_decayed_rows(dc, tmp, c0, c1, ref, -1, dy);
 }
@@ -372,9 +374,9 @@ static void decayed_scores_backward(const decay_t *dc, const float *x, ptrdiff_t
         return;
     }
     /* dx += scale P Y, dy += scale P^T X with P the masked, decayed dA */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, T, scale, dA, T, y, (int)sy, 1.0f,
+    lina_sgemm_fixed(CblasNoTrans, CblasNoTrans, T, K, T, scale, dA, T, y, (int)sy, 1.0f,
                 dx, K);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, K, T, scale, dA, T, x, (int)sx, 1.0f, dy,
+    lina_sgemm_fixed(CblasTrans, CblasNoTrans, T, K, T, scale, dA, T, x, (int)sx, 1.0f, dy,
                 K);
 }
 
@@ -459,7 +461,7 @@ static void delta_values(const lina_attn_job *j, const decay_t *dc, const buffer
     for (int t = 0; t < T; t++) memcpy(B->X + (size_t)t * V, j->v + t * j->sv, sizeof(float) * V);
     if (j->h0) {
         decay_rows(dc, j->k, j->sqk, 0, T, NULL, +1, B->rows);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, V, K, -1.0f, B->rows, K, j->h0, V,
+        lina_sgemm_fixed(CblasNoTrans, CblasNoTrans, T, V, K, -1.0f, B->rows, K, j->h0, V,
                     1.0f, B->X, V);
     }
     for (int t = 0; t < T; t++) {
@@ -468,8 +470,7 @@ static void delta_values(const lina_attn_job *j, const decay_t *dc, const buffer
 #pragma omp simd
         for (int c = 0; c < V; c++) B->U[(size_t)t * V + c] = beta * B->X[(size_t)t * V + c];
     }
-    cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, T, V, 1.0f, B->L, T,
-                B->U, V);
+    lina_strsm_fixed(CblasNoTrans, T, V, 1.0f, B->L, T, B->U, V);
 }
 
 /* out (K, V) = e^{b_T} o S0 + (K o e^{b_T - b})^T Vals; out may alias h0.
@@ -485,7 +486,7 @@ static void final_state(const lina_attn_job *j, const decay_t *dc, const float *
     }
     if (T == 0) return;
     decay_rows(dc, j->k, j->sqk, 0, T, bT, -1, rows);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, T, 1.0f, rows, K, vals, (int)svals,
+    lina_sgemm_fixed(CblasTrans, CblasNoTrans, K, V, T, 1.0f, rows, K, vals, (int)svals,
                 1.0f, out, V);
 }
 
@@ -505,11 +506,11 @@ void lina_parallel_forward(const lina_attn_job *j) {
     if (T > 0 && j->o) {
         /* O = scale D(Q, K) Vals + scale (Q o e^b) S0 */
         decayed_scores(&dc, j->q, j->sqk, j->k, j->sqk, 0, j->scale, B.A, B.tile);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, V, T, 1.0f, B.A, T, vals,
+        lina_sgemm_fixed(CblasNoTrans, CblasNoTrans, T, V, T, 1.0f, B.A, T, vals,
                     (int)svals, 0.0f, j->o, (int)j->so);
         if (j->h0) {
             decay_rows(&dc, j->q, j->sqk, 0, T, NULL, +1, B.rows);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, V, K, j->scale, B.rows, K,
+            lina_sgemm_fixed(CblasNoTrans, CblasNoTrans, T, V, K, j->scale, B.rows, K,
                         j->h0, V, 1.0f, j->o, (int)j->so);
         }
     }
@@ -564,9 +565,9 @@ static void final_state_backward(const lina_attn_job *j, const decay_t *dc, cons
     int T = j->T, K = j->K, V = j->V;
     const double *bT = dc->gate != LINA_GATE_NONE ? b_row(dc, T - 1) : NULL;
     decay_rows(dc, j->k, j->sqk, 0, T, bT, -1, B->rows); /* K o e^{b_T - b} */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, V, K, 1.0f, B->rows, K, j->dht, V,
+    lina_sgemm_fixed(CblasNoTrans, CblasNoTrans, T, V, K, 1.0f, B->rows, K, j->dht, V,
                 1.0f, dvals, (int)sdvals);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, K, V, 1.0f, vals, (int)svals, j->dht, V,
+    lina_sgemm_fixed(CblasNoTrans, CblasTrans, T, K, V, 1.0f, vals, (int)svals, j->dht, V,
                 0.0f, B->rows, K); /* rows = Vals dhT^T */
     add_decayed_rows(dc, B->rows, 0, T - 1, bT, -1, B->dKk);
     for (int c = 0; c < K; c++) B->dKn[(size_t)(T - 1) * K + c] += B->rows[(size_t)(T - 1) * K + c];
@@ -616,13 +617,13 @@ void lina_parallel_backward(const lina_attn_job *j) {
 
     /* dVals = D(Q,K)^T dO (+ the final state's part) */
     decayed_scores(&dc, j->q, j->sqk, j->k, j->sqk, 0, j->scale, B.A, B.tile);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, V, T, 1.0f, B.A, T, j->dout, (int)j->sdo,
+    lina_sgemm_fixed(CblasTrans, CblasNoTrans, T, V, T, 1.0f, B.A, T, j->dout, (int)j->sdo,
                 0.0f, dvals, (int)sdvals);
     if (j->dht) final_state_backward(j, &dc, &B, vals, svals, dvals, sdvals);
 
     /* dA = dO Vals^T, through the scores into dq and dk (key side); the
      * undecayed diagonal: dq_t += scale dA_tt k_t, dk_t += scale dA_tt q_t */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, V, 1.0f, j->dout, (int)j->sdo, vals,
+    lina_sgemm_fixed(CblasNoTrans, CblasTrans, T, T, V, 1.0f, j->dout, (int)j->sdo, vals,
                 (int)svals, 0.0f, B.A, T);
     decayed_scores_backward(&dc, j->q, j->sqk, j->k, j->sqk, 0, j->scale, B.A, B.dQ, B.dKk, B.diag,
                             B.tile);
@@ -637,18 +638,17 @@ void lina_parallel_backward(const lina_attn_job *j) {
     }
 
     if (j->h0) { /* O += scale (Q o e^b) S0 */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, K, V, j->scale, j->dout, (int)j->sdo,
+        lina_sgemm_fixed(CblasNoTrans, CblasTrans, T, K, V, j->scale, j->dout, (int)j->sdo,
                     j->h0, V, 0.0f, B.rows, K);
         add_decayed_rows(&dc, B.rows, 0, T, NULL, +1, B.dQ);
         decay_rows(&dc, j->q, j->sqk, 0, T, NULL, +1, B.rows);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, T, j->scale, B.rows, K, j->dout,
+        lina_sgemm_fixed(CblasTrans, CblasNoTrans, K, V, T, j->scale, B.rows, K, j->dout,
                     (int)j->sdo, 1.0f, B.dS0, V);
     }
 
     if (delta) {
         /* (I + L)^T dR = dU;  dV = diag(beta) dR;  dbeta_t = dR_t . x_t */
-        cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasUnit, T, V, 1.0f, B.L, T,
-                    B.dU, V);
+        lina_strsm_fixed(CblasTrans, T, V, 1.0f, B.L, T, B.dU, V);
         const float *dR = B.dU;
         for (int t = 0; t < T; t++) {
             float beta = j->beta[t * j->sb], dbeta = 0.0f;
@@ -662,7 +662,7 @@ void lina_parallel_backward(const lina_attn_job *j) {
         }
         /* P = dR U^T (in L's buffer): dbeta_t -= sum_{s<t} P_ts M_ts, dM = -diag(beta) P */
         float *P = B.L;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, V, 1.0f, dR, V, B.U, V, 0.0f, P, T);
+        lina_sgemm_fixed(CblasNoTrans, CblasTrans, T, T, V, 1.0f, dR, V, B.U, V, 0.0f, P, T);
         for (int t = 0; t < T; t++) {
             float beta = j->beta[t * j->sb], acc = 0.0f;
             float *Pt = P + (size_t)t * T;
@@ -677,11 +677,11 @@ void lina_parallel_backward(const lina_attn_job *j) {
         decayed_scores_backward(&dc, j->k, j->sqk, j->k, j->sqk, 1, 1.0f, P, B.dKq, B.dKk, NULL,
                                 B.tile);
         if (j->h0) { /* X = V - (K o e^b) S0, dX = dV */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, K, V, -1.0f, j->dv, (int)j->sdv,
+            lina_sgemm_fixed(CblasNoTrans, CblasTrans, T, K, V, -1.0f, j->dv, (int)j->sdv,
                         j->h0, V, 0.0f, B.rows, K);
             add_decayed_rows(&dc, B.rows, 0, T, NULL, +1, B.dKq);
             decay_rows(&dc, j->k, j->sqk, 0, T, NULL, +1, B.rows);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, V, T, -1.0f, B.rows, K, j->dv,
+            lina_sgemm_fixed(CblasTrans, CblasNoTrans, K, V, T, -1.0f, B.rows, K, j->dv,
                         (int)j->sdv, 1.0f, B.dS0, V);
         }
     }

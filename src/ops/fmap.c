@@ -10,6 +10,7 @@
 #include <omp.h>
 #endif
 
+#include "gemm_fixed.h"
 #include "../core/internal.h"
 #include "fmap_internal.h"
 
@@ -165,12 +166,6 @@ size_t lina_fmap_ws_floats(const lina_fmap_desc *d) {
     }
 }
 
-static void blas_single_thread(void) {
-#ifdef _OPENMP
-    if (!omp_in_parallel()) omp_set_num_threads(1);
-#endif
-}
-
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -232,7 +227,7 @@ static lina_status run(lina_ctx *ctx, const call_t *a, size_t rows, int backward
     TRY(lina_ctx_reserve(ctx, nt, ws));
 #pragma omp parallel num_threads(nt)
     {
-        blas_single_thread();
+        lina_blas_one_thread();
         float *w = lina_ctx_thread_ws(ctx, thread_id());
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < n_chunks; ch++) {
@@ -291,7 +286,7 @@ lina_status lina_fmap_backward(lina_ctx *ctx, const lina_fmap_desc *d, int B, in
         if (nt < 1) nt = 1;
 #pragma omp parallel num_threads(nt)
         {
-            blas_single_thread();
+            lina_blas_one_thread();
 #pragma omp for schedule(static)
             for (int b = 0; b < n_blocks; b++) {
                 int m0 = b * 64, nm = M - m0 < 64 ? M - m0 : 64;

@@ -15,6 +15,7 @@
 #include <omp.h>
 #endif
 
+#include "gemm_fixed.h"
 #include "../core/internal.h"
 #include "lina/softmax.h"
 
@@ -194,8 +195,7 @@ lina_status lina_softmax_decode(lina_ctx *ctx, lina_kv_cache *c, int H, float sc
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
-        /* OpenBLAS (OpenMP build) stays single-threaded inside our regions */
-        if (!omp_in_parallel()) omp_set_num_threads(1);
+        lina_blas_one_thread();
         float *P = lina_ctx_thread_ws(ctx, omp_get_thread_num());
 #else
         float *P = lina_ctx_thread_ws(ctx, 0);

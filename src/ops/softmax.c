@@ -38,6 +38,7 @@
 #include <immintrin.h>
 #endif
 
+#include "gemm_fixed.h"
 #include "../core/internal.h"
 #include "lina/softmax.h"
 
@@ -267,12 +268,6 @@ static int n_threads(lina_ctx *ctx, int n_jobs) {
 /* The OpenMP build of OpenBLAS is single-threaded inside an active parallel
  * region; a one-thread region is inactive, so limit it explicitly there (this
  * only changes the ICV of the region's own implicit task). */
-static void blas_single_thread(void) {
-#ifdef _OPENMP
-    if (!omp_in_parallel()) omp_set_num_threads(1);
-#endif
-}
-
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -495,7 +490,7 @@ lina_status lina_softmax_forward(lina_ctx *ctx, const lina_softmax_desc *d, cons
     if (st == LINA_OK) {
 #pragma omp parallel num_threads(nt)
         {
-            blas_single_thread();
+            lina_blas_one_thread();
             float *ws = lina_ctx_thread_ws(ctx, thread_id());
             fill_tiles(&p, k, &kt, 1);
             fill_tiles(&p, v, &vt, 0);
@@ -737,7 +732,7 @@ lina_status lina_softmax_backward(lina_ctx *ctx, const lina_softmax_desc *d, con
     int V = d->V;
 #pragma omp parallel num_threads(nt)
     {
-        blas_single_thread();
+        lina_blas_one_thread();
         float *ws = lina_ctx_thread_ws(ctx, thread_id());
 #pragma omp for schedule(static)
         for (size_t r = 0; r < rows; r++) {
