@@ -121,7 +121,8 @@ void lina_model_zero_grads(lina_model *m);
  * logits), lina_model_backward, lina_model_zero_grads, lina_clip_grad_norm and
  * lina_adamw_step run there in fp32 (cuBLAS FP32 GEMMs; LINA_CUDA_TF32=1 allows
  * TF32 for the projections), and lina_model_params / lina_model_grads are
- * stale until lina_model_sync_host. lina_model_save syncs the parameters
+ * stale until lina_model_sync_host (after a device optimizer step, the CPU
+ * paths (generation) refuse to run until then). lina_model_save syncs the parameters
  * itself; an optimizer's moments reach the host through lina_model_sync_host
  * (call it before lina_adamw_save). Mixers: gated_deltanet, deltanet, gla,
  * mamba2, retnet, linear (elu+1) and softmax; others get LINA_ERR_UNSUPPORTED.

@@ -295,6 +295,10 @@ lina_status lina_lm_trunk(lina_model *m, int B, int T, const int32_t *tokens,
                           lina_mixer_state *states, int pos0) {
     const lina_model_config *c = &m->cfg;
     int N = B * T, D = c->dim, th = m->threads;
+    if (m->host_stale)
+        return lina_fail(LINA_ERR_INVALID_ARG,
+                         "model: the host parameters are older than the GPU copy being trained "
+                         "(lina_model_use_cuda); call lina_model_sync_host or lina_model_release_cuda first");
     for (int n = 0; n < N; n++)
         if (tokens[n] < 0 || tokens[n] >= c->vocab_size)
             return lina_fail(LINA_ERR_INVALID_ARG, "model: token[%d] = %d outside [0, %d)", n,

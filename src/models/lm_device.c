@@ -17,7 +17,9 @@ lina_status lina_model_sync_host(lina_model *m, lina_adamw *opt) {
     if (!m->cuda) return LINA_OK;
     float *mom = NULL, *var = NULL;
     if (opt) lina_adamw_moments(opt, &mom, &var);
-    return lina_cuda_lm_download(m->cuda, m->params, m->grads, opt, mom, var);
+    lina_status st = lina_cuda_lm_download(m->cuda, m->params, m->grads, opt, mom, var);
+    if (st == LINA_OK) m->host_stale = 0;
+    return st;
 }
 
 lina_status lina_model_release_cuda(lina_model *m) {

@@ -52,6 +52,7 @@ struct lina_model {
     int n_head_rows, head_cap;
     int32_t *head_rows, *head_targets; /* (head_cap) each, one allocation */
     lina_cuda_lm *cuda; /* the device copy training runs on (lina_model_use_cuda), or NULL */
+    int host_stale;     /* 1 after a device optimizer step until lina_model_sync_host */
 };
 
 /* lina_model_create; init = 0 leaves the weights zero (a checkpoint fills them). */

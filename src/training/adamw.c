@@ -80,6 +80,7 @@ lina_status lina_adamw_step(lina_adamw *o, lina_model *mdl, float lr) {
         const float cfg[4] = {o->c.beta1, o->c.beta2, o->c.eps, o->c.weight_decay};
         lina_status st = lina_cuda_lm_adamw(mdl->cuda, o, o->m, o->v, o->decay, o->n, cfg, o->t, lr);
         if (st == LINA_OK) o->t++;
+        mdl->host_stale = 1; /* even a failed step may have written part of the device copy */
         return st;
     }
     float *p = lina_model_params(mdl);

@@ -161,6 +161,25 @@ static void refusals(void) {
                 "gpu %.8g cpu %.8g", loss_gpu, loss_cpu);
     st = lina_model_forward(m, 1, 8, x, y, logits, &loss_gpu);
     test_report(st == LINA_ERR_UNSUPPORTED, "dense forward on the GPU refuses logits", "status %d", (int)st);
+    /* after a device step the host copy is stale: generation refuses until a sync */
+    lina_adamw *opt = NULL;
+    lina_adamw_config ac = lina_adamw_default();
+    lina_adamw_create(m, &ac, &opt);
+    lina_gen_state *gs = NULL;
+    lina_gen_state_create(m, &gs);
+    st = lina_model_forward_scored(m, 1, 8, x, y, NULL, &loss_gpu, NULL);
+    if (!st) st = lina_model_backward(m, 1.0f);
+    if (!st) st = lina_adamw_step(opt, m, 1e-3f);
+    lina_status pre = lina_model_prefill(m, gs, 3, x, NULL);
+    test_report(!st && pre == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "sync_host"),
+                "generation refuses stale host parameters after a GPU step", "step %d prefill %d: %s", (int)st,
+                (int)pre, lina_last_error());
+    lina_gen_state_reset(gs);
+    st = lina_model_sync_host(m, opt);
+    if (!st) st = lina_model_prefill(m, gs, 3, x, NULL);
+    test_report(!st, "generation runs after lina_model_sync_host", "%s", lina_last_error());
+    lina_gen_state_free(gs);
+    lina_adamw_free(opt);
     x[3] = 97;
     st = lina_model_forward_scored(m, 1, 8, x, y, NULL, &loss_gpu, NULL);
     test_report(st == LINA_ERR_INVALID_ARG && strstr(lina_last_error(), "token[3] = 97"),
