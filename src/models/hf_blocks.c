@@ -1,6 +1,5 @@
 /* Shared math of the Hugging Face runner: linear layers, RMSNorm, the causal
  * depthwise short convolution with carried history, the SwiGLU MLP. */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,7 +33,7 @@ void hf_linear(int N, int in, int out, const float *x, const float *W, const flo
         for (int r = 0; r < N; r++)
             for (int o = 0; o < out; o++) y[(size_t)r * out + o] = dot(x + (size_t)r * in, W + (size_t)o * in, in);
     } else if (N == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, 0.0f, y, 1);
+        lina_sgemv_fixed(out, in, W, in, x, y);
     } else {
         lina_sgemm_fixed(CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     }

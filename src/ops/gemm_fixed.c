@@ -36,6 +36,19 @@ void lina_sgemm_fixed(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int 
     }
 }
 
+#define GEMV_ROWS 256
+
+void lina_sgemv_fixed(int M, int K, const float *A, int lda, const float *x, float *y) {
+    if (M <= 0) return;
+    const int blocks = (M + GEMV_ROWS - 1) / GEMV_ROWS;
+    /* a parallel region even for one block: OpenBLAS must not thread the call itself */
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < blocks; b++) {
+        const int r0 = b * GEMV_ROWS, m = M - r0 < GEMV_ROWS ? M - r0 : GEMV_ROWS;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, m, K, 1.0f, A + (size_t)r0 * lda, lda, x, 1, 0.0f, y + r0, 1);
+    }
+}
+
 #define SOLVE_COLS 64
 
 void lina_strsm_fixed(CBLAS_TRANSPOSE trans, int T, int N, float alpha, const float *L, int ldl, float *B,

@@ -23,6 +23,12 @@ static inline void lina_blas_one_thread(void) {
 void lina_sgemm_fixed(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* y (M) = A x for A (M x K, row-major, leading dimension lda): as cblas_sgemv(CblasRowMajor,
+ * CblasNoTrans, ..., alpha 1, beta 0), in fixed blocks of 256 rows, one single-threaded call
+ * each, spread over the OpenMP team (OpenBLAS threads sgemv from M K >= 9216 on, and its
+ * results then depend on the thread count too: 2 of 50257 rows at K 768). */
+void lina_sgemv_fixed(int M, int K, const float *A, int lda, const float *x, float *y);
+
 /* Solve op(L) X = alpha B in place of B (T x N, row-major, leading dimension ldb) for L (T x T)
  * unit lower triangular, op(L) = L or L^T: as cblas_strsm(CblasRowMajor, CblasLeft, CblasLower,
  * trans, CblasUnit, ...), in fixed blocks of 64 columns (independent solves), one
