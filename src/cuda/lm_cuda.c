@@ -27,7 +27,6 @@
 /* Device twins of one layer's mixer: parameter pointers and saved activations. */
 typedef struct {
     lina_mixer *mx;
-    int normalize; /* feature-map attention divided by q . z (linear) */
     float *const_g; /* (H) RetNet log-decays on the device */
     /* saved activations (cap rows) */
     float *qp, *kp, *vp, *qc, *kc, *vc, *qs, *ks, *vs, *q, *k, *v, *rq, *rk;
@@ -130,14 +129,13 @@ static void free_activations(lina_cuda_lm *g) {
     g->cap = 0;
 }
 
-/* Widest per-row mixer buffer: max over layers of H K, H V, H (V + 1), R. */
+/* Widest per-row mixer buffer: max over layers of H F, H (V + 1), R. */
 static size_t mixer_width(const lina_model *m) {
     size_t C = 0;
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const lina_mixer *mx = m->layer[l].mixer;
-        size_t c[4] = {(size_t)mx->H * mx->F, (size_t)mx->H * mx->V, (size_t)mx->H * (mx->V + 1),
-                       (size_t)(mx->R > 0 ? mx->R : 1)};
-        for (int i = 0; i < 4; i++) C = c[i] > C ? c[i] : C;
+        size_t c[3] = {(size_t)mx->H * mx->F, (size_t)mx->H * (mx->V + 1), (size_t)(mx->R > 0 ? mx->R : 1)};
+        for (int i = 0; i < 3; i++) C = c[i] > C ? c[i] : C;
     }
     return C;
 }
@@ -298,7 +296,6 @@ lina_status lina_cuda_lm_create(lina_model *m, lina_cuda_lm **out) {
         lina_mixer *mx = m->layer[l].mixer;
         gpu_mixer *x = &g->layer[l].mx;
         x->mx = mx;
-        x->normalize = mx->fmap;
         if (mx->gate == LINA_GATE_CONST) {
             if (cudaMalloc((void **)&x->const_g, sizeof(float) * mx->H) != cudaSuccess ||
                 cudaMemcpy(x->const_g, mx->const_g, sizeof(float) * mx->H, cudaMemcpyHostToDevice) != cudaSuccess)
@@ -317,16 +314,14 @@ lina_status lina_cuda_lm_create(lina_model *m, lina_cuda_lm **out) {
 
 /* ---- the linear mixers ---- */
 
-static lina_attn_desc attn_desc(const lina_mixer *mx, int B, int T, int V) {
-    lina_attn_desc d = lina_attn_desc_default();
-    d.B = B;
-    d.T = T;
-    d.H = mx->H;
-    d.K = mx->F;
-    d.V = V;
-    d.gate = mx->gate;
-    d.update = mx->beta ? LINA_UPDATE_DELTA : LINA_UPDATE_ADD;
-    d.form = LINA_FORM_AUTO;
+/* The CPU mixer's descriptor; a normalized one (linear attention) runs unnormalized on a ones
+ * column of v, V + 1 wide (the CUDA op has no normalize): o = num / (den + d.eps). */
+static lina_attn_desc device_desc(const lina_mixer *mx, int B, int T) {
+    lina_attn_desc d = lina_mixer_attn_desc(mx, B, T);
+    if (d.normalize) {
+        d.normalize = 0;
+        d.V++;
+    }
     return d;
 }
 
@@ -412,19 +407,18 @@ static lina_status linear_mixer_forward(lina_cuda_lm *g, gpu_mixer *x, int B, in
         gate = x->const_g;
     }
     /* normalized attention: v gets a ones column, o = num / (den + eps) */
-    int Va = x->normalize ? V + 1 : V;
+    lina_attn_desc d = device_desc(mx, B, T);
     const float *va = vs;
     float *oa = x->o;
-    if (x->normalize) {
+    if (mx->fmap) {
         lk_append_ones(N * H, V, vs, x->vaug, g->s);
         va = x->vaug;
         oa = x->oaug;
     }
     TRY(cuda_check("mixer projections"));
-    lina_attn_desc d = attn_desc(mx, B, T, Va);
     lina_cuda_attn_fwd_args a = {q, k, va, gate, mx->beta ? x->beta : NULL, NULL, oa, NULL};
     TRY(lina_cuda_attn_forward(&d, LINA_DTYPE_F32, &a, g->s));
-    if (x->normalize) lk_normalize_forward(N * H, V, x->oaug, d.eps, x->o, g->s);
+    if (mx->fmap) lk_normalize_forward(N * H, V, x->oaug, d.eps, x->o, g->s);
     if (mx->out_gate) linear_fwd(g, N, D, Cv, in, DW(g, &mx->g_proj), NULL, x->z);
     lk_gated_rmsnorm_forward(N * H, V, x->o, mx->out_gate ? x->z : NULL, DW(g, &mx->o_norm), mx->eps, x->y,
                              x->orstd, g->s);
@@ -452,22 +446,21 @@ static lina_status linear_mixer_backward(lina_cuda_lm *g, gpu_mixer *x, const fl
     const float *k = (mx->l2 || mx->fmap || mx->rope) ? x->k : ks;
     const float *gate = mx->gate == LINA_GATE_CONST ? x->const_g : mx->gate == LINA_GATE_NONE ? NULL : x->g;
     int want_dg = mx->gate == LINA_GATE_SCALAR || mx->gate == LINA_GATE_VECTOR;
-    int Va = x->normalize ? V + 1 : V;
-    const float *va = x->normalize ? x->vaug : vs;
+    lina_attn_desc d = device_desc(mx, B, T);
+    const float *va = mx->fmap ? x->vaug : vs;
     const float *dO = t2;
     float *dva = g->sdv;
-    if (x->normalize) {
-        lk_normalize_backward(N * H, V, x->oaug, lina_attn_desc_default().eps, x->o, t2, g->sdoaug, g->s);
+    if (mx->fmap) {
+        lk_normalize_backward(N * H, V, x->oaug, d.eps, x->o, t2, g->sdoaug, g->s);
         dO = g->sdoaug;
         dva = g->sdvaug;
     }
     TRY(cuda_check("mixer output backward"));
-    lina_attn_desc d = attn_desc(mx, B, T, Va);
     lina_cuda_attn_bwd_args a = {q,      k,      va,      gate,    mx->beta ? x->beta : NULL, NULL, dO, NULL,
                                  g->sdq, g->sdk, dva,     want_dg ? g->sdg : NULL,
                                  mx->beta ? g->sdbeta : NULL, NULL};
     TRY(lina_cuda_attn_backward(&d, LINA_DTYPE_F32, &a, g->s));
-    if (x->normalize) lk_drop_last_column(N * H, V, g->sdvaug, g->sdv, g->s);
+    if (mx->fmap) lk_drop_last_column(N * H, V, g->sdvaug, g->sdv, g->s);
 
     /* gates */
     if (mx->gate == LINA_GATE_SCALAR) {

@@ -115,6 +115,8 @@ struct lina_mixer {
 };
 
 lina_status lina_mixer_linear_alloc(lina_mixer *mx, int rows);
+/* The attention descriptor of a linear mixer over B sequences of T tokens. */
+lina_attn_desc lina_mixer_attn_desc(const lina_mixer *mx, int B, int T);
 lina_status lina_mixer_linear_forward(lina_mixer *mx, lina_ctx *ctx, int B, int T, const float *x,
                                       float *out, lina_mixer_state *st, int pos0);
 lina_status lina_mixer_linear_backward(lina_mixer *mx, lina_ctx *ctx, const float *dout, float *dx);

@@ -89,7 +89,7 @@ static lina_status fill_positions(lina_mixer *mx, int T, int pos0) {
     return LINA_OK;
 }
 
-static lina_attn_desc attn_desc(const lina_mixer *mx, int B, int T) {
+lina_attn_desc lina_mixer_attn_desc(const lina_mixer *mx, int B, int T) {
     lina_attn_desc d = lina_attn_desc_default();
     d.B = B;
     d.T = T;
@@ -223,7 +223,7 @@ lina_status lina_mixer_linear_forward(lina_mixer *mx, lina_ctx *ctx, int B, int 
     } else if (mx->gate == LINA_GATE_CONST) {
         g = mx->const_g;
     }
-    lina_attn_desc d = attn_desc(mx, B, T);
+    lina_attn_desc d = lina_mixer_attn_desc(mx, B, T);
     if (st && T == 1) {
         TRY(lina_attn_step(ctx, &d, mx->q, mx->k, mx->v, g, mx->beta ? mx->beta_v : NULL, st->S,
                            mx->o));
@@ -251,7 +251,7 @@ lina_status lina_mixer_linear_backward(lina_mixer *mx, lina_ctx *ctx, const floa
                                 mx->orstd, t1, t2, dz, mx->o_norm.g, mx->threads);
     if (mx->out_gate) lina_linear_backward(N, D, Cv, x, mx->g_proj.w, dz, dx, 0, mx->g_proj.g, NULL);
 
-    lina_attn_desc d = attn_desc(mx, B, T);
+    lina_attn_desc d = lina_mixer_attn_desc(mx, B, T);
     const float *g = mx->gate == LINA_GATE_CONST ? mx->const_g : mx->g;
     lina_attn_bwd_args a = {mx->q,  mx->k,  mx->v,  mx->gate == LINA_GATE_NONE ? NULL : g,
                             mx->beta ? mx->beta_v : NULL, NULL, t2, NULL, mx->dq, mx->dk, mx->dv,

@@ -1,4 +1,5 @@
-/* Row-major sgemm whose result does not depend on the thread count (gemm_fixed.c). */
+/* Row-major OpenBLAS calls (sgemm, sgemv, strsm) whose results do not depend on the thread
+ * count (gemm_fixed.c), and the guard for regions that call OpenBLAS directly. */
 #ifndef LINA_GEMM_FIXED_H
 #define LINA_GEMM_FIXED_H
 

@@ -265,9 +265,6 @@ static int n_threads(lina_ctx *ctx, int n_jobs) {
     return n_jobs < t ? (n_jobs < 1 ? 1 : n_jobs) : t;
 }
 
-/* The OpenMP build of OpenBLAS is single-threaded inside an active parallel
- * region; a one-thread region is inactive, so limit it explicitly there (this
- * only changes the ICV of the region's own implicit task). */
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
